@@ -1,0 +1,76 @@
+"""What an execution row says about a session: identity, environment, final status."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from pytest_stepflow.clock import RealClock
+from pytest_stepflow.environment import collect_environment, platform_metadata
+from pytest_stepflow.model import ExecutionStarted, Status
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError, ImportError):  # no passwd entry in some containers
+        return None
+
+
+def new_execution(
+    config: pytest.Config,
+    *,
+    name: str | None,
+    tags: Mapping[str, str],
+    clock: RealClock,
+    worker_count: int,
+    version: str,
+) -> ExecutionStarted:
+    now = clock.iso()
+    argv = [sys.argv[0], *config.invocation_params.args]
+    return ExecutionStarted(
+        id=str(uuid.uuid4()),
+        name=name,
+        command=json.dumps(argv, ensure_ascii=False),
+        working_directory=str(config.invocation_params.dir),
+        rootdir=str(config.rootpath),
+        created_at=now,
+        started_at=now,
+        environment=json.dumps(collect_environment(os.environ), ensure_ascii=False),
+        user_name=_user(),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        tags=json.dumps(dict(tags), ensure_ascii=False),
+        metadata=json.dumps(platform_metadata(version), ensure_ascii=False),
+        worker_count=worker_count,
+    )
+
+
+def final_status(exit_code: int, interrupted: bool, collect_errors: int) -> Status:
+    if interrupted:
+        return Status.INTERRUPTED
+    if exit_code == pytest.ExitCode.OK:
+        return Status.PASSED
+    if exit_code == pytest.ExitCode.TESTS_FAILED:
+        return Status.FAILED
+    if exit_code == pytest.ExitCode.NO_TESTS_COLLECTED:
+        return Status.NO_TESTS
+    if exit_code == pytest.ExitCode.INTERRUPTED and not collect_errors:
+        return Status.INTERRUPTED
+    return Status.ERROR
+
+
+def display_path(path: Path) -> str:
+    """The path relative to the working directory when it is inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,70 @@
+"""The pytest11 entry point: options, and a lazy role gate.
+
+When `--stepflow` is off this module only declares options: nothing is registered and
+nothing heavy (sqlite3, asyncio, aiosqlite) is imported.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_stepflow.settings import add_options, enabled
+
+if TYPE_CHECKING:
+    from pytest_stepflow.roles import _Recording
+
+recording_key = pytest.StashKey["_Recording"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        info = workerinput.get("stepflow")
+        if not info:  # off, or the controller could not open the database
+            return
+        from pytest_stepflow.roles import Worker
+        from pytest_stepflow.settings import from_workerinput
+
+        _register(config, Worker(config, from_workerinput(info), info))
+        return
+    if not enabled(config):
+        return
+    from pytest_stepflow.settings import resolve
+
+    settings = resolve(config)  # raises UsageError for bad values, before any work
+    if _is_xdist_controller(config):
+        from pytest_stepflow.roles import Controller
+
+        _register(config, Controller(config, settings))
+    else:
+        from pytest_stepflow.roles import Standalone
+
+        _register(config, Standalone(config, settings))
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    # The same test xdist itself uses to decide whether to start workers.
+    if not config.pluginmanager.hasplugin("xdist"):
+        return False
+    return bool(config.getoption("dist", "no") != "no" and not config.getoption("collectonly"))
+
+
+def _register(config: pytest.Config, recording: _Recording) -> None:
+    config.stash[recording_key] = recording
+    config.pluginmanager.register(recording, "stepflow-session")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    recording = config.stash.get(recording_key, None)
+    if recording is None:
+        return
+    del config.stash[recording_key]
+    recording.stop()
+    config.pluginmanager.unregister(recording)

@@ -1,0 +1,253 @@
+"""Turning pytest's reports into `Step` records, on the test thread, cheaply.
+
+A step is finished by its teardown report (or by a `rerun` report from pytest-rerunfailures,
+which logs no teardown for a failed attempt); building it is a handful of attribute reads and
+one append to the writer's buffer. Text is rendered only for failures and only what the
+capture policy keeps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from pytest_stepflow.capture import StepLogHandler, clip
+from pytest_stepflow.clock import RealClock
+from pytest_stepflow.model import Outcome, Record, Step
+
+PHASES = ("setup", "call", "teardown")
+_FAILING = frozenset({Outcome.FAILED.value, Outcome.ERROR.value})
+MAX_PARAMETER_REPR = 200
+
+
+def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str | None:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        text = str(longrepr[2])
+        return text[len("Skipped: ") :] if text.startswith("Skipped: ") else text
+    return None
+
+
+def classify(
+    setup: pytest.TestReport | None,
+    call: pytest.TestReport | None,
+    teardown: pytest.TestReport | None,
+) -> tuple[str, str | None, str | None]:
+    """The step's (outcome, reason, longrepr) from its phase reports, as pytest counts them."""
+    outcome, reason, failing = Outcome.PASSED.value, None, []
+    if setup is not None and setup.outcome != "passed":
+        if setup.skipped:
+            wasxfail = getattr(setup, "wasxfail", None)
+            outcome = Outcome.XFAILED.value if wasxfail is not None else Outcome.SKIPPED.value
+            reason = wasxfail if wasxfail is not None else skip_reason(setup)
+        else:
+            outcome = Outcome.ERROR.value
+            failing.append(setup)
+    elif call is not None:
+        wasxfail = getattr(call, "wasxfail", None)
+        if wasxfail is not None and call.outcome in ("skipped", "passed"):
+            outcome = Outcome.XFAILED.value if call.skipped else Outcome.XPASSED.value
+            reason = wasxfail
+        elif call.skipped:
+            outcome, reason = Outcome.SKIPPED.value, skip_reason(call)
+        elif call.outcome != "passed":
+            outcome = Outcome.FAILED.value
+            failing.append(call)
+    if teardown is not None and teardown.outcome not in ("passed", "skipped"):
+        outcome = Outcome.ERROR.value
+        failing.append(teardown)
+    if not failing:
+        return outcome, reason, None
+    if len(failing) == 1:
+        return outcome, reason, failing[0].longreprtext
+    return outcome, reason, "\n\n".join(f"[{r.when}]\n{r.longreprtext}" for r in failing)
+
+
+def is_rerun(report: pytest.TestReport) -> bool:
+    """pytest-rerunfailures marks a failed attempt that will be retried with 'rerun'."""
+    outcome: str = report.outcome
+    return outcome == "rerun"
+
+
+def _phase_outcome(report: pytest.TestReport | None) -> str | None:
+    if report is None:
+        return None
+    return "failed" if is_rerun(report) else report.outcome
+
+
+def collect_step(
+    report: pytest.CollectReport, execution_id: str, worker: str, now: float, max_output: int
+) -> Step:
+    """A collection error or a module-level skip, as a step of kind 'collect'."""
+    outcome = Outcome.SKIPPED.value if report.skipped else Outcome.ERROR.value
+    file, name, class_name = split_nodeid(report.nodeid, None)
+    longrepr = None if report.skipped else clip(report.longreprtext, max_output)
+    return Step(execution_id, report.nodeid, worker, 1, True, "collect", None, file, None, name,
+                class_name, None, None, outcome, None, None, None, None, None, None, 0.0, now,
+                now, longrepr, skip_reason(report), None, None, None)
+
+
+def _parameters(item: pytest.Item | None) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or not callspec.params:
+        return None
+    return json.dumps(
+        {name: value if isinstance(value, (bool, int, float, type(None))) else
+         clip(value if isinstance(value, str) else repr(value), MAX_PARAMETER_REPR)
+         for name, value in callspec.params.items()},
+        ensure_ascii=False,
+    )
+
+
+def _markers(item: pytest.Item | None) -> str | None:
+    if item is None:
+        return None
+    # parametrize is structure, not a label; its values are in `parameters`.
+    names = list(
+        dict.fromkeys(m.name for m in item.iter_markers() if m.name != "parametrize")
+    )
+    return json.dumps(names) if names else None
+
+
+def split_nodeid(nodeid: str, name: str | None) -> tuple[str, str, str | None]:
+    """(file, name, class) of a node id; the name may itself contain '::' (parameter ids)."""
+    if name and nodeid.endswith(name):
+        prefix = nodeid[: len(nodeid) - len(name)].rstrip(":")
+    else:
+        prefix, _, name = nodeid.rpartition("::")
+    parts = prefix.split("::") if prefix else [nodeid]
+    return parts[0], name or nodeid, "::".join(parts[1:]) or None
+
+
+class StepRecorder:
+    """A pytest plugin object: one per process that runs tests (standalone or xdist worker)."""
+
+    def __init__(
+        self,
+        *,
+        execution_id: str,
+        worker: str,
+        submit: Callable[[Record], None],
+        clock: RealClock,
+        log_handler: StepLogHandler,
+        capture: str,
+        max_output: int,
+    ) -> None:
+        self.execution_id = execution_id
+        self.worker = worker
+        self.submit = submit
+        self.clock = clock
+        self.log_handler = log_handler
+        self.capture = capture
+        self.max_output = max_output
+        self.outcomes: Counter[str] = Counter()
+        self.steps = 0
+        self.collected = 0
+        self.collect_steps = 0
+        self.collect_errors = 0
+        self.record_collection = True
+        self.current_index: int | None = None
+        self._items: dict[str, tuple[int, pytest.Item]] = {}
+        self._attempts: dict[str, int] = {}
+        self._reports: dict[str, pytest.TestReport] = {}
+        self._started = 0.0
+
+    # ---- collection ----------------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._items = {item.nodeid: (i, item) for i, item in enumerate(session.items)}
+        self.collected = len(session.items)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """Collection errors and module-level skips are steps, as pytest counts them."""
+        if report.passed or not self.record_collection:
+            return
+        self.collect_errors += report.failed
+        self.collect_steps += 1
+        self._emit(
+            collect_step(report, self.execution_id, self.worker, self.clock.now(),
+                         self.max_output)
+        )
+
+    # ---- running -------------------------------------------------------------------------
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self._arm()
+        entry = self._items.get(nodeid)
+        self.current_index = entry[0] if entry else None
+
+    def _arm(self) -> None:
+        handler = self.log_handler
+        root = logging.getLogger()
+        if handler not in root.handlers:  # a test may have cleared the root's handlers
+            root.addHandler(handler)
+        handler.records = []
+        handler.dropped = 0
+        handler.phase = "setup"
+        self._started = self.clock.now()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        when = report.when
+        reports = self._reports
+        if is_rerun(report):  # pytest-rerunfailures: this attempt ends here
+            reports[when] = report
+            self._finish(report, final=False)
+            self._arm()
+        elif when == "teardown":
+            reports[when] = report
+            self._finish(report, final=True)
+        else:
+            reports[when] = report
+            self.log_handler.phase = "call" if when == "setup" else "teardown"
+
+    def _finish(self, last: pytest.TestReport, final: bool) -> None:
+        reports, self._reports = self._reports, {}
+        setup, call, teardown = reports.get("setup"), reports.get("call"), reports.get("teardown")
+        nodeid = last.nodeid
+        outcome, reason, longrepr = classify(setup, call, teardown)
+        attempt = self._attempts[nodeid] = self._attempts.get(nodeid, 0) + 1
+        failing = outcome in _FAILING or not final
+        keep_text = self.capture == "all" or (self.capture == "failed" and failing)
+        logs = self.log_handler.take()
+        entry = self._items.get(nodeid)
+        index, item = entry if entry else (None, None)
+        file, name, class_name = split_nodeid(nodeid, getattr(item, "name", None))
+        location = last.location
+        max_output = self.max_output
+        self._emit(
+            Step(
+                self.execution_id, nodeid, self.worker, attempt, final, "test", index, file,
+                location[1] + 1 if location and location[1] is not None else None, name,
+                class_name, _parameters(item), _markers(item), outcome, _phase_outcome(setup),
+                _phase_outcome(call), _phase_outcome(teardown),
+                setup.duration if setup else None, call.duration if call else None,
+                teardown.duration if teardown else None,
+                sum(r.duration for r in reports.values()), self._started, self.clock.now(),
+                clip(longrepr, max_output), reason,
+                clip(last.capstdout, max_output) if keep_text else None,
+                clip(last.capstderr, max_output) if keep_text else None,
+                _properties(last.user_properties),
+                logs if keep_text else (),
+            )
+        )
+
+    def _emit(self, step: Step) -> None:
+        self.submit(step)
+        self.steps += 1
+        if step.final:
+            self.outcomes[step.outcome] += 1
+
+
+def _properties(properties: list[tuple[str, object]]) -> str | None:
+    if not properties:
+        return None
+    return json.dumps(
+        [[str(name), value if isinstance(value, (str, bool, int, float, type(None))) else
+          repr(value)] for name, value in properties],
+        ensure_ascii=False,
+    )

@@ -1,0 +1,383 @@
+"""Who does what in a session: standalone, xdist controller, or xdist worker.
+
+- Standalone: owns the execution (creates and finishes it) and records its own steps.
+- Controller: owns the execution, hands its id and the database path to the workers, records
+  only what no worker can (collection errors, tests whose worker crashed), and checks the
+  workers' step counts against the reports it received.
+- Worker: records its steps through its own writer and returns the writer's statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_stepflow import __version__
+from pytest_stepflow.capture import StepLogHandler
+from pytest_stepflow.clock import CLOCK
+from pytest_stepflow.environment import ci_info, git_info
+from pytest_stepflow.execution import display_path, final_status, new_execution
+from pytest_stepflow.model import ExecutionFinished, ExecutionMetadata, Heartbeat, Record, Step
+from pytest_stepflow.recorder import StepRecorder, collect_step, is_rerun, split_nodeid
+from pytest_stepflow.settings import Settings
+from pytest_stepflow.storage.bootstrap import start_execution
+from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.storage.reader import count_steps
+from pytest_stepflow.storage.writer import BatchWriter, WriterStats
+
+WORKERINPUT_KEY = "stepflow"
+
+
+def _drain_timeout(settings: Settings) -> float:
+    """Bounded wait at session end: long enough to ride out a short lock, never a hang."""
+    return min(settings.retry_budget, 30.0) + 5.0
+
+
+def _log_level(config: pytest.Config) -> int:
+    """The level pytest's own capture handler uses (`log_level`), or everything it gets."""
+    from _pytest.logging import get_log_level_for_setting
+
+    level = get_log_level_for_setting(config, "log_level")
+    return level if level is not None else logging.NOTSET
+
+
+class _Recording:
+    """What every role has: settings, a writer, and the problems to report."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.writer: BatchWriter | None = None
+        self.recorder: StepRecorder | None = None
+        self.log_handler: StepLogHandler | None = None
+        self.problem: str | None = None  # why nothing is being recorded
+        self.stats: WriterStats | None = None
+
+    def _start_writer(self, **kwargs: Any) -> BatchWriter:
+        s = self.settings
+        self.writer = BatchWriter(s.db_path, batch_size=s.batch_size,
+                                  flush_interval=s.flush_interval, retry_budget=s.retry_budget,
+                                  **kwargs)
+        self.writer.start()
+        return self.writer
+
+    def _start_recorder(self, execution_id: str, worker: str) -> None:
+        assert self.writer is not None
+        self.log_handler = StepLogHandler(_log_level(self.config), CLOCK)
+        logging.getLogger().addHandler(self.log_handler)
+        self.recorder = StepRecorder(
+            execution_id=execution_id, worker=worker, submit=self.writer.submit, clock=CLOCK,
+            log_handler=self.log_handler, capture=self.settings.capture,
+            max_output=self.settings.max_output,
+        )
+        self.config.pluginmanager.register(self.recorder, "stepflow-recorder")
+
+    def stop(self) -> None:
+        """Unconfigure: make sure nothing is left running, whatever happened before."""
+        if self.log_handler is not None:
+            logging.getLogger().removeHandler(self.log_handler)
+            self.log_handler = None
+        if self.recorder is not None:
+            self.config.pluginmanager.unregister(self.recorder)
+            self.recorder = None
+        if self.writer is not None and self.stats is None:
+            self.stats = self.writer.close(_drain_timeout(self.settings))
+
+
+class _Owner(_Recording):
+    """Standalone and controller: create the execution, finish it, print the summary."""
+
+    worker_count = 0
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        super().__init__(config, settings)
+        self.started = new_execution(config, name=settings.name, tags=settings.tags,
+                                     clock=CLOCK, worker_count=self.worker_count,
+                                     version=__version__)
+        self.number: int | None = None
+        self.interrupted = False
+        self.internal_error: str | None = None
+        self.dead_runs: list[int] = []
+        self.mismatch: dict[str, int] | None = None
+        self._t0 = CLOCK.now()
+        self._extra_metadata: dict[str, object] = {}
+        self._metadata_thread: threading.Thread | None = None
+        try:
+            self.number, self.dead_runs = start_execution(settings.db_path, self.started)
+        except StorageError as exc:
+            self.problem = str(exc)
+            return
+        self._start_writer(heartbeat=self._heartbeat, import_spill=True)
+        self._metadata_thread = threading.Thread(
+            target=self._gather_metadata, name="stepflow-metadata", daemon=True
+        )
+        self._metadata_thread.start()
+
+    def _gather_metadata(self) -> None:
+        """Git and CI details: a subprocess, so off the test thread."""
+        import os
+
+        extra: dict[str, object] = {}
+        git = git_info(self.config.rootpath)
+        if git:
+            extra["git"] = git
+        ci = ci_info(os.environ)
+        if ci:
+            extra["ci"] = ci
+        self._extra_metadata = extra
+
+    def _heartbeat(self) -> Heartbeat:
+        recorder = self.recorder
+        return Heartbeat(self.started.id, CLOCK.iso(), self.completed_steps(),
+                         recorder.current_index if recorder else None)
+
+    def completed_steps(self) -> int:
+        return self.recorder.steps if self.recorder else 0
+
+    def total_steps(self) -> int:
+        return self.recorder.collected if self.recorder else 0
+
+    # ---- hooks ---------------------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if self.problem and reporter is not None:
+            reporter.write_line(f"stepflow: warning: not recording: {self.problem}", yellow=True)
+
+    def pytest_keyboard_interrupt(self) -> None:
+        self.interrupted = True
+
+    def pytest_internalerror(self, excrepr: object) -> None:
+        self.internal_error = str(excrepr).strip().splitlines()[-1][:500]
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.writer is None:
+            return
+        if self._metadata_thread is not None:
+            self._metadata_thread.join(3.0)
+        collect_errors = self.collect_errors()
+        status = final_status(int(exitstatus), self.interrupted, collect_errors)
+        message = self.internal_error or (
+            f"{collect_errors} error{'s' * (collect_errors != 1)} during collection"
+            if collect_errors else "KeyboardInterrupt" if self.interrupted else None
+        )
+        self.writer.submit(ExecutionMetadata(self.started.id, json.dumps(self._extra_metadata)))
+        self.before_finish()
+        started, completed, total = self.started, self.completed_steps(), self.total_steps()
+
+        def finish(stats: WriterStats) -> Record:
+            extra = {"step_count_mismatch": self.mismatch} if self.mismatch else None
+            return ExecutionFinished(
+                started.id, status.value, int(exitstatus), message, CLOCK.iso(),
+                CLOCK.now() - self._t0, total, completed, json.dumps(self.merged(stats)),
+                json.dumps(extra) if extra else None,
+            )
+
+        self.stats = self.writer.close(_drain_timeout(self.settings), final=finish)
+
+    def collect_errors(self) -> int:
+        return 0
+
+    def before_finish(self) -> None:
+        """Hook for the controller: check the workers' work before the final record."""
+
+    def merged(self, stats: WriterStats) -> dict[str, Any]:
+        return stats.as_dict()
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        db = display_path(self.settings.db_path)
+        if self.problem:
+            terminalreporter.write_line(
+                f"stepflow: nothing recorded: {self.problem}", yellow=True, bold=True
+            )
+            return
+        stats = self.merged(self.stats) if self.stats else {}
+        steps = self.completed_steps()
+        line = f"stepflow: execution #{self.number} recorded {steps} steps in {db}"
+        extras = []
+        if self.worker_count:
+            extras.append(f"{self.worker_count} workers")
+        if stats.get("retries"):
+            extras.append(f"{stats['retries']} retries")
+        if stats.get("imported_spill_records"):
+            extras.append(f"imported {stats['imported_spill_records']} spilled records")
+        if extras:
+            line += f" ({', '.join(extras)})"
+        terminalreporter.write_line(line)
+        if stats.get("spilled"):
+            files = ", ".join(display_path(Path(f)) for f in stats.get("spill_files", []))
+            terminalreporter.write_line(
+                f"stepflow: warning: {stats['spilled']} records could not be written and were "
+                f"spilled to {files}; the next run imports them ({stats.get('last_error')})",
+                yellow=True,
+            )
+        if stats.get("lost"):
+            terminalreporter.write_line(
+                f"stepflow: warning: {stats['lost']} records were lost: "
+                f"{stats.get('last_error')}", yellow=True, bold=True,
+            )
+        if self.mismatch:
+            terminalreporter.write_line(
+                f"stepflow: warning: the workers reported {self.mismatch['reported']} steps but "
+                f"the database holds {self.mismatch['recorded']} (difference stored in the "
+                f"execution's metadata)", yellow=True,
+            )
+        if self.dead_runs:
+            runs = ", ".join(f"#{n}" for n in self.dead_runs)
+            terminalreporter.write_line(
+                f"stepflow: marked {runs} interrupted (its process is gone)"
+            )
+
+
+class Standalone(_Owner):
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        super().__init__(config, settings)
+        if self.writer is not None:
+            self._start_recorder(self.started.id, "main")
+
+    def collect_errors(self) -> int:
+        return self.recorder.collect_errors if self.recorder else 0
+
+    def total_steps(self) -> int:
+        recorder = self.recorder
+        return recorder.collected + recorder.collect_steps if recorder else 0
+
+
+class Worker(_Recording):
+    """An xdist worker: steps only; the controller owns the execution."""
+
+    def __init__(self, config: pytest.Config, settings: Settings, info: dict[str, Any]) -> None:
+        super().__init__(config, settings)
+        self._start_writer()
+        self._start_recorder(info["execution_id"], str(config.workerinput["workerid"]))  # type: ignore[attr-defined]
+        assert self.recorder is not None
+        self.recorder.record_collection = False  # the controller records collection errors
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        assert self.writer is not None
+        self.stats = self.writer.close(_drain_timeout(self.settings))
+        recorder = self.recorder
+        self.config.workeroutput[WORKERINPUT_KEY] = {  # type: ignore[attr-defined]
+            "stats": self.stats.as_dict(),
+            "steps": recorder.steps if recorder else 0,
+        }
+
+
+class Controller(_Owner):
+    """The xdist controller process (no tests run here)."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.worker_count = int(config.getoption("numprocesses") or 0)
+        super().__init__(config, settings)
+        self.reported = 0
+        self.collected = 0
+        self.collect_error_count = 0
+        self.worker_stats = WriterStats()
+        self.worker_steps = 0
+        self.workers_seen: set[str] = set()
+        self.own_steps = 0  # steps this process writes: collection errors, crashed tests
+        self._attempts: Counter[tuple[str, str]] = Counter()
+        self._starts: dict[str, float] = {}
+
+    def completed_steps(self) -> int:
+        return self.reported
+
+    def total_steps(self) -> int:
+        return self.collected
+
+    def collect_errors(self) -> int:
+        return self.collect_error_count
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        if self.writer is None:
+            return
+        s = self.settings
+        node.workerinput[WORKERINPUT_KEY] = {
+            "execution_id": self.started.id, "db_path": str(s.db_path),
+            "batch_size": s.batch_size, "flush_interval": s.flush_interval,
+            "retry_budget": s.retry_budget, "capture": s.capture, "max_output": s.max_output,
+        }
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if self.config.getoption("dist") == "each":
+            self.collected += len(ids)
+        else:
+            self.collected = max(self.collected, len(ids))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        output = getattr(node, "workeroutput", {}).get(WORKERINPUT_KEY)
+        worker = str(node.gateway.id)
+        if output and worker not in self.workers_seen:
+            self.workers_seen.add(worker)
+            self.worker_stats.merge(output["stats"])
+            self.worker_steps += int(output["steps"])
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self._starts[nodeid] = CLOCK.now()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        node = getattr(report, "node", None)
+        worker = str(node.gateway.id) if node is not None else "main"
+        if report.when == "teardown" or is_rerun(report):
+            self.reported += 1
+            self._attempts[(report.nodeid, worker)] += 1
+        elif str(report.when) == "???":  # xdist's report for a test whose worker crashed
+            self.reported += 1
+            self._record_crash(report, worker)
+
+    def _record_crash(self, report: pytest.TestReport, worker: str) -> None:
+        """The crashed worker could not record its test; xdist's report says what happened."""
+        if self.writer is None:
+            return
+        key = (report.nodeid, worker)
+        self._attempts[key] += 1
+        now = CLOCK.now()
+        started = self._starts.get(report.nodeid, now)
+        file, name, class_name = split_nodeid(report.nodeid, None)
+        self.own_steps += 1
+        self.writer.submit(
+            Step(self.started.id, report.nodeid, worker, self._attempts[key], True, "test", None,
+                 file, None, name, class_name, None, None, "failed", None, "failed", None, None,
+                 None, None, now - started, started, now, str(report.longrepr), None, None, None,
+                 None)
+        )
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """xdist hands the controller each distinct collection failure once."""
+        if report.passed or self.writer is None:
+            return
+        self.collect_error_count += report.failed
+        self.reported += 1
+        self.own_steps += 1
+        self.writer.submit(collect_step(report, self.started.id, "main", CLOCK.now(),
+                                        self.settings.max_output))
+
+    def merged(self, stats: WriterStats) -> dict[str, Any]:
+        total = WriterStats()
+        total.merge(stats.as_dict())
+        total.merge(self.worker_stats.as_dict())
+        return total.as_dict()
+
+    def before_finish(self) -> None:
+        """Compare the steps in the database with the reports the workers sent."""
+        assert self.writer is not None
+        self.writer.flush(_drain_timeout(self.settings))  # our own crash/collection steps
+        merged = self.merged(self.writer.stats)
+        expected = self.reported - merged["spilled_steps"] - merged["lost_steps"]
+        try:
+            recorded = count_steps(self.settings.db_path, self.started.id)
+        except StorageError:
+            return
+        if recorded != expected:
+            self.mismatch = {"reported": self.reported, "recorded": recorded,
+                             "spilled": merged["spilled_steps"], "lost": merged["lost_steps"]}

@@ -1,0 +1,185 @@
+"""Options: declared once as data, resolved once (CLI > environment > ini > default).
+
+Every option exists as `--stepflow-x` and ini `stepflow_x` with the same dest; CLI defaults are
+None so that "not given" is distinguishable from "given the default".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CAPTURE_CHOICES = ("all", "failed", "none")
+DEFAULT_DB = Path(".stepflow") / "stepflow.db"
+DB_ENV = "STEPFLOW_DB"
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    name: str  # without the --stepflow- prefix
+    help: str
+    ini_type: str | None = "string"
+    metavar: str | None = None
+    flag: bool = False
+    repeatable: bool = False
+
+
+OPTIONS = (
+    Option("", "record this run into a SQLite database (off by default)", "bool", flag=True),
+    Option("db", f"database file (env {DB_ENV}; default <rootdir>/{DEFAULT_DB})", metavar="PATH"),
+    Option("name", "a name for this execution", metavar="NAME"),
+    Option("tag", "tag the execution, repeatable", "linelist", "KEY=VALUE", repeatable=True),
+    Option("batch-size", "rows per write transaction (default 50)", metavar="N"),
+    Option("flush-interval", "seconds between writes (default 1.0)", metavar="SECONDS"),
+    Option(
+        "capture",
+        "whose output and log records to keep: all tests, failed tests only, or none "
+        "(default all); tracebacks are always kept",
+        metavar="all|failed|none",
+    ),
+    Option("max-output", "bytes per stream per step, e.g. 1MiB (default 1MiB)", metavar="SIZE"),
+    Option(
+        "retry-budget",
+        "seconds a batch may wait for a locked database before it goes to the spill journal "
+        "(default 30)",
+        metavar="SECONDS",
+    ),
+)
+
+
+def dest(option: Option) -> str:
+    return "stepflow" + ("_" + option.name.replace("-", "_") if option.name else "")
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("stepflow", "record runs into SQLite (pytest-stepflow)")
+    for option in OPTIONS:
+        flag = "--stepflow" + (f"-{option.name}" if option.name else "")
+        if option.flag:
+            group.addoption(flag, action="store_true", default=None, dest=dest(option),
+                            help=option.help)
+        else:
+            group.addoption(flag, action="append" if option.repeatable else "store",
+                            default=None, dest=dest(option), metavar=option.metavar,
+                            help=option.help)
+        parser.addini(dest(option), option.help, type=option.ini_type)  # type: ignore[arg-type]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    db_path: Path
+    name: str | None
+    tags: Mapping[str, str]
+    batch_size: int
+    flush_interval: float
+    capture: str
+    max_output: int
+    retry_budget: float
+
+
+def enabled(config: pytest.Config) -> bool:
+    cli = config.getoption("stepflow")
+    return bool(cli) if cli is not None else bool(config.getini("stepflow"))
+
+
+def _raw(config: pytest.Config, name: str) -> Any:
+    key = "stepflow_" + name.replace("-", "_")
+    cli = config.getoption(key)
+    if cli is not None:
+        return cli
+    if name == "db" and os.environ.get(DB_ENV):
+        return os.environ[DB_ENV]
+    ini = config.getini(key)
+    return ini if ini not in ("", [], None) else None
+
+
+def _fail(name: str, value: object, accepted: str) -> pytest.UsageError:
+    return pytest.UsageError(
+        f"--stepflow-{name} (ini stepflow_{name.replace('-', '_')}): {value!r} is not valid; "
+        f"expected {accepted}"
+    )
+
+
+def _number(name: str, value: Any, kind: Callable[[str], float], low: float, accepted: str) -> Any:
+    try:
+        number = kind(str(value).strip())
+    except ValueError:
+        raise _fail(name, value, accepted) from None
+    if not number >= low or number == float("inf"):
+        raise _fail(name, value, accepted)
+    return number
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1 << 20, "mb": 10**6,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 10**9, "gib": 1 << 30}
+
+
+def parse_size(value: str) -> int | None:
+    match = _SIZE.match(value)
+    if not match:
+        return None
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
+
+
+def parse_tags(values: list[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key.strip():
+            raise _fail("tag", value, "KEY=VALUE, e.g. --stepflow-tag suite=smoke")
+        tags[key.strip()] = text.strip()
+    return tags
+
+
+def resolve(config: pytest.Config) -> Settings:
+    """Read and validate every option once; raises pytest.UsageError saying what is accepted."""
+    raw_db = _raw(config, "db")
+    db = Path(os.path.expanduser(str(raw_db))) if raw_db else config.rootpath / DEFAULT_DB
+    if not db.is_absolute():  # tests may chdir later, so resolve now
+        from_ini = config.getoption("stepflow_db") is None and not os.environ.get(DB_ENV)
+        # A path in an ini file is relative to that file, as pytest's own path options are.
+        base = config.inipath.parent if from_ini and config.inipath else None
+        db = (base or Path(config.invocation_params.dir)) / db
+    capture = str(_raw(config, "capture") or "all").strip().lower()
+    if capture not in CAPTURE_CHOICES:
+        raise _fail("capture", capture, "one of " + ", ".join(CAPTURE_CHOICES))
+    size_text = str(_raw(config, "max-output") or "1MiB")
+    max_output = parse_size(size_text)
+    if max_output is None or max_output < 1024:
+        raise _fail("max-output", size_text, "a size of at least 1024 bytes, e.g. 65536, 512KiB")
+    ini_tags = config.getini("stepflow_tag") or []
+    cli_tags = config.getoption("stepflow_tag") or []
+    return Settings(
+        db_path=Path(os.path.abspath(db)),
+        name=_raw(config, "name"),
+        tags=parse_tags([*ini_tags, *cli_tags]),  # CLI tags override ini tags of the same key
+        batch_size=_number("batch-size", _raw(config, "batch-size") or 50, int, 1,
+                           "a whole number of at least 1"),
+        flush_interval=_number("flush-interval", _raw(config, "flush-interval") or 1.0, float,
+                               0.01, "seconds, at least 0.01"),
+        capture=capture,
+        max_output=max_output,
+        retry_budget=_number("retry-budget", _raw(config, "retry-budget") or 30, float, 0,
+                             "seconds, 0 or more"),
+    )
+
+
+def from_workerinput(info: Mapping[str, Any]) -> Settings:
+    """A worker uses exactly what its controller resolved."""
+    return Settings(
+        db_path=Path(info["db_path"]),
+        name=None,
+        tags={},
+        batch_size=int(info["batch_size"]),
+        flush_interval=float(info["flush_interval"]),
+        capture=str(info["capture"]),
+        max_output=int(info["max_output"]),
+        retry_budget=float(info["retry_budget"]),
+    )

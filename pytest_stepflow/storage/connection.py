@@ -1,0 +1,125 @@
+"""Opening the database: file checks, PRAGMAs, and mapping SQLite errors to one-line messages."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from pytest_stepflow.storage.errors import NotADatabaseError, StorageError, UnwritableError
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_MS = 250
+
+# Each PRAGMA with why. journal_mode is persistent in the file; the rest are per connection.
+WRITER_PRAGMAS = (
+    # Readers never block writers and writers never block readers; one writer at a time.
+    "PRAGMA journal_mode = WAL",
+    # In WAL mode NORMAL is safe against a process crash (only an OS crash may lose the
+    # last commits) and avoids an fsync per transaction.
+    "PRAGMA synchronous = NORMAL",
+    # Let SQLite itself wait a little for the write lock before our jittered retry loop.
+    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+    # 8 MiB of page cache keeps the hot index pages of large batches in memory.
+    "PRAGMA cache_size = -8192",
+    # Sorts and temporary indexes stay in memory, never in temp files.
+    "PRAGMA temp_store = MEMORY",
+    # Reads through a memory map save a syscall per page.
+    "PRAGMA mmap_size = 67108864",
+    # Checkpoint every ~4 MiB of WAL so the -wal file stays bounded during long runs.
+    "PRAGMA wal_autocheckpoint = 1000",
+    # Enforce step -> execution -> cascade links, so a step never points at nothing.
+    "PRAGMA foreign_keys = ON",
+)
+READER_PRAGMAS = (
+    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+    "PRAGMA cache_size = -8192",
+    "PRAGMA temp_store = MEMORY",
+    "PRAGMA mmap_size = 67108864",
+)
+
+_LEFT_ALONE = "the file was left untouched"
+
+
+def check_file(path: Path) -> bool:
+    """Check what is at `path` before SQLite touches it; return True when it already exists."""
+    if path.is_dir():
+        raise UnwritableError(f"{path} is a directory; pass a file path to --stepflow-db")
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise UnwritableError(
+            f"{path} cannot be read ({exc.strerror}); check its permissions"
+        ) from None
+    if header and header != SQLITE_HEADER:
+        raise NotADatabaseError(
+            f"{path} is not an SQLite database; move it away or pass another --stepflow-db "
+            f"({_LEFT_ALONE})"
+        )
+    return True
+
+
+def describe_error(path: Path, exc: sqlite3.Error) -> StorageError:
+    """Turn an SQLite error into the one-line error a user can act on."""
+    text = str(exc)
+    lowered = text.lower()
+    if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+        return NotADatabaseError(
+            f"{path} is corrupt ({text}); move it away or pass another --stepflow-db "
+            f"({_LEFT_ALONE})"
+        )
+    if "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
+        return UnwritableError(
+            f"{path} cannot be written ({text}); check the folder's permissions or pass "
+            "another --stepflow-db"
+        )
+    return StorageError(f"{path}: {text}")
+
+
+def open_for_writing(path: Path) -> sqlite3.Connection:
+    """Open (creating folders and file as needed) in autocommit mode with the writer PRAGMAs."""
+    check_file(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnwritableError(
+            f"{path.parent} cannot be created ({exc.strerror}); pass a writable --stepflow-db"
+        ) from None
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise describe_error(path, exc) from None
+    try:
+        for pragma in WRITER_PRAGMAS:
+            conn.execute(pragma)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise describe_error(path, exc) from None
+    return conn
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """Open an existing database read-only; never creates a file."""
+    if not check_file(path):
+        raise StorageError(f"{path} does not exist; run `pytest --stepflow` first")
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        for pragma in READER_PRAGMAS:
+            conn.execute(pragma)
+    except sqlite3.Error as exc:
+        raise describe_error(path, exc) from None
+    return conn
+
+
+def is_busy(exc: BaseException) -> bool:
+    """True for the lock errors worth retrying (SQLITE_BUSY, SQLITE_LOCKED)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (5, 6)
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text

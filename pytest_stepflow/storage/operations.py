@@ -1,0 +1,250 @@
+"""Applying model records to the database, each batch in one BEGIN IMMEDIATE transaction.
+
+Every operation is idempotent, so a batch replayed after an ambiguous failure or from a
+spill journal never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+
+from pytest_stepflow.model import (
+    ExecutionFinished,
+    ExecutionMetadata,
+    ExecutionStarted,
+    Heartbeat,
+    Record,
+    Status,
+    Step,
+)
+
+
+class MissingExecutionError(Exception):
+    """A step names an execution that is not in the database (its start record was lost)."""
+
+
+@dataclasses.dataclass
+class BatchCounts:
+    steps: int = 0
+    logs: int = 0
+    duplicates: int = 0
+    executions: int = 0
+
+
+_INSERT_EXECUTION = """
+INSERT INTO executions (id, name, command, working_directory, rootdir, status, created_at,
+    started_at, environment, user_name, host, pid, tags, metadata, worker_count, heartbeat_at)
+VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO NOTHING
+"""
+_INSERT_TEST = """
+INSERT INTO tests (nodeid, file, name, class_name) VALUES (?, ?, ?, ?)
+ON CONFLICT (nodeid) DO NOTHING
+"""
+_INSERT_STEP = """
+INSERT INTO steps (id, execution, test_id, worker, attempt, final, kind, item_index, line,
+    parameters, markers, outcome, setup_outcome, call_outcome, teardown_outcome,
+    setup_duration, call_duration, teardown_duration, duration, started_at, completed_at,
+    longrepr, reason, stdout, stderr, properties)
+VALUES (?, ?, (SELECT id FROM tests WHERE nodeid = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+    ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (execution, test_id, worker, attempt) DO NOTHING
+"""
+_INSERT_LOG = """
+INSERT INTO logs (step_id, phase, created, level, level_name, logger, message, file, line,
+    function)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_MERGE_METADATA = "UPDATE executions SET metadata = json_patch(metadata, ?) WHERE id = ?"
+_HEARTBEAT = """
+UPDATE executions SET heartbeat_at = ?, completed_steps = ?, current_step_index = ?
+WHERE id = ? AND status = 'running'
+"""
+_FINISH = """
+UPDATE executions SET status = ?, exit_code = ?, error_message = ?, completed_at = ?,
+    heartbeat_at = ?, duration = ?, total_steps = ?, completed_steps = ?, writer_stats = ?,
+    metadata = json_patch(metadata, coalesce(?, '{}'))
+WHERE id = ?
+"""
+
+
+def apply_batch(
+    conn: sqlite3.Connection, records: Sequence[Record], numbers: dict[str, int]
+) -> BatchCounts:
+    """Write `records` in order, in one transaction; `numbers` caches execution id -> number."""
+    counts = BatchCounts()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for kind, group in itertools.groupby(records, type):
+            _APPLY[kind](conn, list(group), numbers, counts)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return counts
+
+
+def _started(
+    conn: sqlite3.Connection, rows: list[Record], numbers: dict[str, int], counts: BatchCounts
+) -> None:
+    params = []
+    for r in rows:
+        assert isinstance(r, ExecutionStarted)
+        params.append(
+            (r.id, r.name, r.command, r.working_directory, r.rootdir, r.created_at,
+             r.started_at, r.environment, r.user_name, r.host, r.pid, r.tags, r.metadata,
+             r.worker_count, r.started_at)
+        )
+    conn.executemany(_INSERT_EXECUTION, params)
+    counts.executions += len(params)
+
+
+def execution_number(conn: sqlite3.Connection, execution_id: str, numbers: dict[str, int]) -> int:
+    number = numbers.get(execution_id)
+    if number is None:
+        row = conn.execute("SELECT number FROM executions WHERE id = ?", (execution_id,)).fetchone()
+        if row is None:
+            raise MissingExecutionError(f"execution {execution_id} is not in the database")
+        number = numbers[execution_id] = int(row[0])
+    return number
+
+
+def _steps(
+    conn: sqlite3.Connection, rows: list[Record], numbers: dict[str, int], counts: BatchCounts
+) -> None:
+    steps = [r for r in rows if isinstance(r, Step)]
+    conn.executemany(
+        _INSERT_TEST, {s.nodeid: (s.nodeid, s.file, s.name, s.class_name) for s in steps}.values()
+    )
+    # We hold the write lock, so ids after the current maximum are ours to hand out; logs
+    # can then point at their step without a round trip per row.
+    base = conn.execute("SELECT coalesce(max(id), 0) FROM steps").fetchone()[0]
+    for execution_id in {s.execution_id for s in steps}:
+        execution_number(conn, execution_id, numbers)
+    before = conn.total_changes
+    conn.executemany(
+        _INSERT_STEP,
+        (
+            (base + i, numbers[s.execution_id], s.nodeid, s.worker,
+             s.attempt, s.final, s.kind, s.item_index, s.line, s.parameters, s.markers,
+             s.outcome, s.setup_outcome, s.call_outcome, s.teardown_outcome, s.setup_duration,
+             s.call_duration, s.teardown_duration, s.duration, s.started_at, s.completed_at,
+             s.longrepr, s.reason, s.stdout, s.stderr, s.properties)
+            for i, s in enumerate(steps, 1)
+        ),
+    )
+    inserted = conn.total_changes - before
+    if inserted == len(steps):
+        fresh: Iterable[tuple[int, Step]] = enumerate(steps, base + 1)
+    else:  # a replay: only the steps that were new get their logs
+        new_ids = {row[0] for row in conn.execute("SELECT id FROM steps WHERE id > ?", (base,))}
+        fresh = [(i, s) for i, s in enumerate(steps, base + 1) if i in new_ids]
+        counts.duplicates += len(steps) - inserted
+    log_rows = [
+        (step_id, g.phase, g.created, g.level, g.level_name, g.logger, g.message, g.file, g.line,
+         g.function)
+        for step_id, s in fresh
+        for g in s.logs
+    ]
+    if log_rows:
+        conn.executemany(_INSERT_LOG, log_rows)
+    counts.steps += inserted
+    counts.logs += len(log_rows)
+
+
+def _metadata(
+    conn: sqlite3.Connection, rows: list[Record], numbers: dict[str, int], counts: BatchCounts
+) -> None:
+    conn.executemany(
+        _MERGE_METADATA,
+        [(r.metadata, r.execution_id) for r in rows if isinstance(r, ExecutionMetadata)],
+    )
+
+
+def _heartbeats(
+    conn: sqlite3.Connection, rows: list[Record], numbers: dict[str, int], counts: BatchCounts
+) -> None:
+    last = rows[-1]  # only the newest heartbeat of a run of them matters
+    assert isinstance(last, Heartbeat)
+    conn.execute(
+        _HEARTBEAT, (last.at, last.completed_steps, last.current_step_index, last.execution_id)
+    )
+
+
+def _finished(
+    conn: sqlite3.Connection, rows: list[Record], numbers: dict[str, int], counts: BatchCounts
+) -> None:
+    for r in rows:
+        assert isinstance(r, ExecutionFinished)
+        conn.execute(
+            _FINISH,
+            (r.status, r.exit_code, r.error_message, r.completed_at, r.completed_at, r.duration,
+             r.total_steps, r.completed_steps, r.writer_stats, r.metadata, r.execution_id),
+        )
+
+
+_APPLY = {
+    ExecutionStarted: _started,
+    Step: _steps,
+    ExecutionMetadata: _metadata,
+    Heartbeat: _heartbeats,
+    ExecutionFinished: _finished,
+}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+# A heartbeat older than this means the process is gone even if its pid was reused.
+STALE_SAME_HOST = timedelta(minutes=10)
+# On another host we cannot look at pids; a heartbeat is written every few seconds.
+STALE_OTHER_HOST = timedelta(hours=1)
+
+
+def mark_interrupted(conn: sqlite3.Connection, host: str, now: datetime) -> list[int]:
+    """Mark `running` executions whose process is gone as `interrupted`; return their numbers.
+
+    Same host: the pid is gone (or the heartbeat is very old, in case the pid was reused).
+    Other hosts: only a heartbeat older than an hour.
+    """
+    running = conn.execute(
+        "SELECT number, host, pid, coalesce(heartbeat_at, started_at) FROM executions "
+        "WHERE status = ?",
+        (Status.RUNNING.value,),
+    ).fetchall()
+    gone = []
+    for number, run_host, pid, heartbeat in running:
+        age = now - datetime.fromisoformat(heartbeat.replace("Z", "+00:00"))
+        if run_host == host:
+            dead = (pid != os.getpid() and not _pid_alive(pid)) or age > STALE_SAME_HOST
+        else:
+            dead = age > STALE_OTHER_HOST
+        if dead:
+            gone.append(number)
+    if gone:
+        conn.executemany(
+            "UPDATE executions SET status = 'interrupted', error_message = coalesce("
+            "error_message, 'the process stopped without finishing the run (killed?)') "
+            "WHERE number = ? AND status = 'running'",
+            [(n,) for n in gone],
+        )
+    return gone
+
+
+def utc_iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace(
+        "+00:00", "Z"
+    )

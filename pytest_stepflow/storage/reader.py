@@ -1,0 +1,24 @@
+"""Read-only queries used while a run is going on (the report queries build on this module)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from pytest_stepflow.storage.connection import describe_error, open_read_only
+
+
+def count_steps(path: Path, execution_id: str) -> int:
+    """Steps stored for one execution; raises StorageError when the database is unreadable."""
+    conn = open_read_only(path)
+    try:
+        row = conn.execute(
+            "SELECT count(*) FROM steps JOIN executions e ON e.number = steps.execution "
+            "WHERE e.id = ?",
+            (execution_id,),
+        ).fetchone()
+        return int(row[0])
+    except sqlite3.Error as exc:
+        raise describe_error(path, exc) from None
+    finally:
+        conn.close()

@@ -1,0 +1,196 @@
+"""The database schema, its version, and forward migrations kept as data.
+
+The schema is a public interface (documented in the README). Design choices:
+- integer keys where rows are many: steps point at `executions.number` and at `tests.id`
+  (node ids interned once per database), so history queries join on integers and a step
+  row stays small;
+- step and log times are REAL seconds since the Unix epoch (UTC): 8 bytes instead of a
+  27-byte ISO string on the largest tables; execution times are ISO-8601 text;
+- the view `step_details` gives the textual form (execution uuid, node id, ISO times).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+from pytest_stepflow.storage.errors import ForeignDatabaseError, NewerSchemaError
+
+# 'STEP' in ASCII: marks the file as ours so a foreign database is never touched.
+APPLICATION_ID = 0x53544550
+SCHEMA_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+_V1 = (
+    """
+    CREATE TABLE executions (
+        number INTEGER PRIMARY KEY AUTOINCREMENT,  -- 1, 2, 3... never reused, even after prune
+        id TEXT NOT NULL UNIQUE,                   -- uuid4, global identity
+        name TEXT,
+        command TEXT NOT NULL,                     -- JSON array: argv
+        working_directory TEXT NOT NULL,
+        rootdir TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'running',    -- see Status in model.py
+        exit_code INTEGER,
+        error_message TEXT,
+        created_at TEXT NOT NULL,                  -- UTC ISO-8601, real clock
+        started_at TEXT NOT NULL,
+        completed_at TEXT,
+        duration REAL,                             -- seconds
+        environment TEXT NOT NULL DEFAULT '{}',    -- JSON: allow-listed variables, no secrets
+        user_name TEXT,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        tags TEXT NOT NULL DEFAULT '{}',           -- JSON object
+        total_steps INTEGER,
+        completed_steps INTEGER NOT NULL DEFAULT 0,
+        current_step_index INTEGER,
+        heartbeat_at TEXT,
+        worker_count INTEGER NOT NULL DEFAULT 0,   -- 0 when not distributed
+        writer_stats TEXT,                         -- JSON: rows, batches, retries, spills
+        metadata TEXT NOT NULL DEFAULT '{}'        -- JSON: versions, git, CI
+    )
+    """,
+    "CREATE INDEX executions_status ON executions (status)",
+    """
+    CREATE TABLE tests (
+        id INTEGER PRIMARY KEY,
+        nodeid TEXT NOT NULL UNIQUE,
+        file TEXT NOT NULL,
+        name TEXT NOT NULL,
+        class_name TEXT
+    )
+    """,
+    """
+    CREATE TABLE steps (
+        id INTEGER PRIMARY KEY,
+        execution INTEGER NOT NULL REFERENCES executions (number) ON DELETE CASCADE,
+        test_id INTEGER NOT NULL REFERENCES tests (id),
+        worker TEXT NOT NULL,                      -- 'main' when not distributed, else gw0...
+        attempt INTEGER NOT NULL,                  -- 1, then 2... for reruns
+        final INTEGER NOT NULL,                    -- 1 on the last attempt of a test
+        kind TEXT NOT NULL,                        -- 'test' or 'collect' (collection error/skip)
+        item_index INTEGER,                        -- collection order
+        line INTEGER,
+        parameters TEXT,                           -- JSON object
+        markers TEXT,                              -- JSON array of names
+        outcome TEXT NOT NULL,                     -- passed failed skipped xfailed xpassed error
+        setup_outcome TEXT,
+        call_outcome TEXT,
+        teardown_outcome TEXT,
+        setup_duration REAL,
+        call_duration REAL,
+        teardown_duration REAL,
+        duration REAL NOT NULL,
+        started_at REAL NOT NULL,                  -- seconds since the epoch, UTC
+        completed_at REAL NOT NULL,
+        longrepr TEXT,
+        reason TEXT,
+        stdout TEXT,
+        stderr TEXT,
+        properties TEXT,                           -- JSON array of [name, value]
+        UNIQUE (execution, test_id, worker, attempt)
+    )
+    """,
+    "CREATE INDEX steps_test ON steps (test_id)",
+    """
+    CREATE TABLE logs (
+        id INTEGER PRIMARY KEY,
+        step_id INTEGER NOT NULL REFERENCES steps (id) ON DELETE CASCADE,
+        phase TEXT NOT NULL,                       -- setup call teardown
+        created REAL NOT NULL,                     -- seconds since the epoch, UTC
+        level INTEGER NOT NULL,
+        level_name TEXT NOT NULL,
+        logger TEXT NOT NULL,
+        message TEXT NOT NULL,
+        file TEXT,
+        line INTEGER,
+        function TEXT
+    )
+    """,
+    "CREATE INDEX logs_step ON logs (step_id)",
+    """
+    CREATE TABLE artifacts (
+        id INTEGER PRIMARY KEY,
+        step_id INTEGER REFERENCES steps (id) ON DELETE CASCADE,
+        execution INTEGER NOT NULL REFERENCES executions (number) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        mime_type TEXT,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        stored_path TEXT NOT NULL,                 -- relative to the database's folder
+        created_at REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX artifacts_step ON artifacts (step_id)",
+    "CREATE INDEX artifacts_execution ON artifacts (execution)",
+    """
+    CREATE VIEW step_details AS
+    SELECT s.id, e.id AS execution_id, e.number AS execution_number, t.nodeid, t.file, t.name,
+           t.class_name, s.worker, s.attempt, s.final, s.kind, s.item_index, s.line,
+           s.parameters, s.markers, s.outcome, s.setup_outcome, s.call_outcome,
+           s.teardown_outcome, s.setup_duration, s.call_duration, s.teardown_duration,
+           s.duration,
+           strftime('%Y-%m-%dT%H:%M:%fZ', s.started_at, 'unixepoch') AS started_at,
+           strftime('%Y-%m-%dT%H:%M:%fZ', s.completed_at, 'unixepoch') AS completed_at,
+           s.longrepr, s.reason, s.stdout, s.stderr, s.properties
+    FROM steps s JOIN executions e ON e.number = s.execution JOIN tests t ON t.id = s.test_id
+    """,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+
+
+def _read_versions(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    return int(app_id), int(version), int(tables)
+
+
+def check_schema(conn: sqlite3.Connection, path: Path) -> int:
+    """Return the stored schema version (0 for an empty file) or raise a one-line error."""
+    app_id, version, tables = _read_versions(conn)
+    if app_id != APPLICATION_ID and (app_id != 0 or tables):
+        raise ForeignDatabaseError(
+            f"{path} is an SQLite database that pytest-stepflow did not create; "
+            "pass another --stepflow-db (the file was left untouched)"
+        )
+    if version > SCHEMA_VERSION:
+        raise NewerSchemaError(
+            f"{path} has stepflow schema version {version}, newer than version "
+            f"{SCHEMA_VERSION} of this pytest-stepflow; upgrade it "
+            "(pip install -U pytest-stepflow) or pass another --stepflow-db"
+        )
+    return version
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> int:
+    """Bring the schema to SCHEMA_VERSION inside one write transaction; return the old version.
+
+    The caller holds no transaction; we take the write lock first (BEGIN IMMEDIATE) so two
+    sessions starting at once cannot both create the tables.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        old = check_schema(conn, path)
+        for migration in MIGRATIONS:
+            if migration.version > old:
+                for statement in migration.statements:
+                    conn.execute(statement)
+        if old < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return old

@@ -1,0 +1,297 @@
+"""The retrying batch writer: the only code that writes to the database while tests run.
+
+The test thread calls `submit()`: an append to a deque, plus (once per batch) a wake-up of the
+writer thread. The writer thread runs its own asyncio loop and drives SQLite through one
+aiosqlite connection. A batch is a single call on aiosqlite's connection thread (one thread hop
+per batch) that runs one BEGIN IMMEDIATE transaction. Lock errors are retried with jittered
+exponential backoff within a time budget; what still cannot be written goes to the spill
+journal. Nothing here ever raises into pytest: problems are counted in `WriterStats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import aiosqlite
+
+from pytest_stepflow.model import Heartbeat, Record, Step
+from pytest_stepflow.storage.connection import describe_error, is_busy, open_for_writing
+from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.storage.operations import BatchCounts, MissingExecutionError, apply_batch
+from pytest_stepflow.storage.spill import SpillJournal, import_spills
+
+T = TypeVar("T")
+
+MAX_TRANSACTION_RECORDS = 5000  # coalesce what is waiting, but keep each lock hold short
+BACKOFF_FIRST = 0.01
+BACKOFF_CAP = 1.0
+OTHER_ERROR_ATTEMPTS = 3  # I/O errors may be transient; corrupt files and bad rows are not
+HEARTBEAT_INTERVAL = 2.0
+
+
+@dataclasses.dataclass
+class WriterStats:
+    """What one writer did; merged across xdist workers by the controller."""
+
+    steps: int = 0
+    logs: int = 0
+    duplicates: int = 0
+    transactions: int = 0
+    largest_transaction: int = 0
+    retries: int = 0
+    wait_seconds: float = 0.0
+    spilled: int = 0
+    spilled_steps: int = 0
+    spill_files: list[str] = dataclasses.field(default_factory=list)
+    lost: int = 0
+    lost_steps: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    imported_spill_records: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def merge(self, other: dict[str, Any]) -> None:
+        for field in dataclasses.fields(self):
+            value = other.get(field.name)
+            if value is None:
+                continue
+            mine = getattr(self, field.name)
+            if field.name == "largest_transaction":
+                setattr(self, field.name, max(mine, value))
+            elif field.name == "last_error":
+                self.last_error = value
+            elif isinstance(mine, list):
+                mine.extend(value)
+            else:
+                setattr(self, field.name, mine + value)
+
+
+class BatchWriter:
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        batch_size: int = 50,
+        flush_interval: float = 1.0,
+        retry_budget: float = 30.0,
+        heartbeat: Callable[[], Heartbeat | None] | None = None,
+        import_spill: bool = False,
+    ) -> None:
+        self.db_path = db_path
+        self.stats = WriterStats()
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._retry_budget = retry_budget
+        self._heartbeat = heartbeat
+        self._import_spill = import_spill
+        self._buffer: collections.deque[Record] = collections.deque()
+        self._loop = asyncio.new_event_loop()
+        self._wake = asyncio.Event()
+        self._wake_pending = False
+        self._closing = False
+        self._close_deadline = float("inf")
+        self._final: Callable[[WriterStats], Record] | None = None
+        self._submitted = 0
+        self._done = 0  # written, duplicate, spilled or lost
+        self._done_changed = threading.Condition()
+        self._journal = SpillJournal(db_path)
+        self._raw: sqlite3.Connection | None = None
+        self._numbers: dict[str, int] = {}
+        self._thread = threading.Thread(target=self._run, name="stepflow-writer", daemon=True)
+
+    # ---- test thread -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, record: Record) -> None:
+        """O(1), never blocks, never raises."""
+        self._buffer.append(record)
+        self._submitted += 1
+        if len(self._buffer) >= self._batch_size and not self._wake_pending:
+            self._wake_pending = True
+            self._call_soon(self._wake.set)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything submitted so far is written (or spilled); False on timeout."""
+        target = self._submitted
+        self._call_soon(self._wake.set)
+        with self._done_changed:
+            return self._done_changed.wait_for(lambda: self._done >= target, timeout)
+
+    def close(
+        self, timeout: float, final: Callable[[WriterStats], Record] | None = None
+    ) -> WriterStats:
+        """Drain within `timeout` seconds, spill the rest, stop the thread.
+
+        `final` makes the last record from the statistics once everything else is written
+        (the execution's final row carries the writer's own numbers).
+        """
+        self._final = final
+        self._close_deadline = time.monotonic() + timeout
+        self._closing = True
+        self._call_soon(self._wake.set)
+        if not self._thread.is_alive() and not self._loop.is_closed():
+            self._loop.close()  # never started
+        if self._thread.is_alive():
+            # An in-flight transaction is short; the margin covers one busy_timeout wait.
+            self._thread.join(timeout + 2.0)
+        if self._thread.is_alive() or self._buffer or self._final is not None:
+            leftover = self._take(len(self._buffer))
+            if self._final is not None:
+                leftover.append(self._final(self.stats))
+            self._spill(leftover, self.stats.last_error or "the writer did not finish in time")
+        return self.stats
+
+    def _call_soon(self, callback: Callable[[], object]) -> None:
+        # RuntimeError: the loop is already closed; close() spills what is left.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(callback)
+
+    # ---- writer thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop.run_until_complete(self._main())
+        except BaseException as exc:  # never let a thread exception reach pytest
+            self._error(f"writer stopped: {exc!r}")
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        db: aiosqlite.Connection | None = None
+        try:
+            db = await aiosqlite.Connection(self._connect, iter_chunk_size=64)
+        except StorageError as exc:
+            self._error(str(exc))
+        except sqlite3.Error as exc:
+            self._error(str(describe_error(self.db_path, exc)))
+        if db is not None and self._import_spill:
+            await self._import(db)
+        last_beat = 0.0
+        while True:
+            if len(self._buffer) < self._batch_size and not self._closing:
+                wait = min(self._flush_interval, HEARTBEAT_INTERVAL)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
+            self._wake_pending = False
+            batch = self._take(MAX_TRANSACTION_RECORDS)
+            if self._heartbeat is not None and time.monotonic() - last_beat >= HEARTBEAT_INTERVAL:
+                beat = self._heartbeat()
+                if beat is not None:
+                    batch.append(beat)
+                last_beat = time.monotonic()
+            if not batch and self._closing and self._final is not None:
+                batch.append(self._final(self.stats))
+                self._final = None
+            if batch:
+                if db is None:
+                    self._spill(batch, self.stats.last_error or "the database could not be opened")
+                else:
+                    await self._write(db, batch)
+            elif self._closing:
+                break
+        if db is not None:
+            await db.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        self._raw = open_for_writing(self.db_path)
+        return self._raw
+
+    def _take(self, limit: int) -> list[Record]:
+        batch: list[Record] = []
+        buffer = self._buffer
+        while buffer and len(batch) < limit:
+            batch.append(buffer.popleft())
+        return batch
+
+    async def _on_connection(self, db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+        # aiosqlite's public calls are one thread hop per statement; `_execute` runs a whole
+        # function (our transaction) in one hop on the connection's own thread.
+        execute = cast(Callable[..., Awaitable[T]], db._execute)
+        return await execute(fn, *args)
+
+    async def _write(self, db: aiosqlite.Connection, batch: list[Record]) -> None:
+        started = time.monotonic()
+        deadline = started + self._retry_budget
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                counts: BatchCounts = await self._on_connection(
+                    db, apply_batch, self._raw, batch, self._numbers
+                )
+            except (sqlite3.Error, MissingExecutionError) as exc:
+                retry = is_busy(exc) or (
+                    isinstance(exc, sqlite3.OperationalError) and attempt < OTHER_ERROR_ATTEMPTS
+                )
+                delay = random.uniform(0.5, 1.0) * min(BACKOFF_CAP, BACKOFF_FIRST * 2**attempt)
+                end = min(deadline, self._close_deadline)
+                if not retry or time.monotonic() + delay > end:
+                    reason = str(describe_error(self.db_path, exc)) if isinstance(
+                        exc, sqlite3.Error) else str(exc)
+                    self._spill(batch, reason)
+                    return
+                self.stats.retries += 1
+                await asyncio.sleep(delay)
+                continue
+            self.stats.wait_seconds += time.monotonic() - started if attempt > 1 else 0.0
+            self.stats.transactions += 1
+            self.stats.largest_transaction = max(self.stats.largest_transaction, len(batch))
+            self.stats.steps += counts.steps
+            self.stats.logs += counts.logs
+            self.stats.duplicates += counts.duplicates
+            self._mark_done(batch)
+            return
+
+    async def _import(self, db: aiosqlite.Connection) -> None:
+        try:
+            result = await self._on_connection(db, import_spills, self._raw, self.db_path)
+        except (sqlite3.Error, OSError) as exc:
+            self._error(f"could not import spill files: {exc}")
+            return
+        self.stats.imported_spill_records += result.records
+        for message in result.errors:
+            self._error(f"could not import spill files: {message}")
+
+    def _spill(self, batch: list[Record], reason: str) -> None:
+        if not batch:
+            return
+        self._error(reason)
+        steps = sum(isinstance(record, Step) for record in batch)
+        try:
+            self._journal.append(batch)
+        except OSError as exc:
+            self.stats.lost += len(batch)
+            self.stats.lost_steps += steps
+            self._error(f"{reason}; the spill journal {self._journal.path} failed too: {exc}")
+        else:
+            self.stats.spilled += len(batch)
+            self.stats.spilled_steps += steps
+            if str(self._journal.path) not in self.stats.spill_files:
+                self.stats.spill_files.append(str(self._journal.path))
+        self._mark_done(batch)
+
+    def _error(self, message: str) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = message
+
+    def _mark_done(self, batch: list[Record]) -> None:
+        # Heartbeats are made on this thread and were never counted as submitted.
+        count = sum(not isinstance(record, Heartbeat) for record in batch)
+        with self._done_changed:
+            self._done += count
+            self._done_changed.notify_all()
