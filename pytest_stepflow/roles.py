@@ -151,8 +151,11 @@ class _Owner(_Recording):
         if self.problem and reporter is not None:
             reporter.write_line(f"stepflow: warning: not recording: {self.problem}", yellow=True)
 
-    def pytest_keyboard_interrupt(self) -> None:
-        self.interrupted = True
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        # Collection errors stop the session with Session.Interrupted, a KeyboardInterrupt
+        # subclass; only a real Ctrl-C (or SIGINT) makes the run `interrupted`.
+        if not isinstance(excinfo.value, pytest.Session.Interrupted):
+            self.interrupted = True
 
     def pytest_internalerror(self, excrepr: object) -> None:
         self.internal_error = str(excrepr).strip().splitlines()[-1][:500]

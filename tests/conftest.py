@@ -1,0 +1,158 @@
+"""Shared fixtures: run pytest with the plugin on a temp database, then check invariants.
+
+`run_stepflow(*args)` runs pytest (in-process by default) with `--stepflow` on a database in
+the pytester directory, opens the database read-only and checks, on every run:
+- the database passes `PRAGMA integrity_check`;
+- the run made exactly one new execution, it is finished, its exit code is pytest's;
+- every step, log and artifact belongs to something (no orphans);
+- the steps account for every entry of pytest's own summary line, outcome by outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+# pytest's summary nouns, as RunResult.parseoutcomes() reports them.
+SUMMARY_KEYS = ("passed", "failed", "errors", "skipped", "xfailed", "xpassed", "rerun")
+
+
+def connect_ro(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def query(path: Path, sql: str, *params: object) -> list[dict[str, Any]]:
+    conn = connect_ro(path)
+    try:
+        return [dict(row) for row in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+def expected_summary(steps: list[dict[str, Any]]) -> Counter[str]:
+    """pytest's summary counts derived from our step rows, phase by phase."""
+    counts: Counter[str] = Counter()
+    for step in steps:
+        if not step["final"]:
+            counts["rerun"] += 1
+            continue
+        outcome = step["outcome"]
+        if step["kind"] == "collect":
+            counts["errors" if outcome == "error" else outcome] += 1
+            continue
+        if step["setup_outcome"] == "failed":
+            counts["errors"] += 1
+        elif outcome != "error":
+            counts[outcome] += 1
+        else:  # the call's own outcome, then the teardown error on top
+            counts[step["call_outcome"]] += 1
+        if step["teardown_outcome"] == "failed":
+            counts["errors"] += 1
+    return counts
+
+
+@dataclasses.dataclass
+class StepflowRun:
+    result: pytest.RunResult
+    db: Path
+
+    def query(self, sql: str, *params: object) -> list[dict[str, Any]]:
+        return query(self.db, sql, *params)
+
+    @property
+    def execution(self) -> dict[str, Any]:
+        return self.query("SELECT * FROM executions ORDER BY number DESC LIMIT 1")[0]
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT * FROM step_details WHERE execution_number = ? ORDER BY id",
+            self.execution["number"],
+        )
+
+    def step(self, nodeid_suffix: str) -> dict[str, Any]:
+        found = [s for s in self.steps if s["nodeid"].endswith(nodeid_suffix)]
+        assert len(found) == 1, f"{nodeid_suffix!r}: {[s['nodeid'] for s in found]}"
+        return found[0]
+
+    def logs(self, step_id: int) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM logs WHERE step_id = ? ORDER BY id", step_id)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.execution["metadata"])
+        return value
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.result.outlines + self.result.errlines)
+
+
+def check_invariants(run: StepflowRun, executions_before: int) -> None:
+    assert "INTERNALERROR" not in run.output
+    assert "Traceback" not in "\n".join(run.result.errlines)
+    db = run.db
+    assert query(db, "PRAGMA integrity_check")[0]["integrity_check"] == "ok"
+    executions = query(db, "SELECT * FROM executions ORDER BY number")
+    assert len(executions) == executions_before + 1, "one execution per run"
+    execution = executions[-1]
+    assert execution["status"] != "running"
+    assert execution["completed_at"] is not None
+    assert execution["exit_code"] == int(run.result.ret)
+    for sql in (
+        "SELECT count(*) AS n FROM steps WHERE execution NOT IN (SELECT number FROM executions)",
+        "SELECT count(*) AS n FROM steps WHERE test_id NOT IN (SELECT id FROM tests)",
+        "SELECT count(*) AS n FROM logs WHERE step_id NOT IN (SELECT id FROM steps)",
+        "SELECT count(*) AS n FROM artifacts WHERE step_id NOT IN (SELECT id FROM steps)",
+    ):
+        assert query(db, sql)[0]["n"] == 0, sql
+    steps = run.steps
+    assert execution["completed_steps"] == len(steps)
+    outcomes = run.result.parseoutcomes() if run.result.outlines else {}
+    pytest_counts = {key: outcomes.get(key, 0) for key in SUMMARY_KEYS}
+    ours = expected_summary(steps)
+    assert {key: ours.get(key, 0) for key in SUMMARY_KEYS} == pytest_counts
+    stats = json.loads(execution["writer_stats"])
+    assert stats["spilled"] == 0 and stats["lost"] == 0, stats
+    assert f"stepflow: execution #{execution['number']} recorded {len(steps)} steps" in run.output
+
+
+def _count_executions(db: Path) -> int:
+    if not db.exists():
+        return 0
+    return int(query(db, "SELECT count(*) AS n FROM executions")[0]["n"])
+
+
+@pytest.fixture
+def stepflow_db(pytester: pytest.Pytester) -> Path:
+    return pytester.path / "stepflow.db"
+
+
+@pytest.fixture
+def run_stepflow(
+    pytester: pytest.Pytester, stepflow_db: Path
+) -> Callable[..., StepflowRun]:
+    def run(*args: str, subprocess: bool = False, check: bool = True) -> StepflowRun:
+        before = _count_executions(stepflow_db)
+        argv = ("--stepflow", f"--stepflow-db={stepflow_db}", "-p", "no:cacheprovider", *args)
+        if subprocess:
+            result = pytester.runpytest_subprocess(*argv)
+        else:
+            result = pytester.runpytest_inprocess(*argv)
+        stepflow_run = StepflowRun(result, stepflow_db)
+        if check:
+            check_invariants(stepflow_run, before)
+        return stepflow_run
+
+    return run
