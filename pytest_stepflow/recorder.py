@@ -155,6 +155,7 @@ class StepRecorder:
         self._attempts: dict[str, int] = {}
         self._reports: dict[str, pytest.TestReport] = {}
         self._started = 0.0
+        self._rerun = False
 
     # ---- collection ----------------------------------------------------------------------
 
@@ -177,6 +178,8 @@ class StepRecorder:
     # ---- running -------------------------------------------------------------------------
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
+        if self._reports:  # an attempt that never logged its teardown (older rerunfailures)
+            self._finish(list(self._reports.values())[-1], final=False)
         self._arm()
         entry = self._items.get(nodeid)
         self.current_index = entry[0] if entry else None
@@ -189,20 +192,25 @@ class StepRecorder:
         handler.records = []
         handler.dropped = 0
         handler.phase = "setup"
+        self._rerun = False
         self._started = self.clock.now()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Attempts end at their teardown report; pytest-rerunfailures marks a failed attempt
+        that will be retried with outcome 'rerun' (older versions log no teardown for it, so
+        a new setup report also ends the previous attempt)."""
         when = report.when
         reports = self._reports
-        if is_rerun(report):  # pytest-rerunfailures: this attempt ends here
-            reports[when] = report
-            self._finish(report, final=False)
+        if when == "setup" and reports:
+            self._finish(list(reports.values())[-1], final=False)
             self._arm()
-        elif when == "teardown":
-            reports[when] = report
-            self._finish(report, final=True)
+            reports = self._reports
+        if is_rerun(report):
+            self._rerun = True
+        reports[when] = report
+        if when == "teardown":
+            self._finish(report, final=not self._rerun)
         else:
-            reports[when] = report
             self.log_handler.phase = "call" if when == "setup" else "teardown"
 
     def _finish(self, last: pytest.TestReport, final: bool) -> None:
