@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-
 from conftest import StepflowRun, query
 
 Run = Callable[..., StepflowRun]
