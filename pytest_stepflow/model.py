@@ -1,16 +1,15 @@
 """Pure data that flows from pytest to storage: no pytest, no SQLite.
 
-Every record handed to the writer is one of the frozen dataclasses below. They are
-immutable so the test thread can hand them to the writer thread without copying, and
-each maps to one idempotent database operation, so a replayed record never duplicates
-a row.
+Every record handed to the writer is one of the named tuples below. They are immutable, so
+the test thread hands them to the writer thread without copying, and cheap to build (a tuple
+is made in C; a frozen dataclass sets each field through `object.__setattr__`). Each maps to
+one idempotent database operation, so a replayed record never duplicates a row.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 
 class Outcome(str, enum.Enum):
@@ -35,8 +34,7 @@ class Status(str, enum.Enum):
     NO_TESTS = "no_tests"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class LogRecord:
+class LogRecord(NamedTuple):
     """One log record captured while a step ran."""
 
     phase: str
@@ -50,8 +48,7 @@ class LogRecord:
     function: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):
     """One attempt of one test item (or one collection error / module-level skip)."""
 
     execution_id: str
@@ -61,10 +58,8 @@ class Step:
     final: bool
     kind: str  # "test" or "collect"
     item_index: int | None
-    file: str
     line: int | None
-    name: str
-    class_name: str | None
+    name: str  # the item's name: node ids are split into file/class by the writer
     parameters: str | None  # JSON object text
     markers: str | None  # JSON array text
     outcome: str
@@ -85,8 +80,7 @@ class Step:
     logs: tuple[LogRecord, ...] = ()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ExecutionStarted:
+class ExecutionStarted(NamedTuple):
     """The row created when a session starts (by the controller under xdist)."""
 
     id: str
@@ -105,16 +99,14 @@ class ExecutionStarted:
     worker_count: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ExecutionMetadata:
+class ExecutionMetadata(NamedTuple):
     """Extra metadata merged into the execution after it started (git, CI: slow to gather)."""
 
     execution_id: str
     metadata: str  # JSON object, merged key by key into the stored one
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Heartbeat:
+class Heartbeat(NamedTuple):
     """Progress of a running execution; proves the process is alive."""
 
     execution_id: str
@@ -123,8 +115,7 @@ class Heartbeat:
     current_step_index: int | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ExecutionFinished:
+class ExecutionFinished(NamedTuple):
     """Final status, counts and writer statistics of an execution."""
 
     execution_id: str
@@ -137,6 +128,16 @@ class ExecutionFinished:
     completed_steps: int
     writer_stats: str  # JSON object
     metadata: str | None = None  # JSON object merged into the stored one
+
+
+def split_nodeid(nodeid: str, name: str | None) -> tuple[str, str, str | None]:
+    """(file, name, class) of a node id; the name may itself contain '::' (parameter ids)."""
+    if name and nodeid.endswith(name):
+        prefix = nodeid[: len(nodeid) - len(name)].rstrip(":")
+    else:
+        prefix, _, name = nodeid.rpartition("::")
+    parts = prefix.split("::") if prefix else [nodeid]
+    return parts[0], name or nodeid, "::".join(parts[1:]) or None
 
 
 Record = Union[Step, ExecutionStarted, ExecutionMetadata, Heartbeat, ExecutionFinished]  # noqa: UP007

@@ -84,11 +84,11 @@ def collect_step(
 ) -> Step:
     """A collection error or a module-level skip, as a step of kind 'collect'."""
     outcome = Outcome.SKIPPED.value if report.skipped else Outcome.ERROR.value
-    file, name, class_name = split_nodeid(report.nodeid, None)
     longrepr = None if report.skipped else clip(report.longreprtext, max_output)
-    return Step(execution_id, report.nodeid, worker, 1, True, "collect", None, file, None, name,
-                class_name, None, None, outcome, None, None, None, None, None, None, 0.0, now,
-                now, longrepr, skip_reason(report), None, None, None)
+    return Step(execution_id, report.nodeid, worker, 1, True, "collect", None, None,
+                report.nodeid.rpartition("::")[2] or report.nodeid, None, None, outcome, None,
+                None, None, None, None, None, 0.0, now, now, longrepr, skip_reason(report), None,
+                None, None)
 
 
 def _parameters(item: pytest.Item | None) -> str | None:
@@ -103,24 +103,9 @@ def _parameters(item: pytest.Item | None) -> str | None:
     )
 
 
-def _markers(item: pytest.Item | None) -> str | None:
-    if item is None:
-        return None
+def _names(marks: list[pytest.Mark]) -> tuple[str, ...]:
     # parametrize is structure, not a label; its values are in `parameters`.
-    names = list(
-        dict.fromkeys(m.name for m in item.iter_markers() if m.name != "parametrize")
-    )
-    return json.dumps(names) if names else None
-
-
-def split_nodeid(nodeid: str, name: str | None) -> tuple[str, str, str | None]:
-    """(file, name, class) of a node id; the name may itself contain '::' (parameter ids)."""
-    if name and nodeid.endswith(name):
-        prefix = nodeid[: len(nodeid) - len(name)].rstrip(":")
-    else:
-        prefix, _, name = nodeid.rpartition("::")
-    parts = prefix.split("::") if prefix else [nodeid]
-    return parts[0], name or nodeid, "::".join(parts[1:]) or None
+    return tuple(m.name for m in marks if m.name != "parametrize")
 
 
 class StepRecorder:
@@ -154,6 +139,7 @@ class StepRecorder:
         self._items: dict[str, tuple[int, pytest.Item]] = {}
         self._attempts: dict[str, int] = {}
         self._reports: dict[str, pytest.TestReport] = {}
+        self._parent_marks: dict[object, tuple[str, ...]] = {}
         self._started = 0.0
         self._rerun = False
 
@@ -219,30 +205,64 @@ class StepRecorder:
         nodeid = last.nodeid
         outcome, reason, longrepr = classify(setup, call, teardown)
         attempt = self._attempts[nodeid] = self._attempts.get(nodeid, 0) + 1
-        failing = outcome in _FAILING or not final
-        keep_text = self.capture == "all" or (self.capture == "failed" and failing)
         logs = self.log_handler.take()
+        stdout = stderr = None
+        if self.capture == "all" or (
+            self.capture == "failed" and (outcome in _FAILING or not final)
+        ):
+            stdout, stderr = self._output(last)
+        else:
+            logs = ()
         entry = self._items.get(nodeid)
-        index, item = entry if entry else (None, None)
-        file, name, class_name = split_nodeid(nodeid, getattr(item, "name", None))
-        location = last.location
-        max_output = self.max_output
+        if entry is not None:
+            index, item = entry
+            name, parameters, markers = item.name, _parameters(item), self._markers(item)
+        else:
+            index, name, parameters, markers = None, nodeid.rpartition("::")[2], None, None
+        line = last.location[1]
         self._emit(
             Step(
-                self.execution_id, nodeid, self.worker, attempt, final, "test", index, file,
-                location[1] + 1 if location and location[1] is not None else None, name,
-                class_name, _parameters(item), _markers(item), outcome, _phase_outcome(setup),
-                _phase_outcome(call), _phase_outcome(teardown),
+                self.execution_id, nodeid, self.worker, attempt, final, "test", index,
+                None if line is None else line + 1, name, parameters, markers, outcome,
+                _phase_outcome(setup), _phase_outcome(call), _phase_outcome(teardown),
                 setup.duration if setup else None, call.duration if call else None,
                 teardown.duration if teardown else None,
                 sum(r.duration for r in reports.values()), self._started, self.clock.now(),
-                clip(longrepr, max_output), reason,
-                clip(last.capstdout, max_output) if keep_text else None,
-                clip(last.capstderr, max_output) if keep_text else None,
-                _properties(last.user_properties),
-                logs if keep_text else (),
+                clip(longrepr, self.max_output) if longrepr else None, reason, stdout, stderr,
+                _properties(last.user_properties) if last.user_properties else None, logs,
             )
         )
+
+    def _output(self, report: pytest.TestReport) -> tuple[str | None, str | None]:
+        """stdout and stderr of every phase so far (the last report carries all sections)."""
+        out: list[str] = []
+        err: list[str] = []
+        for title, content in report.sections:
+            if title.startswith("Captured stdout"):
+                out.append(content)
+            elif title.startswith("Captured stderr"):
+                err.append(content)
+        limit = self.max_output
+        return (clip("".join(out), limit) if out else None,
+                clip("".join(err), limit) if err else None)
+
+    def _markers(self, item: pytest.Item) -> str | None:
+        """Marker names, nearest first, as `iter_markers` gives them; the parents' part is
+        cached per parent node since every item of a module or class shares it."""
+        parent = item.parent
+        inherited = self._parent_marks.get(parent)
+        if inherited is None:
+            names: list[str] = []
+            node = parent
+            while node is not None:
+                names.extend(_names(node.own_markers))
+                node = node.parent
+            inherited = self._parent_marks[parent] = tuple(names)
+        own = item.own_markers
+        if not own and not inherited:
+            return None
+        unique = list(dict.fromkeys(_names(own) + inherited))
+        return json.dumps(unique) if unique else None
 
     def _emit(self, step: Step) -> None:
         self.submit(step)

@@ -24,7 +24,7 @@ from pytest_stepflow.clock import CLOCK
 from pytest_stepflow.environment import ci_info, git_info
 from pytest_stepflow.execution import display_path, final_status, new_execution
 from pytest_stepflow.model import ExecutionFinished, ExecutionMetadata, Heartbeat, Record, Step
-from pytest_stepflow.recorder import StepRecorder, collect_step, is_rerun, split_nodeid
+from pytest_stepflow.recorder import StepRecorder, collect_step, is_rerun
 from pytest_stepflow.settings import Settings
 from pytest_stepflow.storage.bootstrap import start_execution
 from pytest_stepflow.storage.errors import StorageError
@@ -346,13 +346,12 @@ class Controller(_Owner):
         self._attempts[key] += 1
         now = CLOCK.now()
         started = self._starts.get(report.nodeid, now)
-        file, name, class_name = split_nodeid(report.nodeid, None)
         self.own_steps += 1
         self.writer.submit(
             Step(self.started.id, report.nodeid, worker, self._attempts[key], True, "test", None,
-                 file, None, name, class_name, None, None, "failed", None, "failed", None, None,
-                 None, None, now - started, started, now, str(report.longrepr), None, None, None,
-                 None)
+                 None, report.nodeid.rpartition("::")[2], None, None, "failed", None, "failed",
+                 None, None, None, None, now - started, started, now, str(report.longrepr), None,
+                 None, None, None)
         )
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:

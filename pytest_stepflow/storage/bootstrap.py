@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pytest_stepflow.model import ExecutionStarted
 from pytest_stepflow.storage.connection import describe_error, open_for_writing
-from pytest_stepflow.storage.operations import apply_batch, mark_interrupted
+from pytest_stepflow.storage.operations import WriteCache, apply_batch, mark_interrupted
 from pytest_stepflow.storage.schema import migrate
 
 
@@ -24,8 +24,7 @@ def start_execution(path: Path, started: ExecutionStarted) -> tuple[int, list[in
         conn.execute("BEGIN IMMEDIATE")
         dead = mark_interrupted(conn, started.host, datetime.now(timezone.utc))
         conn.execute("COMMIT")
-        numbers: dict[str, int] = {}
-        apply_batch(conn, [started], numbers)
+        apply_batch(conn, [started], WriteCache())
         row = conn.execute("SELECT number FROM executions WHERE id = ?", (started.id,)).fetchone()
         return int(row[0]), dead
     except sqlite3.Error as exc:

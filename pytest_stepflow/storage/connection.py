@@ -6,14 +6,16 @@ import sqlite3
 from pathlib import Path
 
 from pytest_stepflow.storage.errors import NotADatabaseError, StorageError, UnwritableError
+from pytest_stepflow.storage.schema import check_schema
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 250
 
-# Each PRAGMA with why. journal_mode is persistent in the file; the rest are per connection.
+# Readers never block writers and writers never block readers; one writer at a time.
+# Persistent in the file, so it is set only once the file is known to be ours.
+JOURNAL_MODE = "PRAGMA journal_mode = WAL"
+# Each per-connection PRAGMA with why.
 WRITER_PRAGMAS = (
-    # Readers never block writers and writers never block readers; one writer at a time.
-    "PRAGMA journal_mode = WAL",
     # In WAL mode NORMAL is safe against a process crash (only an OS crash may lose the
     # last commits) and avoids an fsync per transaction.
     "PRAGMA synchronous = NORMAL",
@@ -49,6 +51,10 @@ def check_file(path: Path) -> bool:
             header = handle.read(len(SQLITE_HEADER))
     except FileNotFoundError:
         return False
+    except NotADirectoryError:
+        raise UnwritableError(
+            f"{path}: a parent of this path is not a directory; pass another --stepflow-db"
+        ) from None
     except OSError as exc:
         raise UnwritableError(
             f"{path} cannot be read ({exc.strerror}); check its permissions"
@@ -94,9 +100,14 @@ def open_for_writing(path: Path) -> sqlite3.Connection:
     try:
         for pragma in WRITER_PRAGMAS:
             conn.execute(pragma)
+        check_schema(conn, path)  # a foreign or newer database is refused before any change
+        conn.execute(JOURNAL_MODE)
     except sqlite3.Error as exc:
         conn.close()
         raise describe_error(path, exc) from None
+    except StorageError:
+        conn.close()
+        raise
     return conn
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import operator
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -21,11 +22,21 @@ from pytest_stepflow.model import (
     Record,
     Status,
     Step,
+    split_nodeid,
 )
 
 
 class MissingExecutionError(Exception):
     """A step names an execution that is not in the database (its start record was lost)."""
+
+
+@dataclasses.dataclass
+class WriteCache:
+    """What one connection already knows: execution numbers, node ids already in `tests`."""
+
+    executions: dict[str, int] = dataclasses.field(default_factory=dict)
+    tests: set[str] = dataclasses.field(default_factory=set)
+    pending_tests: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -46,15 +57,21 @@ _INSERT_TEST = """
 INSERT INTO tests (nodeid, file, name, class_name) VALUES (?, ?, ?, ?)
 ON CONFLICT (nodeid) DO NOTHING
 """
-_INSERT_STEP = """
-INSERT INTO steps (id, execution, test_id, worker, attempt, final, kind, item_index, line,
-    parameters, markers, outcome, setup_outcome, call_outcome, teardown_outcome,
-    setup_duration, call_duration, teardown_duration, duration, started_at, completed_at,
-    longrepr, reason, stdout, stderr, properties)
-VALUES (?, ?, (SELECT id FROM tests WHERE nodeid = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-    ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+_STEP_COLUMNS = (
+    "worker", "attempt", "final", "kind", "item_index", "line", "parameters", "markers",
+    "outcome", "setup_outcome", "call_outcome", "teardown_outcome", "setup_duration",
+    "call_duration", "teardown_duration", "duration", "started_at", "completed_at", "longrepr",
+    "reason", "stdout", "stderr", "properties",
+)
+# Rows are bound straight from the Step objects by attrgetter (C code, no Python per row);
+# SQLite resolves the execution number and the test id itself.
+_INSERT_STEP = f"""
+INSERT INTO steps (execution, test_id, {", ".join(_STEP_COLUMNS)})
+VALUES ((SELECT number FROM executions WHERE id = ?), (SELECT id FROM tests WHERE nodeid = ?),
+    {", ".join("?" * len(_STEP_COLUMNS))})
 ON CONFLICT (execution, test_id, worker, attempt) DO NOTHING
 """
+_step_params = operator.attrgetter("execution_id", "nodeid", *_STEP_COLUMNS)
 _INSERT_LOG = """
 INSERT INTO logs (step_id, phase, created, level, level_name, logger, message, file, line,
     function)
@@ -74,24 +91,26 @@ WHERE id = ?
 
 
 def apply_batch(
-    conn: sqlite3.Connection, records: Sequence[Record], numbers: dict[str, int]
+    conn: sqlite3.Connection, records: Sequence[Record], cache: WriteCache
 ) -> BatchCounts:
-    """Write `records` in order, in one transaction; `numbers` caches execution id -> number."""
+    """Write `records` in order, in one transaction."""
     counts = BatchCounts()
+    cache.pending_tests.clear()
     conn.execute("BEGIN IMMEDIATE")
     try:
         for kind, group in itertools.groupby(records, type):
-            _APPLY[kind](conn, list(group), numbers, counts)
+            _APPLY[kind](conn, list(group), cache, counts)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    cache.tests.update(cache.pending_tests)  # only once they are really in the database
     return counts
 
 
 def _started(
-    conn: sqlite3.Connection, rows: list[Record], numbers: dict[str, int], counts: BatchCounts
+    conn: sqlite3.Connection, rows: list[Record], cache: WriteCache, counts: BatchCounts
 ) -> None:
     params = []
     for r in rows:
@@ -105,7 +124,8 @@ def _started(
     counts.executions += len(params)
 
 
-def execution_number(conn: sqlite3.Connection, execution_id: str, numbers: dict[str, int]) -> int:
+def execution_number(conn: sqlite3.Connection, execution_id: str, cache: WriteCache) -> int:
+    numbers = cache.executions
     number = numbers.get(execution_id)
     if number is None:
         row = conn.execute("SELECT number FROM executions WHERE id = ?", (execution_id,)).fetchone()
@@ -116,35 +136,29 @@ def execution_number(conn: sqlite3.Connection, execution_id: str, numbers: dict[
 
 
 def _steps(
-    conn: sqlite3.Connection, rows: list[Record], numbers: dict[str, int], counts: BatchCounts
+    conn: sqlite3.Connection, rows: list[Record], cache: WriteCache, counts: BatchCounts
 ) -> None:
     steps = [r for r in rows if isinstance(r, Step)]
-    conn.executemany(
-        _INSERT_TEST, {s.nodeid: (s.nodeid, s.file, s.name, s.class_name) for s in steps}.values()
-    )
-    # We hold the write lock, so ids after the current maximum are ours to hand out; logs
-    # can then point at their step without a round trip per row.
-    base = conn.execute("SELECT coalesce(max(id), 0) FROM steps").fetchone()[0]
     for execution_id in {s.execution_id for s in steps}:
-        execution_number(conn, execution_id, numbers)
+        execution_number(conn, execution_id, cache)  # a clear error when it is missing
+    known = cache.tests
+    new_tests = {s.nodeid: s.name for s in steps if s.nodeid not in known}
+    if new_tests:
+        conn.executemany(
+            _INSERT_TEST,
+            [(nodeid, *split_nodeid(nodeid, name)) for nodeid, name in new_tests.items()],
+        )
+        cache.pending_tests.extend(new_tests)
+    # We hold the write lock, so SQLite gives the new rows the ids after the current maximum,
+    # in order; logs can then point at their step without a round trip per row.
+    base = conn.execute("SELECT coalesce(max(id), 0) FROM steps").fetchone()[0]
     before = conn.total_changes
-    conn.executemany(
-        _INSERT_STEP,
-        (
-            (base + i, numbers[s.execution_id], s.nodeid, s.worker,
-             s.attempt, s.final, s.kind, s.item_index, s.line, s.parameters, s.markers,
-             s.outcome, s.setup_outcome, s.call_outcome, s.teardown_outcome, s.setup_duration,
-             s.call_duration, s.teardown_duration, s.duration, s.started_at, s.completed_at,
-             s.longrepr, s.reason, s.stdout, s.stderr, s.properties)
-            for i, s in enumerate(steps, 1)
-        ),
-    )
+    conn.executemany(_INSERT_STEP, map(_step_params, steps))
     inserted = conn.total_changes - before
     if inserted == len(steps):
         fresh: Iterable[tuple[int, Step]] = enumerate(steps, base + 1)
-    else:  # a replay: only the steps that were new get their logs
-        new_ids = {row[0] for row in conn.execute("SELECT id FROM steps WHERE id > ?", (base,))}
-        fresh = [(i, s) for i, s in enumerate(steps, base + 1) if i in new_ids]
+    else:  # a replay: only the steps that are new get their logs
+        fresh = _new_steps(conn, steps, base)
         counts.duplicates += len(steps) - inserted
     log_rows = [
         (step_id, g.phase, g.created, g.level, g.level_name, g.logger, g.message, g.file, g.line,
@@ -158,8 +172,21 @@ def _steps(
     counts.logs += len(log_rows)
 
 
+def _new_steps(conn: sqlite3.Connection, steps: list[Step], base: int) -> list[tuple[int, Step]]:
+    new = {
+        (nodeid, worker, attempt): step_id
+        for step_id, nodeid, worker, attempt in conn.execute(
+            "SELECT s.id, t.nodeid, s.worker, s.attempt FROM steps s "
+            "JOIN tests t ON t.id = s.test_id WHERE s.id > ?",
+            (base,),
+        )
+    }
+    keyed = ((new.get((s.nodeid, s.worker, s.attempt)), s) for s in steps)
+    return [(step_id, s) for step_id, s in keyed if step_id is not None]
+
+
 def _metadata(
-    conn: sqlite3.Connection, rows: list[Record], numbers: dict[str, int], counts: BatchCounts
+    conn: sqlite3.Connection, rows: list[Record], cache: WriteCache, counts: BatchCounts
 ) -> None:
     conn.executemany(
         _MERGE_METADATA,
@@ -168,7 +195,7 @@ def _metadata(
 
 
 def _heartbeats(
-    conn: sqlite3.Connection, rows: list[Record], numbers: dict[str, int], counts: BatchCounts
+    conn: sqlite3.Connection, rows: list[Record], cache: WriteCache, counts: BatchCounts
 ) -> None:
     last = rows[-1]  # only the newest heartbeat of a run of them matters
     assert isinstance(last, Heartbeat)
@@ -178,7 +205,7 @@ def _heartbeats(
 
 
 def _finished(
-    conn: sqlite3.Connection, rows: list[Record], numbers: dict[str, int], counts: BatchCounts
+    conn: sqlite3.Connection, rows: list[Record], cache: WriteCache, counts: BatchCounts
 ) -> None:
     for r in rows:
         assert isinstance(r, ExecutionFinished)

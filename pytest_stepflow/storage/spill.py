@@ -28,7 +28,12 @@ from pytest_stepflow.model import (
     Record,
     Step,
 )
-from pytest_stepflow.storage.operations import MissingExecutionError, _pid_alive, apply_batch
+from pytest_stepflow.storage.operations import (
+    MissingExecutionError,
+    WriteCache,
+    _pid_alive,
+    apply_batch,
+)
 
 FORMAT = 1
 _CLAIMED = ".importing-"
@@ -39,7 +44,7 @@ def spill_glob(db_path: Path) -> str:
 
 
 def encode(record: Record) -> str:
-    fields = dataclasses.asdict(record)
+    fields = record._asdict()
     fields["type"] = type(record).__name__
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
@@ -48,7 +53,7 @@ def decode(line: str) -> Record:
     fields: dict[str, Any] = json.loads(line)
     cls = RECORD_TYPES[fields.pop("type")]
     if cls is Step:
-        fields["logs"] = tuple(LogRecord(**log) for log in fields["logs"])
+        fields["logs"] = tuple(LogRecord(*log) for log in fields["logs"])
     record: Record = cls(**fields)
     return record
 
@@ -135,12 +140,12 @@ def import_spills(conn: sqlite3.Connection, db_path: Path, batch_rows: int = 500
     records = sorted(
         (r for _, target in claimed for r in _read(target)), key=lambda r: _ORDER[type(r)]
     )
-    numbers: dict[str, int] = {}
+    cache = WriteCache()
     try:
         for start in range(0, len(records), batch_rows):
             chunk = records[start : start + batch_rows]
-            batch = [r for r in chunk if _has_execution(conn, r, numbers)]
-            counts = apply_batch(conn, batch, numbers)
+            batch = [r for r in chunk if _has_execution(conn, r, cache)]
+            counts = apply_batch(conn, batch, cache)
             result.steps += counts.steps
             result.duplicates += counts.duplicates
     except (sqlite3.Error, MissingExecutionError) as exc:
@@ -155,10 +160,11 @@ def import_spills(conn: sqlite3.Connection, db_path: Path, batch_rows: int = 500
     return result
 
 
-def _has_execution(conn: sqlite3.Connection, record: Record, numbers: dict[str, int]) -> bool:
+def _has_execution(conn: sqlite3.Connection, record: Record, cache: WriteCache) -> bool:
     """Steps of an execution whose start was lost for good cannot be placed; drop them."""
     if not isinstance(record, Step):
         return True
+    numbers = cache.executions
     if record.execution_id in numbers:
         return True
     row = conn.execute("SELECT number FROM executions WHERE id = ?", (record.execution_id,))

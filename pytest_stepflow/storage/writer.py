@@ -27,7 +27,12 @@ import aiosqlite
 from pytest_stepflow.model import Heartbeat, Record, Step
 from pytest_stepflow.storage.connection import describe_error, is_busy, open_for_writing
 from pytest_stepflow.storage.errors import StorageError
-from pytest_stepflow.storage.operations import BatchCounts, MissingExecutionError, apply_batch
+from pytest_stepflow.storage.operations import (
+    BatchCounts,
+    MissingExecutionError,
+    WriteCache,
+    apply_batch,
+)
 from pytest_stepflow.storage.spill import SpillJournal, import_spills
 
 T = TypeVar("T")
@@ -108,7 +113,7 @@ class BatchWriter:
         self._done_changed = threading.Condition()
         self._journal = SpillJournal(db_path)
         self._raw: sqlite3.Connection | None = None
-        self._numbers: dict[str, int] = {}
+        self._cache = WriteCache()
         self._thread = threading.Thread(target=self._run, name="stepflow-writer", daemon=True)
 
     # ---- test thread -------------------------------------------------------------------
@@ -232,7 +237,7 @@ class BatchWriter:
             attempt += 1
             try:
                 counts: BatchCounts = await self._on_connection(
-                    db, apply_batch, self._raw, batch, self._numbers
+                    db, apply_batch, self._raw, batch, self._cache
                 )
             except (sqlite3.Error, MissingExecutionError) as exc:
                 retry = is_busy(exc) or (
