@@ -208,6 +208,9 @@ def test_undecodable_and_huge_output(pytester: pytest.Pytester, run_stepflow: Ru
             assert False, "lone \\udc80 surrogate"
         def test_huge():
             sys.stdout.write("A" * 3000 + "MIDDLE" + "Z" * 3000)
+        def test_skip_reason():
+            import pytest
+            pytest.skip("undecodable \\udcff reason")
         """
     )
     run = run_stepflow("--stepflow-max-output=2KiB", "--capture=fd")
@@ -216,6 +219,7 @@ def test_undecodable_and_huge_output(pytester: pytest.Pytester, run_stepflow: Ru
     assert binary["stdout"] == "raw \ufffd\ufffd bytes\n"
     assert run.logs(binary["id"])[0]["message"] == "bad \\udcff"
     assert "lone \\udc80 surrogate" in binary["longrepr"]
+    assert run.step("test_skip_reason")["reason"] == "undecodable \\udcff reason"
     huge = run.step("test_huge")["stdout"]
     assert huge.startswith("A" * 1024) and huge.endswith("Z" * 1024)
     assert "MIDDLE" not in huge and "[stepflow: 3958 bytes truncated]" in huge

@@ -13,6 +13,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from pytest_stepflow.model import (
     ExecutionFinished,
@@ -174,15 +175,30 @@ def _steps(
 
 def _new_steps(conn: sqlite3.Connection, steps: list[Step], base: int) -> list[tuple[int, Step]]:
     new = {
-        (nodeid, worker, attempt): step_id
-        for step_id, nodeid, worker, attempt in conn.execute(
-            "SELECT s.id, t.nodeid, s.worker, s.attempt FROM steps s "
-            "JOIN tests t ON t.id = s.test_id WHERE s.id > ?",
+        key[:4]: key[4]
+        for key in conn.execute(
+            "SELECT e.id, t.nodeid, s.worker, s.attempt, s.id FROM steps s "
+            "JOIN tests t ON t.id = s.test_id JOIN executions e ON e.number = s.execution "
+            "WHERE s.id > ?",
             (base,),
         )
     }
-    keyed = ((new.get((s.nodeid, s.worker, s.attempt)), s) for s in steps)
+    keyed = ((new.get((s.execution_id, s.nodeid, s.worker, s.attempt)), s) for s in steps)
     return [(step_id, s) for step_id, s in keyed if step_id is not None]
+
+
+def make_safe(records: Sequence[Record]) -> list[Record]:
+    """The records with every string SQLite can bind (lone surrogates become escapes)."""
+    return [_safe(record) for record in records]
+
+
+def _safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, tuple):
+        items = [_safe(item) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    return value
 
 
 def _metadata(

@@ -44,9 +44,11 @@ def spill_glob(db_path: Path) -> str:
 
 
 def encode(record: Record) -> str:
+    """One JSON line, pure ASCII: lone surrogates survive as escapes, and a line torn by a
+    kill can never end inside a multibyte character."""
     fields = record._asdict()
     fields["type"] = type(record).__name__
-    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(fields, ensure_ascii=True, separators=(",", ":"))
 
 
 def decode(line: str) -> Record:
@@ -68,7 +70,7 @@ class SpillJournal:
     def append(self, records: Sequence[Record]) -> None:
         """Write and fsync; raises OSError when even the journal cannot be written."""
         new = not self.path.exists()
-        with self.path.open("a", encoding="utf-8", errors="surrogatepass") as handle:
+        with self.path.open("a", encoding="ascii") as handle:
             if new:
                 header = {"type": "header", "format": FORMAT, "host": socket.gethostname(),
                           "pid": os.getpid()}
@@ -95,7 +97,7 @@ def _in_use(path: Path) -> bool:
         pid_text = path.name.rsplit(_CLAIMED, 1)[1]
         return pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text))
     try:
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="ascii", errors="replace") as handle:
             header = json.loads(handle.readline() or "{}")
     except (OSError, ValueError):
         return False
@@ -108,13 +110,12 @@ def _in_use(path: Path) -> bool:
 
 
 def _read(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8", errors="surrogatepass") as handle:
+    with path.open(encoding="ascii", errors="replace") as handle:
         for line in handle:
-            if line.strip() and not line.startswith('{"type": "header"'):
-                try:
-                    yield decode(line)
-                except (ValueError, KeyError, TypeError):
-                    continue  # a torn last line from a killed writer: nothing to replay
+            try:
+                yield decode(line)
+            except (ValueError, KeyError, TypeError):
+                continue  # the header, or a torn last line from a killed writer
 
 
 # Replay order across files: executions must exist before their steps are written.
@@ -141,10 +142,11 @@ def import_spills(conn: sqlite3.Connection, db_path: Path, batch_rows: int = 500
         (r for _, target in claimed for r in _read(target)), key=lambda r: _ORDER[type(r)]
     )
     cache = WriteCache()
+    started = {r.id for r in records if isinstance(r, ExecutionStarted)}
     try:
         for start in range(0, len(records), batch_rows):
             chunk = records[start : start + batch_rows]
-            batch = [r for r in chunk if _has_execution(conn, r, cache)]
+            batch = [r for r in chunk if _has_execution(conn, r, cache, started)]
             counts = apply_batch(conn, batch, cache)
             result.steps += counts.steps
             result.duplicates += counts.duplicates
@@ -160,12 +162,14 @@ def import_spills(conn: sqlite3.Connection, db_path: Path, batch_rows: int = 500
     return result
 
 
-def _has_execution(conn: sqlite3.Connection, record: Record, cache: WriteCache) -> bool:
+def _has_execution(
+    conn: sqlite3.Connection, record: Record, cache: WriteCache, started: set[str]
+) -> bool:
     """Steps of an execution whose start was lost for good cannot be placed; drop them."""
     if not isinstance(record, Step):
         return True
     numbers = cache.executions
-    if record.execution_id in numbers:
+    if record.execution_id in numbers or record.execution_id in started:
         return True
     row = conn.execute("SELECT number FROM executions WHERE id = ?", (record.execution_id,))
     found = row.fetchone()

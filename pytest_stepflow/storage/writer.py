@@ -32,6 +32,7 @@ from pytest_stepflow.storage.operations import (
     MissingExecutionError,
     WriteCache,
     apply_batch,
+    make_safe,
 )
 from pytest_stepflow.storage.spill import SpillJournal, import_spills
 
@@ -233,12 +234,21 @@ class BatchWriter:
         started = time.monotonic()
         deadline = started + self._retry_budget
         attempt = 0
+        made_safe = False
         while True:
             attempt += 1
             try:
                 counts: BatchCounts = await self._on_connection(
                     db, apply_batch, self._raw, batch, self._cache
                 )
+            except UnicodeEncodeError as exc:
+                # A string SQLite cannot bind (a lone surrogate outside the captured text,
+                # e.g. in a path): store it escaped rather than lose the batch.
+                if made_safe:
+                    self._spill(batch, f"cannot store text: {exc}")
+                    return
+                batch, made_safe = make_safe(batch), True
+                continue
             except (sqlite3.Error, MissingExecutionError) as exc:
                 retry = is_busy(exc) or (
                     isinstance(exc, sqlite3.OperationalError) and attempt < OTHER_ERROR_ATTEMPTS
@@ -265,7 +275,7 @@ class BatchWriter:
     async def _import(self, db: aiosqlite.Connection) -> None:
         try:
             result = await self._on_connection(db, import_spills, self._raw, self.db_path)
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, ValueError) as exc:
             self._error(f"could not import spill files: {exc}")
             return
         self.stats.imported_spill_records += result.records

@@ -1,0 +1,364 @@
+"""BatchWriter with its real thread, real aiosqlite and real SQLite files (no mocks)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fnmatch
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import pytest
+from conftest import query
+
+from pytest_stepflow.model import (
+    ExecutionFinished,
+    ExecutionStarted,
+    Heartbeat,
+    LogRecord,
+    Record,
+    Step,
+)
+from pytest_stepflow.storage.bootstrap import start_execution
+from pytest_stepflow.storage.connection import open_for_writing
+from pytest_stepflow.storage.operations import utc_iso
+from pytest_stepflow.storage.reader import count_steps
+from pytest_stepflow.storage.spill import decode, import_spills, spill_glob
+from pytest_stepflow.storage.writer import BatchWriter, WriterStats
+
+HOST = socket.gethostname()
+STEP_START = 1_700_000_000.5
+WAIT = 10.0  # generous upper bound for flush/close; never reached when things work
+
+
+# ---- record builders ------------------------------------------------------------------------
+
+R = TypeVar("R")
+
+
+def build(cls: Callable[..., R], **values: Any) -> R:
+    """A record from the values its class has fields for.
+
+    The model's shape evolves (a Step may or may not carry `file`/`class_name`, which the
+    storage can derive from the node id); the builders give every value a test may need.
+    """
+    spec: Any = cls
+    names = ({f.name for f in dataclasses.fields(spec)} if dataclasses.is_dataclass(spec)
+             else set(spec._fields))
+    return cls(**{name: value for name, value in values.items() if name in names})
+
+
+def replace(record: R, **changes: Any) -> R:
+    """dataclasses.replace or NamedTuple._replace, whichever the model uses."""
+    value: Any = record
+    if hasattr(value, "_replace"):
+        return cast(R, value._replace(**changes))
+    return cast(R, dataclasses.replace(value, **changes))
+
+
+def make_started(execution_id: str | None = None) -> ExecutionStarted:
+    at = utc_iso(datetime.now(timezone.utc))
+    return ExecutionStarted(
+        id=execution_id or str(uuid.uuid4()), name=None, command=json.dumps(["pytest"]),
+        working_directory="/work", rootdir="/work", created_at=at, started_at=at,
+        environment="{}", user_name=None, host=HOST, pid=os.getpid(), tags="{}",
+        metadata="{}", worker_count=0,
+    )
+
+
+def make_step(
+    execution_id: str, nodeid: str, attempt: int = 1, logs: Iterable[LogRecord] = (),
+    **changes: Any,
+) -> Step:
+    file, _, name = nodeid.partition("::")
+    step = build(
+        Step,
+        execution_id=execution_id, nodeid=nodeid, worker="main", attempt=attempt, final=True,
+        kind="test", item_index=None, file=file, line=1, name=name or nodeid, class_name=None,
+        parameters=None, markers=None, outcome="passed", setup_outcome="passed",
+        call_outcome="passed", teardown_outcome="passed", setup_duration=0.001,
+        call_duration=0.002, teardown_duration=0.001, duration=0.004, started_at=STEP_START,
+        completed_at=STEP_START + 0.004, longrepr=None, reason=None, stdout=None, stderr=None,
+        properties=None, logs=tuple(logs),
+    )
+    return replace(step, **changes)
+
+
+def make_log(message: str) -> LogRecord:
+    return LogRecord(phase="call", created=STEP_START, level=20, level_name="INFO",
+                     logger="app", message=message, file="t.py", line=3, function="test")
+
+
+def steps_for(execution_id: str, count: int, prefix: str = "test") -> list[Step]:
+    return [make_step(execution_id, f"t.py::{prefix}_{i}", logs=[make_log(f"log {i}")])
+            for i in range(count)]
+
+
+# ---- fixtures and helpers -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Db:
+    path: Path
+    execution_id: str
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Db:
+    started = make_started()
+    path = tmp_path / "stepflow.db"
+    start_execution(path, started)
+    return Db(path, started.id)
+
+
+@contextlib.contextmanager
+def running(path: Path, **options: Any) -> Iterator[BatchWriter]:
+    """A started writer that is closed even when the test fails (close is idempotent)."""
+    writer = BatchWriter(path, **options)
+    writer.start()
+    try:
+        yield writer
+    finally:
+        writer.close(WAIT)
+
+
+@contextlib.contextmanager
+def write_lock(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection holding the database's write lock until released or exited."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    with contextlib.closing(conn):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+
+def submit_all(writer: BatchWriter, records: Iterable[Record]) -> None:
+    for record in records:
+        writer.submit(record)
+
+
+def step_rows(path: Path) -> list[dict[str, Any]]:
+    return query(path, "SELECT nodeid, attempt FROM step_details ORDER BY id")
+
+
+def spill_files(db_path: Path) -> list[Path]:
+    return sorted(db_path.parent.glob(spill_glob(db_path)))
+
+
+def assert_clean(stats: WriterStats) -> None:
+    assert (stats.errors, stats.last_error, stats.spilled, stats.lost) == (0, None, 0, 0)
+    assert stats.spill_files == []
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+# ---- tests ----------------------------------------------------------------------------------
+
+
+def test_close_writes_everything(db: Db) -> None:
+    steps = steps_for(db.execution_id, 120)
+    with running(db.path) as writer:
+        submit_all(writer, steps)
+        stats = writer.close(WAIT)
+    assert stats is writer.stats
+    assert (stats.steps, stats.logs, stats.duplicates) == (120, 120, 0)
+    assert stats.transactions >= 1 and 1 <= stats.largest_transaction <= 120
+    assert_clean(stats)
+    assert [r["nodeid"] for r in step_rows(db.path)] == [s.nodeid for s in steps]
+    assert query(db.path, "SELECT count(*) AS n FROM logs")[0]["n"] == 120
+    assert spill_files(db.path) == []
+
+
+def test_flush_makes_rows_visible_before_close(db: Db) -> None:
+    with running(db.path, flush_interval=60.0) as writer:
+        submit_all(writer, steps_for(db.execution_id, 7))
+        assert writer.flush(WAIT) is True
+        assert count_steps(db.path, db.execution_id) == 7
+        submit_all(writer, steps_for(db.execution_id, 5, prefix="more"))
+        assert writer.flush(WAIT) is True
+        assert count_steps(db.path, db.execution_id) == 12
+        assert writer.flush(WAIT) is True  # nothing new: returns at once
+        stats = writer.close(WAIT)
+    assert stats.steps == 12
+    assert_clean(stats)
+
+
+def test_batch_size_one(db: Db) -> None:
+    steps = steps_for(db.execution_id, 500)
+    with running(db.path, batch_size=1) as writer:
+        submit_all(writer, steps)
+        stats = writer.close(WAIT)
+    assert (stats.steps, stats.duplicates) == (500, 0)
+    assert stats.transactions >= 1
+    assert_clean(stats)
+    rows = query(db.path, "SELECT count(*) AS n, count(DISTINCT nodeid) AS d FROM step_details")
+    assert rows == [{"n": 500, "d": 500}]
+    assert count_steps(db.path, db.execution_id) == 500
+
+
+def test_lock_errors_are_retried(db: Db) -> None:
+    steps = steps_for(db.execution_id, 30)
+    with running(db.path, flush_interval=0.05) as writer, write_lock(db.path) as lock:
+        submit_all(writer, steps)
+        release = threading.Timer(0.5, lock.execute, args=("COMMIT",))
+        release.start()
+        try:
+            flushed = writer.flush(WAIT)
+        finally:
+            release.join()
+        assert flushed is True
+        assert count_steps(db.path, db.execution_id) == 30
+        stats = writer.close(WAIT)
+    assert stats.retries > 0
+    assert stats.steps == 30
+    assert_clean(stats)
+
+
+@pytest.mark.parametrize("importer", ["import_spills", "writer"])
+def test_exhausted_retry_budget_spills_then_imports_once(db: Db, importer: str) -> None:
+    steps = steps_for(db.execution_id, 25)
+    with (
+        running(db.path, retry_budget=0.2, flush_interval=60.0) as writer,
+        write_lock(db.path),  # held across close(): the retry budget runs out
+    ):
+        submit_all(writer, steps)
+        stats = writer.close(timeout=1.0)
+        assert count_steps(db.path, db.execution_id) == 0
+    assert (stats.spilled, stats.spilled_steps, stats.steps, stats.lost) == (25, 25, 0, 0)
+    assert stats.errors >= 1 and stats.last_error
+    assert len(stats.spill_files) == 1
+    spill = Path(stats.spill_files[0])
+    assert spill.parent == db.path.parent and spill.is_file()
+    assert fnmatch.fnmatch(spill.name, spill_glob(db.path))
+    lines = spill.read_text(encoding="utf-8").splitlines()
+    assert json.loads(lines[0])["type"] == "header"
+    assert [decode(line) for line in lines[1:]] == steps
+    assert count_steps(db.path, db.execution_id) == 0
+
+    def import_once() -> int:
+        if importer == "import_spills":
+            with contextlib.closing(open_for_writing(db.path)) as conn:
+                result = import_spills(conn, db.path)
+            assert result.errors == []
+            return result.steps
+        with running(db.path, import_spill=True) as again:
+            imported = again.close(WAIT)
+        assert_clean(imported)
+        return imported.imported_spill_records
+
+    assert import_once() == 25
+    assert spill_files(db.path) == []
+    assert [r["nodeid"] for r in step_rows(db.path)] == [s.nodeid for s in steps]
+    assert import_once() == 0
+    assert count_steps(db.path, db.execution_id) == 25
+
+
+def test_final_record_is_written_last_with_final_stats(db: Db) -> None:
+    seen: list[WriterStats] = []
+
+    def finish(stats: WriterStats) -> Record:
+        seen.append(dataclasses.replace(stats))
+        return ExecutionFinished(
+            execution_id=db.execution_id, status="passed", exit_code=0, error_message=None,
+            completed_at=utc_iso(datetime.now(timezone.utc)), duration=1.0,
+            total_steps=stats.steps, completed_steps=stats.steps,
+            writer_stats=json.dumps(stats.as_dict()), metadata='{"finished": true}',
+        )
+
+    with running(db.path, batch_size=10) as writer:
+        submit_all(writer, steps_for(db.execution_id, 64))
+        stats = writer.close(WAIT, final=finish)
+    assert len(seen) == 1 and seen[0].steps == 64
+    assert_clean(stats)
+    row = query(db.path, "SELECT * FROM executions WHERE id = ?", db.execution_id)[0]
+    assert (row["status"], row["exit_code"], row["total_steps"], row["completed_steps"]) == (
+        "passed", 0, 64, 64)
+    recorded = json.loads(row["writer_stats"])
+    assert recorded["steps"] == 64 and recorded["logs"] == 64 and recorded["spilled"] == 0
+    # The final record was its own, last transaction.
+    assert stats.transactions == recorded["transactions"] + 1
+    assert json.loads(row["metadata"]) == {"finished": True}
+
+
+def test_garbage_file_never_raises_and_spills(tmp_path: Path) -> None:
+    path = tmp_path / "stepflow.db"
+    garbage = b"definitely not SQLite\n" * 50
+    path.write_bytes(garbage)
+    steps = steps_for(str(uuid.uuid4()), 12)
+    with running(path, batch_size=5) as writer:
+        submit_all(writer, steps)
+        assert writer.flush(WAIT) is True  # spilled counts as done
+        stats = writer.close(WAIT)
+    assert (stats.spilled, stats.spilled_steps, stats.steps, stats.lost) == (12, 12, 0, 0)
+    assert stats.errors >= 1
+    assert stats.last_error is not None and str(path) in stats.last_error
+    assert path.read_bytes() == garbage
+    spills = spill_files(path)
+    assert [str(p) for p in spills] == stats.spill_files
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["stepflow.db", spills[0].name])
+    records = spills[0].read_text(encoding="utf-8").splitlines()[1:]
+    assert [decode(line) for line in records] == steps
+
+
+def test_submit_after_close_does_not_raise(db: Db) -> None:
+    writer = BatchWriter(db.path, batch_size=1)
+    writer.start()
+    writer.submit(make_step(db.execution_id, "t.py::test_before"))
+    stats = writer.close(WAIT)
+    assert stats.steps == 1
+    writer.submit(make_step(db.execution_id, "t.py::test_after"))  # wakes a closed loop
+    assert [r["nodeid"] for r in step_rows(db.path)] == ["t.py::test_before"]
+    # Closing again does not raise either, and the late record is spilled, not lost.
+    again = writer.close(1.0)
+    assert (again.steps, again.spilled, again.lost) == (1, 1, 0)
+
+
+def test_writer_never_started_spills_on_close(db: Db) -> None:
+    writer = BatchWriter(db.path)
+    writer.submit(make_step(db.execution_id, "t.py::test_x"))
+    stats = writer.close(1.0)
+    assert (stats.steps, stats.spilled) == (0, 1)
+    assert count_steps(db.path, db.execution_id) == 0
+    assert len(spill_files(db.path)) == 1
+
+
+def test_heartbeat_updates_the_execution(db: Db) -> None:
+    beat_at = "2030-01-01T00:00:00.000000Z"
+    calls: list[int] = []
+
+    def heartbeat() -> Heartbeat:
+        calls.append(1)
+        return Heartbeat(db.execution_id, beat_at, completed_steps=17, current_step_index=16)
+
+    def beaten() -> bool:
+        row = query(db.path, "SELECT heartbeat_at, completed_steps, current_step_index "
+                             "FROM executions WHERE id = ?", db.execution_id)[0]
+        return row == {"heartbeat_at": beat_at, "completed_steps": 17, "current_step_index": 16}
+
+    assert not beaten()
+    with running(db.path, flush_interval=0.05, heartbeat=heartbeat) as writer:
+        assert wait_until(beaten), "no heartbeat reached the database within 5 s"
+        stats = writer.close(WAIT)
+    assert calls
+    assert_clean(stats)
+    assert stats.steps == 0
+    assert query(db.path, "SELECT status FROM executions")[0]["status"] == "running"
