@@ -54,30 +54,68 @@ INSERT INTO executions (id, name, command, working_directory, rootdir, status, c
 VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING
 """
-_INSERT_TEST = """
-INSERT INTO tests (nodeid, file, name, class_name) VALUES (?, ?, ?, ?)
-ON CONFLICT (nodeid) DO NOTHING
-"""
 _STEP_COLUMNS = (
     "worker", "attempt", "final", "kind", "item_index", "line", "parameters", "markers",
     "outcome", "setup_outcome", "call_outcome", "teardown_outcome", "setup_duration",
     "call_duration", "teardown_duration", "duration", "started_at", "completed_at", "longrepr",
     "reason", "stdout", "stderr", "properties",
 )
-# Rows are bound straight from the Step objects by attrgetter (C code, no Python per row);
-# SQLite resolves the execution number and the test id itself.
-_INSERT_STEP = f"""
-INSERT INTO steps (execution, test_id, {", ".join(_STEP_COLUMNS)})
-VALUES ((SELECT number FROM executions WHERE id = ?), (SELECT id FROM tests WHERE nodeid = ?),
-    {", ".join("?" * len(_STEP_COLUMNS))})
-ON CONFLICT (execution, test_id, worker, attempt) DO NOTHING
-"""
+
+
+class MultiRowInsert:
+    """`INSERT ... VALUES (row), (row), ...` for many rows in one statement.
+
+    executemany() releases and re-takes the GIL around every row's sqlite3_step, and each
+    re-take forces the test thread to hand the GIL over: a convoy that slows the suite.
+    Binding a whole chunk into one statement steps SQLite once per chunk instead.
+    """
+
+    def __init__(self, head: str, row: str, tail: str = "") -> None:
+        self.head, self.row, self.tail = head, row, tail
+        width = row.count("?")
+        self.top = 64
+        while self.top * width > 999:
+            self.top //= 2
+        self._sql: dict[int, str] = {}
+
+    def run(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        # Chunks of 64, 32, ... 1 rows: a few statements, each compiled once and then taken
+        # from the connection's statement cache (a fresh 1,000-row statement costs more to
+        # compile than it saves). 64 rows of 25 values stay under SQLite's oldest limit of 999
+        # variables for all but the widest rows, which get a smaller top size.
+        size = self.top
+        start = 0
+        while start < len(rows):
+            while len(rows) - start < size:
+                size //= 2
+            chunk = rows[start : start + size]
+            sql = self._sql.get(size)
+            if sql is None:
+                sql = self._sql[size] = (
+                    f"{self.head} VALUES {', '.join([self.row] * size)} {self.tail}"
+                )
+            conn.execute(sql, list(itertools.chain.from_iterable(chunk)))
+            start += size
+
+
+_INSERT_TEST = MultiRowInsert(
+    "INSERT INTO tests (nodeid, file, name, class_name)", "(?, ?, ?, ?)",
+    "ON CONFLICT (nodeid) DO NOTHING",
+)
+# Rows are taken from the Step tuples by attrgetter (C code, no Python per row); SQLite
+# resolves the execution number and the test id itself.
+_INSERT_STEP = MultiRowInsert(
+    f"INSERT INTO steps (execution, test_id, {', '.join(_STEP_COLUMNS)})",
+    "((SELECT number FROM executions WHERE id = ?), (SELECT id FROM tests WHERE nodeid = ?), "
+    + ", ".join("?" * len(_STEP_COLUMNS)) + ")",
+    "ON CONFLICT (execution, test_id, worker, attempt) DO NOTHING",
+)
 _step_params = operator.attrgetter("execution_id", "nodeid", *_STEP_COLUMNS)
-_INSERT_LOG = """
-INSERT INTO logs (step_id, phase, created, level, level_name, logger, message, file, line,
-    function)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
+_INSERT_LOG = MultiRowInsert(
+    "INSERT INTO logs (step_id, phase, created, level, level_name, logger, message, file, "
+    "line, function)",
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+)
 _MERGE_METADATA = "UPDATE executions SET metadata = json_patch(metadata, ?) WHERE id = ?"
 _HEARTBEAT = """
 UPDATE executions SET heartbeat_at = ?, completed_steps = ?, current_step_index = ?
@@ -145,16 +183,15 @@ def _steps(
     known = cache.tests
     new_tests = {s.nodeid: s.name for s in steps if s.nodeid not in known}
     if new_tests:
-        conn.executemany(
-            _INSERT_TEST,
-            [(nodeid, *split_nodeid(nodeid, name)) for nodeid, name in new_tests.items()],
+        _INSERT_TEST.run(
+            conn, [(nodeid, *split_nodeid(nodeid, name)) for nodeid, name in new_tests.items()]
         )
         cache.pending_tests.extend(new_tests)
     # We hold the write lock, so SQLite gives the new rows the ids after the current maximum,
     # in order; logs can then point at their step without a round trip per row.
     base = conn.execute("SELECT coalesce(max(id), 0) FROM steps").fetchone()[0]
     before = conn.total_changes
-    conn.executemany(_INSERT_STEP, map(_step_params, steps))
+    _INSERT_STEP.run(conn, list(map(_step_params, steps)))
     inserted = conn.total_changes - before
     if inserted == len(steps):
         fresh: Iterable[tuple[int, Step]] = enumerate(steps, base + 1)
@@ -168,7 +205,7 @@ def _steps(
         for g in s.logs
     ]
     if log_rows:
-        conn.executemany(_INSERT_LOG, log_rows)
+        _INSERT_LOG.run(conn, log_rows)
     counts.steps += inserted
     counts.logs += len(log_rows)
 
