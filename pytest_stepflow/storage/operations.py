@@ -78,13 +78,15 @@ class MultiRowInsert:
             self.top //= 2
         self._sql: dict[int, str] = {}
 
-    def run(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    def run(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Insert `rows`; return the connection's last inserted rowid."""
         # Chunks of 64, 32, ... 1 rows: a few statements, each compiled once and then taken
         # from the connection's statement cache (a fresh 1,000-row statement costs more to
         # compile than it saves). 64 rows of 25 values stay under SQLite's oldest limit of 999
         # variables for all but the widest rows, which get a smaller top size.
         size = self.top
         start = 0
+        last: int | None = 0
         while start < len(rows):
             while len(rows) - start < size:
                 size //= 2
@@ -94,8 +96,9 @@ class MultiRowInsert:
                 sql = self._sql[size] = (
                     f"{self.head} VALUES {', '.join([self.row] * size)} {self.tail}"
                 )
-            conn.execute(sql, list(itertools.chain.from_iterable(chunk)))
+            last = conn.execute(sql, list(itertools.chain.from_iterable(chunk))).lastrowid
             start += size
+        return last or 0
 
 
 _INSERT_TEST = MultiRowInsert(
@@ -187,16 +190,17 @@ def _steps(
             conn, [(nodeid, *split_nodeid(nodeid, name)) for nodeid, name in new_tests.items()]
         )
         cache.pending_tests.extend(new_tests)
-    # We hold the write lock, so SQLite gives the new rows the ids after the current maximum,
-    # in order; logs can then point at their step without a round trip per row.
-    base = conn.execute("SELECT coalesce(max(id), 0) FROM steps").fetchone()[0]
+    # We hold the write lock, so SQLite gives the new rows consecutive ids after the current
+    # maximum, in order: the last one tells us all of them, and logs can point at their step
+    # without a query per row.
     before = conn.total_changes
-    _INSERT_STEP.run(conn, list(map(_step_params, steps)))
+    last = _INSERT_STEP.run(conn, list(map(_step_params, steps)))
     inserted = conn.total_changes - before
+    base = last - inserted
     if inserted == len(steps):
         fresh: Iterable[tuple[int, Step]] = enumerate(steps, base + 1)
     else:  # a replay: only the steps that are new get their logs
-        fresh = _new_steps(conn, steps, base)
+        fresh = _new_steps(conn, steps, base) if inserted else []
         counts.duplicates += len(steps) - inserted
     log_rows = [
         (step_id, g.phase, g.created, g.level, g.level_name, g.logger, g.message, g.file, g.line,
