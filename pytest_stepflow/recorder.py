@@ -109,7 +109,11 @@ def _names(marks: list[pytest.Mark]) -> tuple[str, ...]:
 
 
 class StepRecorder:
-    """A pytest plugin object: one per process that runs tests (standalone or xdist worker)."""
+    """A pytest plugin object: one per process that runs tests (standalone or xdist worker).
+
+    Without a log handler it is a "shadow": the xdist controller feeds it the reports of one
+    worker to rebuild steps that a crashed worker could not write (no items, no log records).
+    """
 
     def __init__(
         self,
@@ -118,7 +122,7 @@ class StepRecorder:
         worker: str,
         submit: Callable[[Record], None],
         clock: RealClock,
-        log_handler: StepLogHandler,
+        log_handler: StepLogHandler | None,
         capture: str,
         max_output: int,
     ) -> None:
@@ -171,15 +175,17 @@ class StepRecorder:
         self.current_index = entry[0] if entry else None
 
     def _arm(self) -> None:
+        self._rerun = False
+        self._started = self.clock.now()
         handler = self.log_handler
+        if handler is None:
+            return
         root = logging.getLogger()
         if handler not in root.handlers:  # a test may have cleared the root's handlers
             root.addHandler(handler)
         handler.records = []
         handler.dropped = 0
         handler.phase = "setup"
-        self._rerun = False
-        self._started = self.clock.now()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Attempts end at their teardown report; pytest-rerunfailures marks a failed attempt
@@ -191,12 +197,15 @@ class StepRecorder:
             self._finish(list(reports.values())[-1], final=False)
             self._arm()
             reports = self._reports
+        if not reports and self.log_handler is None:  # a shadow: the worker's own start time
+            self._rerun = False
+            self._started = getattr(report, "start", None) or self.clock.now()
         if is_rerun(report):
             self._rerun = True
         reports[when] = report
         if when == "teardown":
             self._finish(report, final=not self._rerun)
-        else:
+        elif self.log_handler is not None:
             self.log_handler.phase = "call" if when == "setup" else "teardown"
 
     def _finish(self, last: pytest.TestReport, final: bool) -> None:
@@ -205,7 +214,7 @@ class StepRecorder:
         nodeid = last.nodeid
         outcome, reason, longrepr = classify(setup, call, teardown)
         attempt = self._attempts[nodeid] = self._attempts.get(nodeid, 0) + 1
-        logs = self.log_handler.take()
+        logs = self.log_handler.take() if self.log_handler is not None else ()
         stdout = stderr = None
         if self.capture == "all" or (
             self.capture == "failed" and (outcome in _FAILING or not final)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -28,7 +29,8 @@ from pytest_stepflow.recorder import StepRecorder, collect_step, is_rerun
 from pytest_stepflow.settings import Settings
 from pytest_stepflow.storage.bootstrap import start_execution
 from pytest_stepflow.storage.errors import StorageError
-from pytest_stepflow.storage.reader import count_steps
+from pytest_stepflow.storage.reader import count_steps, steps_of_worker
+from pytest_stepflow.storage.spill import ImportResult
 from pytest_stepflow.storage.writer import BatchWriter, WriterStats
 
 WORKERINPUT_KEY = "stepflow"
@@ -104,16 +106,19 @@ class _Owner(_Recording):
         self.interrupted = False
         self.internal_error: str | None = None
         self.dead_runs: list[int] = []
+        self.imported = ImportResult()
         self.mismatch: dict[str, int] | None = None
         self._t0 = CLOCK.now()
         self._extra_metadata: dict[str, object] = {}
         self._metadata_thread: threading.Thread | None = None
         try:
-            self.number, self.dead_runs = start_execution(settings.db_path, self.started)
+            result = start_execution(settings.db_path, self.started)
         except StorageError as exc:
             self.problem = str(exc)
             return
-        self._start_writer(heartbeat=self._heartbeat, import_spill=True)
+        self.number, self.dead_runs = result.number, result.dead_runs
+        self.imported = result.imported
+        self._start_writer(heartbeat=self._heartbeat)
         self._metadata_thread = threading.Thread(
             target=self._gather_metadata, name="stepflow-metadata", daemon=True
         )
@@ -209,8 +214,8 @@ class _Owner(_Recording):
             extras.append(f"{self.worker_count} workers")
         if stats.get("retries"):
             extras.append(f"{stats['retries']} retries")
-        if stats.get("imported_spill_records"):
-            extras.append(f"imported {stats['imported_spill_records']} spilled records")
+        if self.imported.records:
+            extras.append(f"imported {self.imported.records} spilled records of earlier runs")
         if extras:
             line += f" ({', '.join(extras)})"
         terminalreporter.write_line(line)
@@ -274,7 +279,15 @@ class Worker(_Recording):
 
 
 class Controller(_Owner):
-    """The xdist controller process (no tests run here)."""
+    """The xdist controller process (no tests run here).
+
+    It sees every report the workers send. For each worker it keeps the last steps rebuilt
+    from those reports (a shadow recorder); when a worker dies, the ones the database lacks
+    (still in the dead worker's buffer) are written from here, so a crash loses nothing that
+    pytest itself counted.
+    """
+
+    SHADOW_STEPS = 20_000  # per worker: far more than a worker ever has unflushed
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.worker_count = int(config.getoption("numprocesses") or 0)
@@ -283,9 +296,10 @@ class Controller(_Owner):
         self.collected = 0
         self.collect_error_count = 0
         self.worker_stats = WriterStats()
-        self.worker_steps = 0
         self.workers_seen: set[str] = set()
-        self.own_steps = 0  # steps this process writes: collection errors, crashed tests
+        self.workers_done: set[str] = set()
+        self.recovered = 0  # steps of dead workers written from the controller's reports
+        self._shadows: dict[str, tuple[StepRecorder, collections.deque[Step]]] = {}
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._starts: dict[str, float] = {}
 
@@ -293,7 +307,7 @@ class Controller(_Owner):
         return self.reported
 
     def total_steps(self) -> int:
-        return self.collected
+        return self.collected + self.collect_error_count
 
     def collect_errors(self) -> int:
         return self.collect_error_count
@@ -318,12 +332,30 @@ class Controller(_Owner):
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object) -> None:
-        output = getattr(node, "workeroutput", {}).get(WORKERINPUT_KEY)
         worker = str(node.gateway.id)
-        if output and worker not in self.workers_seen:
-            self.workers_seen.add(worker)
+        if worker in self.workers_done:
+            return
+        self.workers_done.add(worker)
+        output = getattr(node, "workeroutput", {}).get(WORKERINPUT_KEY)
+        if output:
             self.worker_stats.merge(output["stats"])
-            self.worker_steps += int(output["steps"])
+        if error is not None or not output:
+            self._recover(worker)
+        self._shadows.pop(worker, None)
+
+    def _recover(self, worker: str) -> None:
+        """Write the steps a dead worker reported but never stored."""
+        shadow = self._shadows.get(worker)
+        if shadow is None or self.writer is None:
+            return
+        try:
+            stored = steps_of_worker(self.settings.db_path, self.started.id, worker)
+        except StorageError:
+            stored = set()
+        for step in shadow[1]:
+            if (step.nodeid, step.attempt) not in stored:
+                self.writer.submit(step)
+                self.recovered += 1
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
         self._starts[nodeid] = CLOCK.now()
@@ -331,22 +363,40 @@ class Controller(_Owner):
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         node = getattr(report, "node", None)
         worker = str(node.gateway.id) if node is not None else "main"
+        self.workers_seen.add(worker)
+        if str(report.when) == "???":  # xdist's report for a test whose worker crashed
+            self.reported += 1
+            self._record_crash(report, worker)
+            return
         if report.when == "teardown" or is_rerun(report):
             self.reported += 1
             self._attempts[(report.nodeid, worker)] += 1
-        elif str(report.when) == "???":  # xdist's report for a test whose worker crashed
-            self.reported += 1
-            self._record_crash(report, worker)
+        if self.writer is not None:
+            self._shadow(worker).pytest_runtest_logreport(report)
+
+    def _shadow(self, worker: str) -> StepRecorder:
+        entry = self._shadows.get(worker)
+        if entry is None:
+            steps: collections.deque[Step] = collections.deque(maxlen=self.SHADOW_STEPS)
+            recorder = StepRecorder(
+                execution_id=self.started.id, worker=worker, submit=steps.append,  # type: ignore[arg-type]
+                clock=CLOCK, log_handler=None, capture=self.settings.capture,
+                max_output=self.settings.max_output,
+            )
+            entry = self._shadows[worker] = (recorder, steps)
+        return entry[0]
 
     def _record_crash(self, report: pytest.TestReport, worker: str) -> None:
         """The crashed worker could not record its test; xdist's report says what happened."""
         if self.writer is None:
             return
+        self._recover(worker)  # its other unsaved steps first
+        self._shadows.pop(worker, None)
         key = (report.nodeid, worker)
         self._attempts[key] += 1
         now = CLOCK.now()
         started = self._starts.get(report.nodeid, now)
-        self.own_steps += 1
+        self.recovered += 1
         self.writer.submit(
             Step(self.started.id, report.nodeid, worker, self._attempts[key], True, "test", None,
                  None, report.nodeid.rpartition("::")[2], None, None, "failed", None, "failed",
@@ -360,7 +410,6 @@ class Controller(_Owner):
             return
         self.collect_error_count += report.failed
         self.reported += 1
-        self.own_steps += 1
         self.writer.submit(collect_step(report, self.started.id, "main", CLOCK.now(),
                                         self.settings.max_output))
 
@@ -368,12 +417,15 @@ class Controller(_Owner):
         total = WriterStats()
         total.merge(stats.as_dict())
         total.merge(self.worker_stats.as_dict())
-        return total.as_dict()
+        result = total.as_dict()
+        result["workers"] = sorted(self.workers_seen - {"main"})
+        result["recovered_steps"] = self.recovered
+        return result
 
     def before_finish(self) -> None:
         """Compare the steps in the database with the reports the workers sent."""
         assert self.writer is not None
-        self.writer.flush(_drain_timeout(self.settings))  # our own crash/collection steps
+        self.writer.flush(_drain_timeout(self.settings))  # our own recovered/collection steps
         merged = self.merged(self.writer.stats)
         expected = self.reported - merged["spilled_steps"] - merged["lost_steps"]
         try:

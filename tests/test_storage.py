@@ -152,7 +152,8 @@ class Db:
 def db(tmp_path: Path) -> Db:
     started = make_started(metadata='{"python": "3.11", "git": {"branch": "main"}}')
     path = tmp_path / "stepflow.db"
-    number, dead = start_execution(path, started)
+    result = start_execution(path, started)
+    number, dead = result.number, result.dead_runs
     assert dead == []
     return Db(path, started.id, number)
 
@@ -228,7 +229,8 @@ def write_spill(path: Path, pid: int, records: Sequence[Record]) -> None:
 def test_fresh_file_is_initialised(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "folder" / "stepflow.db"
     started = make_started()
-    number, dead = start_execution(path, started)
+    result = start_execution(path, started)
+    number, dead = result.number, result.dead_runs
     assert (number, dead) == (1, [])
     assert scalar(path, "PRAGMA application_id") == APPLICATION_ID == 0x53544550
     assert scalar(path, "PRAGMA user_version") == SCHEMA_VERSION
@@ -252,8 +254,8 @@ def test_migrating_twice_is_a_no_op(tmp_path: Path) -> None:
         assert not conn.in_transaction
     assert scalar(path, "PRAGMA user_version") == SCHEMA_VERSION
     # Two sessions on one database: the second start migrates nothing and adds a run.
-    assert start_execution(path, make_started())[0] == 1
-    assert start_execution(path, make_started())[0] == 2
+    assert start_execution(path, make_started()).number == 1
+    assert start_execution(path, make_started()).number == 2
     assert query(path, schema_sql) == [
         {"type": t, "name": n, "sql": s} for t, n, s in first
     ]
@@ -335,7 +337,8 @@ def test_empty_file_is_accepted_and_initialised(tmp_path: Path) -> None:
     path = tmp_path / "stepflow.db"
     path.touch()
     started = make_started()
-    assert start_execution(path, started) == (1, [])
+    result = start_execution(path, started)
+    assert (result.number, result.dead_runs) == (1, [])
     assert scalar(path, "PRAGMA application_id") == APPLICATION_ID
     assert scalar(path, "PRAGMA user_version") == SCHEMA_VERSION
     assert execution(path, started.id)["status"] == "running"
@@ -538,7 +541,8 @@ def test_start_execution_reports_dead_runs(db: Db) -> None:
     dead = make_started(pid=dead_pid())
     apply(db.path, [dead])
     dead_number = execution(db.path, dead.id)["number"]
-    number, found = start_execution(db.path, make_started())
+    result = start_execution(db.path, make_started())
+    number, found = result.number, result.dead_runs
     assert found == [dead_number]
     assert number == dead_number + 1
     assert execution(db.path, dead.id)["status"] == "interrupted"

@@ -233,7 +233,7 @@ def test_lock_errors_are_retried(db: Db) -> None:
     assert_clean(stats)
 
 
-@pytest.mark.parametrize("importer", ["import_spills", "writer"])
+@pytest.mark.parametrize("importer", ["import_spills", "next_run"])
 def test_exhausted_retry_budget_spills_then_imports_once(db: Db, importer: str) -> None:
     steps = steps_for(db.execution_id, 25)
     with (
@@ -260,10 +260,9 @@ def test_exhausted_retry_budget_spills_then_imports_once(db: Db, importer: str) 
                 result = import_spills(conn, db.path)
             assert result.errors == []
             return result.steps
-        with running(db.path, import_spill=True) as again:
-            imported = again.close(WAIT)
-        assert_clean(imported)
-        return imported.imported_spill_records
+        started = start_execution(db.path, make_started())  # what the next run does
+        assert started.imported.errors == []
+        return started.imported.steps
 
     assert import_once() == 25
     assert spill_files(db.path) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,23 +11,39 @@ from pytest_stepflow.model import ExecutionStarted
 from pytest_stepflow.storage.connection import describe_error, open_for_writing
 from pytest_stepflow.storage.operations import WriteCache, apply_batch, mark_interrupted
 from pytest_stepflow.storage.schema import migrate
+from pytest_stepflow.storage.spill import ImportResult, has_spills, import_spills
+
+# Start-up may wait this long for another session's write lock: it happens once per run,
+# and an execution that cannot be created would leave nothing to attach steps to.
+BOOTSTRAP_BUSY_TIMEOUT_MS = 15_000
 
 
-def start_execution(path: Path, started: ExecutionStarted) -> tuple[int, list[int]]:
-    """Validate and migrate the database, mark dead runs interrupted, insert the execution.
+@dataclasses.dataclass
+class Started:
+    number: int
+    dead_runs: list[int]
+    imported: ImportResult
 
-    Returns (execution number, numbers of runs found dead). Raises StorageError with a
-    one-line message; never modifies a file that is not a stepflow database.
+
+def start_execution(path: Path, started: ExecutionStarted) -> Started:
+    """Validate and migrate the database, replay spill journals of earlier runs, mark dead
+    runs interrupted, insert the execution.
+
+    Raises StorageError with a one-line message; never modifies a file that is not a
+    stepflow database. Spills are imported before the sweep so that a run whose final
+    record was spilled gets its real status back instead of `interrupted`.
     """
     conn = open_for_writing(path)
     try:
+        conn.execute(f"PRAGMA busy_timeout = {BOOTSTRAP_BUSY_TIMEOUT_MS}")
         migrate(conn, path)
+        imported = import_spills(conn, path) if has_spills(path) else ImportResult()
         conn.execute("BEGIN IMMEDIATE")
         dead = mark_interrupted(conn, started.host, datetime.now(timezone.utc))
         conn.execute("COMMIT")
         apply_batch(conn, [started], WriteCache())
         row = conn.execute("SELECT number FROM executions WHERE id = ?", (started.id,)).fetchone()
-        return int(row[0]), dead
+        return Started(int(row[0]), dead, imported)
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")

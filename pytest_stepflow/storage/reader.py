@@ -22,3 +22,19 @@ def count_steps(path: Path, execution_id: str) -> int:
         raise describe_error(path, exc) from None
     finally:
         conn.close()
+
+
+def steps_of_worker(path: Path, execution_id: str, worker: str) -> set[tuple[str, int]]:
+    """(node id, attempt) of the steps one worker stored for one execution."""
+    conn = open_read_only(path)
+    try:
+        rows = conn.execute(
+            "SELECT t.nodeid, s.attempt FROM steps s JOIN tests t ON t.id = s.test_id "
+            "JOIN executions e ON e.number = s.execution WHERE e.id = ? AND s.worker = ?",
+            (execution_id, worker),
+        )
+        return {(nodeid, int(attempt)) for nodeid, attempt in rows}
+    except sqlite3.Error as exc:
+        raise describe_error(path, exc) from None
+    finally:
+        conn.close()

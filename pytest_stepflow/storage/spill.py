@@ -43,6 +43,10 @@ def spill_glob(db_path: Path) -> str:
     return f"{db_path.name}-spill-*.jsonl*"
 
 
+def has_spills(db_path: Path) -> bool:
+    return any(db_path.parent.glob(spill_glob(db_path)))
+
+
 def encode(record: Record) -> str:
     """One JSON line, pure ASCII: lone surrogates survive as escapes, and a line torn by a
     kill can never end inside a multibyte character."""

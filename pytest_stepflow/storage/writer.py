@@ -34,7 +34,7 @@ from pytest_stepflow.storage.operations import (
     apply_batch,
     make_safe,
 )
-from pytest_stepflow.storage.spill import SpillJournal, import_spills
+from pytest_stepflow.storage.spill import SpillJournal
 
 T = TypeVar("T")
 
@@ -63,7 +63,6 @@ class WriterStats:
     lost_steps: int = 0
     errors: int = 0
     last_error: str | None = None
-    imported_spill_records: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,7 +92,6 @@ class BatchWriter:
         flush_interval: float = 1.0,
         retry_budget: float = 30.0,
         heartbeat: Callable[[], Heartbeat | None] | None = None,
-        import_spill: bool = False,
     ) -> None:
         self.db_path = db_path
         self.stats = WriterStats()
@@ -101,7 +99,6 @@ class BatchWriter:
         self._flush_interval = flush_interval
         self._retry_budget = retry_budget
         self._heartbeat = heartbeat
-        self._import_spill = import_spill
         self._buffer: collections.deque[Record] = collections.deque()
         self._loop = asyncio.new_event_loop()
         self._wake = asyncio.Event()
@@ -184,8 +181,6 @@ class BatchWriter:
             self._error(str(exc))
         except sqlite3.Error as exc:
             self._error(str(describe_error(self.db_path, exc)))
-        if db is not None and self._import_spill:
-            await self._import(db)
         last_beat = 0.0
         while True:
             if len(self._buffer) < self._batch_size and not self._closing:
@@ -271,16 +266,6 @@ class BatchWriter:
             self.stats.duplicates += counts.duplicates
             self._mark_done(batch)
             return
-
-    async def _import(self, db: aiosqlite.Connection) -> None:
-        try:
-            result = await self._on_connection(db, import_spills, self._raw, self.db_path)
-        except (sqlite3.Error, OSError, ValueError) as exc:
-            self._error(f"could not import spill files: {exc}")
-            return
-        self.stats.imported_spill_records += result.records
-        for message in result.errors:
-            self._error(f"could not import spill files: {message}")
 
     def _spill(self, batch: list[Record], reason: str) -> None:
         if not batch:
