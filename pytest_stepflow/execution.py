@@ -54,8 +54,9 @@ def new_execution(
     )
 
 
-def final_status(exit_code: int, interrupted: bool, collect_errors: int) -> Status:
-    if interrupted:
+def final_status(exit_code: int, interrupted: bool, collect_errors: int, failures: int) -> Status:
+    """The execution's status from pytest's exit code and what stopped the session."""
+    if interrupted:  # a real Ctrl-C
         return Status.INTERRUPTED
     if exit_code == pytest.ExitCode.OK:
         return Status.PASSED
@@ -63,8 +64,11 @@ def final_status(exit_code: int, interrupted: bool, collect_errors: int) -> Stat
         return Status.FAILED
     if exit_code == pytest.ExitCode.NO_TESTS_COLLECTED:
         return Status.NO_TESTS
-    if exit_code == pytest.ExitCode.INTERRUPTED and not collect_errors:
-        return Status.INTERRUPTED
+    if exit_code == pytest.ExitCode.INTERRUPTED:
+        if collect_errors:
+            return Status.ERROR
+        # -x / --maxfail under xdist end with exit code 2; pytest.exit() too.
+        return Status.FAILED if failures else Status.INTERRUPTED
     return Status.ERROR
 
 

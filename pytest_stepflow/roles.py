@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import threading
 from collections import Counter
 from pathlib import Path
@@ -25,7 +26,7 @@ from pytest_stepflow.clock import CLOCK
 from pytest_stepflow.environment import ci_info, git_info
 from pytest_stepflow.execution import display_path, final_status, new_execution
 from pytest_stepflow.model import ExecutionFinished, ExecutionMetadata, Heartbeat, Record, Step
-from pytest_stepflow.recorder import StepRecorder, collect_step, is_rerun
+from pytest_stepflow.recorder import StepRecorder, collect_step
 from pytest_stepflow.settings import Settings
 from pytest_stepflow.storage.bootstrap import start_execution
 from pytest_stepflow.storage.errors import StorageError
@@ -34,6 +35,13 @@ from pytest_stepflow.storage.spill import ImportResult
 from pytest_stepflow.storage.writer import BatchWriter, WriterStats
 
 WORKERINPUT_KEY = "stepflow"
+
+
+def wal_size(db_path: Path) -> int:
+    try:
+        return os.path.getsize(f"{db_path}-wal")
+    except OSError:
+        return 0
 
 
 def _drain_timeout(settings: Settings) -> float:
@@ -107,6 +115,7 @@ class _Owner(_Recording):
         self.internal_error: str | None = None
         self.dead_runs: list[int] = []
         self.imported = ImportResult()
+        self.wal_bytes = 0
         self.mismatch: dict[str, int] | None = None
         self._t0 = CLOCK.now()
         self._extra_metadata: dict[str, object] = {}
@@ -126,8 +135,6 @@ class _Owner(_Recording):
 
     def _gather_metadata(self) -> None:
         """Git and CI details: a subprocess, so off the test thread."""
-        import os
-
         extra: dict[str, object] = {}
         git = git_info(self.config.rootpath)
         if git:
@@ -157,9 +164,9 @@ class _Owner(_Recording):
             reporter.write_line(f"stepflow: warning: not recording: {self.problem}", yellow=True)
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
-        # Collection errors stop the session with Session.Interrupted, a KeyboardInterrupt
-        # subclass; only a real Ctrl-C (or SIGINT) makes the run `interrupted`.
-        if not isinstance(excinfo.value, pytest.Session.Interrupted):
+        # pytest (collection errors) and xdist (-x, --maxfail) stop a session with their own
+        # KeyboardInterrupt subclasses; only a real Ctrl-C (SIGINT) makes it `interrupted`.
+        if type(excinfo.value) is KeyboardInterrupt:
             self.interrupted = True
 
     def pytest_internalerror(self, excrepr: object) -> None:
@@ -171,7 +178,8 @@ class _Owner(_Recording):
         if self._metadata_thread is not None:
             self._metadata_thread.join(3.0)
         collect_errors = self.collect_errors()
-        status = final_status(int(exitstatus), self.interrupted, collect_errors)
+        status = final_status(int(exitstatus), self.interrupted, collect_errors,
+                              self.failures())
         message = self.internal_error or (
             f"{collect_errors} error{'s' * (collect_errors != 1)} during collection"
             if collect_errors else "KeyboardInterrupt" if self.interrupted else None
@@ -182,9 +190,11 @@ class _Owner(_Recording):
 
         def finish(stats: WriterStats) -> Record:
             extra = {"step_count_mismatch": self.mismatch} if self.mismatch else None
+            final_stats = self.merged(stats)
+            final_stats["wal_bytes"] = self.wal_bytes = wal_size(self.settings.db_path)
             return ExecutionFinished(
                 started.id, status.value, int(exitstatus), message, CLOCK.iso(),
-                CLOCK.now() - self._t0, total, completed, json.dumps(self.merged(stats)),
+                CLOCK.now() - self._t0, total, completed, json.dumps(final_stats),
                 json.dumps(extra) if extra else None,
             )
 
@@ -192,6 +202,11 @@ class _Owner(_Recording):
 
     def collect_errors(self) -> int:
         return 0
+
+    def failures(self) -> int:
+        """Tests that failed or errored (a run stopped by -x or --maxfail has some)."""
+        outcomes = self.recorder.outcomes if self.recorder else {}
+        return outcomes.get("failed", 0) + outcomes.get("error", 0)
 
     def before_finish(self) -> None:
         """Hook for the controller: check the workers' work before the final record."""
@@ -214,6 +229,8 @@ class _Owner(_Recording):
             extras.append(f"{self.worker_count} workers")
         if stats.get("retries"):
             extras.append(f"{stats['retries']} retries")
+        if self.wal_bytes >= 1 << 20:  # worth knowing: checkpoints are falling behind
+            extras.append(f"WAL {self.wal_bytes / (1 << 20):.1f} MiB")
         if self.imported.records:
             extras.append(f"imported {self.imported.records} spilled records of earlier runs")
         if extras:
@@ -299,6 +316,7 @@ class Controller(_Owner):
         self.workers_seen: set[str] = set()
         self.workers_done: set[str] = set()
         self.recovered = 0  # steps of dead workers written from the controller's reports
+        self.failed_reports = 0
         self._shadows: dict[str, tuple[StepRecorder, collections.deque[Step]]] = {}
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._starts: dict[str, float] = {}
@@ -311,6 +329,9 @@ class Controller(_Owner):
 
     def collect_errors(self) -> int:
         return self.collect_error_count
+
+    def failures(self) -> int:
+        return self.failed_reports
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -368,19 +389,25 @@ class Controller(_Owner):
             self.reported += 1
             self._record_crash(report, worker)
             return
-        if report.when == "teardown" or is_rerun(report):
-            self.reported += 1
-            self._attempts[(report.nodeid, worker)] += 1
-        if self.writer is not None:
-            self._shadow(worker).pytest_runtest_logreport(report)
+        if report.failed:
+            self.failed_reports += 1
+        # The shadow decides where an attempt ends, exactly as the worker's recorder does.
+        self._shadow(worker).pytest_runtest_logreport(report)
 
     def _shadow(self, worker: str) -> StepRecorder:
         entry = self._shadows.get(worker)
         if entry is None:
             steps: collections.deque[Step] = collections.deque(maxlen=self.SHADOW_STEPS)
+
+            def keep(record: Record) -> None:
+                assert isinstance(record, Step)
+                steps.append(record)
+                self.reported += 1
+                self._attempts[(record.nodeid, worker)] = record.attempt
+
             recorder = StepRecorder(
-                execution_id=self.started.id, worker=worker, submit=steps.append,  # type: ignore[arg-type]
-                clock=CLOCK, log_handler=None, capture=self.settings.capture,
+                execution_id=self.started.id, worker=worker, submit=keep, clock=CLOCK,
+                log_handler=None, capture=self.settings.capture,
                 max_output=self.settings.max_output,
             )
             entry = self._shadows[worker] = (recorder, steps)

@@ -20,6 +20,10 @@ from typing import Any
 
 import pytest
 
+# Imported here, before any in-process run: pytester restores sys.modules after each run, and
+# a re-imported asyncio would no longer match the C-level _asyncio module's classes.
+import pytest_stepflow.roles  # noqa: F401
+
 pytest_plugins = ["pytester"]
 
 # pytest's summary nouns, as RunResult.parseoutcomes() reports them.

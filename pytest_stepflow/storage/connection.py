@@ -43,7 +43,12 @@ _LEFT_ALONE = "the file was left untouched"
 
 
 def check_file(path: Path) -> bool:
-    """Check what is at `path` before SQLite touches it; return True when it already exists."""
+    """Check what is at `path` before SQLite touches it; return True when it already exists.
+
+    Only call this while this process has no SQLite connection to the file: closing any
+    descriptor on a file drops all of the process's POSIX locks on it, including the locks
+    of a live connection, and another process may then delete the WAL under it.
+    """
     if path.is_dir():
         raise UnwritableError(f"{path} is a directory; pass a file path to --stepflow-db")
     try:
@@ -111,9 +116,12 @@ def open_for_writing(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def open_read_only(path: Path) -> sqlite3.Connection:
-    """Open an existing database read-only; never creates a file."""
-    if not check_file(path):
+def open_read_only(path: Path, *, inspect: bool = True) -> sqlite3.Connection:
+    """Open an existing database read-only; never creates a file.
+
+    `inspect=False` while this process also writes to the file (see `check_file`).
+    """
+    if not (check_file(path) if inspect else path.exists()):
         raise StorageError(f"{path} does not exist; run `pytest --stepflow` first")
     uri = f"{path.resolve().as_uri()}?mode=ro"
     try:

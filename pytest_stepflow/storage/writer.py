@@ -182,11 +182,15 @@ class BatchWriter:
         except sqlite3.Error as exc:
             self._error(str(describe_error(self.db_path, exc)))
         last_beat = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             if len(self._buffer) < self._batch_size and not self._closing:
-                wait = min(self._flush_interval, HEARTBEAT_INTERVAL)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                # A timer that sets the event, rather than wait_for(): no task to create and
+                # cancel on every tick.
+                timer = loop.call_later(min(self._flush_interval, HEARTBEAT_INTERVAL),
+                                        self._wake.set)
+                await self._wake.wait()
+                timer.cancel()
             self._wake.clear()
             self._wake_pending = False
             batch = self._take(MAX_TRANSACTION_RECORDS)
