@@ -8,23 +8,20 @@ import fnmatch
 import json
 import os
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import pytest
 from conftest import query
+from records import HOST, STEP_START, make_finished, make_log, make_started, make_step, spill_files
 
 from pytest_stepflow.model import (
-    ExecutionFinished,
     ExecutionMetadata,
-    ExecutionStarted,
     Heartbeat,
     LogRecord,
     Record,
@@ -45,91 +42,12 @@ from pytest_stepflow.storage.operations import (
     WriteCache,
     apply_batch,
     mark_interrupted,
-    utc_iso,
 )
 from pytest_stepflow.storage.reader import count_steps
 from pytest_stepflow.storage.schema import APPLICATION_ID, SCHEMA_VERSION, migrate
 from pytest_stepflow.storage.spill import SpillJournal, decode, encode, import_spills, spill_glob
 
-HOST = socket.gethostname()
-STEP_START = 1_700_000_000.5  # exact in binary, so the view's millisecond text is exact
-
-
-# ---- record builders ------------------------------------------------------------------------
-
-R = TypeVar("R")
-
-
-def build(cls: Callable[..., R], **values: Any) -> R:
-    """A record from the values its class has fields for.
-
-    The model's shape evolves (a Step may or may not carry `file`/`class_name`, which the
-    storage can derive from the node id); the builders give every value a test may need.
-    """
-    spec: Any = cls
-    names = ({f.name for f in dataclasses.fields(spec)} if dataclasses.is_dataclass(spec)
-             else set(spec._fields))
-    return cls(**{name: value for name, value in values.items() if name in names})
-
-
-def replace(record: R, **changes: Any) -> R:
-    """dataclasses.replace or NamedTuple._replace, whichever the model uses."""
-    value: Any = record
-    if hasattr(value, "_replace"):
-        return cast(R, value._replace(**changes))
-    return cast(R, dataclasses.replace(value, **changes))
-
-
-def make_started(
-    execution_id: str | None = None,
-    *,
-    host: str = HOST,
-    pid: int | None = None,
-    started_at: datetime | None = None,
-    metadata: str = "{}",
-) -> ExecutionStarted:
-    at = utc_iso(started_at or datetime.now(timezone.utc))
-    return ExecutionStarted(
-        id=execution_id or str(uuid.uuid4()), name="nightly",
-        command=json.dumps(["pytest", "-q"]), working_directory="/work", rootdir="/work",
-        created_at=at, started_at=at, environment='{"CI": "true"}', user_name="tester",
-        host=host, pid=os.getpid() if pid is None else pid, tags='{"team": "qa"}',
-        metadata=metadata, worker_count=0,
-    )
-
-
-def make_log(message: str, phase: str = "call", level: int = 20) -> LogRecord:
-    return LogRecord(phase=phase, created=STEP_START + 0.25, level=level,
-                     level_name="INFO" if level == 20 else "WARNING", logger="shop.tests",
-                     message=message, file="tests/test_shop.py", line=42, function="test_it")
-
-
-def make_step(
-    execution_id: str, nodeid: str, attempt: int = 1, logs: Iterable[LogRecord] = (),
-    **changes: Any,
-) -> Step:
-    file, _, rest = nodeid.partition("::")
-    class_name, _, name = rest.rpartition("::")
-    step = build(
-        Step,
-        execution_id=execution_id, nodeid=nodeid, worker="main", attempt=attempt, final=True,
-        kind="test", item_index=0, file=file, line=10, name=name or nodeid,
-        class_name=class_name or None, parameters=None, markers=None, outcome="passed",
-        setup_outcome="passed", call_outcome="passed", teardown_outcome="passed",
-        setup_duration=0.125, call_duration=0.25, teardown_duration=0.125, duration=0.5,
-        started_at=STEP_START, completed_at=STEP_START + 0.5, longrepr=None, reason=None,
-        stdout=None, stderr=None, properties=None, logs=tuple(logs),
-    )
-    return replace(step, **changes)
-
-
-def make_finished(execution_id: str, **changes: Any) -> ExecutionFinished:
-    finished = ExecutionFinished(
-        execution_id=execution_id, status="failed", exit_code=1, error_message=None,
-        completed_at="2030-01-02T03:04:05.000000Z", duration=12.5, total_steps=10,
-        completed_steps=9, writer_stats=json.dumps({"steps": 9, "spilled": 0}), metadata=None,
-    )
-    return replace(finished, **changes)
+# ---- step_details view ----------------------------------------------------------------------
 
 
 def view_time(seconds: float) -> str:
@@ -193,10 +111,6 @@ def log_messages(path: Path) -> dict[str, list[str]]:
 
 def execution(path: Path, execution_id: str) -> dict[str, Any]:
     return query(path, "SELECT * FROM executions WHERE id = ?", execution_id)[0]
-
-
-def spill_files(db_path: Path) -> list[Path]:
-    return sorted(db_path.parent.glob(spill_glob(db_path)))
 
 
 def dead_pid() -> int:
@@ -601,7 +515,7 @@ def test_spill_journal_writes_header_then_records(tmp_path: Path) -> None:
 def test_import_spills_replays_and_deletes(db: Db) -> None:
     e = db.execution_id
     steps = [make_step(e, f"t.py::test_{i}", logs=[make_log(f"log {i}")]) for i in range(20)]
-    steps[3] = replace(steps[3], stdout="Grüße ☃ 😀")
+    steps[3] = steps[3]._replace(stdout="Grüße ☃ 😀")
     apply(db.path, steps[:5])  # committed, but the writer did not know: replayed below
     journal = SpillJournal(db.path)
     journal.append(steps)

@@ -6,8 +6,6 @@ import contextlib
 import dataclasses
 import fnmatch
 import json
-import os
-import socket
 import sqlite3
 import threading
 import time
@@ -15,16 +13,15 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import pytest
 from conftest import query
+from records import make_log, make_started, make_step, spill_files
 
 from pytest_stepflow.model import (
     ExecutionFinished,
-    ExecutionStarted,
     Heartbeat,
-    LogRecord,
     Record,
     Step,
 )
@@ -35,67 +32,10 @@ from pytest_stepflow.storage.reader import count_steps
 from pytest_stepflow.storage.spill import decode, import_spills, spill_glob
 from pytest_stepflow.storage.writer import BatchWriter, WriterStats
 
-HOST = socket.gethostname()
-STEP_START = 1_700_000_000.5
 WAIT = 10.0  # generous upper bound for flush/close; never reached when things work
 
 
 # ---- record builders ------------------------------------------------------------------------
-
-R = TypeVar("R")
-
-
-def build(cls: Callable[..., R], **values: Any) -> R:
-    """A record from the values its class has fields for.
-
-    The model's shape evolves (a Step may or may not carry `file`/`class_name`, which the
-    storage can derive from the node id); the builders give every value a test may need.
-    """
-    spec: Any = cls
-    names = ({f.name for f in dataclasses.fields(spec)} if dataclasses.is_dataclass(spec)
-             else set(spec._fields))
-    return cls(**{name: value for name, value in values.items() if name in names})
-
-
-def replace(record: R, **changes: Any) -> R:
-    """dataclasses.replace or NamedTuple._replace, whichever the model uses."""
-    value: Any = record
-    if hasattr(value, "_replace"):
-        return cast(R, value._replace(**changes))
-    return cast(R, dataclasses.replace(value, **changes))
-
-
-def make_started(execution_id: str | None = None) -> ExecutionStarted:
-    at = utc_iso(datetime.now(timezone.utc))
-    return ExecutionStarted(
-        id=execution_id or str(uuid.uuid4()), name=None, command=json.dumps(["pytest"]),
-        working_directory="/work", rootdir="/work", created_at=at, started_at=at,
-        environment="{}", user_name=None, host=HOST, pid=os.getpid(), tags="{}",
-        metadata="{}", worker_count=0,
-    )
-
-
-def make_step(
-    execution_id: str, nodeid: str, attempt: int = 1, logs: Iterable[LogRecord] = (),
-    **changes: Any,
-) -> Step:
-    file, _, name = nodeid.partition("::")
-    step = build(
-        Step,
-        execution_id=execution_id, nodeid=nodeid, worker="main", attempt=attempt, final=True,
-        kind="test", item_index=None, file=file, line=1, name=name or nodeid, class_name=None,
-        parameters=None, markers=None, outcome="passed", setup_outcome="passed",
-        call_outcome="passed", teardown_outcome="passed", setup_duration=0.001,
-        call_duration=0.002, teardown_duration=0.001, duration=0.004, started_at=STEP_START,
-        completed_at=STEP_START + 0.004, longrepr=None, reason=None, stdout=None, stderr=None,
-        properties=None, logs=tuple(logs),
-    )
-    return replace(step, **changes)
-
-
-def make_log(message: str) -> LogRecord:
-    return LogRecord(phase="call", created=STEP_START, level=20, level_name="INFO",
-                     logger="app", message=message, file="t.py", line=3, function="test")
 
 
 def steps_for(execution_id: str, count: int, prefix: str = "test") -> list[Step]:
@@ -151,10 +91,6 @@ def submit_all(writer: BatchWriter, records: Iterable[Record]) -> None:
 
 def step_rows(path: Path) -> list[dict[str, Any]]:
     return query(path, "SELECT nodeid, attempt FROM step_details ORDER BY id")
-
-
-def spill_files(db_path: Path) -> list[Path]:
-    return sorted(db_path.parent.glob(spill_glob(db_path)))
 
 
 def assert_clean(stats: WriterStats) -> None:
