@@ -15,7 +15,7 @@ from pytest_stepflow.storage.spill import ImportResult, has_spills, import_spill
 
 # Start-up may wait this long for another session's write lock: it happens once per run,
 # and an execution that cannot be created would leave nothing to attach steps to.
-BOOTSTRAP_BUSY_TIMEOUT_MS = 15_000
+BOOTSTRAP_BUSY_WAIT = 15.0  # seconds
 
 
 @dataclasses.dataclass
@@ -33,9 +33,8 @@ def start_execution(path: Path, started: ExecutionStarted) -> Started:
     stepflow database. Spills are imported before the sweep so that a run whose final
     record was spilled gets its real status back instead of `interrupted`.
     """
-    conn = open_for_writing(path)
+    conn = open_for_writing(path, busy_wait=BOOTSTRAP_BUSY_WAIT)
     try:
-        conn.execute(f"PRAGMA busy_timeout = {BOOTSTRAP_BUSY_TIMEOUT_MS}")
         migrate(conn, path)
         imported = import_spills(conn, path) if has_spills(path) else ImportResult()
         conn.execute("BEGIN IMMEDIATE")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from pytest_stepflow.storage.errors import NotADatabaseError, StorageError, UnwritableError
@@ -89,8 +90,9 @@ def describe_error(path: Path, exc: sqlite3.Error) -> StorageError:
     return StorageError(f"{path}: {text}")
 
 
-def open_for_writing(path: Path) -> sqlite3.Connection:
-    """Open (creating folders and file as needed) in autocommit mode with the writer PRAGMAs."""
+def open_for_writing(path: Path, busy_wait: float = BUSY_TIMEOUT_MS / 1000) -> sqlite3.Connection:
+    """Open (creating folders and file as needed) in autocommit mode with the writer PRAGMAs,
+    waiting up to `busy_wait` seconds for other sessions' locks."""
     check_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,8 +107,9 @@ def open_for_writing(path: Path) -> sqlite3.Connection:
     try:
         for pragma in WRITER_PRAGMAS:
             conn.execute(pragma)
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_wait * 1000)}")
         check_schema(conn, path)  # a foreign or newer database is refused before any change
-        conn.execute(JOURNAL_MODE)
+        _switch_to_wal(conn, busy_wait)
     except sqlite3.Error as exc:
         conn.close()
         raise describe_error(path, exc) from None
@@ -114,6 +117,22 @@ def open_for_writing(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection, busy_wait: float) -> None:
+    """SQLite does not apply busy_timeout to a journal-mode change (it fails at once while
+    another session holds a lock on a new file), so wait for it here."""
+    deadline = time.monotonic() + busy_wait
+    delay = 0.005
+    while True:
+        try:
+            conn.execute(JOURNAL_MODE)
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def open_read_only(path: Path, *, inspect: bool = True) -> sqlite3.Connection:

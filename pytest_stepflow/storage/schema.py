@@ -150,9 +150,12 @@ MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
 
 
 def _read_versions(conn: sqlite3.Connection) -> tuple[int, int, int]:
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    # One statement, one snapshot: another session may be migrating the file right now.
+    app_id, version, tables = conn.execute(
+        "SELECT (SELECT application_id FROM pragma_application_id()), "
+        "(SELECT user_version FROM pragma_user_version()), "
+        "(SELECT count(*) FROM sqlite_master)"
+    ).fetchone()
     return int(app_id), int(version), int(tables)
 
 

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import os
 import random
 import sqlite3
 import threading
@@ -43,6 +44,7 @@ BACKOFF_FIRST = 0.01
 BACKOFF_CAP = 1.0
 OTHER_ERROR_ATTEMPTS = 3  # I/O errors may be transient; corrupt files and bad rows are not
 HEARTBEAT_INTERVAL = 2.0
+WAL_CHECKPOINT_BYTES = 4 << 20  # the size automatic checkpoints keep it near (1000 pages)
 
 
 @dataclasses.dataclass
@@ -61,6 +63,7 @@ class WriterStats:
     spill_files: list[str] = dataclasses.field(default_factory=list)
     lost: int = 0
     lost_steps: int = 0
+    checkpoints: int = 0
     errors: int = 0
     last_error: str | None = None
 
@@ -81,6 +84,10 @@ class WriterStats:
                 mine.extend(value)
             else:
                 setattr(self, field.name, mine + value)
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 class BatchWriter:
@@ -111,6 +118,7 @@ class BatchWriter:
         self._done_changed = threading.Condition()
         self._journal = SpillJournal(db_path)
         self._raw: sqlite3.Connection | None = None
+        self._last_checkpoint = 0.0
         self._cache = WriteCache()
         self._thread = threading.Thread(target=self._run, name="stepflow-writer", daemon=True)
 
@@ -131,8 +139,14 @@ class BatchWriter:
         """Wait until everything submitted so far is written (or spilled); False on timeout."""
         target = self._submitted
         self._call_soon(self._wake.set)
+        deadline = time.monotonic() + timeout
         with self._done_changed:
-            return self._done_changed.wait_for(lambda: self._done >= target, timeout)
+            while self._done < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():  # never wait on a dead thread
+                    return False
+                self._done_changed.wait(min(left, 0.1))
+        return True
 
     def close(
         self, timeout: float, final: Callable[[WriterStats], Record] | None = None
@@ -181,6 +195,14 @@ class BatchWriter:
             self._error(str(exc))
         except sqlite3.Error as exc:
             self._error(str(describe_error(self.db_path, exc)))
+        try:
+            await self._serve(db)
+        finally:
+            if db is not None:
+                with contextlib.suppress(Exception):
+                    await db.close()
+
+    async def _serve(self, db: aiosqlite.Connection | None) -> None:
         last_beat = 0.0
         loop = asyncio.get_running_loop()
         while True:
@@ -207,10 +229,26 @@ class BatchWriter:
                     self._spill(batch, self.stats.last_error or "the database could not be opened")
                 else:
                     await self._write(db, batch)
+                    await self._bound_wal(db)
             elif self._closing:
                 break
-        if db is not None:
-            await db.close()
+
+    async def _bound_wal(self, db: aiosqlite.Connection) -> None:
+        """Automatic checkpoints never wait for readers, so under a steady stream of report
+        queries the WAL is never reset and keeps growing. Past a size, ask for a TRUNCATE
+        checkpoint, which waits (briefly, busy_timeout) for readers to move on."""
+        now = time.monotonic()
+        if now - self._last_checkpoint < 0.5:
+            return
+        self._last_checkpoint = now
+        try:
+            size = os.path.getsize(f"{self.db_path}-wal")  # a stat: never open the file
+        except OSError:
+            return
+        if size > WAL_CHECKPOINT_BYTES:
+            with contextlib.suppress(sqlite3.Error):
+                await self._on_connection(db, _checkpoint, self._raw)
+                self.stats.checkpoints += 1
 
     def _connect(self) -> sqlite3.Connection:
         self._raw = open_for_writing(self.db_path)
