@@ -298,13 +298,14 @@ class Worker(_Recording):
 class Controller(_Owner):
     """The xdist controller process (no tests run here).
 
-    It sees every report the workers send. For each worker it keeps the last steps rebuilt
-    from those reports (a shadow recorder); when a worker dies, the ones the database lacks
+    It sees every report the workers send and keeps each worker's recent ones. When a worker
+    dies, its steps are rebuilt from them (a shadow recorder) and the ones the database lacks
     (still in the dead worker's buffer) are written from here, so a crash loses nothing that
     pytest itself counted.
     """
 
-    SHADOW_STEPS = 20_000  # per worker: far more than a worker ever has unflushed
+    # Per worker: three reports a test, far more than a worker ever has unwritten.
+    RECENT_REPORTS = 30_000
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.worker_count = int(config.getoption("numprocesses") or 0)
@@ -317,7 +318,7 @@ class Controller(_Owner):
         self.workers_done: set[str] = set()
         self.recovered = 0  # steps of dead workers written from the controller's reports
         self.failed_reports = 0
-        self._shadows: dict[str, tuple[StepRecorder, collections.deque[Step]]] = {}
+        self._recent: dict[str, collections.deque[pytest.TestReport]] = {}
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._starts: dict[str, float] = {}
 
@@ -362,18 +363,28 @@ class Controller(_Owner):
             self.worker_stats.merge(output["stats"])
         if error is not None or not output:
             self._recover(worker)
-        self._shadows.pop(worker, None)
+        self._recent.pop(worker, None)
 
     def _recover(self, worker: str) -> None:
-        """Write the steps a dead worker reported but never stored."""
-        shadow = self._shadows.get(worker)
-        if shadow is None or self.writer is None:
+        """Write the steps a dead worker reported but never stored, rebuilt from its reports
+        exactly as its own recorder would have built them."""
+        reports = self._recent.pop(worker, None)
+        if not reports or self.writer is None:
             return
+        rebuilt: list[Record] = []
+        shadow = StepRecorder(
+            execution_id=self.started.id, worker=worker, submit=rebuilt.append, clock=CLOCK,
+            log_handler=None, capture=self.settings.capture,
+            max_output=self.settings.max_output,
+        )
+        for report in reports:
+            shadow.pytest_runtest_logreport(report)
         try:
             stored = steps_of_worker(self.settings.db_path, self.started.id, worker)
         except StorageError:
             stored = set()
-        for step in shadow[1]:
+        for step in rebuilt:
+            assert isinstance(step, Step)
             if (step.nodeid, step.attempt) not in stored:
                 self.writer.submit(step)
                 self.recovered += 1
@@ -391,34 +402,20 @@ class Controller(_Owner):
             return
         if report.failed:
             self.failed_reports += 1
-        # The shadow decides where an attempt ends, exactly as the worker's recorder does.
-        self._shadow(worker).pytest_runtest_logreport(report)
-
-    def _shadow(self, worker: str) -> StepRecorder:
-        entry = self._shadows.get(worker)
-        if entry is None:
-            steps: collections.deque[Step] = collections.deque(maxlen=self.SHADOW_STEPS)
-
-            def keep(record: Record) -> None:
-                assert isinstance(record, Step)
-                steps.append(record)
-                self.reported += 1
-                self._attempts[(record.nodeid, worker)] = record.attempt
-
-            recorder = StepRecorder(
-                execution_id=self.started.id, worker=worker, submit=keep, clock=CLOCK,
-                log_handler=None, capture=self.settings.capture,
-                max_output=self.settings.max_output,
-            )
-            entry = self._shadows[worker] = (recorder, steps)
-        return entry[0]
+        if report.when == "teardown":  # an attempt ends at its teardown, as on the worker
+            self.reported += 1
+            self._attempts[(report.nodeid, worker)] += 1
+        # Only kept, not processed: steps are rebuilt from them if the worker dies.
+        recent = self._recent.get(worker)
+        if recent is None:
+            recent = self._recent[worker] = collections.deque(maxlen=self.RECENT_REPORTS)
+        recent.append(report)
 
     def _record_crash(self, report: pytest.TestReport, worker: str) -> None:
         """The crashed worker could not record its test; xdist's report says what happened."""
         if self.writer is None:
             return
         self._recover(worker)  # its other unsaved steps first
-        self._shadows.pop(worker, None)
         key = (report.nodeid, worker)
         self._attempts[key] += 1
         now = CLOCK.now()
