@@ -13,9 +13,9 @@ import pytest
 from pytest_stepflow.settings import add_options, enabled
 
 if TYPE_CHECKING:
-    from pytest_stepflow.roles import _Recording
+    from pytest_stepflow.roles import Recording
 
-recording_key = pytest.StashKey["_Recording"]()
+recording_key = pytest.StashKey["Recording"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     settings = resolve(config)  # raises UsageError for bad values, before any work
     if _is_xdist_controller(config):
-        from pytest_stepflow.roles import Controller
+        from pytest_stepflow.controller import Controller
 
         _register(config, Controller(config, settings))
     else:
@@ -56,7 +56,7 @@ def _is_xdist_controller(config: pytest.Config) -> bool:
     return bool(config.getoption("dist", "no") != "no" and not config.getoption("collectonly"))
 
 
-def _register(config: pytest.Config, recording: _Recording) -> None:
+def _register(config: pytest.Config, recording: Recording) -> None:
     config.stash[recording_key] = recording
     config.pluginmanager.register(recording, "stepflow-session")
 

@@ -1,20 +1,18 @@
 """Who does what in a session: standalone, xdist controller, or xdist worker.
 
 - Standalone: owns the execution (creates and finishes it) and records its own steps.
-- Controller: owns the execution, hands its id and the database path to the workers, records
-  only what no worker can (collection errors, tests whose worker crashed), and checks the
-  workers' step counts against the reports it received.
+- Controller (controller.py): owns the execution, hands its id and the database path to the
+  workers, records only what no worker can (collection errors, tests whose worker crashed),
+  and checks the workers' step counts against the reports it received.
 - Worker: records its steps through its own writer and returns the writer's statistics.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
 import threading
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +23,11 @@ from pytest_stepflow.capture import StepLogHandler
 from pytest_stepflow.clock import CLOCK
 from pytest_stepflow.environment import ci_info, git_info
 from pytest_stepflow.execution import display_path, final_status, new_execution
-from pytest_stepflow.model import ExecutionFinished, ExecutionMetadata, Heartbeat, Record, Step
-from pytest_stepflow.recorder import StepRecorder, collect_step
+from pytest_stepflow.model import ExecutionFinished, ExecutionMetadata, Heartbeat, Record
+from pytest_stepflow.recorder import StepRecorder
 from pytest_stepflow.settings import Settings
 from pytest_stepflow.storage.bootstrap import start_execution
 from pytest_stepflow.storage.errors import StorageError
-from pytest_stepflow.storage.reader import count_steps, steps_of_worker
 from pytest_stepflow.storage.spill import ImportResult
 from pytest_stepflow.storage.writer import BatchWriter, WriterStats
 
@@ -44,7 +41,7 @@ def wal_size(db_path: Path) -> int:
         return 0
 
 
-def _drain_timeout(settings: Settings) -> float:
+def drain_timeout(settings: Settings) -> float:
     """Bounded wait at session end: long enough to ride out a short lock, never a hang."""
     return min(settings.retry_budget, 30.0) + 5.0
 
@@ -57,7 +54,7 @@ def _log_level(config: pytest.Config) -> int:
     return level if level is not None else logging.NOTSET
 
 
-class _Recording:
+class Recording:
     """What every role has: settings, a writer, and the problems to report."""
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
@@ -97,10 +94,10 @@ class _Recording:
             self.config.pluginmanager.unregister(self.recorder)
             self.recorder = None
         if self.writer is not None and self.stats is None:
-            self.stats = self.writer.close(_drain_timeout(self.settings))
+            self.stats = self.writer.close(drain_timeout(self.settings))
 
 
-class _Owner(_Recording):
+class Owner(Recording):
     """Standalone and controller: create the execution, finish it, print the summary."""
 
     worker_count = 0
@@ -198,7 +195,7 @@ class _Owner(_Recording):
                 json.dumps(extra) if extra else None,
             )
 
-        self.stats = self.writer.close(_drain_timeout(self.settings), final=finish)
+        self.stats = self.writer.close(drain_timeout(self.settings), final=finish)
 
     def collect_errors(self) -> int:
         return 0
@@ -261,7 +258,7 @@ class _Owner(_Recording):
             )
 
 
-class Standalone(_Owner):
+class Standalone(Owner):
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         super().__init__(config, settings)
         if self.writer is not None:
@@ -275,7 +272,7 @@ class Standalone(_Owner):
         return recorder.collected + recorder.collect_steps if recorder else 0
 
 
-class Worker(_Recording):
+class Worker(Recording):
     """An xdist worker: steps only; the controller owns the execution."""
 
     def __init__(self, config: pytest.Config, settings: Settings, info: dict[str, Any]) -> None:
@@ -287,175 +284,9 @@ class Worker(_Recording):
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         assert self.writer is not None
-        self.stats = self.writer.close(_drain_timeout(self.settings))
+        self.stats = self.writer.close(drain_timeout(self.settings))
         recorder = self.recorder
         self.config.workeroutput[WORKERINPUT_KEY] = {  # type: ignore[attr-defined]
             "stats": self.stats.as_dict(),
             "steps": recorder.steps if recorder else 0,
         }
-
-
-class Controller(_Owner):
-    """The xdist controller process (no tests run here).
-
-    It sees every report the workers send and keeps each worker's recent ones. When a worker
-    dies, its steps are rebuilt from them (a shadow recorder) and the ones the database lacks
-    (still in the dead worker's buffer) are written from here, so a crash loses nothing that
-    pytest itself counted.
-    """
-
-    # Per worker: three reports a test, far more than a worker ever has unwritten.
-    RECENT_REPORTS = 30_000
-
-    def __init__(self, config: pytest.Config, settings: Settings) -> None:
-        self.worker_count = int(config.getoption("numprocesses") or 0)
-        super().__init__(config, settings)
-        self.reported = 0
-        self.collected = 0
-        self.collect_error_count = 0
-        self.worker_stats = WriterStats()
-        self.workers_seen: set[str] = set()
-        self.workers_done: set[str] = set()
-        self.recovered = 0  # steps of dead workers written from the controller's reports
-        self.failed_reports = 0
-        self._recent: dict[str, collections.deque[pytest.TestReport]] = {}
-        self._attempts: Counter[tuple[str, str]] = Counter()
-        self._starts: dict[str, float] = {}
-
-    def completed_steps(self) -> int:
-        return self.reported
-
-    def total_steps(self) -> int:
-        return self.collected + self.collect_error_count
-
-    def collect_errors(self) -> int:
-        return self.collect_error_count
-
-    def failures(self) -> int:
-        return self.failed_reports
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_configure_node(self, node: Any) -> None:
-        if self.writer is None:
-            return
-        s = self.settings
-        node.workerinput[WORKERINPUT_KEY] = {
-            "execution_id": self.started.id, "db_path": str(s.db_path),
-            "batch_size": s.batch_size, "flush_interval": s.flush_interval,
-            "retry_budget": s.retry_budget, "capture": s.capture, "max_output": s.max_output,
-        }
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
-        if self.config.getoption("dist") == "each":
-            self.collected += len(ids)
-        else:
-            self.collected = max(self.collected, len(ids))
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node: Any, error: object) -> None:
-        worker = str(node.gateway.id)
-        if worker in self.workers_done:
-            return
-        self.workers_done.add(worker)
-        output = getattr(node, "workeroutput", {}).get(WORKERINPUT_KEY)
-        if output:
-            self.worker_stats.merge(output["stats"])
-        if error is not None or not output:
-            self._recover(worker)
-        self._recent.pop(worker, None)
-
-    def _recover(self, worker: str) -> None:
-        """Write the steps a dead worker reported but never stored, rebuilt from its reports
-        exactly as its own recorder would have built them."""
-        reports = self._recent.pop(worker, None)
-        if not reports or self.writer is None:
-            return
-        rebuilt: list[Record] = []
-        shadow = StepRecorder(
-            execution_id=self.started.id, worker=worker, submit=rebuilt.append, clock=CLOCK,
-            log_handler=None, capture=self.settings.capture,
-            max_output=self.settings.max_output,
-        )
-        for report in reports:
-            shadow.pytest_runtest_logreport(report)
-        try:
-            stored = steps_of_worker(self.settings.db_path, self.started.id, worker)
-        except StorageError:
-            stored = set()
-        for step in rebuilt:
-            assert isinstance(step, Step)
-            if (step.nodeid, step.attempt) not in stored:
-                self.writer.submit(step)
-                self.recovered += 1
-
-    def pytest_runtest_logstart(self, nodeid: str) -> None:
-        self._starts[nodeid] = CLOCK.now()
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        node = getattr(report, "node", None)
-        worker = str(node.gateway.id) if node is not None else "main"
-        self.workers_seen.add(worker)
-        if str(report.when) == "???":  # xdist's report for a test whose worker crashed
-            self.reported += 1
-            self._record_crash(report, worker)
-            return
-        if report.failed:
-            self.failed_reports += 1
-        if report.when == "teardown":  # an attempt ends at its teardown, as on the worker
-            self.reported += 1
-            self._attempts[(report.nodeid, worker)] += 1
-        # Only kept, not processed: steps are rebuilt from them if the worker dies.
-        recent = self._recent.get(worker)
-        if recent is None:
-            recent = self._recent[worker] = collections.deque(maxlen=self.RECENT_REPORTS)
-        recent.append(report)
-
-    def _record_crash(self, report: pytest.TestReport, worker: str) -> None:
-        """The crashed worker could not record its test; xdist's report says what happened."""
-        if self.writer is None:
-            return
-        self._recover(worker)  # its other unsaved steps first
-        key = (report.nodeid, worker)
-        self._attempts[key] += 1
-        now = CLOCK.now()
-        started = self._starts.get(report.nodeid, now)
-        self.recovered += 1
-        self.writer.submit(
-            Step(self.started.id, report.nodeid, worker, self._attempts[key], True, "test", None,
-                 None, report.nodeid.rpartition("::")[2], None, None, "failed", None, "failed",
-                 None, None, None, None, now - started, started, now, str(report.longrepr), None,
-                 None, None, None)
-        )
-
-    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        """xdist hands the controller each distinct collection failure once."""
-        if report.passed or self.writer is None:
-            return
-        self.collect_error_count += report.failed
-        self.reported += 1
-        self.writer.submit(collect_step(report, self.started.id, "main", CLOCK.now(),
-                                        self.settings.max_output))
-
-    def merged(self, stats: WriterStats) -> dict[str, Any]:
-        total = WriterStats()
-        total.merge(stats.as_dict())
-        total.merge(self.worker_stats.as_dict())
-        result = total.as_dict()
-        result["workers"] = sorted(self.workers_seen - {"main"})
-        result["recovered_steps"] = self.recovered
-        return result
-
-    def before_finish(self) -> None:
-        """Compare the steps in the database with the reports the workers sent."""
-        assert self.writer is not None
-        self.writer.flush(_drain_timeout(self.settings))  # our own recovered/collection steps
-        merged = self.merged(self.writer.stats)
-        expected = self.reported - merged["spilled_steps"] - merged["lost_steps"]
-        try:
-            recorded = count_steps(self.settings.db_path, self.started.id)
-        except StorageError:
-            return
-        if recorded != expected:
-            self.mismatch = {"reported": self.reported, "recorded": recorded,
-                             "spilled": merged["spilled_steps"], "lost": merged["lost_steps"]}
