@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -130,6 +131,29 @@ def check_invariants(run: StepflowRun, executions_before: int) -> None:
     stats = json.loads(execution["writer_stats"])
     assert stats["spilled"] == 0 and stats["lost"] == 0, stats
     assert f"stepflow: execution #{execution['number']} recorded {len(steps)} steps" in run.output
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
+    """Poll a condition until it holds (bounded); never a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def steps_in(db: Path, execution: int | None = None) -> int:
+    """Steps in the database, read-only; 0 while the file or its schema does not exist yet."""
+    if not db.exists():
+        return 0
+    sql = "SELECT count(*) AS n FROM steps"
+    params: tuple[object, ...] = ()
+    if execution is not None:
+        sql, params = sql + " WHERE execution = ?", (execution,)
+    try:
+        return int(query(db, sql, *params)[0]["n"])
+    except sqlite3.Error:
+        return 0
 
 
 def _count_executions(db: Path) -> int:

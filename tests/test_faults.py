@@ -31,6 +31,8 @@ from conftest import (
     connect_ro,
     expected_summary,
     query,
+    steps_in,
+    wait_for,
 )
 
 pytest.importorskip("xdist")
@@ -50,29 +52,6 @@ WAL_BOUND_UNDER_READERS = 8 << 20
 
 
 # ---- helpers -------------------------------------------------------------------------------
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
-    """Poll a condition until it holds (bounded); never a timing assertion."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def steps_in(db: Path, execution: int | None = None) -> int:
-    """Steps in the database, read-only; 0 while the file or its schema does not exist yet."""
-    if not db.exists():
-        return 0
-    sql = "SELECT count(*) AS n FROM steps"
-    params: tuple[object, ...] = ()
-    if execution is not None:
-        sql, params = sql + " WHERE execution = ?", (execution,)
-    try:
-        return int(query(db, sql, *params)[0]["n"])
-    except sqlite3.Error:
-        return 0
 
 
 @contextlib.contextmanager

@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import StepflowRun, query
+from conftest import StepflowRun, query, steps_in, wait_for
 
 Run = Callable[..., StepflowRun]
 
@@ -30,24 +29,6 @@ def test_blocks():
         time.sleep(0.02)
 def test_after(): pass
 """
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Poll a condition (not a timing assertion: we only need it to become true)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def steps_in(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        return int(query(db, "SELECT count(*) AS n FROM steps")[0]["n"])
-    except Exception:  # the schema may not exist yet
-        return 0
 
 
 def start_blocking_run(pytester: pytest.Pytester, db: Path) -> subprocess.Popen[bytes]:
