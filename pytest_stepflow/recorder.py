@@ -19,7 +19,6 @@ from pytest_stepflow.capture import StepLogHandler, clip
 from pytest_stepflow.clock import RealClock
 from pytest_stepflow.model import Outcome, Record, Step
 
-PHASES = ("setup", "call", "teardown")
 _FAILING = frozenset({Outcome.FAILED.value, Outcome.ERROR.value})
 MAX_PARAMETER_REPR = 200
 
