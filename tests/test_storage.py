@@ -44,7 +44,7 @@ from pytest_stepflow.storage.operations import (
     mark_interrupted,
 )
 from pytest_stepflow.storage.reader import count_steps
-from pytest_stepflow.storage.schema import APPLICATION_ID, SCHEMA_VERSION, migrate
+from pytest_stepflow.storage.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, migrate
 from pytest_stepflow.storage.spill import SpillJournal, decode, encode, import_spills, spill_glob
 
 # ---- step_details view ----------------------------------------------------------------------
@@ -173,6 +173,56 @@ def test_migrating_twice_is_a_no_op(tmp_path: Path) -> None:
     assert query(path, schema_sql) == [
         {"type": t, "name": n, "sql": s} for t, n, s in first
     ]
+
+
+def _schema_v1(path: Path) -> None:
+    """A database as version 1 of the schema left it."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        for statement in MIGRATIONS[0].statements:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("PRAGMA user_version = 1")
+
+
+def test_version_1_is_migrated_and_its_text_indexed(tmp_path: Path) -> None:
+    path = tmp_path / "stepflow.db"
+    _schema_v1(path)
+    started = make_started()
+    with writing(path) as conn:
+        # Version 1 had no full-text triggers: write a failure the old way.
+        conn.execute(
+            "INSERT INTO executions (id, status, command, working_directory, rootdir, "
+            "created_at, started_at, host, pid) "
+            "VALUES ('old', 'failed', '[]', '/', '/', 'x', 'x', 'h', 1)"
+        )
+        conn.execute("INSERT INTO tests (nodeid, file, name) VALUES ('t.py::a', 't.py', 'a')")
+        conn.execute(
+            "INSERT INTO steps (execution, test_id, worker, attempt, final, kind, outcome, "
+            "duration, started_at, completed_at, longrepr) "
+            "VALUES (1, 1, 'main', 1, 1, 'test', 'failed', 1, 1, 2, 'ZeroDivisionError')"
+        )
+    assert start_execution(path, started).number == 2
+    assert scalar(path, "PRAGMA user_version") == SCHEMA_VERSION == 2
+    assert scalar(path, "SELECT count(*) FROM substeps") == 0
+    assert scalar(
+        path, "SELECT rowid FROM steps_fts WHERE steps_fts MATCH 'zerodivisionerror'"
+    ) == 1
+
+
+def test_full_text_index_follows_inserts_and_cascading_deletes(db: Db) -> None:
+    apply(db.path, [
+        make_step(db.execution_id, "t.py::a", longrepr="KeyError: 'basket'",
+                  logs=[make_log("checkout started")]),
+        make_step(db.execution_id, "t.py::b"),
+    ])
+    match = "SELECT count(*) FROM {0} WHERE {0} MATCH ?"
+    assert scalar(db.path, match.format("steps_fts"), "basket") == 1
+    assert scalar(db.path, match.format("logs_fts"), "checkout") == 1
+    with writing(db.path) as conn:
+        conn.execute("DELETE FROM executions")
+        assert conn.execute("INSERT INTO steps_fts (steps_fts) VALUES ('integrity-check')")
+    assert scalar(db.path, match.format("steps_fts"), "basket") == 0
+    assert scalar(db.path, match.format("logs_fts"), "checkout") == 0
 
 
 def test_newer_schema_is_refused(db: Db) -> None:

@@ -78,8 +78,12 @@ class MultiRowInsert:
             self.top //= 2
         self._sql: dict[int, str] = {}
 
-    def run(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
-        """Insert `rows`; return the connection's last inserted rowid."""
+    def run(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> tuple[int, int]:
+        """Insert `rows`; return the last inserted rowid and how many rows were inserted.
+
+        The count comes from each statement's own change count: `total_changes` would also
+        count the rows that triggers (the full-text index) insert.
+        """
         # Chunks of 64, 32, ... 1 rows: a few statements, each compiled once and then taken
         # from the connection's statement cache (a fresh 1,000-row statement costs more to
         # compile than it saves). 64 rows of 25 values stay under SQLite's oldest limit of 999
@@ -87,6 +91,7 @@ class MultiRowInsert:
         size = self.top
         start = 0
         last: int | None = 0
+        inserted = 0
         while start < len(rows):
             while len(rows) - start < size:
                 size //= 2
@@ -96,9 +101,11 @@ class MultiRowInsert:
                 sql = self._sql[size] = (
                     f"{self.head} VALUES {', '.join([self.row] * size)} {self.tail}"
                 )
-            last = conn.execute(sql, list(itertools.chain.from_iterable(chunk))).lastrowid
+            cursor = conn.execute(sql, list(itertools.chain.from_iterable(chunk)))
+            last = cursor.lastrowid
+            inserted += cursor.rowcount
             start += size
-        return last or 0
+        return last or 0, inserted
 
 
 _INSERT_TEST = MultiRowInsert(
@@ -193,9 +200,7 @@ def _steps(
     # We hold the write lock, so SQLite gives the new rows consecutive ids after the current
     # maximum, in order: the last one tells us all of them, and logs can point at their step
     # without a query per row.
-    before = conn.total_changes
-    last = _INSERT_STEP.run(conn, list(map(_step_params, steps)))
-    inserted = conn.total_changes - before
+    last, inserted = _INSERT_STEP.run(conn, list(map(_step_params, steps)))
     base = last - inserted
     if inserted == len(steps):
         fresh: Iterable[tuple[int, Step]] = enumerate(steps, base + 1)

@@ -19,7 +19,7 @@ from pytest_stepflow.storage.errors import ForeignDatabaseError, NewerSchemaErro
 
 # 'STEP' in ASCII: marks the file as ours so a foreign database is never touched.
 APPLICATION_ID = 0x53544550
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +27,8 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+    # Run only where the SQLite build has FTS5; without it search falls back to a scan.
+    full_text: tuple[str, ...] = ()
 
 
 _V1 = (
@@ -146,7 +148,75 @@ _V1 = (
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+_V2 = (
+    """
+    CREATE TABLE substeps (
+        id INTEGER PRIMARY KEY,
+        step_id INTEGER NOT NULL REFERENCES steps (id) ON DELETE CASCADE,
+        parent_id INTEGER REFERENCES substeps (id) ON DELETE CASCADE,  -- NULL at the top
+        position INTEGER NOT NULL,                 -- start order within the step, from 0
+        kind TEXT NOT NULL,                        -- 'step' (stepflow.step) or 'subtest'
+        phase TEXT NOT NULL,                       -- setup call teardown
+        title TEXT NOT NULL,
+        parameters TEXT,                           -- JSON object
+        outcome TEXT NOT NULL,                     -- passed failed skipped
+        message TEXT,                              -- exception text when failed or skipped
+        started_at REAL NOT NULL,                  -- seconds since the epoch, UTC
+        duration REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX substeps_step ON substeps (step_id)",
+    # Which sub-step an artifact was attached in; NULL when attached outside any.
+    "ALTER TABLE artifacts ADD COLUMN substep_id INTEGER "
+    "REFERENCES substeps (id) ON DELETE SET NULL",
+    # Pruning deletes a stored file once no row names its content any more.
+    "CREATE INDEX artifacts_sha256 ON artifacts (sha256)",
+)
+# Full-text search over tracebacks, output and log messages. External-content tables: the
+# text is stored once (in steps and logs); only steps that have text are indexed, so a
+# passing step without output costs nothing here.
+_V2_FULL_TEXT = (
+    "CREATE VIRTUAL TABLE steps_fts USING fts5 ("
+    "longrepr, stdout, stderr, content='steps', content_rowid='id')",
+    """
+    CREATE TRIGGER steps_fts_insert AFTER INSERT ON steps
+    WHEN coalesce(new.longrepr, new.stdout, new.stderr) IS NOT NULL BEGIN
+        INSERT INTO steps_fts (rowid, longrepr, stdout, stderr)
+        VALUES (new.id, new.longrepr, new.stdout, new.stderr);
+    END
+    """,
+    """
+    CREATE TRIGGER steps_fts_delete AFTER DELETE ON steps
+    WHEN coalesce(old.longrepr, old.stdout, old.stderr) IS NOT NULL BEGIN
+        INSERT INTO steps_fts (steps_fts, rowid, longrepr, stdout, stderr)
+        VALUES ('delete', old.id, old.longrepr, old.stdout, old.stderr);
+    END
+    """,
+    "CREATE VIRTUAL TABLE logs_fts USING fts5 (message, content='logs', content_rowid='id')",
+    """
+    CREATE TRIGGER logs_fts_insert AFTER INSERT ON logs BEGIN
+        INSERT INTO logs_fts (rowid, message) VALUES (new.id, new.message);
+    END
+    """,
+    """
+    CREATE TRIGGER logs_fts_delete AFTER DELETE ON logs BEGIN
+        INSERT INTO logs_fts (logs_fts, rowid, message) VALUES ('delete', old.id, old.message);
+    END
+    """,
+    # Existing rows of a database made by schema version 1.
+    "INSERT INTO steps_fts (steps_fts) VALUES ('rebuild')",
+    "INSERT INTO logs_fts (logs_fts) VALUES ('rebuild')",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1),
+    Migration(2, "sub-steps, artifact links, full-text search", _V2, _V2_FULL_TEXT),
+)
+
+
+def has_fts5(conn: sqlite3.Connection) -> bool:
+    """True when this SQLite build has the FTS5 extension."""
+    return any(row[0] == "ENABLE_FTS5" for row in conn.execute("PRAGMA compile_options"))
 
 
 def _read_versions(conn: sqlite3.Connection) -> tuple[int, int, int]:
@@ -185,9 +255,12 @@ def migrate(conn: sqlite3.Connection, path: Path) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         old = check_schema(conn, path)
+        full_text = has_fts5(conn)
         for migration in MIGRATIONS:
             if migration.version > old:
                 for statement in migration.statements:
+                    conn.execute(statement)
+                for statement in migration.full_text if full_text else ():
                     conn.execute(statement)
         if old < SCHEMA_VERSION:
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
