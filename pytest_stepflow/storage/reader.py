@@ -1,15 +1,565 @@
-"""Read-only queries used while a run is going on (the report queries build on this module).
+"""Read-only queries: the recorded history as typed records (`views.py`).
 
-The process that calls these also has a writer connection open, so the file itself is never
-opened outside SQLite here (see `connection.check_file`).
+`Reader` opens the database read-only (never creating it, never taking a write lock, so it
+never blocks a running session) and answers with records free of SQLite specifics. The two
+functions at the end serve the plugin while a run is going on: that process also has a
+writer connection open, so the file itself is never opened outside SQLite there (see
+`connection.check_file`).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from pytest_stepflow.storage.connection import describe_error, open_read_only
+from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.storage.schema import check_schema
+from pytest_stepflow.views import (
+    Artifact,
+    LogLine,
+    Outcome,
+    Run,
+    SearchHit,
+    StepDetail,
+    StepRow,
+    SubStep,
+)
+
+
+class RunNotFoundError(StorageError):
+    """A run reference that names no execution (or more than one)."""
+
+
+_RUN_COLUMNS = (
+    "number, id, name, status, exit_code, error_message, started_at, completed_at, duration, "
+    "host, user_name, pid, worker_count, command, rootdir, tags, metadata, environment, "
+    "writer_stats"
+)
+_STEP_COLUMNS = (
+    "s.id, s.execution, t.nodeid, s.worker, s.attempt, s.final, s.kind, s.outcome, "
+    "s.setup_duration, s.call_duration, s.teardown_duration, s.duration, s.started_at, "
+    "s.completed_at, s.reason, s.markers"
+)
+_PHASE_COLUMNS = {
+    "total": "duration", "setup": "setup_duration", "call": "call_duration",
+    "teardown": "teardown_duration",
+}
+_LATEST = re.compile(r"latest(?:~(\d+))?")
+# The commit a run tested: the work tree's, else the CI's; runs without one only count as
+# "the same source" as themselves.
+_COMMIT = (
+    "coalesce(json_extract(metadata, '$.git.commit'), json_extract(metadata, '$.ci.commit'), "
+    "'run ' || number)"
+)
+
+
+def _json(text: str | None, default: Any) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def _step_row(row: Sequence[Any]) -> StepRow:
+    return StepRow(
+        id=row[0], execution=row[1], nodeid=row[2], worker=row[3], attempt=row[4],
+        final=bool(row[5]), kind=row[6], outcome=row[7], setup_duration=row[8],
+        call_duration=row[9], teardown_duration=row[10], duration=row[11],
+        started_at=row[12], completed_at=row[13], reason=row[14], markers=_json(row[15], []),
+    )
+
+
+class Reader:
+    """A read-only view of one stepflow database; use as a context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = open_read_only(path)
+        try:
+            version = check_schema(self._conn, path)
+            tables = {
+                name for (name,) in self._conn.execute("SELECT name FROM sqlite_master")
+            }
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise describe_error(path, exc) from None
+        except StorageError:
+            self._conn.close()
+            raise
+        if version == 0:
+            self._conn.close()
+            raise StorageError(f"{path} holds no stepflow data yet; run `pytest --stepflow`")
+        self.schema_version = version
+        self.has_substeps = "substeps" in tables
+        self.has_full_text = "steps_fts" in tables and "logs_fts" in tables
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise describe_error(self.path, exc) from None
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> int:
+        """The number of the run named by a number, `latest`, `latest~N` or an id prefix."""
+        text = ref.strip()
+        latest = _LATEST.fullmatch(text)
+        if latest:
+            back = int(latest.group(1) or 0)
+            rows = self._rows(
+                "SELECT number FROM executions ORDER BY number DESC LIMIT 1 OFFSET ?", (back,)
+            )
+            if not rows:
+                count = self._rows("SELECT count(*) FROM executions")[0][0]
+                raise RunNotFoundError(
+                    f"{ref}: {self.path} has {count} run(s); see `stepflow runs`"
+                )
+            return int(rows[0][0])
+        if text.isdigit():
+            rows = self._rows("SELECT number FROM executions WHERE number = ?", (int(text),))
+            if rows:
+                return int(rows[0][0])
+        if re.fullmatch(r"[0-9a-fA-F-]{4,36}", text):
+            rows = self._rows(
+                "SELECT number FROM executions WHERE id >= ? AND id < ? LIMIT 2",
+                (text.lower(), text.lower() + "\x7f"),
+            )
+            if len(rows) == 1:
+                return int(rows[0][0])
+            if len(rows) > 1:
+                raise RunNotFoundError(f"run id prefix {ref!r} is ambiguous; give more of it")
+        raise RunNotFoundError(
+            f"no run {ref!r} in {self.path}; give a number, an id prefix (4+ hex digits), "
+            "'latest' or 'latest~N' (see `stepflow runs`)"
+        )
+
+    def last_numbers(self, count: int, before: int | None = None) -> list[int]:
+        """Numbers of the last `count` runs (up to `before` when given), newest first."""
+        return [
+            int(n)
+            for (n,) in self._rows(
+                "SELECT number FROM executions WHERE number <= ? ORDER BY number DESC LIMIT ?",
+                (before if before is not None else 2**62, count),
+            )
+        ]
+
+    def runs(
+        self,
+        *,
+        limit: int = 20,
+        status: str | None = None,
+        name: str | None = None,
+        tag: tuple[str, str | None] | None = None,
+        branch: str | None = None,
+        numbers: Sequence[int] | None = None,
+    ) -> list[Run]:
+        """Executions, newest first, with their counts of final outcomes."""
+        where: list[str] = []
+        params: list[Any] = []
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if name:
+            where.append("name GLOB ?")
+            params.append(name)
+        if tag:
+            key, value = tag
+            if value is None:
+                where.append("json_type(tags, '$.' || json_quote(?)) IS NOT NULL")
+                params.append(key)
+            else:
+                where.append("json_extract(tags, '$.' || json_quote(?)) = ?")
+                params.extend((key, value))
+        if branch:
+            where.append(
+                "coalesce(json_extract(metadata, '$.git.branch'), "
+                "json_extract(metadata, '$.ci.branch')) = ?"
+            )
+            params.append(branch)
+        if numbers is not None:
+            where.append(f"number IN ({', '.join('?' * len(numbers))})")
+            params.extend(numbers)
+        sql = f"SELECT {_RUN_COLUMNS} FROM executions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._rows(sql + " ORDER BY number DESC LIMIT ?", (*params, limit))
+        counts = self._counts([int(r[0]) for r in rows])
+        return [
+            Run(
+                number=r[0], id=r[1], name=r[2], status=r[3], exit_code=r[4],
+                error_message=r[5], started_at=r[6], completed_at=r[7], duration=r[8],
+                host=r[9], user_name=r[10], pid=r[11], worker_count=r[12],
+                command=_json(r[13], []), rootdir=r[14], tags=_json(r[15], {}),
+                metadata=_json(r[16], {}), environment=_json(r[17], {}),
+                writer_stats=_json(r[18], None), counts=counts.get(int(r[0]), {}),
+            )
+            for r in rows
+        ]
+
+    def run(self, number: int) -> Run:
+        found = self.runs(numbers=[number], limit=1)
+        if not found:
+            raise RunNotFoundError(f"no run {number} in {self.path}; see `stepflow runs`")
+        return found[0]
+
+    def _counts(self, numbers: Sequence[int]) -> dict[int, dict[str, int]]:
+        counts: dict[int, dict[str, int]] = {n: {} for n in numbers}
+        if not numbers:
+            return counts
+        rows = self._rows(
+            "SELECT execution, outcome, count(*) FROM steps WHERE final AND execution IN "
+            f"({', '.join('?' * len(numbers))}) GROUP BY execution, outcome",
+            numbers,
+        )
+        for number, outcome, count in rows:
+            counts[number][outcome] = count
+        return counts
+
+    def workers(self, number: int) -> list[tuple[str, int, float, float, float]]:
+        """(worker, steps, busy seconds, first start, last end) of one run."""
+        return [
+            (w, n, busy, first, last)
+            for w, n, busy, first, last in self._rows(
+                "SELECT worker, count(*), total(duration), min(started_at), max(completed_at) "
+                "FROM steps WHERE execution = ? GROUP BY worker ORDER BY worker",
+                (number,),
+            )
+        ]
+
+    # -- steps --------------------------------------------------------------------------
+
+    def steps(
+        self,
+        number: int,
+        *,
+        outcomes: Sequence[str] = (),
+        worker: str | None = None,
+        pattern: str | None = None,
+        final_only: bool = False,
+        order: str = "item",
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[StepRow]:
+        """Steps of one run; `pattern` is a glob on the node id (`*` added at both ends
+        when it has no wildcard)."""
+        where: list[str] = ["s.execution = ?"]
+        params: list[Any] = [number]
+        if outcomes:
+            where.append(f"s.outcome IN ({', '.join('?' * len(outcomes))})")
+            params.extend(outcomes)
+        if worker:
+            where.append("s.worker = ?")
+            params.append(worker)
+        if pattern:
+            where.append("t.nodeid GLOB ?")
+            params.append(pattern if any(c in pattern for c in "*?[") else f"*{pattern}*")
+        if final_only:
+            where.append("s.final")
+        orders = {
+            "item": "s.item_index IS NULL, s.item_index, s.id",
+            "start": "s.started_at, s.id",
+            "duration": "s.duration DESC, s.id",
+            "id": "s.id",
+        }
+        sql = (
+            f"SELECT {_STEP_COLUMNS} FROM steps s JOIN tests t ON t.id = s.test_id "
+            f"WHERE {' AND '.join(where)} ORDER BY {orders[order]} LIMIT ? OFFSET ?"
+        )
+        params.extend((-1 if limit is None else limit, offset))
+        return [_step_row(r) for r in self._rows(sql, params)]
+
+    def find_steps(self, nodeid: str, number: int) -> list[StepRow]:
+        """All attempts of one test in one run (several under --dist each or reruns)."""
+        rows = self._rows(
+            f"SELECT {_STEP_COLUMNS} FROM steps s JOIN tests t ON t.id = s.test_id "
+            "WHERE t.nodeid = ? AND s.execution = ? ORDER BY s.worker, s.attempt",
+            (nodeid, number),
+        )
+        return [_step_row(r) for r in rows]
+
+    def matching_nodeids(self, text: str, limit: int = 5) -> list[str]:
+        """Known node ids containing `text`, for "did you mean" messages."""
+        return [
+            n for (n,) in self._rows(
+                "SELECT nodeid FROM tests WHERE instr(nodeid, ?) > 0 ORDER BY nodeid LIMIT ?",
+                (text, limit),
+            )
+        ]
+
+    def step_detail(self, step_id: int) -> StepDetail:
+        rows = self._rows(
+            f"SELECT {_STEP_COLUMNS}, s.line, s.parameters, s.properties, s.setup_outcome, "
+            "s.call_outcome, s.teardown_outcome, s.longrepr, s.stdout, s.stderr "
+            "FROM steps s JOIN tests t ON t.id = s.test_id WHERE s.id = ?",
+            (step_id,),
+        )
+        if not rows:
+            raise RunNotFoundError(f"no step {step_id} in {self.path}")
+        r = rows[0]
+        logs = [
+            LogLine(*row)
+            for row in self._rows(
+                "SELECT phase, created, level_name, logger, message, file, line FROM logs "
+                "WHERE step_id = ? ORDER BY id",
+                (step_id,),
+            )
+        ]
+        return StepDetail(
+            step=_step_row(r), line=r[16], parameters=_json(r[17], {}),
+            properties=_json(r[18], []), setup_outcome=r[19], call_outcome=r[20],
+            teardown_outcome=r[21], longrepr=r[22], stdout=r[23], stderr=r[24], logs=logs,
+            substeps=self.substeps(step_id), artifacts=self.artifacts(step_id=step_id),
+        )
+
+    def substeps(self, step_id: int) -> list[SubStep]:
+        if not self.has_substeps:
+            return []
+        return [
+            SubStep(
+                id=r[0], parent_id=r[1], position=r[2], kind=r[3], phase=r[4], title=r[5],
+                parameters=_json(r[6], {}), outcome=r[7], message=r[8], started_at=r[9],
+                duration=r[10],
+            )
+            for r in self._rows(
+                "SELECT id, parent_id, position, kind, phase, title, parameters, outcome, "
+                "message, started_at, duration FROM substeps WHERE step_id = ? "
+                "ORDER BY position",
+                (step_id,),
+            )
+        ]
+
+    def artifacts(
+        self,
+        *,
+        number: int | None = None,
+        step_id: int | None = None,
+        nodeid: str | None = None,
+        artifact_id: int | None = None,
+    ) -> list[Artifact]:
+        where: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            ("a.execution = ?", number), ("a.step_id = ?", step_id), ("t.nodeid = ?", nodeid),
+            ("a.id = ?", artifact_id),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        substep = "a.substep_id" if self.has_substeps else "NULL"
+        rows = self._rows(
+            f"SELECT a.id, a.step_id, {substep}, a.execution, t.nodeid, a.name, a.mime_type, "
+            "a.size, a.sha256, a.stored_path, a.created_at FROM artifacts a "
+            "LEFT JOIN steps s ON s.id = a.step_id LEFT JOIN tests t ON t.id = s.test_id "
+            + ("WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY a.id",
+            params,
+        )
+        return [Artifact(*r) for r in rows]
+
+    # -- across runs --------------------------------------------------------------------
+
+    def outcomes(self, numbers: Sequence[int], nodeid: str | None = None) -> list[Outcome]:
+        """Final outcome of every test in the given runs (or of one test)."""
+        if not numbers:
+            return []
+        where = f"s.final AND s.kind = 'test' AND s.execution IN ({', '.join('?' * len(numbers))})"
+        params: list[Any] = list(numbers)
+        if nodeid is not None:
+            where += " AND t.nodeid = ?"
+            params.append(nodeid)
+        rows = self._rows(
+            "SELECT s.execution, t.nodeid, s.outcome, s.duration, s.attempt, CASE WHEN "
+            "s.attempt = 1 THEN s.outcome ELSE (SELECT f.outcome FROM steps f WHERE "
+            "f.execution = s.execution AND f.test_id = s.test_id AND f.worker = s.worker "
+            "AND f.attempt = 1) END "
+            f"FROM steps s JOIN tests t ON t.id = s.test_id WHERE {where}",
+            params,
+        )
+        return [Outcome(e, n, o, d, a, f or o) for e, n, o, d, a, f in rows]
+
+    def history(self, nodeid: str, limit: int) -> list[tuple[Outcome, Run | None]]:
+        """The last `limit` final outcomes of one test, newest first."""
+        rows = self._rows(
+            "SELECT s.execution, s.outcome, s.duration, s.attempt FROM steps s "
+            "WHERE s.test_id = (SELECT id FROM tests WHERE nodeid = ?) AND s.final "
+            "ORDER BY s.execution DESC, s.worker LIMIT ?",
+            (nodeid, limit),
+        )
+        runs = {r.number: r for r in self.runs(numbers=sorted({r[0] for r in rows}),
+                                               limit=len(rows) or 1)}
+        return [(Outcome(e, nodeid, o, d, a, o), runs.get(e)) for e, o, d, a in rows]
+
+    def slowest(
+        self, numbers: Sequence[int], *, phase: str = "total", limit: int = 10
+    ) -> list[tuple[str, float, float, int, int]]:
+        """(node id, mean, max, runs, run of the max) of the slowest tests, by the mean."""
+        column = _PHASE_COLUMNS[phase]
+        marks = ", ".join("?" * len(numbers))
+        rows = self._rows(
+            f"SELECT t.nodeid, avg(s.{column}) AS mean, max(s.{column}), count(*), "
+            f"s.execution FROM steps s JOIN tests t ON t.id = s.test_id "
+            f"WHERE s.execution IN ({marks}) AND s.final AND s.{column} IS NOT NULL "
+            "GROUP BY s.test_id ORDER BY mean DESC LIMIT ?",
+            (*numbers, limit),
+        )
+        return [(n, mean, top, count, run) for n, mean, top, count, run in rows]
+
+    def flaky(
+        self, numbers: Sequence[int], *, min_flips: int
+    ) -> list[tuple[str, int, int, int, int | None, bool]]:
+        """(node id, flips, failures, runs, last failing run, same-commit) of flaky tests.
+
+        A test is flaky when it both passed and failed on one commit (reruns included), or
+        when its final outcome flipped between passing and failing `min_flips` or more
+        times over `numbers`. Skips are neither.
+        """
+        if not numbers:
+            return []
+        marks = ", ".join("?" * len(numbers))
+        rows = self._rows(
+            f"""
+            WITH runs AS (
+                SELECT number, {_COMMIT} AS commit_id FROM executions WHERE number IN ({marks})
+            ), attempts AS (
+                SELECT s.test_id, s.execution, s.final, s.outcome IN ('failed', 'error') AS bad,
+                       r.commit_id
+                FROM steps s JOIN runs r ON r.number = s.execution
+                WHERE s.kind = 'test' AND s.outcome IN
+                    ('passed', 'xpassed', 'xfailed', 'failed', 'error')
+            ), same_commit AS (
+                SELECT test_id FROM attempts GROUP BY test_id, commit_id
+                HAVING max(bad) = 1 AND min(bad) = 0
+            ), finals AS (
+                SELECT test_id, execution, bad,
+                       lag(bad) OVER (PARTITION BY test_id ORDER BY execution) AS before
+                FROM attempts WHERE final
+            ), flips AS (
+                SELECT test_id, total(bad <> before) AS flips, total(bad) AS failures,
+                       count(*) AS runs, max(CASE WHEN bad THEN execution END) AS last_failure
+                FROM finals GROUP BY test_id
+            )
+            SELECT t.nodeid, f.flips, f.failures, f.runs, f.last_failure,
+                   f.test_id IN (SELECT test_id FROM same_commit) AS same
+            FROM flips f JOIN tests t ON t.id = f.test_id
+            WHERE f.flips >= ? OR f.test_id IN (SELECT test_id FROM same_commit)
+            ORDER BY f.flips DESC, f.failures DESC, t.nodeid
+            """,
+            (*numbers, min_flips),
+        )
+        return [(n, int(fl), int(fa), r, last, bool(same)) for n, fl, fa, r, last, same in rows]
+
+    def search(
+        self, text: str, *, limit: int, numbers: Sequence[int] | None = None
+    ) -> list[SearchHit]:
+        """Steps whose traceback, output or log messages match `text`, newest first."""
+        if self.has_full_text:
+            return self._search_index(_fts_query(text), limit, numbers)
+        return self._search_scan(text, limit, numbers)
+
+    def _search_index(
+        self, match: str, limit: int, numbers: Sequence[int] | None
+    ) -> list[SearchHit]:
+        within = ""
+        params: list[Any] = [match]
+        if numbers is not None:
+            within = f" AND s.execution IN ({', '.join('?' * len(numbers))})"
+            params.extend(numbers)
+        hits: list[SearchHit] = []
+        for index, field in enumerate(("longrepr", "stdout", "stderr")):
+            # A column filter per field tells which one matched; snippet() shows where.
+            hits += [
+                SearchHit(*row)
+                for row in self._rows(
+                    "SELECT s.execution, s.id, t.nodeid, s.outcome, ?, "
+                    f"snippet(steps_fts, {index}, '[', ']', '…', 12) FROM steps_fts "
+                    "JOIN steps s ON s.id = steps_fts.rowid JOIN tests t ON t.id = s.test_id "
+                    f"WHERE steps_fts MATCH ?{within} ORDER BY s.id DESC LIMIT ?",
+                    (field, f"{{{field}}} : ({match})", *params[1:], limit),
+                )
+            ]
+        log_sql = (
+            "SELECT s.execution, s.id, t.nodeid, s.outcome, 'log', "
+            "snippet(logs_fts, 0, '[', ']', '…', 12) FROM logs_fts "
+            "JOIN logs g ON g.id = logs_fts.rowid JOIN steps s ON s.id = g.step_id "
+            "JOIN tests t ON t.id = s.test_id WHERE logs_fts MATCH ?"
+        )
+        hits += [
+            SearchHit(*row)
+            for row in self._rows(f"{log_sql}{within} ORDER BY g.id DESC LIMIT ?",
+                                  (*params, limit))
+        ]
+        hits.sort(key=lambda h: (-h.execution, -h.step_id))
+        return hits[:limit]
+
+    def _search_scan(
+        self, text: str, limit: int, numbers: Sequence[int] | None
+    ) -> list[SearchHit]:
+        within = ""
+        params: list[Any] = []
+        if numbers is not None:
+            within = f" AND s.execution IN ({', '.join('?' * len(numbers))})"
+            params.extend(numbers)
+        hits: list[SearchHit] = []
+        for field in ("longrepr", "stdout", "stderr"):
+            rows = self._rows(
+                f"SELECT s.execution, s.id, t.nodeid, s.outcome, s.{field} FROM steps s "
+                f"JOIN tests t ON t.id = s.test_id WHERE instr(lower(s.{field}), ?) > 0"
+                f"{within} ORDER BY s.id DESC LIMIT ?",
+                (text.lower(), *params, limit),
+            )
+            hits += [SearchHit(e, i, n, o, field, _snippet(v, text)) for e, i, n, o, v in rows]
+        rows = self._rows(
+            "SELECT s.execution, s.id, t.nodeid, s.outcome, g.message FROM logs g "
+            "JOIN steps s ON s.id = g.step_id JOIN tests t ON t.id = s.test_id "
+            f"WHERE instr(lower(g.message), ?) > 0{within} ORDER BY g.id DESC LIMIT ?",
+            (text.lower(), *params, limit),
+        )
+        hits += [SearchHit(e, i, n, o, "log", _snippet(v, text)) for e, i, n, o, v in rows]
+        hits.sort(key=lambda h: (-h.execution, -h.step_id))
+        return hits[:limit]
+
+    def table_counts(self) -> dict[str, int]:
+        names = ["executions", "tests", "steps", "logs", "artifacts"]
+        if self.has_substeps:
+            names.append("substeps")
+        sql = "SELECT " + ", ".join(f"(SELECT count(*) FROM {n})" for n in names)
+        return dict(zip(names, self._rows(sql)[0], strict=True))
+
+    def iter_steps(self, number: int) -> Iterator[StepDetail]:
+        """Every step of a run with its details, in collection order (for exports)."""
+        for step in self.steps(number):
+            yield self.step_detail(step.id)
+
+
+def _fts_query(text: str) -> str:
+    """Each word of `text` as a quoted phrase: what users type never trips FTS syntax."""
+    words = text.split()
+    return " ".join('"' + w.replace('"', '""') + '"' for w in words) or '""'
+
+
+def _snippet(value: str, text: str, width: int = 60) -> str:
+    at = value.lower().find(text.lower())
+    start = max(at - width // 2, 0)
+    piece = value[start : at + len(text) + width // 2]
+    marked = piece.replace(value[at : at + len(text)], f"[{value[at : at + len(text)]}]", 1)
+    return ("…" if start else "") + " ".join(marked.split())
 
 
 def count_steps(path: Path, execution_id: str) -> int:

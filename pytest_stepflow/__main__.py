@@ -1,0 +1,5 @@
+"""`python -m pytest_stepflow`: the `stepflow` command."""
+
+from pytest_stepflow.cli import run
+
+run()

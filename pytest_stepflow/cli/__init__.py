@@ -1,0 +1,78 @@
+"""`stepflow`: post-run queries over the recorded history.
+
+Thin: parse, call the query API (`report.queries`), render, map errors to exit codes.
+Never imports pytest, never writes unless a maintenance command says it does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pytest_stepflow import __version__
+from pytest_stepflow.cli import export, maintenance, queries
+from pytest_stepflow.cli.common import BAD_INPUT, Output, UsageError, error
+from pytest_stepflow.storage.errors import StorageError
+
+DESCRIPTION = """\
+Answer questions about the test runs that `pytest --stepflow` recorded: what failed, what is
+slow, what is flaky, what changed since the last run, what a test logged.
+
+A run is named by its number (`7`), a unique prefix of its id (`3f2a9c`), `latest`, or
+`latest~N` (N runs before the latest). The database is --db PATH, else $STEPFLOW_DB, else
+.stepflow/stepflow.db in the current folder or its nearest parent. Commands open it
+read-only and never block a running test session; `optimize`, `prune` and `import-spill`
+write, and say so.
+
+Exit status: 0 done; 1 when --fail-on found what it asks about; 2 usage errors and bad input
+(no database, unknown run, corrupt file, newer schema).
+"""
+
+EXAMPLES = """\
+examples:
+  stepflow runs                          recent runs
+  stepflow show latest --fail-on failures   failures of the last run; exit 1 if any
+  stepflow diff latest~1 latest          what changed since the run before
+  stepflow flaky --last 50               flaky tests over the last 50 runs
+  stepflow logs tests/test_api.py::test_login   output and logs of one test
+  stepflow search "ConnectionResetError"       full-text search across runs
+  stepflow export latest --format junit -o junit.xml
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stepflow", description=DESCRIPTION, epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for module in (queries, export, maintenance):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Output(sys.stdout, json_mode=getattr(args, "json", False))
+    try:
+        code: int = args.handler(args, out)
+        sys.stdout.flush()
+    except (StorageError, UsageError) as exc:
+        # Storage messages name the plugin's option; here the option is --db.
+        error(str(exc).replace("--stepflow-db", "--db"))
+        return BAD_INPUT
+    except BrokenPipeError:
+        # `stepflow steps | head`: the reader left; that is not an error.
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def run() -> None:
+    """The console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""What every `stepflow` command shares: the database, run references, output and tables."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from pytest_stepflow.report.queries import open_database
+from pytest_stepflow.storage.reader import Reader
+
+Handler = Callable[[argparse.Namespace, "Output"], int]
+
+# Exit codes: 0 done, 1 found what --fail-on asks about, 2 usage error or bad input.
+OK, FOUND, BAD_INPUT = 0, 1, 2
+
+_COLOURS = {
+    "passed": "32", "xpassed": "33", "xfailed": "33", "skipped": "33", "failed": "31",
+    "error": "31", "interrupted": "35", "running": "36", "no_tests": "33", "bold": "1",
+    "dim": "2",
+}
+
+
+class UsageError(Exception):
+    """A bad argument value: printed as one line, exit code 2."""
+
+
+class Output:
+    """Where a command writes: plain text, coloured only on a terminal without NO_COLOR."""
+
+    def __init__(self, stream: TextIO, *, json_mode: bool = False) -> None:
+        self.stream = stream
+        self.json_mode = json_mode
+        self.colour = (
+            not json_mode and stream.isatty() and not os.environ.get("NO_COLOR")
+            and os.environ.get("TERM") != "dumb"
+        )
+
+    def paint(self, text: str, style: str) -> str:
+        code = _COLOURS.get(style)
+        return f"\x1b[{code}m{text}\x1b[0m" if self.colour and code and text else text
+
+    def line(self, text: str = "") -> None:
+        self.stream.write(text + "\n")
+
+    def json(self, value: Any) -> None:
+        json.dump(to_jsonable(value), self.stream, indent=2, ensure_ascii=False)
+        self.stream.write("\n")
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
+              right: Sequence[int] = ()) -> None:
+        """Aligned columns; cells that name an outcome or status get its colour."""
+        cells = [[_cell(v) for v in row] for row in rows]
+        widths = [len(h) for h in headers]
+        for row in cells:
+            for i, value in enumerate(row):
+                widths[i] = max(widths[i], len(value))
+        last = len(headers) - 1
+
+        def fmt(row: Sequence[str], painter: Callable[[int, str], str]) -> str:
+            parts = []
+            for i, value in enumerate(row):
+                padded = value.rjust(widths[i]) if i in right else (
+                    value if i == last else value.ljust(widths[i]))
+                parts.append(painter(i, padded))
+            return "  ".join(parts).rstrip()
+
+        self.line(fmt(list(headers), lambda i, v: self.paint(v, "bold")))
+        for row in cells:
+            self.line(fmt(row, lambda i, v: self.paint(v, v.strip())))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return duration(value)
+    return " ".join(str(value).split())  # one line per cell, whatever the test printed
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms" if seconds >= 0.001 else f"{seconds * 1e6:.0f}us"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, rest = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes:.0f}m{rest:02.0f}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:.0f}h{minutes:02.0f}m"
+
+
+def local_time(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def iso_short(text: str | None) -> str:
+    """'2026-11-24T09:03:28.123456Z' -> '2026-11-24 09:03:28' (UTC)."""
+    return text[:19].replace("T", " ") if text else "-"
+
+
+def open_db(args: argparse.Namespace) -> Reader:
+    return open_database(args.db)
+
+
+def resolve(db: Reader, ref: str | None) -> int:
+    return db.resolve(ref or "latest")
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def add_common(parser: argparse.ArgumentParser, *, json_output: bool = True) -> None:
+    parser.add_argument("--db", metavar="PATH",
+                        help="the database (default: $STEPFLOW_DB, then the nearest "
+                             ".stepflow/stepflow.db from here up)")
+    if json_output:
+        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+            handler: Handler, summary: str, examples: str, *, json_output: bool = True
+            ) -> argparse.ArgumentParser:
+    """Add one sub-command with its summary, examples and the shared options."""
+    parser = sub.add_parser(
+        name, help=summary, description=summary,
+        epilog="examples:\n" + "\n".join(f"  {line}" for line in examples.strip().splitlines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common(parser, json_output=json_output)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def error(message: str) -> None:
+    sys.stderr.write(f"stepflow: error: {message}\n")

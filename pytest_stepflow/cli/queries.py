@@ -1,0 +1,552 @@
+"""The query commands: runs, show, steps, slowest, flaky, history, diff, logs, search,
+artifacts and artifact."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from pytest_stepflow.cli.common import (
+    FOUND,
+    OK,
+    Output,
+    UsageError,
+    command,
+    duration,
+    iso_short,
+    local_time,
+    open_db,
+    positive,
+    resolve,
+    to_jsonable,
+)
+from pytest_stepflow.report import queries
+from pytest_stepflow.storage.reader import Reader
+from pytest_stepflow.views import FAILING, OUTCOMES, Run, StepDetail
+
+Sub = argparse._SubParsersAction  # argparse has no public name for it
+
+
+def register(sub: Sub[argparse.ArgumentParser]) -> None:
+    p = command(sub, "runs", cmd_runs, "list recent runs", """
+stepflow runs
+stepflow runs --status failed --limit 5
+stepflow runs --tag team=payments --branch main --json
+""")
+    p.add_argument("--limit", type=positive, default=20, help="at most this many (default 20)")
+    p.add_argument("--status", choices=["running", "passed", "failed", "interrupted", "error",
+                                        "no_tests"])
+    p.add_argument("--tag", metavar="KEY[=VALUE]", help="runs with this tag (and value)")
+    p.add_argument("--branch", help="runs on this git branch")
+    p.add_argument("--name", help="runs whose name matches this glob")
+    p.add_argument("--fail-on", choices=["failed"],
+                   help="exit 1 when a listed run did not pass")
+
+    p = command(sub, "show", cmd_show, "one run: summary, metadata, workers, failures", """
+stepflow show                   the latest run
+stepflow show latest~1
+stepflow show 12 --json
+stepflow show latest --fail-on failures    in CI: exit 1 when the run had failures
+""")
+    p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
+    p.add_argument("--fail-on", choices=["failures", "errors", "not-passed"],
+                   help="exit 1 when the run had failures/errors (failures includes errors), "
+                        "or did not pass")
+    p.add_argument("--no-tracebacks", action="store_true", help="list failures without them")
+
+    p = command(sub, "steps", cmd_steps, "the steps (tests) of one run", """
+stepflow steps
+stepflow steps latest --outcome failed --outcome error
+stepflow steps 7 --worker gw1 --match "test_api.py::*login*"
+""")
+    p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
+    p.add_argument("--outcome", action="append", choices=OUTCOMES, default=[],
+                   help="only this outcome (repeatable)")
+    p.add_argument("--worker", help="only this xdist worker (gw0...) or main")
+    p.add_argument("--match", metavar="PATTERN",
+                   help="node id glob; plain text matches anywhere in the node id")
+    p.add_argument("--sort", choices=["item", "start", "duration"], default="item")
+    p.add_argument("--limit", type=positive, default=None, help="at most this many")
+    p.add_argument("--offset", type=int, default=0, help="skip this many (for paging)")
+    p.add_argument("--fail-on", choices=["any"], help="exit 1 when any step matched")
+
+    p = command(sub, "slowest", cmd_slowest, "the slowest tests of a run or of the last runs", """
+stepflow slowest
+stepflow slowest latest -n 20 --phase setup
+stepflow slowest --last 10          mean over the last 10 runs
+""")
+    p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
+    p.add_argument("--last", type=positive, help="over the last N runs (mean and max)")
+    p.add_argument("-n", type=positive, default=10, dest="count", help="how many (default 10)")
+    p.add_argument("--phase", choices=["total", "setup", "call", "teardown"], default="total")
+
+    p = command(sub, "flaky", cmd_flaky, "flaky tests over the last runs", f"""
+stepflow flaky
+stepflow flaky --last 100 --min-flips 2
+stepflow flaky --fail-on flaky --json
+
+A test is flaky when either rule holds over the window:
+  same commit: it both passed and failed on one git commit (reruns in one run included;
+               runs without a known commit count on their own) -- as GitLab, Buildkite
+               and Datadog call a test flaky;
+  flip rate:   its final outcome flipped between pass and fail at least --min-flips times
+               (default {queries.FLAKY_MIN_FLIPS}) in the last --last runs (default
+               {queries.FLAKY_WINDOW}) -- the Chromium/Google dashboards' rule; three
+               flips, so one regression and its fix are not flaky.
+Skips count as neither pass nor fail.
+""")
+    p.add_argument("--last", type=positive, default=queries.FLAKY_WINDOW,
+                   help=f"runs to look at (default {queries.FLAKY_WINDOW})")
+    p.add_argument("--min-flips", type=positive, default=queries.FLAKY_MIN_FLIPS,
+                   help=f"flips that make a test flaky (default {queries.FLAKY_MIN_FLIPS})")
+    p.add_argument("--limit", type=positive, default=50)
+    p.add_argument("--fail-on", choices=["flaky"], help="exit 1 when a test is flaky")
+
+    p = command(sub, "history", cmd_history, "outcomes and durations of one test over runs", """
+stepflow history tests/test_api.py::test_login
+stepflow history "tests/test_api.py::test_get[2]" --limit 50 --json
+""")
+    p.add_argument("nodeid", metavar="NODEID")
+    p.add_argument("--limit", type=positive, default=20)
+
+    p = command(sub, "diff", cmd_diff, "what changed between two runs", """
+stepflow diff                   the run before the latest vs the latest
+stepflow diff 41 42
+stepflow diff latest~5 latest --ratio 2 --min-delta 0.5
+stepflow diff --fail-on new-failures
+""")
+    p.add_argument("run_a", nargs="?", metavar="RUN_A", default="latest~1")
+    p.add_argument("run_b", nargs="?", metavar="RUN_B", default="latest")
+    p.add_argument("--ratio", type=float, default=1.5,
+                   help="slower/faster when the duration changed by this factor (default 1.5)")
+    p.add_argument("--min-delta", type=float, default=0.1,
+                   help="... and by at least this many seconds (default 0.1)")
+    p.add_argument("--fail-on", choices=["new-failures", "slower"],
+                   help="exit 1 when there are new failures (or slower tests)")
+
+    p = command(sub, "logs", cmd_logs, "captured output, log records and sub-steps of a test",
+                """
+stepflow logs tests/test_api.py::test_login
+stepflow logs tests/test_api.py::test_login 7 --level WARNING
+""")
+    p.add_argument("nodeid", metavar="NODEID")
+    p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
+    p.add_argument("--level", default=None, help="only log records at this level or above")
+
+    p = command(sub, "search", cmd_search,
+                "full-text search over tracebacks, log messages and output", """
+stepflow search ConnectionResetError
+stepflow search "timeout expired" --run latest --limit 50
+""")
+    p.add_argument("text", metavar="TEXT")
+    p.add_argument("--run", help="only in this run")
+    p.add_argument("--last", type=positive, help="only in the last N runs")
+    p.add_argument("--limit", type=positive, default=20)
+    p.add_argument("--fail-on", choices=["any"], help="exit 1 when anything matched")
+
+    p = command(sub, "artifacts", cmd_artifacts, "files attached to the steps of a run", """
+stepflow artifacts
+stepflow artifacts latest tests/test_ui.py::test_checkout
+""")
+    p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
+    p.add_argument("nodeid", nargs="?", metavar="NODEID", help="only this test's")
+
+    p = command(sub, "artifact", cmd_artifact, "copy one stored artifact out", """
+stepflow artifact 17 -o screenshot.png
+stepflow artifact 17 -o - > out.bin
+""", json_output=False)
+    p.add_argument("artifact_id", type=positive, metavar="ID")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to (- for stdout)")
+
+
+# -- runs and show -------------------------------------------------------------------------
+
+
+def _counts_text(run: Run, out: Output) -> str:
+    parts = [
+        out.paint(f"{run.counts[o]} {o}", o) for o in OUTCOMES if run.counts.get(o)
+    ]
+    return ", ".join(parts) or "no steps"
+
+
+def cmd_runs(args: argparse.Namespace, out: Output) -> int:
+    tag = None
+    if args.tag:
+        key, eq, value = args.tag.partition("=")
+        tag = (key, value if eq else None)
+    with open_db(args) as db:
+        runs = db.runs(limit=args.limit, status=args.status, name=args.name, tag=tag,
+                       branch=args.branch)
+    found = FOUND if args.fail_on and any(r.status != "passed" for r in runs) else OK
+    if out.json_mode:
+        out.json([_run_json(r) for r in runs])
+        return found
+    if not runs:
+        out.line("no runs match")
+        return found
+    out.table(
+        ["#", "status", "started (UTC)", "duration", "tests", "outcomes", "name", "tags",
+         "branch@commit"],
+        [
+            (r.number, r.status, iso_short(r.started_at), r.duration, r.total,
+             _counts_text(r, out), r.name, _tags(r), _revision(r))
+            for r in runs
+        ],
+        right=(0, 3, 4),
+    )
+    return found
+
+
+def _tags(run: Run) -> str:
+    return ",".join(f"{k}={v}" if v not in (None, "", True) else k for k, v in run.tags.items())
+
+
+def _revision(run: Run) -> str:
+    commit = (run.commit or "")[:10]
+    if run.branch and commit:
+        return f"{run.branch}@{commit}"
+    return run.branch or commit
+
+
+def _run_json(run: Run) -> dict[str, object]:
+    data = to_jsonable(run)
+    data.update(total=run.total, commit=run.commit, branch=run.branch)
+    return data  # type: ignore[no-any-return]
+
+
+def cmd_show(args: argparse.Namespace, out: Output) -> int:
+    with open_db(args) as db:
+        number = resolve(db, args.run)
+        run = db.run(number)
+        workers = db.workers(number)
+        failed = [db.step_detail(s.id) for s in queries.failures(db, number)]
+    found = _show_fails(args.fail_on, run, failed)
+    if out.json_mode:
+        data = _run_json(run)
+        data["workers"] = [
+            {"worker": w, "steps": n, "busy": busy, "first_start": first, "last_end": last}
+            for w, n, busy, first, last in workers
+        ]
+        data["failures"] = to_jsonable(failed)
+        out.json(data)
+        return found
+    out.line(out.paint(f"run #{run.number}", "bold") + f"  {run.id}  "
+             + out.paint(run.status, run.status))
+    rows: list[tuple[str, object]] = [
+        ("name", run.name), ("started (UTC)", iso_short(run.started_at)),
+        ("duration", duration(run.duration)), ("steps", f"{run.total}: {_counts_text(run, out)}"),
+        ("exit code", run.exit_code), ("tags", _tags(run) or None),
+        ("git", _revision(run) or None), ("host", f"{run.user_name or '?'}@{run.host} pid "
+                                                  f"{run.pid}"),
+        ("command", " ".join(run.command)), ("rootdir", run.rootdir),
+    ]
+    ci = run.metadata.get("ci") or {}
+    if ci:
+        rows.append(("ci", " ".join(str(v) for v in (ci.get("provider"), ci.get("url")) if v)))
+    versions = " ".join(
+        f"{k} {run.metadata[k]}" for k in ("python", "pytest", "platform") if run.metadata.get(k)
+    )
+    rows.append(("versions", versions or None))
+    if run.error_message:
+        rows.append(("error", run.error_message))
+    for key, value in rows:
+        if value not in (None, ""):
+            out.line(f"  {key + ':':15} {value}")
+    if workers and (len(workers) > 1 or workers[0][0] != "main"):
+        out.line()
+        out.table(["worker", "steps", "busy", "first start", "last end"],
+                  [(w, n, busy, local_time(first), local_time(last))
+                   for w, n, busy, first, last in workers], right=(1, 2))
+    if run.writer_stats:
+        stats = ", ".join(f"{k} {v}" for k, v in run.writer_stats.items()
+                          if not isinstance(v, (dict, list)))
+        out.line()
+        out.line(f"writer: {stats}")
+    if failed:
+        out.line()
+        out.line(out.paint(f"{len(failed)} failures and errors", "bold"))
+        for detail in failed:
+            _print_failure(detail, out, tracebacks=not args.no_tracebacks)
+    return found
+
+
+def _show_fails(fail_on: str | None, run: Run, failed: list[StepDetail]) -> int:
+    if fail_on == "failures" and failed:
+        return FOUND
+    if fail_on == "errors" and any(d.step.outcome == "error" for d in failed):
+        return FOUND
+    if fail_on == "not-passed" and run.status != "passed":
+        return FOUND
+    return OK
+
+
+def _print_failure(detail: StepDetail, out: Output, *, tracebacks: bool) -> None:
+    step = detail.step
+    attempt = f" (attempt {step.attempt})" if step.attempt > 1 else ""
+    out.line(f"{out.paint(step.outcome.upper(), step.outcome)} {step.nodeid}{attempt} "
+             f"[{step.worker}, {duration(step.duration)}]")
+    if tracebacks and detail.longrepr:
+        for line in detail.longrepr.splitlines():
+            out.line(f"    {line}")
+        out.line()
+
+
+# -- steps, slowest, flaky, history, diff ---------------------------------------------------
+
+
+def cmd_steps(args: argparse.Namespace, out: Output) -> int:
+    with open_db(args) as db:
+        number = resolve(db, args.run)
+        steps = db.steps(number, outcomes=args.outcome, worker=args.worker, pattern=args.match,
+                         order=args.sort, limit=args.limit, offset=args.offset)
+    found = FOUND if args.fail_on and steps else OK
+    if out.json_mode:
+        out.json(steps)
+        return found
+    if not steps:
+        out.line(f"no steps of run #{number} match")
+        return found
+    out.table(["id", "outcome", "duration", "worker", "try", "node id"],
+              [(s.id, s.outcome, s.duration, s.worker, s.attempt, s.nodeid) for s in steps],
+              right=(0, 2, 4))
+    return found
+
+
+def cmd_slowest(args: argparse.Namespace, out: Output) -> int:
+    with open_db(args) as db:
+        end = resolve(db, args.run)
+        runs = queries.window(db, end, args.last or 1)
+        slow = queries.slowest(db, runs, phase=args.phase, limit=args.count)
+    if out.json_mode:
+        out.json({"runs": runs, "phase": args.phase, "tests": slow})
+        return OK
+    span = f"run #{runs[0]}" if len(runs) == 1 else f"runs #{runs[-1]}..#{runs[0]}"
+    out.line(f"slowest by {args.phase} duration, {span}")
+    if len(runs) == 1:
+        out.table([args.phase, "node id"], [(s.mean, s.nodeid) for s in slow], right=(0,))
+    else:
+        out.table(["mean", "max", "runs", "node id"],
+                  [(s.mean, s.max, s.runs, s.nodeid) for s in slow], right=(0, 1, 2))
+    return OK
+
+
+def cmd_flaky(args: argparse.Namespace, out: Output) -> int:
+    with open_db(args) as db:
+        runs = queries.window(db, None, args.last)
+        found_tests = queries.flaky(db, runs, min_flips=args.min_flips)[: args.limit]
+    found = FOUND if args.fail_on and found_tests else OK
+    if out.json_mode:
+        out.json({"runs": runs, "min_flips": args.min_flips, "tests": found_tests})
+        return found
+    if not found_tests:
+        out.line(f"no flaky tests in the last {len(runs)} runs")
+        return found
+    out.table(
+        ["flips", "fail rate", "runs", "last failure", "same commit", "node id"],
+        [(f.flips, f"{f.failure_rate:.0%}", f.runs,
+          f"#{f.last_failure}" if f.last_failure else None, "yes" if f.same_commit else "",
+          f.nodeid) for f in found_tests],
+        right=(0, 1, 2),
+    )
+    return found
+
+
+def cmd_history(args: argparse.Namespace, out: Output) -> int:
+    with open_db(args) as db:
+        entries = queries.history(db, args.nodeid, limit=args.limit)
+        if not entries:
+            near = db.matching_nodeids(args.nodeid.rpartition("::")[2] or args.nodeid)
+            hint = f"; similar: {', '.join(near)}" if near else ""
+            raise UsageError(f"no test {args.nodeid!r} in {db.path}{hint}")
+    if out.json_mode:
+        out.json(entries)
+        return OK
+    out.table(["run", "started (UTC)", "outcome", "duration", "tries", "commit"],
+              [(f"#{e.run}", iso_short(e.started_at), e.outcome, e.duration, e.attempts,
+                (e.commit or "")[:10] or None) for e in entries], right=(0, 3, 4))
+    return OK
+
+
+def cmd_diff(args: argparse.Namespace, out: Output) -> int:
+    with open_db(args) as db:
+        a, b = resolve(db, args.run_a), resolve(db, args.run_b)
+        result = queries.diff(db, a, b, ratio=args.ratio, min_delta=args.min_delta)
+    found = OK
+    if (args.fail_on == "new-failures" and result.new_failures) or (
+            args.fail_on == "slower" and result.slower):
+        found = FOUND
+    if out.json_mode:
+        out.json(result)
+        return found
+    out.line(f"run #{a} -> run #{b}")
+    sections = (
+        ("new failures", result.new_failures, "failed"), ("fixed", result.fixed, "passed"),
+        ("still failing", result.still_failing, "failed"), ("added", result.added, None),
+        ("removed", result.removed, None), ("slower", result.slower, "xfailed"),
+        ("faster", result.faster, "passed"),
+    )
+    for title, changes, style in sections:
+        if not changes:
+            continue
+        out.line()
+        out.line(out.paint(f"{title} ({len(changes)})", style or "bold"))
+        for c in changes:
+            if title in ("slower", "faster"):
+                detail = f"{duration(c.duration_before)} -> {duration(c.duration_after)}"
+            else:
+                detail = f"{c.before or '-'} -> {c.after or '-'}"
+            out.line(f"  {c.nodeid}  ({detail})")
+    if not any(changes for _, changes, _ in sections):
+        out.line("no changes")
+    return found
+
+
+# -- logs, search, artifacts ---------------------------------------------------------------
+
+
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
+
+
+def cmd_logs(args: argparse.Namespace, out: Output) -> int:
+    minimum = 0
+    if args.level:
+        level = args.level.upper()
+        if level not in _LEVELS and not level.isdigit():
+            raise UsageError(f"--level {args.level!r}: use DEBUG, INFO, WARNING, ERROR, "
+                             "CRITICAL or a number")
+        minimum = int(level) if level.isdigit() else _LEVELS[level]
+    with open_db(args) as db:
+        number = resolve(db, args.run)
+        steps = db.find_steps(args.nodeid, number)
+        if not steps:
+            near = db.matching_nodeids(args.nodeid.rpartition("::")[2] or args.nodeid)
+            hint = f"; similar: {', '.join(near)}" if near else ""
+            raise UsageError(f"no test {args.nodeid!r} in run #{number}{hint}")
+        details = [db.step_detail(s.id) for s in steps]
+    details = [
+        dataclasses.replace(d, logs=[g for g in d.logs if _LEVELS.get(g.level_name, 0) >= minimum])
+        for d in details
+    ]
+    if out.json_mode:
+        out.json(details)
+        return OK
+    for d in details:
+        _print_step_logs(d, out)
+    return OK
+
+
+def _print_step_logs(d: StepDetail, out: Output) -> None:
+    s = d.step
+    out.line(out.paint(f"{s.nodeid}", "bold") + f"  run #{s.execution} {s.worker} attempt "
+             f"{s.attempt}: " + out.paint(s.outcome, s.outcome) + f" in {duration(s.duration)}")
+    if d.substeps:
+        out.line(out.paint("-- sub-steps", "dim"))
+        depth: dict[int, int] = {}
+        for sub in d.substeps:
+            level = depth[sub.id] = depth.get(sub.parent_id, -1) + 1 if sub.parent_id else 0
+            message = f": {sub.message}" if sub.message else ""
+            out.line(f"{'  ' * (level + 1)}{out.paint(sub.outcome, sub.outcome)} {sub.title} "
+                     f"[{sub.phase}, {duration(sub.duration)}]{message}")
+    if d.logs:
+        out.line(out.paint("-- log records", "dim"))
+        for g in d.logs:
+            where = f" ({g.file}:{g.line})" if g.file else ""
+            out.line(f"  {local_time(g.created)} {g.level_name:8} {g.logger}: {g.message}{where}")
+    for title, text in (("stdout", d.stdout), ("stderr", d.stderr)):
+        if text:
+            out.line(out.paint(f"-- {title}", "dim"))
+            out.line(text.rstrip("\n"))
+    if d.longrepr:
+        out.line(out.paint("-- traceback" if s.outcome in FAILING else "-- report", "dim"))
+        out.line(d.longrepr.rstrip("\n"))
+    if not (d.substeps or d.logs or d.stdout or d.stderr or d.longrepr):
+        out.line("  (nothing captured)")
+    out.line()
+
+
+def cmd_search(args: argparse.Namespace, out: Output) -> int:
+    if not args.text.strip():
+        raise UsageError("give some text to search for")
+    with open_db(args) as db:
+        numbers = None
+        if args.run:
+            numbers = [resolve(db, args.run)]
+        elif args.last:
+            numbers = queries.window(db, None, args.last)
+        if not db.has_full_text:
+            sys.stderr.write(
+                f"stepflow: {db.path} has no full-text index (this SQLite has no FTS5): "
+                "scanning instead, which is slower\n"
+            )
+        hits = db.search(args.text, limit=args.limit, numbers=numbers)
+    found = FOUND if args.fail_on and hits else OK
+    if out.json_mode:
+        out.json(hits)
+        return found
+    if not hits:
+        out.line(f"nothing matches {args.text!r}")
+        return found
+    out.table(["run", "outcome", "in", "node id", "snippet"],
+              [(f"#{h.execution}", h.outcome, h.field, h.nodeid, h.snippet) for h in hits],
+              right=(0,))
+    return found
+
+
+def cmd_artifacts(args: argparse.Namespace, out: Output) -> int:
+    with open_db(args) as db:
+        number = resolve(db, args.run)
+        found = db.artifacts(number=number, nodeid=args.nodeid)
+        base = db.path.parent
+    if out.json_mode:
+        out.json(found)
+        return OK
+    if not found:
+        out.line(f"no artifacts in run #{number}")
+        return OK
+    out.table(["id", "size", "type", "name", "node id", "stored at"],
+              [(a.id, _size(a.size), a.mime_type, a.name, a.nodeid,
+                os.path.relpath(base / a.stored_path)) for a in found], right=(0, 1))
+    return OK
+
+
+def cmd_artifact(args: argparse.Namespace, out: Output) -> int:
+    with open_db(args) as db:
+        found = db.artifacts(artifact_id=args.artifact_id)
+        if not found:
+            raise UsageError(f"no artifact {args.artifact_id} in {db.path}; "
+                             "see `stepflow artifacts`")
+        source = _stored(db, found[0].stored_path)
+    try:
+        if args.output == "-":
+            with source.open("rb") as handle:
+                shutil.copyfileobj(handle, sys.stdout.buffer)
+            return OK
+        shutil.copyfile(source, args.output)
+    except FileNotFoundError:
+        raise UsageError(f"{source} is missing from the artifact store (pruned or deleted); "
+                         "run `stepflow doctor`") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
+    sys.stderr.write(f"wrote {args.output} ({_size(found[0].size)})\n")
+    return OK
+
+
+def _stored(db: Reader, stored_path: str) -> Path:
+    root = (db.path.parent / "artifacts").resolve()
+    path = (db.path.parent / stored_path).resolve()
+    if root not in path.parents:  # a row never points outside the store; refuse if it does
+        raise UsageError(f"artifact path {stored_path!r} is outside {root}; refusing it")
+    return path
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(size)
