@@ -9,7 +9,9 @@ writer connection open, so the file itself is never opened outside SQLite there 
 
 from __future__ import annotations
 
+import itertools
 import json
+import operator
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -169,8 +171,10 @@ class Reader:
         tag: tuple[str, str | None] | None = None,
         branch: str | None = None,
         numbers: Sequence[int] | None = None,
+        counts: bool = True,
     ) -> list[Run]:
-        """Executions, newest first, with their counts of final outcomes."""
+        """Executions, newest first, with their counts of final outcomes (empty when
+        `counts` is False: they cost a read of every step)."""
         where: list[str] = []
         params: list[Any] = []
         if status:
@@ -200,7 +204,7 @@ class Reader:
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = self._rows(sql + " ORDER BY number DESC LIMIT ?", (*params, limit))
-        counts = self._counts([int(r[0]) for r in rows])
+        outcomes = self._counts([int(r[0]) for r in rows]) if counts else {}
         return [
             Run(
                 number=r[0], id=r[1], name=r[2], status=r[3], exit_code=r[4],
@@ -208,7 +212,7 @@ class Reader:
                 host=r[9], user_name=r[10], pid=r[11], worker_count=r[12],
                 command=_json(r[13], []), rootdir=r[14], tags=_json(r[15], {}),
                 metadata=_json(r[16], {}), environment=_json(r[17], {}),
-                writer_stats=_json(r[18], None), counts=counts.get(int(r[0]), {}),
+                writer_stats=_json(r[18], None), counts=outcomes.get(int(r[0]), {}),
             )
             for r in rows
         ]
@@ -402,8 +406,11 @@ class Reader:
             "ORDER BY s.execution DESC, s.worker LIMIT ?",
             (nodeid, limit),
         )
-        runs = {r.number: r for r in self.runs(numbers=sorted({r[0] for r in rows}),
-                                               limit=len(rows) or 1)}
+        runs = {
+            r.number: r
+            for r in self.runs(numbers=sorted({r[0] for r in rows}), limit=len(rows) or 1,
+                               counts=False)
+        }
         return [(Outcome(e, nodeid, o, d, a, o), runs.get(e)) for e, o, d, a in rows]
 
     def slowest(
@@ -432,38 +439,45 @@ class Reader:
         """
         if not numbers:
             return []
-        marks = ", ".join("?" * len(numbers))
-        rows = self._rows(
-            f"""
-            WITH runs AS (
-                SELECT number, {_COMMIT} AS commit_id FROM executions WHERE number IN ({marks})
-            ), attempts AS (
-                SELECT s.test_id, s.execution, s.final, s.outcome IN ('failed', 'error') AS bad,
-                       r.commit_id
-                FROM steps s JOIN runs r ON r.number = s.execution
-                WHERE s.kind = 'test' AND s.outcome IN
-                    ('passed', 'xpassed', 'xfailed', 'failed', 'error')
-            ), same_commit AS (
-                SELECT test_id FROM attempts GROUP BY test_id, commit_id
-                HAVING max(bad) = 1 AND min(bad) = 0
-            ), finals AS (
-                SELECT test_id, execution, bad,
-                       lag(bad) OVER (PARTITION BY test_id ORDER BY execution) AS before
-                FROM attempts WHERE final
-            ), flips AS (
-                SELECT test_id, total(bad <> before) AS flips, total(bad) AS failures,
-                       count(*) AS runs, max(CASE WHEN bad THEN execution END) AS last_failure
-                FROM finals GROUP BY test_id
+        wanted = set(numbers)
+        low, high = min(numbers), max(numbers)
+        commits = {
+            n: c for n, c in self._rows(
+                f"SELECT number, {_COMMIT} FROM executions WHERE number BETWEEN ? AND ?",
+                (low, high),
+            ) if n in wanted
+        }
+        # Both rules need a failure: only tests that failed in the window (a partial index
+        # holds failing steps only) are read in full.
+        candidates = [
+            t for (t,) in self._rows(
+                "SELECT DISTINCT test_id FROM steps WHERE outcome IN ('failed', 'error') "
+                "AND execution BETWEEN ? AND ?",
+                (low, high),
             )
-            SELECT t.nodeid, f.flips, f.failures, f.runs, f.last_failure,
-                   f.test_id IN (SELECT test_id FROM same_commit) AS same
-            FROM flips f JOIN tests t ON t.id = f.test_id
-            WHERE f.flips >= ? OR f.test_id IN (SELECT test_id FROM same_commit)
-            ORDER BY f.flips DESC, f.failures DESC, t.nodeid
-            """,
-            (*numbers, min_flips),
+        ]
+        if not candidates:
+            return []
+        rows = self._rows(
+            "SELECT test_id, execution, final, outcome IN ('failed', 'error') FROM steps "
+            f"WHERE test_id IN ({', '.join('?' * len(candidates))}) AND execution BETWEEN ? "
+            "AND ? AND kind = 'test' AND outcome NOT IN ('skipped') "
+            "ORDER BY test_id, execution, worker, attempt",
+            (*candidates, low, high),
         )
-        return [(n, int(fl), int(fa), r, last, bool(same)) for n, fl, fa, r, last, same in rows]
+        found = []
+        for test_id, group in itertools.groupby(rows, operator.itemgetter(0)):
+            found_row = _flakiness(test_id, [r for r in group if r[1] in wanted], commits,
+                                   min_flips)
+            if found_row is not None:
+                found.append(found_row)
+        names = dict(self._rows(
+            f"SELECT id, nodeid FROM tests WHERE id IN ({', '.join('?' * len(found))})",
+            [f[0] for f in found],
+        )) if found else {}
+        result = [(names[t], *rest) for t, *rest in found]
+        result.sort(key=lambda f: (-f[1], -f[2], f[0]))
+        return result
 
     def search(
         self, text: str, *, limit: int, numbers: Sequence[int] | None = None
@@ -476,35 +490,55 @@ class Reader:
     def _search_index(
         self, match: str, limit: int, numbers: Sequence[int] | None
     ) -> list[SearchHit]:
-        within = ""
-        params: list[Any] = [match]
+        # The index is walked newest first (rowid order is insertion order), so a common
+        # word stops after `limit` matches instead of sorting every match.
+        within, bounds = "", ""
+        params: list[Any] = []
         if numbers is not None:
             within = f" AND s.execution IN ({', '.join('?' * len(numbers))})"
             params.extend(numbers)
-        hits: list[SearchHit] = []
-        for index, field in enumerate(("longrepr", "stdout", "stderr")):
-            # A column filter per field tells which one matched; snippet() shows where.
-            hits += [
-                SearchHit(*row)
-                for row in self._rows(
-                    "SELECT s.execution, s.id, t.nodeid, s.outcome, ?, "
-                    f"snippet(steps_fts, {index}, '[', ']', '…', 12) FROM steps_fts "
-                    "JOIN steps s ON s.id = steps_fts.rowid JOIN tests t ON t.id = s.test_id "
-                    f"WHERE steps_fts MATCH ?{within} ORDER BY s.id DESC LIMIT ?",
-                    (field, f"{{{field}}} : ({match})", *params[1:], limit),
-                )
-            ]
-        log_sql = (
-            "SELECT s.execution, s.id, t.nodeid, s.outcome, 'log', "
-            "snippet(logs_fts, 0, '[', ']', '…', 12) FROM logs_fts "
-            "JOIN logs g ON g.id = logs_fts.rowid JOIN steps s ON s.id = g.step_id "
-            "JOIN tests t ON t.id = s.test_id WHERE logs_fts MATCH ?"
+            low, high = self._rows(
+                f"SELECT min(id), max(id) FROM steps s WHERE 1{within}", params)[0]
+            if low is None:
+                return []
+            bounds = f" AND rowid BETWEEN {int(low)} AND {int(high)}"
+        # Which field matched: the one whose snippet has the (unprintable) match markers.
+        snippets = ", ".join(
+            f"snippet(steps_fts, {i}, char(2), char(3), '…', 12) AS {name}"
+            for i, name in enumerate("abc")
         )
-        hits += [
-            SearchHit(*row)
-            for row in self._rows(f"{log_sql}{within} ORDER BY g.id DESC LIMIT ?",
-                                  (*params, limit))
-        ]
+        rows = self._rows(
+            f"SELECT s.execution, s.id, t.nodeid, s.outcome, f.a, f.b, f.c FROM "
+            f"(SELECT rowid AS id, {snippets} FROM steps_fts "
+            f"WHERE steps_fts MATCH ?{bounds} ORDER BY rowid DESC LIMIT ?) "
+            "AS f JOIN steps s ON s.id = f.id JOIN tests t ON t.id = s.test_id "
+            f"WHERE 1{within}",
+            (match, -1 if numbers is not None else limit, *params),
+        )
+        hits = []
+        for execution, step_id, nodeid, outcome, *found in rows:
+            field, snippet = next(
+                ((f, text) for f, text in zip(("longrepr", "stdout", "stderr"), found,
+                                             strict=True) if text and "\x02" in text),
+                ("longrepr", found[0] or ""),
+            )
+            hits.append(SearchHit(execution, step_id, nodeid, outcome, field,
+                                  _marked(snippet)))
+        log_bounds = ""
+        if numbers is not None:
+            low, high = self._rows(
+                "SELECT min(g.id), max(g.id) FROM logs g JOIN steps s ON s.id = g.step_id "
+                f"WHERE 1{within}", params)[0]
+            log_bounds = f" AND rowid BETWEEN {int(low or 0)} AND {int(high or -1)}"
+        rows = self._rows(
+            "SELECT s.execution, s.id, t.nodeid, s.outcome, f.snippet FROM "
+            "(SELECT rowid AS id, snippet(logs_fts, 0, char(2), char(3), '…', 12) AS snippet "
+            f"FROM logs_fts WHERE logs_fts MATCH ?{log_bounds} ORDER BY rowid DESC LIMIT ?) f "
+            "JOIN logs g ON g.id = f.id JOIN steps s ON s.id = g.step_id "
+            f"JOIN tests t ON t.id = s.test_id WHERE 1{within}",
+            (match, -1 if numbers is not None else limit, *params),
+        )
+        hits += [SearchHit(e, i, n, o, "log", _marked(text)) for e, i, n, o, text in rows]
         hits.sort(key=lambda h: (-h.execution, -h.step_id))
         return hits[:limit]
 
@@ -546,6 +580,34 @@ class Reader:
         """Every step of a run with its details, in collection order (for exports)."""
         for step in self.steps(number):
             yield self.step_detail(step.id)
+
+
+def _flakiness(
+    test_id: int, rows: list[Any], commits: dict[int, str], min_flips: int
+) -> tuple[int, int, int, int, int | None, bool] | None:
+    """(test id, flips, failures, runs, last failure, same commit) when flaky, else None."""
+    outcomes_by_commit: dict[str, set[int]] = {}
+    flips = failures = runs = 0
+    last_failure = before = None
+    for _, execution, final, bad in rows:
+        outcomes_by_commit.setdefault(commits[execution], set()).add(bad)
+        if not final:
+            continue
+        runs += 1
+        if bad:
+            failures += 1
+            last_failure = execution
+        if before is not None and bad != before:
+            flips += 1
+        before = bad
+    same_commit = any(len(seen) == 2 for seen in outcomes_by_commit.values())
+    if flips >= min_flips or same_commit:
+        return test_id, flips, failures, runs, last_failure, same_commit
+    return None
+
+
+def _marked(snippet: str) -> str:
+    return " ".join(snippet.replace("\x02", "[").replace("\x03", "]").split())
 
 
 def _fts_query(text: str) -> str:
