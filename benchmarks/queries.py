@@ -106,7 +106,7 @@ def build(db: Path, runs: int, tests: int, seed: int = 7) -> None:
         finished = ExecutionFinished(
             execution_id=started.id, status="failed", exit_code=1, error_message=None,
             completed_at=started.started_at, duration=at - clock, total_steps=tests,
-            completed_steps=tests, writer_stats='{"steps": %d}' % tests,
+            completed_steps=tests, writer_stats=json.dumps({"steps": tests}),
         )
         apply_batch(conn, [*steps, finished], cache)
         clock = at + 60

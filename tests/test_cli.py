@@ -113,7 +113,9 @@ def cwd(path: Path) -> Iterator[None]:
         os.chdir(before)
 
 
-def stepflow(db: Path | None, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+def stepflow(
+    db: Path | None, *args: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
     argv = [*args, "--db", str(db)] if db is not None else list(args)
     code = main(argv)
     out, err = capsys.readouterr()
@@ -482,7 +484,7 @@ def test_corrupt_pages_are_a_one_line_error(history: Path, tmp_path: Path,
         data[offset : offset + 64] = b"\xff" * 64
     copy.write_bytes(bytes(data))
     code, out, err = stepflow(copy, "steps", capsys=capsys)
-    assert code == 2 and err.count("\n") == 1 and "corrupt" in err and "Traceback" not in err
+    assert code == 2 and out == "" and err.count("\n") == 1 and "corrupt" in err and "Traceback" not in err
 
 
 def test_bad_option_values_exit_2(history: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -552,3 +554,25 @@ def test_console_script_runs_without_importing_pytest(history: Path) -> None:
                              str(history), "--fail-on", "failures"], capture_output=True,
                             text=True)
     assert module.returncode == 1 and "run #7" in module.stdout
+
+
+def test_show_and_steps_of_an_xdist_run(pytester: pytest.Pytester, run_stepflow: Any,
+                                        stepflow_db: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    pytester.makepyfile(test_many="""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(12))
+        def test_i(i):
+            assert i != 5
+    """)
+    run_stepflow("-n", "2", subprocess=True)
+    capsys.readouterr()  # pytester echoes the run's output
+    data = as_json(stepflow_db, capsys, "show")
+    workers = {w["worker"]: w["steps"] for w in data["workers"]}
+    assert set(workers) == {"gw0", "gw1"} and sum(workers.values()) == 12
+    assert data["counts"] == {"passed": 11, "failed": 1} and data["worker_count"] == 2
+    code, out, _ = stepflow(stepflow_db, "show", "--fail-on", "failures", capsys=capsys)
+    assert code == 1 and "worker  steps" in out and "FAILED test_many.py::test_i[5]" in out
+    per_worker = [len(as_json(stepflow_db, capsys, "steps", "--worker", w)) for w in workers]
+    assert per_worker == list(workers.values())
