@@ -1,0 +1,132 @@
+"""`stepflow export`: one run as JUnit XML, a JSON document or JSON Lines."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+from pytest_stepflow.cli.common import OK, Output, UsageError, command, open_db, resolve
+from pytest_stepflow.report.export import JUNIT_FAMILIES, json_document, json_lines, junit_xml
+from pytest_stepflow.storage.reader import Reader
+
+FORMATS = ("junit", "json", "jsonl")
+# Output suffixes that name a format when --format is not given.
+_SUFFIXES = {".xml": "junit", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+EXAMPLES = """
+stepflow export --format junit -o junit.xml     the latest run, for a CI test report
+stepflow export 7 -o run7.json                  run 7 as one JSON document (from the suffix)
+stepflow export latest --format jsonl | jq -c 'select(.outcome == "failed") | .nodeid'
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = command(
+        sub, "export", export,
+        "Write one run as JUnit XML (for CI test reports), one JSON document or JSON Lines.",
+        EXAMPLES, json_output=False,
+    )
+    parser.add_argument("run", nargs="?", metavar="RUN", help="the run (default: latest)")
+    parser.add_argument(
+        "--format", choices=FORMATS,
+        help="junit: JUnit XML as pytest --junitxml writes it; json: one document with the run "
+             "and every step; jsonl: the run, then one step per line "
+             "(default: from the -o suffix .xml/.json/.jsonl, else junit)",
+    )
+    parser.add_argument("-o", "--output", metavar="FILE", default="-",
+                        help="where to write; replaced atomically (default: - for stdout)")
+    parser.add_argument("--junit-family", choices=JUNIT_FAMILIES, default="xunit2",
+                        help="xunit2 (default) validates against the JUnit XSD; xunit1 adds "
+                             "pytest's legacy file, line and per-test properties")
+    parser.add_argument("--suite-name", metavar="NAME",
+                        help="the <testsuite> name (default: the run's name, else pytest)")
+
+
+def _format(args: argparse.Namespace) -> str:
+    if args.format:
+        return str(args.format)
+    if args.output != "-":
+        return _SUFFIXES.get(Path(args.output).suffix.lower(), "junit")
+    return "junit"
+
+
+def _chunks(db: Reader, number: int, fmt: str, args: argparse.Namespace) -> Iterator[str]:
+    run = db.run(number)
+    steps = db.iter_steps(number)
+    if fmt == "json":
+        return json_document(run, steps)
+    if fmt == "jsonl":
+        return json_lines(run, steps)
+    return junit_xml(run, steps, family=args.junit_family, suite_name=args.suite_name)
+
+
+def export(args: argparse.Namespace, out: Output) -> int:
+    fmt = _format(args)
+    target = None if args.output == "-" else Path(args.output)
+    with open_db(args) as db:
+        number = resolve(db, args.run)
+        if target is not None:
+            _check_target(target)
+        chunks = _chunks(db, number, fmt, args)
+        if target is None:
+            write = _stdout_writer(out.stream)
+            for chunk in chunks:
+                write(chunk)
+        else:
+            write_atomically(target, chunks)
+    return OK
+
+
+def _stdout_writer(stream: TextIO) -> Callable[[str], object]:
+    """UTF-8 whatever the terminal's encoding (the XML declaration says utf-8)."""
+    encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("-", "")
+    buffer = getattr(stream, "buffer", None)
+    if encoding == "utf8" or buffer is None:
+        return stream.write
+    stream.flush()
+    return lambda text: buffer.write(text.encode("utf-8"))
+
+
+def _unwritable(path: Path, exc: OSError) -> UsageError:
+    reason = exc.strerror or str(exc)
+    return UsageError(f"cannot write {path}: {reason}")
+
+
+def _check_target(path: Path) -> None:
+    """Fail before any work when the output cannot be written; make missing folders."""
+    if path.is_dir():
+        raise UsageError(f"cannot write {path}: it is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+    if not os.access(path.parent, os.W_OK):
+        raise UsageError(f"cannot write {path}: permission denied")
+
+
+def write_atomically(path: Path, chunks: Iterator[str]) -> None:
+    """Write to a temporary file beside `path`, then rename it over `path`: readers see the
+    old file or the whole new one, never a part; an error leaves `path` as it was."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        # 0o666 less the umask, as an ordinary file; O_EXCL never follows a planted link.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+    try:
+        with open(fd, "w", encoding="utf-8", newline="") as stream:
+            for chunk in chunks:
+                stream.write(chunk)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise _unwritable(path, exc) from None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
