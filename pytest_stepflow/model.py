@@ -9,6 +9,8 @@ one idempotent database operation, so a replayed record never duplicates a row.
 from __future__ import annotations
 
 import enum
+import json
+from collections.abc import Mapping
 from typing import Any, NamedTuple, Union
 
 
@@ -48,6 +50,36 @@ class LogRecord(NamedTuple):
     function: str
 
 
+class SubStep(NamedTuple):
+    """A named step inside a test (`stepflow.step`) or one of pytest's subtests.
+
+    A step's sub-steps are kept in start order (their position); `parent` is the index of
+    the enclosing sub-step in that same tuple, always smaller than the sub-step's own.
+    """
+
+    parent: int | None
+    kind: str  # "step" or "subtest"
+    phase: str  # setup call teardown
+    title: str
+    parameters: str | None  # JSON object text
+    outcome: str  # passed failed skipped (xfailed: pytest.xfail() inside)
+    message: str | None  # the exception text when failed, the reason when skipped
+    started_at: float  # seconds since the epoch, UTC
+    duration: float
+
+
+class Artifact(NamedTuple):
+    """A file attached to a step; its content is already in the content-addressed store."""
+
+    substep: int | None  # index into the step's sub-steps when attached inside one
+    name: str
+    mime_type: str
+    size: int
+    sha256: str
+    stored_path: str  # relative to the database's folder, POSIX separators
+    created_at: float  # seconds since the epoch, UTC
+
+
 class Step(NamedTuple):
     """One attempt of one test item (or one collection error / module-level skip)."""
 
@@ -78,6 +110,15 @@ class Step(NamedTuple):
     stderr: str | None
     properties: str | None  # JSON array of [name, value]
     logs: tuple[LogRecord, ...] = ()
+    substeps: tuple[SubStep, ...] = ()
+    artifacts: tuple[Artifact, ...] = ()
+
+    def with_property(self, name: str, value: object) -> Step:
+        """A copy with one more `[name, value]` property (as `record_property` adds them)."""
+        properties = json.loads(self.properties) if self.properties else []
+        plain = isinstance(value, (str, bool, int, float, type(None)))
+        properties.append([str(name), value if plain else repr(value)])
+        return self._replace(properties=json.dumps(properties, ensure_ascii=False))
 
 
 class ExecutionStarted(NamedTuple):
@@ -128,6 +169,21 @@ class ExecutionFinished(NamedTuple):
     completed_steps: int
     writer_stats: str  # JSON object
     metadata: str | None = None  # JSON object merged into the stored one
+
+
+class ExecutionSummary(NamedTuple):
+    """What `pytest_stepflow_execution_finish` is told once the execution's row is final."""
+
+    execution_id: str
+    number: int | None
+    db_path: str
+    status: str
+    exit_code: int | None
+    duration: float
+    steps: int  # steps recorded (handed to the writers)
+    outcomes: Mapping[str, int]  # final steps in the database by outcome
+    worker_count: int
+    writer_stats: Mapping[str, Any]
 
 
 def split_nodeid(nodeid: str, name: str | None) -> tuple[str, str, str | None]:

@@ -14,7 +14,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pytest_stepflow.model import ExecutionFinished, ExecutionStarted, LogRecord, Step
+from pytest_stepflow.model import (
+    Artifact,
+    ExecutionFinished,
+    ExecutionStarted,
+    LogRecord,
+    Step,
+    SubStep,
+)
 from pytest_stepflow.storage.operations import utc_iso
 from pytest_stepflow.storage.spill import spill_glob
 
@@ -60,6 +67,20 @@ def make_step(
         properties=None, logs=tuple(logs),
     )
     return step._replace(**changes)
+
+
+def make_substep(title: str, parent: int | None = None, **changes: Any) -> SubStep:
+    substep = SubStep(parent=parent, kind="step", phase="call", title=title,
+                      parameters='{"user": "bob"}', outcome="passed", message=None,
+                      started_at=STEP_START + 0.125, duration=0.0625)
+    return substep._replace(**changes)
+
+
+def make_artifact(name: str, substep: int | None = None, **changes: Any) -> Artifact:
+    sha = f"{abs(hash(name)):064x}"[-64:]
+    artifact = Artifact(substep=substep, name=name, mime_type="image/png", size=3, sha256=sha,
+                        stored_path=f"artifacts/{sha[:2]}/{sha}", created_at=STEP_START + 0.25)
+    return artifact._replace(**changes)
 
 
 def make_finished(execution_id: str, **changes: Any) -> ExecutionFinished:

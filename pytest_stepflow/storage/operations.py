@@ -44,6 +44,8 @@ class WriteCache:
 class BatchCounts:
     steps: int = 0
     logs: int = 0
+    substeps: int = 0
+    artifacts: int = 0
     duplicates: int = 0
     executions: int = 0
 
@@ -126,6 +128,17 @@ _INSERT_LOG = MultiRowInsert(
     "line, function)",
     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 )
+# Sub-steps get explicit ids (max + 1...): a child names its parent's id in the same INSERT.
+_INSERT_SUBSTEP = MultiRowInsert(
+    "INSERT INTO substeps (id, step_id, parent_id, position, kind, phase, title, parameters, "
+    "outcome, message, started_at, duration)",
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+)
+_INSERT_ARTIFACT = MultiRowInsert(
+    "INSERT INTO artifacts (step_id, substep_id, execution, name, mime_type, size, sha256, "
+    "stored_path, created_at)",
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+)
 _MERGE_METADATA = "UPDATE executions SET metadata = json_patch(metadata, ?) WHERE id = ?"
 _HEARTBEAT = """
 UPDATE executions SET heartbeat_at = ?, completed_steps = ?, current_step_index = ?
@@ -204,9 +217,12 @@ def _steps(
     base = last - inserted
     if inserted == len(steps):
         fresh: Iterable[tuple[int, Step]] = enumerate(steps, base + 1)
-    else:  # a replay: only the steps that are new get their logs
+    else:  # a replay: only the steps that are new get their logs, sub-steps and artifacts
         fresh = _new_steps(conn, steps, base) if inserted else []
         counts.duplicates += len(steps) - inserted
+    if any(s.substeps or s.artifacts for s in steps):
+        fresh = list(fresh)
+        _children(conn, fresh, cache, counts)
     log_rows = [
         (step_id, g.phase, g.created, g.level, g.level_name, g.logger, g.message, g.file, g.line,
          g.function)
@@ -217,6 +233,43 @@ def _steps(
         _INSERT_LOG.run(conn, log_rows)
     counts.steps += inserted
     counts.logs += len(log_rows)
+
+
+def _children(
+    conn: sqlite3.Connection, fresh: list[tuple[int, Step]], cache: WriteCache,
+    counts: BatchCounts,
+) -> None:
+    """Sub-steps and artifact rows of newly inserted steps."""
+    next_id = 1 + int(conn.execute("SELECT coalesce(max(id), 0) FROM substeps").fetchone()[0])
+    sub_rows: list[tuple[Any, ...]] = []
+    art_rows: list[tuple[Any, ...]] = []
+    for step_id, step in fresh:
+        first = next_id
+        for position, sub in enumerate(step.substeps):
+            parent = sub.parent
+            # A parent always starts before its child; anything else is not trusted.
+            parent_id = first + parent if parent is not None and 0 <= parent < position else None
+            sub_rows.append(
+                (first + position, step_id, parent_id, position, sub.kind, sub.phase, sub.title,
+                 sub.parameters, sub.outcome, sub.message, sub.started_at, sub.duration)
+            )
+        next_id += len(step.substeps)
+        if step.artifacts:
+            number = execution_number(conn, step.execution_id, cache)
+            for a in step.artifacts:
+                index = a.substep
+                substep_id = (first + index if index is not None
+                              and 0 <= index < len(step.substeps) else None)
+                art_rows.append(
+                    (step_id, substep_id, number, a.name, a.mime_type, a.size, a.sha256,
+                     a.stored_path, a.created_at)
+                )
+    if sub_rows:
+        _INSERT_SUBSTEP.run(conn, sub_rows)
+    if art_rows:
+        _INSERT_ARTIFACT.run(conn, art_rows)
+    counts.substeps += len(sub_rows)
+    counts.artifacts += len(art_rows)
 
 
 def _new_steps(conn: sqlite3.Connection, steps: list[Step], base: int) -> list[tuple[int, Step]]:
@@ -303,6 +356,19 @@ STALE_SAME_HOST = timedelta(minutes=10)
 STALE_OTHER_HOST = timedelta(hours=1)
 
 
+def is_gone(run_host: str, pid: int, heartbeat: str, host: str, now: datetime) -> bool:
+    """Whether the process of a `running` execution is gone, seen from `host` at `now`.
+
+    `heartbeat` is the run's last heartbeat (else its start) as ISO-8601 text. Same host: the
+    pid is gone (or the heartbeat is very old, in case the pid was reused). Other hosts: only
+    a heartbeat older than an hour. Pure apart from the pid probe; `stepflow doctor` shares it.
+    """
+    age = now - datetime.fromisoformat(heartbeat.replace("Z", "+00:00"))
+    if run_host == host:
+        return (pid != os.getpid() and not _pid_alive(pid)) or age > STALE_SAME_HOST
+    return age > STALE_OTHER_HOST
+
+
 def mark_interrupted(conn: sqlite3.Connection, host: str, now: datetime) -> list[int]:
     """Mark `running` executions whose process is gone as `interrupted`; return their numbers.
 
@@ -314,15 +380,11 @@ def mark_interrupted(conn: sqlite3.Connection, host: str, now: datetime) -> list
         "WHERE status = ?",
         (Status.RUNNING.value,),
     ).fetchall()
-    gone = []
-    for number, run_host, pid, heartbeat in running:
-        age = now - datetime.fromisoformat(heartbeat.replace("Z", "+00:00"))
-        if run_host == host:
-            dead = (pid != os.getpid() and not _pid_alive(pid)) or age > STALE_SAME_HOST
-        else:
-            dead = age > STALE_OTHER_HOST
-        if dead:
-            gone.append(number)
+    gone = [
+        number
+        for number, run_host, pid, heartbeat in running
+        if is_gone(run_host, pid, heartbeat, host, now)
+    ]
     if gone:
         conn.executemany(
             "UPDATE executions SET status = 'interrupted', error_message = coalesce("

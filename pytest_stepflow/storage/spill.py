@@ -20,6 +20,7 @@ from typing import Any
 
 from pytest_stepflow.model import (
     RECORD_TYPES,
+    Artifact,
     ExecutionFinished,
     ExecutionMetadata,
     ExecutionStarted,
@@ -27,6 +28,7 @@ from pytest_stepflow.model import (
     LogRecord,
     Record,
     Step,
+    SubStep,
 )
 from pytest_stepflow.storage.operations import (
     MissingExecutionError,
@@ -59,7 +61,10 @@ def decode(line: str) -> Record:
     fields: dict[str, Any] = json.loads(line)
     cls = RECORD_TYPES[fields.pop("type")]
     if cls is Step:
+        # Nested records are JSON arrays; journals of older versions lack the newer fields.
         fields["logs"] = tuple(LogRecord(*log) for log in fields["logs"])
+        fields["substeps"] = tuple(SubStep(*sub) for sub in fields.get("substeps", ()))
+        fields["artifacts"] = tuple(Artifact(*a) for a in fields.get("artifacts", ()))
     record: Record = cls(**fields)
     return record
 

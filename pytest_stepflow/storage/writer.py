@@ -53,6 +53,8 @@ class WriterStats:
 
     steps: int = 0
     logs: int = 0
+    substeps: int = 0
+    artifacts: int = 0
     duplicates: int = 0
     transactions: int = 0
     largest_transaction: int = 0
@@ -305,6 +307,8 @@ class BatchWriter:
             self.stats.largest_transaction = max(self.stats.largest_transaction, len(batch))
             self.stats.steps += counts.steps
             self.stats.logs += counts.logs
+            self.stats.substeps += counts.substeps
+            self.stats.artifacts += counts.artifacts
             self.stats.duplicates += counts.duplicates
             self._mark_done(batch)
             return
