@@ -1,0 +1,325 @@
+"""The maintenance commands: stats, doctor, optimize, prune and import-spill.
+
+`stats` and `doctor` only read. `optimize`, `prune`, `import-spill` and `doctor --fix` write,
+say so, wait a bounded time for another session's write lock, and never create a database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pytest_stepflow.cli.common import FOUND, OK, Output, UsageError, command, to_jsonable
+from pytest_stepflow.report.queries import find_database
+from pytest_stepflow.storage import maintenance
+from pytest_stepflow.storage.maintenance import Health, Repairs
+from pytest_stepflow.storage.spill import ImportResult
+
+Sub = argparse._SubParsersAction  # argparse has no public name for it
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(?:\d+[smhdw])+")
+
+
+def duration_arg(text: str) -> timedelta:
+    """'30d', '12h', '2w', '1d12h' -> timedelta."""
+    value = text.strip().lower()
+    if not _DURATION.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; write a number and a unit (s m h d w), e.g. 30d, "
+            "12h, 2w or 1d12h"
+        )
+    seconds = sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdw])", value))
+    if seconds == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than 0")
+    return timedelta(seconds=seconds)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 86400")
+    return value
+
+
+def _whole(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def _add_wait(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait", type=_seconds, default=maintenance.MAINTENANCE_WAIT, metavar="SECONDS",
+        help="wait this long for another session's write lock before giving up "
+             f"(default {maintenance.MAINTENANCE_WAIT:g})",
+    )
+
+
+def register(sub: Sub[argparse.ArgumentParser]) -> None:
+    command(sub, "stats", cmd_stats, "database size, row counts and settings (read-only)", """
+stepflow stats
+stepflow stats --db ci/stepflow.db --json
+""")
+
+    p = command(sub, "doctor", cmd_doctor,
+                "check the database's health; exit 1 when something needs attention", """
+stepflow doctor
+stepflow doctor --full        integrity_check and the search index too (slower)
+stepflow doctor --fix         import spill journals, mark dead runs interrupted (writes)
+""")
+    p.add_argument("--full", action="store_true",
+                   help="PRAGMA integrity_check instead of quick_check, and compare the "
+                        "full-text index with the tables")
+    p.add_argument("--fix", action="store_true",
+                   help="write: import waiting spill journals, mark runs whose process is "
+                        "gone as interrupted, rebuild a full-text index that drifted; then "
+                        "check")
+    p.add_argument("--wal-limit", type=_whole, default=maintenance.WAL_LIMIT // 2**20,
+                   metavar="MIB", help="report a WAL file larger than this (default "
+                                       f"{maintenance.WAL_LIMIT // 2**20} MiB)")
+    _add_wait(p)
+
+    p = command(sub, "optimize", cmd_optimize,
+                "refresh planner statistics, merge the search index, truncate the WAL "
+                "(writes)", """
+stepflow optimize
+stepflow optimize --vacuum    also rewrite the file to return free pages (no run going on)
+""")
+    p.add_argument("--vacuum", action="store_true",
+                   help="VACUUM: rewrite the file without its free pages; refused while a "
+                        "run is going on")
+    _add_wait(p)
+
+    p = command(sub, "prune", cmd_prune,
+                "delete old runs with their steps, logs and artifact files (writes)", """
+stepflow prune --keep 100
+stepflow prune --older-than 30d --dry-run
+stepflow prune --keep 20 --older-than 2w     only runs both rules let go
+""")
+    p.add_argument("--keep", type=_whole, metavar="N", help="keep the N newest runs")
+    p.add_argument("--older-than", type=duration_arg, metavar="DURATION",
+                   help="delete runs started longer ago than this: 30d, 12h, 2w, 1d12h")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only report what would be deleted; change nothing")
+    _add_wait(p)
+
+    p = command(sub, "import-spill", cmd_import_spill,
+                "import the spill journals of runs that could not write (writes)", """
+stepflow import-spill
+stepflow import-spill --json
+""")
+    _add_wait(p)
+
+
+def _db(args: argparse.Namespace) -> Path:
+    return find_database(args.db)
+
+
+def _size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"  # pragma: no cover
+
+
+def _runs(numbers: Sequence[int]) -> str:
+    """[1, 2, 3, 7] -> '#1-#3, #7'."""
+    parts: list[str] = []
+    ordered = sorted(numbers)
+    start = 0
+    for i, number in enumerate(ordered):
+        if i + 1 < len(ordered) and ordered[i + 1] == number + 1:
+            continue
+        first = ordered[start]
+        parts.append(f"#{first}" if first == number else f"#{first}-#{number}")
+        start = i + 1
+    return ", ".join(parts)
+
+
+def _pairs(out: Output, pairs: Sequence[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in pairs) + 2
+    for key, value in pairs:
+        out.line(f"{key.ljust(width)}{value}")
+
+
+# -- stats --------------------------------------------------------------------------------
+
+
+def cmd_stats(args: argparse.Namespace, out: Output) -> int:
+    s = maintenance.stats(_db(args))
+    if out.json_mode:
+        out.json(s)
+        return OK
+    cache = (f"{_size(-s.cache_size * 1024)}" if s.cache_size < 0
+             else f"{s.cache_size} pages")
+    spills = f"{len(s.spill_files)}: {', '.join(s.spill_files)}" if s.spill_files else "none"
+    _pairs(out, [
+        ("database", s.database),
+        ("schema version", str(s.schema_version)),
+        ("database file", f"{_size(s.database_bytes)} ({s.database_bytes:,} bytes)"),
+        ("WAL file", f"{_size(s.wal_bytes)} ({s.wal_bytes:,} bytes)"),
+        ("shm file", f"{_size(s.shm_bytes)} ({s.shm_bytes:,} bytes)"),
+        ("journal mode", s.journal_mode),
+        ("page size", f"{s.page_size:,} bytes"),
+        ("pages", f"{s.page_count:,} ({s.freelist_pages:,} free, "
+                  f"{_size(s.freelist_pages * s.page_size)})"),
+        ("cache size", f"{cache} per connection"),
+        ("full-text index", "yes (FTS5)" if s.full_text_index else
+         "no (search scans the tables)" + ("" if s.fts5_available else "; no FTS5 in SQLite")),
+        ("bytes per step", "-" if s.bytes_per_step is None else f"{s.bytes_per_step:,.0f}"),
+        ("artifact store", f"{s.artifact_files:,} file(s), {_size(s.artifact_bytes)}"),
+        ("spill journals", spills),
+    ])
+    out.line()
+    out.table(["table", "rows"], [(t, f"{n:,}") for t, n in s.rows.items()], right=(1,))
+    return OK
+
+
+# -- doctor -------------------------------------------------------------------------------
+
+
+def _describe_repairs(r: Repairs) -> list[str]:
+    done = []
+    if r.imported.files:
+        done.append(f"imported {r.imported.files} spill journal(s), "
+                    f"{r.imported.records} record(s)")
+    if r.interrupted:
+        done.append(f"marked run(s) {_runs(r.interrupted)} interrupted")
+    if r.rebuilt_indexes:
+        done.append(f"rebuilt the full-text index ({', '.join(r.rebuilt_indexes)})")
+    return done
+
+
+def cmd_doctor(args: argparse.Namespace, out: Output) -> int:
+    path = _db(args)
+    host, now = socket.gethostname(), maintenance.utc_now()
+    repairs = maintenance.repair(path, host=host, now=now, wait=args.wait) if args.fix else None
+    health = maintenance.diagnose(path, full=args.full, wal_limit=args.wal_limit * 2**20,
+                                  host=host, now=now)
+    code = OK if health.healthy else FOUND
+    if out.json_mode:
+        value: dict[str, Any] = to_jsonable(health)
+        if repairs is not None:
+            value["repairs"] = to_jsonable(repairs)
+        out.json(value)
+        return code
+    if repairs is not None:
+        done = _describe_repairs(repairs)
+        out.line(f"--fix wrote to {path}: {'; '.join(done)}" if done
+                 else f"--fix: nothing to repair in {path}")
+    _print_health(out, health)
+    return code
+
+
+def _print_health(out: Output, health: Health) -> None:
+    out.line(f"stepflow doctor: {health.database}")
+    width = max(len(c.name) for c in health.checks) + 2
+    for check in health.checks:
+        status = out.paint("ok     ", "passed") if check.ok else out.paint("PROBLEM", "failed")
+        out.line(f"{status}  {check.name.ljust(width)}{check.summary}")
+        for detail in check.details:
+            out.line(f"{'':9}{'':{width}}{detail}")
+        if check.action:
+            out.line(f"{'':9}{'':{width}}-> {check.action}")
+    if health.healthy:
+        out.line("healthy")
+    else:
+        out.line(f"{health.problems} problem(s) found; see the actions above")
+
+
+# -- optimize -----------------------------------------------------------------------------
+
+
+def cmd_optimize(args: argparse.Namespace, out: Output) -> int:
+    path = _db(args)
+    result = maintenance.optimize(path, vacuum=args.vacuum, wait=args.wait,
+                                  host=socket.gethostname(), now=maintenance.utc_now())
+    if out.json_mode:
+        out.json(result)
+        return OK
+    b, a = result.before, result.after
+    out.line(f"optimize wrote to {path}")
+    out.line("ran: " + "; ".join(result.done))
+    out.table(["", "before", "after"], [
+        ("database file", _size(b.database), _size(a.database)),
+        ("WAL file", _size(b.wal), _size(a.wal)),
+        ("shm file", _size(b.shm), _size(a.shm)),
+        ("free pages", f"{result.freelist_before:,}", f"{result.freelist_after:,}"),
+    ], right=(1, 2))
+    if result.wal_truncated:
+        out.line("WAL checkpointed and truncated")
+    else:
+        out.line("WAL not truncated: another session was reading or writing; run again when "
+                 "it is done")
+    return OK
+
+
+# -- prune --------------------------------------------------------------------------------
+
+
+def cmd_prune(args: argparse.Namespace, out: Output) -> int:
+    if args.keep is None and args.older_than is None:
+        raise UsageError("prune needs --keep N, --older-than DURATION or both "
+                         "(see `stepflow prune --help`)")
+    path = _db(args)
+    r = maintenance.prune(path, keep=args.keep, older_than=args.older_than,
+                          host=socket.gethostname(), now=maintenance.utc_now(),
+                          dry_run=args.dry_run, wait=args.wait)
+    if out.json_mode:
+        out.json(r)
+        return OK
+    verb = "would remove" if r.dry_run else "removed"
+    out.line(f"dry run on {path}: nothing was changed" if r.dry_run
+             else f"prune wrote to {path}")
+    if r.runs:
+        out.line(f"{verb} {len(r.runs)} run(s): {_runs([x.number for x in r.runs])}")
+        out.line(f"  {r.steps:,} step(s), {r.logs:,} log record(s), {r.substeps:,} sub-step(s), "
+                 f"{r.artifact_rows:,} artifact row(s)")
+    else:
+        out.line("no run matches: nothing to prune")
+    out.line(f"{verb} {r.tests:,} unused test name(s)")
+    if r.files_skipped:
+        out.line(f"artifact files were left alone: {r.files_skipped}")
+    else:
+        out.line(f"{verb} {len(r.files):,} artifact file(s) no run refers to, {_size(r.bytes)}")
+    for problem in r.errors:
+        out.line(f"could not delete {problem}")
+    if r.runs and not r.dry_run:
+        out.line("the database file keeps its size; `stepflow optimize --vacuum` returns the "
+                 "space")
+    return OK
+
+
+# -- import-spill ---------------------------------------------------------------------------
+
+
+def cmd_import_spill(args: argparse.Namespace, out: Output) -> int:
+    path = _db(args)
+    result: ImportResult = maintenance.import_spill(path, wait=args.wait)
+    if out.json_mode:
+        out.json(result)
+        return OK
+    if result.files:
+        out.line(f"import-spill wrote to {path}: {result.files} spill journal(s), "
+                 f"{result.records:,} record(s), {result.steps:,} new step(s), "
+                 f"{result.duplicates:,} already stored")
+    else:
+        out.line(f"no spill journal to import beside {path}")
+    if result.skipped_files:
+        out.line(f"left {len(result.skipped_files)} journal(s) still being written by a running "
+                 f"session: {', '.join(result.skipped_files)}")
+    return OK
