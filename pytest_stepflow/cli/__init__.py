@@ -22,11 +22,12 @@ slow, what is flaky, what changed since the last run, what a test logged.
 A run is named by its number (`7`), a unique prefix of its id (`3f2a9c`), `latest`, or
 `latest~N` (N runs before the latest). The database is --db PATH, else $STEPFLOW_DB, else
 .stepflow/stepflow.db in the current folder or its nearest parent. Commands open it
-read-only and never block a running test session; `optimize`, `prune` and `import-spill`
-write, and say so.
+read-only and never block a running test session; `optimize`, `prune`, `import-spill` and
+`doctor --fix` write, and say so.
 
-Exit status: 0 done; 1 when --fail-on found what it asks about; 2 usage errors and bad input
-(no database, unknown run, corrupt file, newer schema).
+Exit status: 0 done; 1 when --fail-on found what it asks about (or `doctor` found a
+problem); 2 usage errors and bad input (no database, unknown run, corrupt file, newer
+schema).
 """
 
 EXAMPLES = """\
