@@ -1,0 +1,429 @@
+"""What the HTML report embeds: one run as compact, columnar JSON-ready data.
+
+Stored in the report (everything comes from the database, nothing from the network):
+
+- the run: status, counts, times, name, tags, git, CI (its URL only when http/https),
+  versions, host, command, writer statistics;
+- every step as columns, one array per field, so a 60,000-step run costs ~40 bytes a step:
+  node ids split into a file index (into `files`) and the rest, worker and outcome as
+  indexes, start as an offset in milliseconds from `t0`, duration in microseconds, marker
+  sets and outcome histories as indexes into tables of distinct values; rare fields
+  (attempt > 1, non-final attempts, collection steps, one-line reasons) as sparse lists;
+- details (traceback, stdout, stderr, log records, sub-steps, properties, parameters,
+  phases, artifact links) only for the steps that have any, each text clipped to
+  `CLIP` characters, at most `LOGS_PER_STEP` log records a step, and at most
+  `DETAIL_BUDGET` characters of such text in all (failures first); what is clipped or
+  left out says so and points at `stepflow logs`;
+- the outcome history of each test over the last `HISTORY_RUNS` runs, the flaky tests by
+  the rules of `stepflow flaky`, and a trend over the last `TREND_RUNS` runs.
+
+Left in the artifact store (next to the database): artifact files themselves. The report
+links to them with paths relative to the report's folder (images shown as thumbnails), so
+copy the store along with the report to keep them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from pytest_stepflow.report import queries
+from pytest_stepflow.storage.report_rows import DetailRow, ReportReader, ReportStep
+from pytest_stepflow.views import FAILING, OUTCOMES, Artifact, Run
+
+FORMAT_VERSION = 1
+CLIP = 64 * 1024  # characters of one text field (traceback, stdout, stderr, log message)
+LOGS_PER_STEP = 500
+DETAIL_BUDGET = 48 * 1024 * 1024  # characters of detail text embedded for one run
+REASON_CLIP = 300
+VALUE_CLIP = 4096  # a property or parameter value
+HISTORY_RUNS = 10
+TREND_RUNS = 20
+HISTORY_CODES = {"passed": "p", "failed": "f", "error": "e", "skipped": "s", "xfailed": "x",
+                 "xpassed": "X"}
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/svg+xml",
+                         "image/bmp", "image/avif"})
+
+
+def safe_http_url(value: object) -> str | None:
+    """`value` when it is an absolute http(s) URL without spaces or controls, else None."""
+    if not isinstance(value, str) or any(c.isspace() or ord(c) < 32 for c in value):
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return value
+
+
+def artifact_href(db_dir: Path, stored_path: str, report_dir: Path) -> str | None:
+    """The artifact's file as a URL path relative to the report's folder, every segment
+    percent-encoded (so it can never carry a scheme such as `javascript:`); None when
+    no relative path exists (another drive)."""
+    if not stored_path:
+        return None
+    target = os.path.abspath(db_dir / stored_path)
+    try:
+        relative = os.path.relpath(target, os.path.abspath(report_dir))
+    except ValueError:
+        return None
+    return "/".join(quote(part, safe="") for part in relative.split(os.sep))
+
+
+def one_line_reason(longrepr: str | None, reason: str | None) -> str | None:
+    """A failure's message in one line: the first `E` line of the traceback (pytest puts
+    the exception there), else its last line; a skip's or xfail's reason as is."""
+    if reason:
+        return _one_line(reason)
+    if not longrepr:
+        return None
+    lines = [line for line in longrepr.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("E "):
+            return _one_line(line[1:])
+    return _one_line(lines[-1]) if lines else None
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= REASON_CLIP else flat[: REASON_CLIP - 1] + "…"
+
+
+def epoch(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _natural(name: str) -> tuple[int, str]:
+    # gw2 before gw10; 'main' first.
+    digits = "".join(c for c in name if c.isdigit())
+    return (int(digits) if digits else -1, name)
+
+
+def _json_or(text: str | None, default: Any) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def _text(value: Any, limit: int = VALUE_CLIP) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit] + f"… [clipped at {limit} characters]"
+
+
+class _Interner:
+    """A table of distinct strings; each value is stored once and referred to by index."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def add(self, value: str) -> int:
+        found = self.index.get(value)
+        if found is None:
+            found = self.index[value] = len(self.values)
+            self.values.append(value)
+        return found
+
+
+def run_header(run: Run) -> dict[str, Any]:
+    meta = run.metadata
+    ci = {str(k): str(v) for k, v in (meta.get("ci") or {}).items() if k != "url"}
+    url = safe_http_url((meta.get("ci") or {}).get("url"))
+    if url:
+        ci["url"] = url
+    versions = {k: str(meta[k]) for k in ("python", "python_implementation", "pytest",
+                                          "stepflow", "pluggy", "platform") if meta.get(k)}
+    git = meta.get("git") or {}
+    return {
+        "number": run.number, "id": run.id, "name": run.name, "status": run.status,
+        "exitCode": run.exit_code, "error": run.error_message, "startedAt": run.started_at,
+        "completedAt": run.completed_at, "duration": run.duration, "host": run.host,
+        "user": run.user_name, "pid": run.pid, "workerCount": run.worker_count,
+        "command": [str(c) for c in run.command], "rootdir": run.rootdir,
+        "tags": {str(k): _text(v, 256) for k, v in run.tags.items()},
+        "counts": run.counts, "total": run.total, "versions": versions,
+        "git": {"branch": run.branch, "commit": run.commit, "dirty": git.get("dirty")},
+        "ci": ci, "writerStats": run.writer_stats or {},
+    }
+
+
+def build(db: ReportReader, number: int, report_dir: Path, *,
+          clip: int = CLIP, budget: int = DETAIL_BUDGET) -> dict[str, Any]:
+    """The report's data for run `number`; artifact links relative to `report_dir`."""
+    run = db.run(number)
+    steps = db.report_steps(number)
+    run_start = epoch(run.started_at)
+    starts = [s.started_at for s in steps]
+    t0 = min([*starts, run_start] if run_start is not None else starts or [0.0])
+
+    files = _Interner()
+    workers = sorted({s.worker for s in steps}, key=_natural)
+    worker_index = {w: i for i, w in enumerate(workers)}
+    outcomes = list(OUTCOMES)
+    outcome_index = {o: i for i, o in enumerate(outcomes)}
+    marker_sets: list[list[str]] = [[]]
+    marker_index = {"[]": 0}
+    histories = _Interner()
+    reason_texts = _Interner()  # skip reasons repeat a lot
+
+    history_numbers = sorted(queries.window(db, number, HISTORY_RUNS))
+    history = _histories(db, steps, history_numbers)
+    flaky = queries.flaky(db, queries.window(db, number, queries.FLAKY_WINDOW))
+    flaky_ids = {f.nodeid for f in flaky}
+
+    col_f: list[int] = []
+    col_n: list[str] = []
+    col_w: list[int] = []
+    col_o: list[int] = []
+    col_s: list[int] = []
+    col_d: list[int] = []
+    col_m: list[int] = []
+    col_h: list[int] = []
+    attempts: list[list[int]] = []
+    nonfinal: list[int] = []
+    collect: list[int] = []
+    flaky_rows: list[int] = []
+    row_of: dict[int, int] = {}
+    for row, s in enumerate(steps):
+        row_of[s.id] = row
+        prefix = s.file + "::"
+        if s.nodeid.startswith(prefix):
+            col_f.append(files.add(s.file))
+            col_n.append(s.nodeid[len(prefix):])
+        else:
+            col_f.append(-1)
+            col_n.append(s.nodeid)
+        col_w.append(worker_index[s.worker])
+        o = outcome_index.get(s.outcome)
+        if o is None:
+            o = outcome_index[s.outcome] = len(outcomes)
+            outcomes.append(s.outcome)
+        col_o.append(o)
+        col_s.append(round((s.started_at - t0) * 1000))
+        col_d.append(max(round(s.duration * 1_000_000), 0))
+        marks = s.markers or "[]"
+        m = marker_index.get(marks)
+        if m is None:
+            m = marker_index[marks] = len(marker_sets)
+            names = _json_or(marks, [])
+            marker_sets.append([str(n) for n in names] if isinstance(names, list) else [])
+        col_m.append(m)
+        col_h.append(histories.add(history.get(s.test_id, "")))
+        if s.attempt != 1:
+            attempts.append([row, s.attempt])
+        if not s.final:
+            nonfinal.append(row)
+        if s.kind != "test":
+            collect.append(row)
+        if s.nodeid in flaky_ids and s.kind == "test":
+            flaky_rows.append(row)
+
+    artifacts = db.artifacts(number=number)
+    details, reasons, stats = _details(db, number, steps, row_of, artifacts, t0, report_dir,
+                                       clip, budget, run.rootdir)
+    run_artifacts = [
+        _artifact(a, db.path.parent, report_dir) for a in artifacts if a.step_id is None
+    ]
+    return {
+        "format": FORMAT_VERSION,
+        "generatedAt": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "database": str(db.path),
+        "run": run_header(run),
+        "t0": t0,
+        "files": files.values,
+        "workers": workers,
+        "outcomes": outcomes,
+        "markerSets": marker_sets,
+        "histories": histories.values,
+        "historyRuns": history_numbers,
+        "steps": {"f": col_f, "n": col_n, "w": col_w, "o": col_o, "s": col_s, "d": col_d,
+                  "m": col_m, "h": col_h},
+        "attempts": attempts, "nonfinal": nonfinal, "collect": collect,
+        "reasons": [[row, reason_texts.add(text)] for row, text in reasons],
+        "reasonTexts": reason_texts.values,
+        "details": details,
+        "detailStats": stats,
+        "flaky": {
+            "rows": flaky_rows,
+            "window": queries.FLAKY_WINDOW, "minFlips": queries.FLAKY_MIN_FLIPS,
+            "tests": [
+                {"nodeid": f.nodeid, "flips": f.flips, "failures": f.failures, "runs": f.runs,
+                 "lastFailure": f.last_failure, "sameCommit": f.same_commit}
+                for f in flaky
+            ],
+        },
+        "trend": _trend(db, number),
+        "runArtifacts": run_artifacts,
+        "limits": {"clip": clip, "logsPerStep": LOGS_PER_STEP, "budget": budget},
+    }
+
+
+def _histories(db: ReportReader, steps: Sequence[ReportStep], numbers: Sequence[int]
+                ) -> dict[int, str]:
+    """Per test id of `steps`, one character per run of `numbers` (oldest first): its final
+    outcome there (HISTORY_CODES), '-' when it did not run."""
+    runs = [db.run_outcomes(n) for n in numbers]
+    codes: dict[str | None, str] = {None: "-"}
+    codes.update(HISTORY_CODES)
+    return {
+        test_id: "".join([codes.get(run.get(test_id), "?") for run in runs])
+        for test_id in {s.test_id for s in steps}
+    }
+
+
+def _trend(db: ReportReader, number: int) -> list[dict[str, Any]]:
+    runs = db.runs(numbers=queries.window(db, number, TREND_RUNS), limit=TREND_RUNS)
+    return [
+        {"number": r.number, "startedAt": r.started_at, "status": r.status,
+         "duration": r.duration, "total": r.total, "counts": r.counts}
+        for r in reversed(runs)
+    ]
+
+
+def _artifact(a: Artifact, db_dir: Path, report_dir: Path) -> dict[str, Any]:
+    mime = (a.mime_type or "").lower()
+    return {
+        "name": a.name, "mime": a.mime_type, "size": a.size, "path": a.stored_path,
+        "href": artifact_href(db_dir, a.stored_path, report_dir),
+        "image": mime in IMAGE_TYPES, "substep": a.substep_id,
+    }
+
+
+def _clip(value: str | None, length: int | None, clip: int, name: str,
+          clipped: dict[str, int]) -> str | None:
+    if value is not None and length is not None and length > clip:
+        clipped[name] = length
+    return value
+
+
+def _details(
+    db: ReportReader, number: int, steps: Sequence[ReportStep], row_of: dict[int, int],
+    all_artifacts: Sequence[Artifact], t0: float, report_dir: Path, clip: int, budget: int,
+    rootdir: str,
+) -> tuple[dict[str, dict[str, Any]], list[list[Any]], dict[str, int]]:
+    by_id = {s.id: s for s in steps}
+    root = rootdir.rstrip("/\\") + os.sep
+    logs: dict[int, list[list[Any]]] = {}
+    log_totals: dict[int, int] = {}
+    for g in db.log_rows(number, clip, LOGS_PER_STEP):
+        message = g.message + (f"… [clipped at {clip} characters]"
+                               if g.message_length > clip else "")
+        logs.setdefault(g.step_id, []).append(
+            [g.phase, round((g.created - t0) * 1000), g.level_name, g.logger, message,
+             g.file[len(root):] if g.file and g.file.startswith(root) else g.file, g.line])
+        log_totals[g.step_id] = g.total
+    substeps: dict[int, list[list[Any]]] = {}
+    for u in db.substep_rows(number, clip):
+        substeps.setdefault(u.step_id, []).append(
+            [u.id, u.parent_id, u.kind, u.phase, u.title, u.outcome, u.message,
+             round((u.started_at - t0) * 1000), max(round(u.duration * 1_000_000), 0),
+             {str(k): _text(v) for k, v in _json_or(u.parameters, {}).items()}])
+    artifacts: dict[int, list[dict[str, Any]]] = {}
+    for a in all_artifacts:
+        if a.step_id is not None:
+            artifacts.setdefault(a.step_id, []).append(_artifact(a, db.path.parent, report_dir))
+
+    rows = db.detail_rows(number, clip)
+    # Failures first, so a budget that runs out leaves out passing output, not tracebacks.
+    rows.sort(key=lambda d: (by_id[d.step_id].outcome not in FAILING, d.step_id))
+    details: dict[str, dict[str, Any]] = {}
+    reasons: list[list[Any]] = []
+    used = 0
+    stats = {"embedded": 0, "clipped": 0, "omitted": 0}
+    for d in rows:
+        step = by_id.get(d.step_id)
+        if step is None:
+            continue
+        row = row_of[d.step_id]
+        detail = _detail(d, clip)
+        step_logs = logs.get(d.step_id, [])
+        if log_totals.get(d.step_id, 0) > len(step_logs):
+            detail["logsTotal"] = log_totals[d.step_id]
+        size = sum(len(detail.get(k) or "") for k in ("tb", "out", "err"))
+        size += sum(len(g[4]) for g in step_logs)
+        if used + size > budget:
+            detail = {"phases": detail["phases"], "omitted": size}
+            stats["omitted"] += 1
+        else:
+            used += size
+            stats["embedded"] += 1
+            if step_logs:
+                detail["logs"] = step_logs
+            if d.step_id in substeps:
+                detail["sub"] = substeps[d.step_id]
+            if detail.get("clip") or "logsTotal" in detail:
+                stats["clipped"] += 1
+        if d.step_id in artifacts:
+            detail["art"] = artifacts[d.step_id]
+        details[str(row)] = detail
+        reason = one_line_reason(d.longrepr, step.reason)
+        if reason:
+            reasons.append([row, reason])
+    with_detail = {d.step_id for d in rows}
+    reasons.extend(
+        [row_of[s.id], one_line_reason(None, s.reason)] for s in steps
+        if s.reason and s.id not in with_detail
+    )
+    reasons.sort()
+    return details, reasons, stats
+
+
+def _detail(d: DetailRow, clip: int) -> dict[str, Any]:
+    clipped: dict[str, int] = {}
+    detail: dict[str, Any] = {
+        "phases": [
+            [phase, outcome, None if length is None else max(round(length * 1_000_000), 0)]
+            for phase, outcome, length in (
+                ("setup", d.setup_outcome, d.setup_duration),
+                ("call", d.call_outcome, d.call_duration),
+                ("teardown", d.teardown_outcome, d.teardown_duration),
+            )
+            if outcome is not None or length is not None
+        ],
+    }
+    if d.line is not None:
+        detail["line"] = d.line
+    parameters = _json_or(d.parameters, {})
+    if isinstance(parameters, dict) and parameters:
+        detail["params"] = {str(k): _text(v) for k, v in parameters.items()}
+    properties = _json_or(d.properties, [])
+    if isinstance(properties, list) and properties:
+        detail["props"] = [_property(p) for p in properties]
+    for key, value, length, name in (
+        ("tb", d.longrepr, d.longrepr_length, "traceback"),
+        ("out", d.stdout, d.stdout_length, "stdout"),
+        ("err", d.stderr, d.stderr_length, "stderr"),
+    ):
+        text = _clip(value, length, clip, name, clipped)
+        if text:
+            detail[key] = text
+    if clipped:
+        detail["clip"] = clipped
+    return detail
+
+
+def _property(item: Any) -> list[str]:
+    if isinstance(item, (list, tuple)) and len(item) == 2:
+        return [_text(item[0], 256), _text(item[1])]
+    return ["", _text(item)]
+
+
+def counts_text(counts: dict[str, int], order: Iterable[str] = OUTCOMES) -> str:
+    known = [f"{counts[o]} {o}" for o in order if counts.get(o)]
+    other = [f"{n} {o}" for o, n in sorted(counts.items()) if o not in OUTCOMES and n]
+    return ", ".join(known + other) or "no tests"

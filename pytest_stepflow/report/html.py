@@ -1,0 +1,114 @@
+"""The self-contained HTML report: one file, no network, works from file://.
+
+The page is a static template (`assets/template.html`) with its stylesheet and script
+inlined, and the run's data (`report.data`) as JSON in a non-executable
+`<script type="application/json" id="stepflow-data">` element. The script builds the page
+with `createElement`/`textContent` only, never parses data as HTML. A Content-Security-
+Policy allows only the report's own inline script and style (by a per-file nonce), images
+from the report's own folder (relative artifact links), and no network connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import html
+import json
+import os
+import re
+import secrets
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pytest_stepflow.report import data as report_data
+from pytest_stepflow.storage.report_rows import ReportReader
+
+_ASSETS = ("template.html", "report.css", "report.js")
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+# Characters that could end the script element or start markup in it, and the two line
+# terminators that are valid in JSON but were not in older JavaScript: as \u escapes they
+# stay the same characters once JSON.parse has read them.
+_JSON_ESCAPES = {
+    ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+    0x2028: "\\u2028", 0x2029: "\\u2029",
+}
+
+
+def embed_json(value: Any) -> str:
+    """`value` as JSON text safe inside a `<script>` element: it never contains `<`, `>`
+    or `&`, so no `</script>`, `<!--` or `<script` can end or change the element."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.translate(_JSON_ESCAPES)
+
+
+def _asset(name: str) -> str:
+    return (resources.files("pytest_stepflow.report") / "assets" / name).read_text("utf-8")
+
+
+def render(payload: dict[str, Any]) -> str:
+    """The complete HTML document for the report data `payload`."""
+    template, css, js = (_asset(name) for name in _ASSETS)
+    run = payload["run"]
+    title = f"stepflow run #{run['number']}" + (f" {run['name']}" if run.get("name") else "")
+    parts = {
+        "nonce": secrets.token_urlsafe(18),
+        "title": html.escape(f"{title} - {run['status']}"),
+        "css": css,
+        "js": js,
+        "data": embed_json(payload),
+    }
+    # One pass: text put in is never scanned for placeholders again.
+    return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], template)
+
+
+def atomic_write(output: Path, text: str) -> int:
+    """Write `text` (UTF-8) to `output` through a temporary file in the same folder and
+    `os.replace`: readers see the old file or the whole new one. Returns the size."""
+    # Lone surrogates (never in a stepflow database, but) become JSON \u escapes.
+    blob = text.encode("utf-8", "backslashreplace")
+    folder = output.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(blob)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide it from a web server
+        os.replace(temporary, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return len(blob)
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    path: Path
+    size: int
+    steps: int
+    details: int
+    seconds: float
+
+
+def write_report(db: ReportReader, number: int, output: Path) -> Written:
+    """Render run `number` of `db` into `output` (atomically)."""
+    began = time.perf_counter()
+    payload = report_data.build(db, number, output.parent)
+    size = atomic_write(output, render(payload))
+    return Written(output, size, len(payload["steps"]["o"]), len(payload["details"]),
+                   time.perf_counter() - began)
+
+
+def write_html_report(db_path: Path, execution_id: str, output: Path) -> None:
+    """Write the HTML report of one execution; what `--stepflow-html PATH` calls at the
+    end of a session (on the controller under xdist), once this process's writer has
+    closed its connection (the file is opened read-only, and checked first).
+
+    Raises StorageError (database unreadable, execution unknown) or OSError (output not
+    writable) with a one-line message.
+    """
+    with ReportReader(db_path) as db:
+        write_report(db, db.number_of(execution_id), output)

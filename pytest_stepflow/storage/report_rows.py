@@ -1,0 +1,162 @@
+"""Bulk reads for the HTML report and the Markdown summary.
+
+`Reader` answers one question at a time with typed records; a report of 60,000 steps needs
+every step of a run at once, so this adds a few set-wise queries that return plain tuples
+(no record per row) and clip large text inside SQLite (`substr`) so a huge output is never
+loaded whole. Read-only like `Reader`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from pytest_stepflow.storage.reader import Reader, RunNotFoundError
+
+
+class ReportStep(NamedTuple):
+    """One step as the report's table and timeline need it."""
+
+    id: int
+    test_id: int
+    file: str
+    nodeid: str
+    worker: str
+    outcome: str
+    started_at: float
+    duration: float
+    attempt: int
+    final: bool
+    kind: str
+    markers: str | None  # JSON array text, as stored
+    reason: str | None
+    detailed: bool  # has a traceback, output, properties, logs, sub-steps or artifacts
+
+
+class DetailRow(NamedTuple):
+    """The per-step fields shown in the detail panel; text clipped to `limit` characters."""
+
+    step_id: int
+    line: int | None
+    parameters: str | None
+    properties: str | None
+    setup_outcome: str | None
+    call_outcome: str | None
+    teardown_outcome: str | None
+    setup_duration: float | None
+    call_duration: float | None
+    teardown_duration: float | None
+    longrepr: str | None
+    longrepr_length: int | None
+    stdout: str | None
+    stdout_length: int | None
+    stderr: str | None
+    stderr_length: int | None
+
+
+class LogRow(NamedTuple):
+    step_id: int
+    phase: str
+    created: float
+    level_name: str
+    logger: str
+    message: str
+    message_length: int
+    file: str | None
+    line: int | None
+    total: int  # records of this step in all (the rows stop at `per_step`)
+
+
+class SubStepRow(NamedTuple):
+    step_id: int
+    id: int
+    parent_id: int | None
+    kind: str
+    phase: str
+    title: str
+    parameters: str | None
+    outcome: str
+    message: str | None
+    started_at: float
+    duration: float
+
+
+def _detailed(substeps: bool) -> str:
+    return (
+        "(s.longrepr IS NOT NULL OR s.stdout IS NOT NULL OR s.stderr IS NOT NULL "
+        "OR (s.properties IS NOT NULL AND s.properties NOT IN ('', '[]')) "
+        "OR EXISTS (SELECT 1 FROM logs g WHERE g.step_id = s.id) "
+        "OR EXISTS (SELECT 1 FROM artifacts a WHERE a.step_id = s.id)"
+        + (" OR EXISTS (SELECT 1 FROM substeps u WHERE u.step_id = s.id))" if substeps else ")")
+    )
+
+
+class ReportReader(Reader):
+    """`Reader` plus the set-wise queries of the report."""
+
+    def __enter__(self) -> ReportReader:
+        return self
+
+    def number_of(self, execution_id: str) -> int:
+        """The number of the execution with this exact id."""
+        rows = self._rows("SELECT number FROM executions WHERE id = ?", (execution_id,))
+        if not rows:
+            raise RunNotFoundError(f"no execution {execution_id} in {self.path}")
+        return int(rows[0][0])
+
+    def report_steps(self, number: int) -> list[ReportStep]:
+        """Every step of a run in collection order."""
+        rows = self._rows(
+            "SELECT s.id, s.test_id, t.file, t.nodeid, s.worker, s.outcome, s.started_at, "
+            "s.duration, s.attempt, s.final, s.kind, s.markers, s.reason, "
+            f"{_detailed(self.has_substeps)} FROM steps s JOIN tests t ON t.id = s.test_id "
+            "WHERE s.execution = ? ORDER BY s.item_index IS NULL, s.item_index, s.id",
+            (number,),
+        )
+        return [ReportStep._make(r) for r in rows]
+
+    def detail_rows(self, number: int, limit: int) -> list[DetailRow]:
+        """Detail fields of the steps of a run that have any, text clipped to `limit`."""
+        rows = self._rows(
+            "SELECT s.id, s.line, s.parameters, s.properties, s.setup_outcome, "
+            "s.call_outcome, s.teardown_outcome, s.setup_duration, s.call_duration, "
+            "s.teardown_duration, substr(s.longrepr, 1, ?1), length(s.longrepr), "
+            "substr(s.stdout, 1, ?1), length(s.stdout), substr(s.stderr, 1, ?1), "
+            "length(s.stderr) FROM steps s WHERE s.execution = ?2 AND "
+            f"{_detailed(self.has_substeps)} ORDER BY s.id",
+            (limit, number),
+        )
+        return [DetailRow._make(r) for r in rows]
+
+    def log_rows(self, number: int, limit: int, per_step: int) -> list[LogRow]:
+        """Log records of a run's steps (the first `per_step` of each), messages clipped."""
+        rows = self._rows(
+            "SELECT step_id, phase, created, level_name, logger, substr(message, 1, ?1), "
+            "length(message), file, line, total FROM ("
+            "  SELECT g.*, row_number() OVER (PARTITION BY g.step_id ORDER BY g.id) AS k, "
+            "         count(*) OVER (PARTITION BY g.step_id) AS total "
+            "  FROM logs g JOIN steps s ON s.id = g.step_id WHERE s.execution = ?2"
+            ") WHERE k <= ?3 ORDER BY step_id, id",
+            (limit, number, per_step),
+        )
+        return [LogRow._make(r) for r in rows]
+
+    def substep_rows(self, number: int, limit: int) -> list[SubStepRow]:
+        if not self.has_substeps:
+            return []
+        rows = self._rows(
+            "SELECT u.step_id, u.id, u.parent_id, u.kind, u.phase, u.title, u.parameters, "
+            "u.outcome, substr(u.message, 1, ?), u.started_at, u.duration FROM substeps u "
+            "JOIN steps s ON s.id = u.step_id WHERE s.execution = ? "
+            "ORDER BY u.step_id, u.position",
+            (limit, number),
+        )
+        return [SubStepRow._make(r) for r in rows]
+
+    def run_outcomes(self, number: int) -> dict[int, str]:
+        """Test id -> final outcome in run `number` (test steps only). Where a test has
+        several final steps (--dist each), a failure or error wins: those rows come last."""
+        return dict(self._rows(
+            "SELECT test_id, outcome FROM steps WHERE execution = ? AND final AND "
+            "kind = 'test' ORDER BY outcome IN ('failed', 'error')",
+            (number,),
+        ))
