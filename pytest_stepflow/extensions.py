@@ -1,0 +1,167 @@
+"""Calling stepflow's hooks (hookspecs.py) one implementation at a time.
+
+pluggy stops at the first implementation that raises and its error does not say whose it
+was; calling the implementations ourselves names the hook and the plugin, keeps the others
+running, and applies each one's result only when it succeeded. Immutable records make that
+cheap: an implementation cannot half-change a step, it can only return a new one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from pluggy import HookImpl
+
+from pytest_stepflow.model import Artifact, Step, SubStep
+from pytest_stepflow.notices import Notices
+
+if TYPE_CHECKING:
+    from pytest_stepflow.model import ExecutionStarted, ExecutionSummary
+    from pytest_stepflow.substeps import Collector
+
+PREPARE = "pytest_stepflow_step_prepare"
+RECORDED = "pytest_stepflow_step_recorded"
+_IDENTITY = ("execution_id", "nodeid", "worker", "attempt", "kind")
+_TEXT = frozenset({"execution_id", "nodeid", "worker", "kind", "name", "outcome"})
+_JSON = {"parameters": dict, "markers": list, "properties": list}
+
+
+class HookError(Exception):
+    """An implementation returned something stepflow cannot use."""
+
+
+def check_step(new: object, old: Step) -> Step:
+    """`new` if it is a Step stepflow can write in place of `old`; HookError otherwise."""
+    if not isinstance(new, Step):
+        raise HookError(f"returned {type(new).__name__}; expected a Step, None or False")
+    for field in _IDENTITY:
+        if getattr(new, field) != getattr(old, field):
+            raise HookError(f"changed the step's {field}, which identifies it")
+    for field in _TEXT:
+        if not isinstance(getattr(new, field), str):
+            raise HookError(f"set {field} to a {type(getattr(new, field)).__name__}")
+    for field, kind in _JSON.items():
+        text = getattr(new, field)
+        if text is None:
+            continue
+        try:
+            ok = isinstance(text, str) and isinstance(json.loads(text), kind)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise HookError(f"set {field} to something that is not a JSON {kind.__name__}")
+    if not all(isinstance(s, SubStep) for s in new.substeps) or not all(
+        isinstance(a, Artifact) for a in new.artifacts
+    ):
+        raise HookError("set substeps or artifacts to something other than SubStep/Artifact")
+    return new
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+class Extensions:
+    """The hooks of one process, with the implementations known after collection cached."""
+
+    def __init__(self, config: pytest.Config, notices: Notices) -> None:
+        self.config = config
+        self.notices = notices
+        self.prepare_used = False  # any implementation at all: the per-step fast path
+        self.recorded_used = False
+        self._by_path: dict[tuple[str, object], list[HookImpl]] = {}
+
+    def refresh(self) -> None:
+        """After collection every conftest.py is registered: see who implements what."""
+        hook = self.config.hook
+        self.prepare_used = bool(getattr(hook, PREPARE).get_hookimpls())
+        self.recorded_used = bool(getattr(hook, RECORDED).get_hookimpls())
+        self._by_path.clear()
+
+    def _impls(self, name: str, item: pytest.Item | None) -> list[HookImpl]:
+        """Call order; for an item, only the conftest.py files that apply to its path."""
+        key = (name, item.path if item is not None else None)
+        impls = self._by_path.get(key)
+        if impls is None:
+            relay = item.ihook if item is not None else self.config.hook
+            impls = self._by_path[key] = [
+                impl for impl in reversed(getattr(relay, name).get_hookimpls())
+                if not (impl.wrapper or impl.hookwrapper)
+            ]
+        return impls
+
+    def _call(self, name: str, kwargs: dict[str, Any], item: pytest.Item | None = None,
+              config: pytest.Config | None = None) -> Iterator[tuple[HookImpl, Any]]:
+        """(implementation, result) of each implementation that did not raise."""
+        for impl in self._impls(name, item):
+            try:
+                result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            except pytest.exit.Exception:
+                raise
+            except (Exception, pytest.skip.Exception, pytest.fail.Exception) as exc:
+                self.failed(name, impl, exc, config)
+                continue
+            yield impl, result
+
+    def failed(self, name: str, impl: HookImpl, exc: BaseException | str,
+               config: pytest.Config | None = None) -> None:
+        what = exc if isinstance(exc, str) else f"raised {_describe(exc)}"
+        code = getattr(impl.function, "__code__", None)
+        where = (code.co_filename, code.co_firstlineno) if code is not None else None
+        self.notices.add(
+            f"hook {name} of plugin {impl.plugin_name!r} {what}; its changes were not applied",
+            every=False, config=config, where=where,
+        )
+
+    # ---- the four hooks ------------------------------------------------------------------
+
+    def execution_start(self, execution: ExecutionStarted) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        name = "pytest_stepflow_execution_start"
+        kwargs = {"config": self.config, "execution": execution}
+        for impl, result in self._call(name, kwargs, config=self.config):
+            if result is None:
+                continue
+            try:
+                if not isinstance(result, dict):
+                    raise HookError(f"returned {type(result).__name__}; expected a dict or None")
+                json.dumps(result)
+            except (HookError, TypeError, ValueError) as exc:
+                self.failed(name, impl, f"returned unusable metadata ({exc})", self.config)
+                continue
+            merged.update(result)
+        return merged
+
+    def step_prepare(self, step: Step, item: pytest.Item | None,
+                     collector: Collector | None) -> Step | None:
+        """The step as the implementations leave it; None when one vetoed it."""
+        kwargs: dict[str, Any] = {"step": step, "item": item}
+        for impl in self._impls(PREPARE, item):
+            mark = len(collector.artifacts) if collector is not None else 0
+            try:
+                result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+                if result is False:
+                    return None
+                if result is not None and result is not True:
+                    kwargs["step"] = check_step(result, kwargs["step"])
+            except pytest.exit.Exception:
+                raise
+            except (Exception, pytest.skip.Exception, pytest.fail.Exception) as exc:
+                if collector is not None:  # what it attached goes with its other changes
+                    del collector.artifacts[mark:]
+                self.failed(PREPARE, impl, exc)
+        new: Step = kwargs["step"]
+        return new
+
+    def step_recorded(self, step: Step, item: pytest.Item | None) -> None:
+        for _ in self._call(RECORDED, {"step": step, "item": item}, item):
+            pass
+
+    def execution_finish(self, summary: ExecutionSummary) -> None:
+        kwargs = {"config": self.config, "summary": summary}
+        for _ in self._call("pytest_stepflow_execution_finish", kwargs, config=self.config):
+            pass
