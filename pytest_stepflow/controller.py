@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pytest_stepflow.artifacts import size_text
 from pytest_stepflow.clock import CLOCK
 from pytest_stepflow.model import Record, Step
 from pytest_stepflow.recorder import StepRecorder, collect_step
@@ -40,13 +41,14 @@ class Controller(Owner):
         self.workers_seen: set[str] = set()
         self.workers_done: set[str] = set()
         self.recovered = 0  # steps of dead workers written from the controller's reports
+        self.vetoed = 0  # steps the workers' pytest_stepflow_step_prepare hooks dropped
         self.failed_reports = 0
         self._recent: dict[str, collections.deque[pytest.TestReport]] = {}
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._starts: dict[str, float] = {}
 
     def completed_steps(self) -> int:
-        return self.reported
+        return self.reported - self.vetoed
 
     def total_steps(self) -> int:
         return self.collected + self.collect_error_count
@@ -62,10 +64,17 @@ class Controller(Owner):
         if self.writer is None:
             return
         s = self.settings
+        # The run's artifact total is split evenly: no process has to ask another.
+        workers = max(1, self.worker_count)
+        share = s.max_artifact_total // workers
+        note = (f" per xdist worker ({size_text(s.max_artifact_total)} for the run, split "
+                f"between {workers} workers)") if workers > 1 else ""
         node.workerinput[WORKERINPUT_KEY] = {
             "execution_id": self.started.id, "db_path": str(s.db_path),
             "batch_size": s.batch_size, "flush_interval": s.flush_interval,
             "retry_budget": s.retry_budget, "capture": s.capture, "max_output": s.max_output,
+            "max_artifact_size": s.max_artifact_size, "max_artifact_total": share,
+            "artifact_total_note": note, "attach_on_failure": list(s.attach_on_failure),
         }
 
     @pytest.hookimpl(optionalhook=True)
@@ -84,6 +93,8 @@ class Controller(Owner):
         output = getattr(node, "workeroutput", {}).get(WORKERINPUT_KEY)
         if output:
             self.worker_stats.merge(output["stats"])
+            self.vetoed += int(output.get("vetoed", 0))
+            self.notices.merge(output.get("notices", {}))
         if error is not None or not output:
             self._recover(worker)
         self._recent.pop(worker, None)
@@ -95,6 +106,7 @@ class Controller(Owner):
         if not reports or self.writer is None:
             return
         rebuilt: list[Record] = []
+        # No hooks here: the items (and the conftest.py files' view of them) are the worker's.
         shadow = StepRecorder(
             execution_id=self.started.id, worker=worker, submit=rebuilt.append, clock=CLOCK,
             log_handler=None, capture=self.settings.capture,
@@ -157,8 +169,18 @@ class Controller(Owner):
             return
         self.collect_error_count += report.failed
         self.reported += 1
-        self.writer.submit(collect_step(report, self.started.id, "main", CLOCK.now(),
-                                        self.settings.max_output))
+        step = collect_step(report, self.started.id, "main", CLOCK.now(),
+                            self.settings.max_output)
+        extensions = self.extensions
+        if extensions.prepare_used:  # as a worker does for its tests
+            prepared = extensions.step_prepare(step, None, None)
+            if prepared is None:
+                self.vetoed += 1
+                return
+            step = prepared
+        self.writer.submit(step)
+        if extensions.recorded_used:
+            extensions.step_recorded(step, None)
 
     def merged(self, stats: WriterStats) -> dict[str, Any]:
         total = WriterStats()
@@ -174,7 +196,8 @@ class Controller(Owner):
         assert self.writer is not None
         self.writer.flush(drain_timeout(self.settings))  # our own recovered/collection steps
         merged = self.merged(self.writer.stats)
-        expected = self.reported - merged["spilled_steps"] - merged["lost_steps"]
+        expected = (self.reported - self.vetoed - merged["spilled_steps"]
+                    - merged["lost_steps"])
         try:
             recorded = count_steps(self.settings.db_path, self.started.id)
         except StorageError:

@@ -1,7 +1,8 @@
 """The pytest11 entry point: options, and a lazy role gate.
 
-When `--stepflow` is off this module only declares options: nothing is registered and
-nothing heavy (sqlite3, asyncio, aiosqlite) is imported.
+When `--stepflow` is off this module only declares options, hooks and the `stepflow`
+fixture (whose calls are then no-ops): nothing is registered and nothing heavy (sqlite3,
+asyncio, aiosqlite) is imported.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_stepflow.api import STEPFLOW, Stepflow
 from pytest_stepflow.settings import add_options, enabled
 
 if TYPE_CHECKING:
@@ -20,6 +22,20 @@ recording_key = pytest.StashKey["Recording"]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_stepflow import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@pytest.fixture
+def stepflow() -> Stepflow:
+    """Sub-steps and attachments: `with stepflow.step("log in", user="bob"):`,
+    `stepflow.attach(path_or_bytes_or_text, name=None, mime=None)`. No-ops without
+    --stepflow. The same calls are importable: `from pytest_stepflow import step, attach`."""
+    return STEPFLOW
 
 
 @pytest.hookimpl(trylast=True)
@@ -57,8 +73,12 @@ def _is_xdist_controller(config: pytest.Config) -> bool:
 
 
 def _register(config: pytest.Config, recording: Recording) -> None:
+    from pytest_stepflow import fixtures
+
     config.stash[recording_key] = recording
     config.pluginmanager.register(recording, "stepflow-session")
+    if not config.pluginmanager.has_plugin("stepflow-fixtures"):
+        config.pluginmanager.register(fixtures, "stepflow-fixtures")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -68,3 +88,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     del config.stash[recording_key]
     recording.stop()
     config.pluginmanager.unregister(recording)
+    fixtures = config.pluginmanager.get_plugin("stepflow-fixtures")
+    if fixtures is not None:
+        config.pluginmanager.unregister(fixtures)

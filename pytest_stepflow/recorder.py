@@ -3,7 +3,11 @@
 A step is finished by its teardown report (or by a `rerun` report from pytest-rerunfailures,
 which logs no teardown for a failed attempt); building it is a handful of attribute reads and
 one append to the writer's buffer. Text is rendered only for failures and only what the
-capture policy keeps.
+capture policy keeps. Sub-steps, artifacts and the extension hooks cost a flag test each
+when nobody uses them.
+
+pytest's subtests report through the same hook as the test's phases (`when == "call"`, even
+from a fixture's setup or teardown): they are sub-steps, never phases of the test.
 """
 
 from __future__ import annotations
@@ -12,15 +16,21 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_stepflow.capture import StepLogHandler, clip
 from pytest_stepflow.clock import RealClock
 from pytest_stepflow.model import Outcome, Record, Step
+from pytest_stepflow.substeps import Collector, params_json
+
+if TYPE_CHECKING:
+    from pytest_stepflow.extensions import Extensions
 
 _FAILING = frozenset({Outcome.FAILED.value, Outcome.ERROR.value})
 MAX_PARAMETER_REPR = 200
+_TestReport = pytest.TestReport
 
 
 def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str | None:
@@ -90,6 +100,19 @@ def collect_step(
                 None, None)
 
 
+def is_subtest(report: pytest.TestReport) -> bool:
+    """A report of pytest's `subtests` fixture (or of the pytest-subtests plugin)."""
+    return type(report) is not _TestReport and getattr(report, "context", None) is not None
+
+
+def _subtest_text(report: pytest.TestReport, limit: int) -> str | None:
+    """A failed subtest's report with its own captured output (the test's output lacks it)."""
+    text = report.longreprtext
+    for title, content in report.sections:
+        text += f"\n----- {title} -----\n{content}"
+    return clip(text, limit)
+
+
 def _parameters(item: pytest.Item | None) -> str | None:
     callspec = getattr(item, "callspec", None)
     if callspec is None or not callspec.params:
@@ -124,6 +147,8 @@ class StepRecorder:
         log_handler: StepLogHandler | None,
         capture: str,
         max_output: int,
+        collector: Collector | None = None,
+        extensions: Extensions | None = None,
     ) -> None:
         self.execution_id = execution_id
         self.worker = worker
@@ -132,8 +157,11 @@ class StepRecorder:
         self.log_handler = log_handler
         self.capture = capture
         self.max_output = max_output
+        self.collector = collector if collector is not None else Collector(clock, None, None)
+        self.extensions = extensions
         self.outcomes: Counter[str] = Counter()
         self.steps = 0
+        self.vetoed = 0  # steps a pytest_stepflow_step_prepare implementation dropped
         self.collected = 0
         self.collect_steps = 0
         self.collect_errors = 0
@@ -148,10 +176,16 @@ class StepRecorder:
 
     # ---- collection ----------------------------------------------------------------------
 
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if self.extensions is not None:  # for collection errors; again once all is collected
+            self.extensions.refresh()
+
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._items = {item.nodeid: (i, item) for i, item in enumerate(session.items)}
         self.collected = len(session.items)
+        if self.extensions is not None:
+            self.extensions.refresh()
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """Collection errors and module-level skips are steps, as pytest counts them."""
@@ -176,6 +210,7 @@ class StepRecorder:
     def _arm(self) -> None:
         self._rerun = False
         self._started = self.clock.now()
+        self.collector.begin()
         handler = self.log_handler
         if handler is None:
             return
@@ -190,6 +225,9 @@ class StepRecorder:
         """Attempts end at their teardown report; pytest-rerunfailures marks a failed attempt
         that will be retried with outcome 'rerun' (older versions log no teardown for it, so
         a new setup report also ends the previous attempt)."""
+        if type(report) is not _TestReport and is_subtest(report):
+            self._subtest(report)
+            return
         when = report.when
         reports = self._reports
         if when == "setup" and reports:
@@ -204,8 +242,29 @@ class StepRecorder:
         reports[when] = report
         if when == "teardown":
             self._finish(report, final=not self._rerun)
-        elif self.log_handler is not None:
-            self.log_handler.phase = "call" if when == "setup" else "teardown"
+        else:
+            phase = "call" if when == "setup" else "teardown"
+            self.collector.phase = phase
+            if self.log_handler is not None:
+                self.log_handler.phase = phase
+
+    def _subtest(self, report: pytest.TestReport) -> None:
+        context = getattr(report, "context", None)
+        msg = getattr(context, "msg", None)
+        wasxfail = getattr(report, "wasxfail", None)
+        message = None
+        if report.failed:
+            outcome, message = "failed", _subtest_text(report, self.max_output)
+        elif report.skipped:
+            outcome = "skipped" if wasxfail is None else "xfailed"
+            message = skip_reason(report) if wasxfail is None else wasxfail or None
+        else:
+            outcome = "passed"
+        self.collector.add_finished(
+            "subtest", str(msg) if msg is not None else "subtest",
+            params_json(dict(getattr(context, "kwargs", None) or {})), outcome, message,
+            float(report.duration),
+        )
 
     def _finish(self, last: pytest.TestReport, final: bool) -> None:
         reports, self._reports = self._reports, {}
@@ -228,6 +287,7 @@ class StepRecorder:
         else:
             index, name, parameters, markers = None, nodeid.rpartition("::")[2], None, None
         line = last.location[1]
+        substeps, artifacts = self.collector.take()
         self._emit(
             Step(
                 self.execution_id, nodeid, self.worker, attempt, final, "test", index,
@@ -238,8 +298,11 @@ class StepRecorder:
                 sum(r.duration for r in reports.values()), self._started, self.clock.now(),
                 clip(longrepr, self.max_output) if longrepr else None, reason, stdout, stderr,
                 _properties(last.user_properties) if last.user_properties else None, logs,
-            )
+                substeps, artifacts,
+            ),
+            entry[1] if entry is not None else None,
         )
+        self.collector.end()
 
     def _output(self, report: pytest.TestReport) -> tuple[str | None, str | None]:
         """stdout and stderr of every phase so far (the last report carries all sections)."""
@@ -272,11 +335,26 @@ class StepRecorder:
         unique = list(dict.fromkeys(_names(own) + inherited))
         return json.dumps(unique) if unique else None
 
-    def _emit(self, step: Step) -> None:
+    def _emit(self, step: Step, item: pytest.Item | None = None) -> None:
+        if step.final:  # pytest's accounting, whatever a hook makes of the step
+            self.outcomes[step.outcome] += 1
+        extensions = self.extensions
+        if extensions is not None and extensions.prepare_used:
+            prepared = extensions.step_prepare(step, item, self.collector)
+            _, late = self.collector.take()  # attached by the hook implementations
+            if prepared is None:
+                self.vetoed += 1
+                return
+            if late:
+                step = prepared._replace(
+                    artifacts=prepared.artifacts + tuple(a._replace(substep=None) for a in late)
+                )
+            else:
+                step = prepared
         self.submit(step)
         self.steps += 1
-        if step.final:
-            self.outcomes[step.outcome] += 1
+        if extensions is not None and extensions.recorded_used:
+            extensions.step_recorded(step, item)
 
 
 def _properties(properties: list[tuple[str, object]]) -> str | None:

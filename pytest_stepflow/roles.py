@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from pathlib import Path
@@ -19,17 +20,29 @@ from typing import Any
 import pytest
 
 from pytest_stepflow import __version__
+from pytest_stepflow.artifacts import ArtifactStore
 from pytest_stepflow.capture import StepLogHandler
 from pytest_stepflow.clock import CLOCK
 from pytest_stepflow.environment import ci_info, git_info
 from pytest_stepflow.execution import display_path, final_status, new_execution
-from pytest_stepflow.model import ExecutionFinished, ExecutionMetadata, Heartbeat, Record
+from pytest_stepflow.extensions import Extensions
+from pytest_stepflow.model import (
+    ExecutionFinished,
+    ExecutionMetadata,
+    ExecutionSummary,
+    Heartbeat,
+    Record,
+)
+from pytest_stepflow.notices import Notices
+from pytest_stepflow.onfailure import FailureAttacher
 from pytest_stepflow.recorder import StepRecorder
 from pytest_stepflow.settings import Settings
 from pytest_stepflow.storage.bootstrap import start_execution
 from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.spill import ImportResult
+from pytest_stepflow.storage.summary import outcome_counts
 from pytest_stepflow.storage.writer import BatchWriter, WriterStats
+from pytest_stepflow.substeps import Collector, activate, deactivate
 
 WORKERINPUT_KEY = "stepflow"
 
@@ -65,6 +78,10 @@ class Recording:
         self.log_handler: StepLogHandler | None = None
         self.problem: str | None = None  # why nothing is being recorded
         self.stats: WriterStats | None = None
+        self.notices = Notices()  # refused artifacts, failing hook implementations
+        self.extensions = Extensions(config, self.notices)
+        self.collector: Collector | None = None
+        self.attacher: FailureAttacher | None = None
 
     def _start_writer(self, **kwargs: Any) -> BatchWriter:
         s = self.settings
@@ -74,19 +91,42 @@ class Recording:
         self.writer.start()
         return self.writer
 
-    def _start_recorder(self, execution_id: str, worker: str) -> None:
+    def _start_recorder(self, execution_id: str, worker: str, total_note: str = "") -> None:
         assert self.writer is not None
+        s = self.settings
         self.log_handler = StepLogHandler(_log_level(self.config), CLOCK)
         logging.getLogger().addHandler(self.log_handler)
+        store = ArtifactStore(s.db_path.parent, s.max_artifact_size, s.max_artifact_total,
+                              total_note)
+        self.collector = Collector(CLOCK, store, self.notices)
         self.recorder = StepRecorder(
             execution_id=execution_id, worker=worker, submit=self.writer.submit, clock=CLOCK,
-            log_handler=self.log_handler, capture=self.settings.capture,
-            max_output=self.settings.max_output,
+            log_handler=self.log_handler, capture=s.capture, max_output=s.max_output,
+            collector=self.collector, extensions=self.extensions,
         )
         self.config.pluginmanager.register(self.recorder, "stepflow-recorder")
+        if s.attach_on_failure:
+            self.attacher = FailureAttacher(self.collector, s.attach_on_failure)
+            self.config.pluginmanager.register(self.attacher, "stepflow-attach-on-failure")
+        activate(self.collector)
+
+    def testsuite_property(self, name: str, value: object) -> None:
+        """`record_testsuite_property`: merged into the execution's metadata (from workers
+        too, where junitxml drops them); the last value of a name wins."""
+        recorder, writer = self.recorder, self.writer
+        if recorder is None or writer is None:
+            return
+        patch = {"testsuite_properties": {str(name): _json_value(value)}}
+        writer.submit(ExecutionMetadata(recorder.execution_id, json.dumps(patch)))
 
     def stop(self) -> None:
         """Unconfigure: make sure nothing is left running, whatever happened before."""
+        if self.collector is not None:
+            deactivate(self.collector)
+            self.collector = None
+        if self.attacher is not None:
+            self.config.pluginmanager.unregister(self.attacher)
+            self.attacher = None
         if self.log_handler is not None:
             logging.getLogger().removeHandler(self.log_handler)
             self.log_handler = None
@@ -107,6 +147,12 @@ class Owner(Recording):
         self.started = new_execution(config, name=settings.name, tags=settings.tags,
                                      clock=CLOCK, worker_count=self.worker_count,
                                      version=__version__)
+        extra = self.extensions.execution_start(self.started)
+        if extra:
+            metadata = {**json.loads(self.started.metadata), **extra}
+            self.started = self.started._replace(
+                metadata=json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+            )
         self.number: int | None = None
         self.interrupted = False
         self.internal_error: str | None = None
@@ -156,6 +202,7 @@ class Owner(Recording):
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.extensions.refresh()  # an xdist controller collects nothing: all is known now
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if self.problem and reporter is not None:
             reporter.write_line(f"stepflow: warning: not recording: {self.problem}", yellow=True)
@@ -196,6 +243,21 @@ class Owner(Recording):
             )
 
         self.stats = self.writer.close(drain_timeout(self.settings), final=finish)
+        self._announce_finish(status.value, int(exitstatus))
+
+    def _announce_finish(self, status: str, exit_code: int) -> None:
+        """pytest_stepflow_execution_finish, once the final row is written."""
+        if self.stats is None:
+            return
+        try:
+            outcomes = outcome_counts(self.settings.db_path, self.started.id)
+        except StorageError:
+            outcomes = dict(self.recorder.outcomes) if self.recorder else {}
+        self.extensions.execution_finish(ExecutionSummary(
+            self.started.id, self.number, str(self.settings.db_path), status, exit_code,
+            CLOCK.now() - self._t0, self.completed_steps(), outcomes, self.worker_count,
+            self.merged(self.stats),
+        ))
 
     def collect_errors(self) -> int:
         return 0
@@ -256,6 +318,8 @@ class Owner(Recording):
             terminalreporter.write_line(
                 f"stepflow: marked {runs} interrupted (its process is gone)"
             )
+        for notice in self.notices.lines():
+            terminalreporter.write_line(notice, yellow=True)
 
 
 class Standalone(Owner):
@@ -278,7 +342,8 @@ class Worker(Recording):
     def __init__(self, config: pytest.Config, settings: Settings, info: dict[str, Any]) -> None:
         super().__init__(config, settings)
         self._start_writer()
-        self._start_recorder(info["execution_id"], str(config.workerinput["workerid"]))  # type: ignore[attr-defined]
+        self._start_recorder(info["execution_id"], str(config.workerinput["workerid"]),  # type: ignore[attr-defined]
+                             str(info.get("artifact_total_note", "")))
         assert self.recorder is not None
         self.recorder.record_collection = False  # the controller records collection errors
 
@@ -289,4 +354,16 @@ class Worker(Recording):
         self.config.workeroutput[WORKERINPUT_KEY] = {  # type: ignore[attr-defined]
             "stats": self.stats.as_dict(),
             "steps": recorder.steps if recorder else 0,
+            "vetoed": recorder.vetoed if recorder else 0,
+            "notices": self.notices.counts,
         }
+
+
+def _json_value(value: object) -> object:
+    """A value json_patch can merge: plain JSON as it is, anything else as text (junitxml
+    stores str(value) too); None would delete the key, NaN is not JSON."""
+    if isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return str(value)

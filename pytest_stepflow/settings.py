@@ -50,6 +50,20 @@ OPTIONS = (
         "(default 30)",
         metavar="SECONDS",
     ),
+    Option("max-artifact-size", "largest artifact stored, e.g. 10MiB (default 50MiB)",
+           metavar="SIZE"),
+    Option(
+        "max-artifact-total",
+        "total size of the artifacts one run stores, e.g. 2GiB (default 1GiB; split evenly "
+        "between xdist workers)",
+        metavar="SIZE",
+    ),
+    Option(
+        "attach-on-failure",
+        "attach the files of a failed test's tmp_path that match GLOB (e.g. '*.png', "
+        "'**/*.log'), repeatable",
+        "linelist", "GLOB", repeatable=True,
+    ),
 )
 
 
@@ -81,6 +95,9 @@ class Settings:
     capture: str
     max_output: int
     retry_budget: float
+    max_artifact_size: int = 50 << 20
+    max_artifact_total: int = 1 << 30
+    attach_on_failure: tuple[str, ...] = ()
 
 
 def enabled(config: pytest.Config) -> bool:
@@ -128,6 +145,28 @@ def parse_size(value: str) -> int | None:
     return int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
 
 
+def _size(config: pytest.Config, name: str, default: str) -> int:
+    text = str(_raw(config, name) or default)
+    size = parse_size(text)
+    if size is None:
+        raise _fail(name, text, "a size in bytes, e.g. 0, 65536, 512KiB, 10MiB, 2GiB")
+    return size
+
+
+def parse_globs(values: list[str]) -> tuple[str, ...]:
+    """Patterns relative to a test's tmp_path: nothing absolute, nothing that climbs out."""
+    globs: list[str] = []
+    for value in values:
+        pattern = str(value).strip()
+        parts = pattern.replace("\\", "/").split("/")
+        if not pattern or pattern.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+            raise _fail("attach-on-failure", value,
+                        "a glob relative to the test's tmp_path, e.g. '*.png' or '**/*.log'")
+        if pattern not in globs:
+            globs.append(pattern)
+    return tuple(globs)
+
+
 def parse_tags(values: list[str]) -> dict[str, str]:
     tags: dict[str, str] = {}
     for value in values:
@@ -156,6 +195,9 @@ def resolve(config: pytest.Config) -> Settings:
         raise _fail("max-output", size_text, "a size of at least 1024 bytes, e.g. 65536, 512KiB")
     ini_tags = config.getini("stepflow_tag") or []
     cli_tags = config.getoption("stepflow_tag") or []
+    # Repeatable and additive like tags: the ini's patterns and the command line's.
+    globs = [*(config.getini("stepflow_attach_on_failure") or []),
+             *(config.getoption("stepflow_attach_on_failure") or [])]
     return Settings(
         db_path=Path(os.path.abspath(db)),
         name=_raw(config, "name"),
@@ -168,6 +210,9 @@ def resolve(config: pytest.Config) -> Settings:
         max_output=max_output,
         retry_budget=_number("retry-budget", _raw(config, "retry-budget") or 30, float, 0,
                              "seconds, 0 or more"),
+        max_artifact_size=_size(config, "max-artifact-size", "50MiB"),
+        max_artifact_total=_size(config, "max-artifact-total", "1GiB"),
+        attach_on_failure=parse_globs(globs),
     )
 
 
@@ -182,4 +227,7 @@ def from_workerinput(info: Mapping[str, Any]) -> Settings:
         capture=str(info["capture"]),
         max_output=int(info["max_output"]),
         retry_budget=float(info["retry_budget"]),
+        max_artifact_size=int(info.get("max_artifact_size", 50 << 20)),
+        max_artifact_total=int(info.get("max_artifact_total", 1 << 30)),
+        attach_on_failure=tuple(info.get("attach_on_failure", ())),
     )

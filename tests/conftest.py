@@ -4,8 +4,9 @@
 the pytester directory, opens the database read-only and checks, on every run:
 - the database passes `PRAGMA integrity_check`;
 - the run made exactly one new execution, it is finished, its exit code is pytest's;
-- every step, log and artifact belongs to something (no orphans);
-- the steps account for every entry of pytest's own summary line, outcome by outcome.
+- every step, log, sub-step and artifact belongs to something (no orphans);
+- the steps (and their subtests) account for every entry of pytest's own summary line,
+  outcome by outcome.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ import pytest_stepflow.roles  # noqa: F401
 
 pytest_plugins = ["pytester"]
 
-# pytest's summary nouns, as RunResult.parseoutcomes() reports them.
-SUMMARY_KEYS = ("passed", "failed", "errors", "skipped", "xfailed", "xpassed", "rerun")
+# pytest's summary nouns, as RunResult.parseoutcomes() reports them ("3 subtests passed" is
+# parsed as "subtests").
+SUMMARY_KEYS = ("passed", "failed", "errors", "skipped", "xfailed", "xpassed", "rerun",
+                "subtests")
 
 
 def connect_ro(path: Path) -> sqlite3.Connection:
@@ -67,10 +70,37 @@ def expected_summary(steps: list[dict[str, Any]]) -> Counter[str]:
     return counts
 
 
+def subtest_summary(subtests: list[dict[str, Any]], verbosity: int) -> Counter[str]:
+    """What pytest's summary line counts for subtests (pytest 9, `_pytest/subtests.py`,
+    `pytest_report_teststatus`): each failed subtest as one more "failed"; at a verbosity
+    other than 0 (-q or -v) also each skipped, xfailed and passed one (the latter as
+    "subtests passed"). The test that holds them is counted on its own as well (failed when
+    a subtest failed)."""
+    counts: Counter[str] = Counter()
+    for sub in subtests:
+        outcome = sub["outcome"]
+        if outcome == "failed":
+            counts["failed"] += 1
+        elif verbosity != 0:
+            counts["subtests" if outcome == "passed" else outcome] += 1
+    return counts
+
+
+def verbosity_of(args: tuple[str, ...]) -> int:
+    level = 0
+    for arg in args:
+        if arg in ("--verbose", "--quiet"):
+            level += 1 if arg == "--verbose" else -1
+        elif arg.startswith("-") and not arg.startswith("--") and set(arg[1:]) <= {"v", "q"}:
+            level += arg.count("v") - arg.count("q")
+    return level
+
+
 @dataclasses.dataclass
 class StepflowRun:
     result: pytest.RunResult
     db: Path
+    verbosity: int = 0
 
     def query(self, sql: str, *params: object) -> list[dict[str, Any]]:
         return query(self.db, sql, *params)
@@ -93,6 +123,21 @@ class StepflowRun:
 
     def logs(self, step_id: int) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM logs WHERE step_id = ? ORDER BY id", step_id)
+
+    def substeps(self, step_id: int | None = None) -> list[dict[str, Any]]:
+        """Sub-steps of one step, or of the whole (latest) execution, in position order."""
+        if step_id is not None:
+            return self.query("SELECT * FROM substeps WHERE step_id = ? ORDER BY position",
+                              step_id)
+        return self.query(
+            "SELECT x.* FROM substeps x JOIN steps s ON s.id = x.step_id WHERE s.execution = ? "
+            "ORDER BY x.step_id, x.position", self.execution["number"])
+
+    def artifacts(self, step_id: int | None = None) -> list[dict[str, Any]]:
+        if step_id is not None:
+            return self.query("SELECT * FROM artifacts WHERE step_id = ? ORDER BY id", step_id)
+        return self.query("SELECT * FROM artifacts WHERE execution = ? ORDER BY id",
+                          self.execution["number"])
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -120,6 +165,14 @@ def check_invariants(run: StepflowRun, executions_before: int) -> None:
         "SELECT count(*) AS n FROM steps WHERE test_id NOT IN (SELECT id FROM tests)",
         "SELECT count(*) AS n FROM logs WHERE step_id NOT IN (SELECT id FROM steps)",
         "SELECT count(*) AS n FROM artifacts WHERE step_id NOT IN (SELECT id FROM steps)",
+        "SELECT count(*) AS n FROM substeps WHERE step_id NOT IN (SELECT id FROM steps)",
+        # A sub-step's parent and an artifact's sub-step belong to the same step.
+        "SELECT count(*) AS n FROM substeps c JOIN substeps p ON p.id = c.parent_id "
+        "WHERE p.step_id != c.step_id OR p.position >= c.position",
+        "SELECT count(*) AS n FROM artifacts a JOIN substeps x ON x.id = a.substep_id "
+        "WHERE x.step_id != a.step_id",
+        "SELECT count(*) AS n FROM artifacts a JOIN steps s ON s.id = a.step_id "
+        "WHERE a.execution != s.execution",
     ):
         assert query(db, sql)[0]["n"] == 0, sql
     steps = run.steps
@@ -127,6 +180,9 @@ def check_invariants(run: StepflowRun, executions_before: int) -> None:
     outcomes = run.result.parseoutcomes() if run.result.outlines else {}
     pytest_counts = {key: outcomes.get(key, 0) for key in SUMMARY_KEYS}
     ours = expected_summary(steps)
+    subtests = query(db, "SELECT x.outcome FROM substeps x JOIN steps s ON s.id = x.step_id "
+                         "WHERE x.kind = 'subtest' AND s.execution = ?", execution["number"])
+    ours.update(subtest_summary(subtests, run.verbosity))
     assert {key: ours.get(key, 0) for key in SUMMARY_KEYS} == pytest_counts
     stats = json.loads(execution["writer_stats"])
     assert stats["spilled"] == 0 and stats["lost"] == 0, stats
@@ -178,7 +234,7 @@ def run_stepflow(
             result = pytester.runpytest_subprocess(*argv)
         else:
             result = pytester.runpytest_inprocess(*argv)
-        stepflow_run = StepflowRun(result, stepflow_db)
+        stepflow_run = StepflowRun(result, stepflow_db, verbosity_of(args))
         if check:
             check_invariants(stepflow_run, before)
         return stepflow_run
