@@ -8,15 +8,24 @@ from collections.abc import Callable
 import pytest
 from inventory import Cart, Inventory, PaymentGateway
 
+from pytest_stepflow import Stepflow, attach, step
+
 logger = logging.getLogger(__name__)
 
 
-def test_checkout_logs_progress(warehouse: Inventory) -> None:
+@step("reserve {quantity} x {sku}")
+def reserve(warehouse: Inventory, sku: str, quantity: int) -> None:
+    warehouse.reserve(sku, quantity)
+
+
+def test_checkout_logs_progress(warehouse: Inventory, stepflow: Stepflow) -> None:
     logger.info("starting checkout for 12 x APL-0001")
-    warehouse.reserve("APL-0001", 12)
-    if warehouse.available("APL-0001") < 10:
-        logger.warning("APL-0001 running low after checkout")
-    logger.error("receipt printer offline; falling back to e-mail receipt")
+    with stepflow.step("check out", customer="bob"):
+        reserve(warehouse, "APL-0001", 12)
+        if warehouse.available("APL-0001") < 10:
+            logger.warning("APL-0001 running low after checkout")
+        with stepflow.step("send receipt"):
+            logger.error("receipt printer offline; falling back to e-mail receipt")
     assert warehouse.available("APL-0001") == 8
 
 
@@ -26,6 +35,7 @@ def test_receipt_is_printed() -> None:
     print("RECEIPT")
     print(f"  APL-0001 x4  {cart.total():.2f}")
     print("deprecated: receipt layout v1 will be removed", file=sys.stderr)
+    attach(f"RECEIPT\n  APL-0001 x4  {cart.total():.2f}\n", name="receipt.txt")
     assert cart.total() == 2.00
 
 
