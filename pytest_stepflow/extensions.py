@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 PREPARE = "pytest_stepflow_step_prepare"
 RECORDED = "pytest_stepflow_step_recorded"
+FINISH = "pytest_stepflow_execution_finish"
 _IDENTITY = ("execution_id", "nodeid", "worker", "attempt", "kind")
 _TEXT = frozenset({"execution_id", "nodeid", "worker", "kind", "name", "outcome"})
 _JSON = {"parameters": dict, "markers": list, "properties": list}
@@ -81,6 +82,9 @@ class Extensions:
         self.prepare_used = bool(getattr(hook, PREPARE).get_hookimpls())
         self.recorded_used = bool(getattr(hook, RECORDED).get_hookimpls())
         self._by_path.clear()
+
+    def finish_used(self) -> bool:
+        return bool(self._impls(FINISH, None))
 
     def _impls(self, name: str, item: pytest.Item | None) -> list[HookImpl]:
         """Call order; for an item, only the conftest.py files that apply to its path."""
@@ -163,5 +167,5 @@ class Extensions:
 
     def execution_finish(self, summary: ExecutionSummary) -> None:
         kwargs = {"config": self.config, "summary": summary}
-        for _ in self._call("pytest_stepflow_execution_finish", kwargs, config=self.config):
+        for _ in self._call(FINISH, kwargs, config=self.config):
             pass

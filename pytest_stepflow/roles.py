@@ -247,8 +247,8 @@ class Owner(Recording):
 
     def _announce_finish(self, status: str, exit_code: int) -> None:
         """pytest_stepflow_execution_finish, once the final row is written."""
-        if self.stats is None:
-            return
+        if self.stats is None or not self.extensions.finish_used():
+            return  # nobody listens: no query either
         try:
             outcomes = outcome_counts(self.settings.db_path, self.started.id)
         except StorageError:
