@@ -160,6 +160,7 @@ class Owner(Recording):
         self.imported = ImportResult()
         self.wal_bytes = 0
         self.mismatch: dict[str, int] | None = None
+        self.html_note: str | None = None
         self._t0 = CLOCK.now()
         self._extra_metadata: dict[str, object] = {}
         self._metadata_thread: threading.Thread | None = None
@@ -244,6 +245,23 @@ class Owner(Recording):
 
         self.stats = self.writer.close(drain_timeout(self.settings), final=finish)
         self._announce_finish(status.value, int(exitstatus))
+        self._write_html()
+
+    def _write_html(self) -> None:
+        """--stepflow-html: after the final row, with no connection of ours left open."""
+        path = self.settings.html_path
+        if path is None:
+            return
+        from pytest_stepflow.report.html import write_html_report  # only when asked for
+
+        try:
+            write_html_report(self.settings.db_path, self.started.id, path)
+        except (StorageError, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.html_note = (f"stepflow: warning: no HTML report: cannot write {path}: "
+                              f"{reason}; check the folder or pass another --stepflow-html")
+            return
+        self.html_note = f"stepflow: HTML report written to {display_path(path)}"
 
     def _announce_finish(self, status: str, exit_code: int) -> None:
         """pytest_stepflow_execution_finish, once the final row is written."""
@@ -320,6 +338,8 @@ class Owner(Recording):
             )
         for notice in self.notices.lines():
             terminalreporter.write_line(notice, yellow=True)
+        if self.html_note:
+            terminalreporter.write_line(self.html_note, yellow="warning" in self.html_note)
 
 
 class Standalone(Owner):

@@ -59,6 +59,12 @@ OPTIONS = (
         metavar="SIZE",
     ),
     Option(
+        "html",
+        "write the HTML report of this run to PATH when the session ends (on the "
+        "controller under xdist), as `stepflow report` does",
+        metavar="PATH",
+    ),
+    Option(
         "attach-on-failure",
         "attach the files of a failed test's tmp_path that match GLOB (e.g. '*.png', "
         "'**/*.log'), repeatable",
@@ -98,6 +104,7 @@ class Settings:
     max_artifact_size: int = 50 << 20
     max_artifact_total: int = 1 << 30
     attach_on_failure: tuple[str, ...] = ()
+    html_path: Path | None = None
 
 
 def enabled(config: pytest.Config) -> bool:
@@ -177,15 +184,25 @@ def parse_tags(values: list[str]) -> dict[str, str]:
     return tags
 
 
+def _path(config: pytest.Config, name: str, raw: object) -> Path:
+    path = Path(os.path.expanduser(str(raw)))
+    if not path.is_absolute():  # tests may chdir later, so resolve now
+        from_ini = config.getoption("stepflow_" + name) is None and not (
+            name == "db" and os.environ.get(DB_ENV))
+        # A path in an ini file is relative to that file, as pytest's own path options are.
+        base = config.inipath.parent if from_ini and config.inipath else None
+        path = (base or Path(config.invocation_params.dir)) / path
+    return Path(os.path.abspath(path))
+
+
 def resolve(config: pytest.Config) -> Settings:
     """Read and validate every option once; raises pytest.UsageError saying what is accepted."""
     raw_db = _raw(config, "db")
-    db = Path(os.path.expanduser(str(raw_db))) if raw_db else config.rootpath / DEFAULT_DB
-    if not db.is_absolute():  # tests may chdir later, so resolve now
-        from_ini = config.getoption("stepflow_db") is None and not os.environ.get(DB_ENV)
-        # A path in an ini file is relative to that file, as pytest's own path options are.
-        base = config.inipath.parent if from_ini and config.inipath else None
-        db = (base or Path(config.invocation_params.dir)) / db
+    db = _path(config, "db", raw_db) if raw_db else config.rootpath / DEFAULT_DB
+    raw_html = _raw(config, "html")
+    html = _path(config, "html", raw_html) if raw_html else None
+    if html is not None and html.is_dir():
+        raise _fail("html", raw_html, "a file path for the report, e.g. report.html")
     capture = str(_raw(config, "capture") or "all").strip().lower()
     if capture not in CAPTURE_CHOICES:
         raise _fail("capture", capture, "one of " + ", ".join(CAPTURE_CHOICES))
@@ -213,6 +230,7 @@ def resolve(config: pytest.Config) -> Settings:
         max_artifact_size=_size(config, "max-artifact-size", "50MiB"),
         max_artifact_total=_size(config, "max-artifact-total", "1GiB"),
         attach_on_failure=parse_globs(globs),
+        html_path=html,
     )
 
 
