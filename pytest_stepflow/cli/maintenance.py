@@ -14,7 +14,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pytest_stepflow.cli.common import FOUND, OK, Output, UsageError, command, to_jsonable
+from pytest_stepflow.cli.common import (
+    FOUND,
+    OK,
+    Output,
+    UsageError,
+    command,
+    positive,
+    to_jsonable,
+)
 from pytest_stepflow.report.queries import find_database
 from pytest_stepflow.storage import maintenance
 from pytest_stepflow.storage.maintenance import Health, Repairs
@@ -50,16 +58,6 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _whole(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
-
-
 def _add_wait(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait", type=_seconds, default=maintenance.MAINTENANCE_WAIT, metavar="SECONDS",
@@ -87,7 +85,7 @@ stepflow doctor --fix         import spill journals, mark dead runs interrupted 
                    help="write: import waiting spill journals, mark runs whose process is "
                         "gone as interrupted, rebuild a full-text index that drifted; then "
                         "check")
-    p.add_argument("--wal-limit", type=_whole, default=maintenance.WAL_LIMIT // 2**20,
+    p.add_argument("--wal-limit", type=positive, default=maintenance.WAL_LIMIT // 2**20,
                    metavar="MIB", help="report a WAL file larger than this (default "
                                        f"{maintenance.WAL_LIMIT // 2**20} MiB)")
     _add_wait(p)
@@ -109,7 +107,7 @@ stepflow prune --keep 100
 stepflow prune --older-than 30d --dry-run
 stepflow prune --keep 20 --older-than 2w     only runs both rules let go
 """)
-    p.add_argument("--keep", type=_whole, metavar="N", help="keep the N newest runs")
+    p.add_argument("--keep", type=positive, metavar="N", help="keep the N newest runs")
     p.add_argument("--older-than", type=duration_arg, metavar="DURATION",
                    help="delete runs started longer ago than this: 30d, 12h, 2w, 1d12h")
     p.add_argument("--dry-run", action="store_true",

@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from pytest_stepflow.report import queries
+from pytest_stepflow.storage.reader import parse_json
 from pytest_stepflow.storage.report_rows import DetailRow, ReportReader, ReportStep
 from pytest_stepflow.views import FAILING, OUTCOMES, Artifact, Run
 
@@ -110,14 +111,6 @@ def _natural(name: str) -> tuple[int, str]:
     digits = "".join(c for c in name if c.isdigit())
     return (int(digits) if digits else -1, name)
 
-
-def _json_or(text: str | None, default: Any) -> Any:
-    if not text:
-        return default
-    try:
-        return json.loads(text)
-    except ValueError:
-        return default
 
 
 def _text(value: Any, limit: int = VALUE_CLIP) -> str:
@@ -220,7 +213,7 @@ def build(db: ReportReader, number: int, report_dir: Path, *,
         m = marker_index.get(marks)
         if m is None:
             m = marker_index[marks] = len(marker_sets)
-            names = _json_or(marks, [])
+            names = parse_json(marks, [])
             marker_sets.append([str(n) for n in names] if isinstance(names, list) else [])
         col_m.append(m)
         col_h.append(histories.add(history.get(s.test_id, "")))
@@ -332,7 +325,7 @@ def _details(
         substeps.setdefault(u.step_id, []).append(
             [u.id, u.parent_id, u.kind, u.phase, u.title, u.outcome, u.message,
              round((u.started_at - t0) * 1000), max(round(u.duration * 1_000_000), 0),
-             {str(k): _text(v) for k, v in _json_or(u.parameters, {}).items()}])
+             {str(k): _text(v) for k, v in parse_json(u.parameters, {}).items()}])
     artifacts: dict[int, list[dict[str, Any]]] = {}
     for a in all_artifacts:
         if a.step_id is not None:
@@ -398,10 +391,10 @@ def _detail(d: DetailRow, clip: int) -> dict[str, Any]:
     }
     if d.line is not None:
         detail["line"] = d.line
-    parameters = _json_or(d.parameters, {})
+    parameters = parse_json(d.parameters, {})
     if isinstance(parameters, dict) and parameters:
         detail["params"] = {str(k): _text(v) for k, v in parameters.items()}
-    properties = _json_or(d.properties, [])
+    properties = parse_json(d.properties, [])
     if isinstance(properties, list) and properties:
         detail["props"] = [_property(p) for p in properties]
     for key, value, length, name in (

@@ -60,7 +60,8 @@ _COMMIT = (
 )
 
 
-def _json(text: str | None, default: Any) -> Any:
+def parse_json(text: str | None, default: Any) -> Any:
+    """A stored JSON column, or `default` when it is empty or not JSON."""
     if not text:
         return default
     try:
@@ -74,7 +75,7 @@ def _step_row(row: Sequence[Any]) -> StepRow:
         id=row[0], execution=row[1], nodeid=row[2], worker=row[3], attempt=row[4],
         final=bool(row[5]), kind=row[6], outcome=row[7], setup_duration=row[8],
         call_duration=row[9], teardown_duration=row[10], duration=row[11],
-        started_at=row[12], completed_at=row[13], reason=row[14], markers=_json(row[15], []),
+        started_at=row[12], completed_at=row[13], reason=row[14], markers=parse_json(row[15], []),
     )
 
 
@@ -210,9 +211,9 @@ class Reader:
                 number=r[0], id=r[1], name=r[2], status=r[3], exit_code=r[4],
                 error_message=r[5], started_at=r[6], completed_at=r[7], duration=r[8],
                 host=r[9], user_name=r[10], pid=r[11], worker_count=r[12],
-                command=_json(r[13], []), rootdir=r[14], tags=_json(r[15], {}),
-                metadata=_json(r[16], {}), environment=_json(r[17], {}),
-                writer_stats=_json(r[18], None), counts=outcomes.get(int(r[0]), {}),
+                command=parse_json(r[13], []), rootdir=r[14], tags=parse_json(r[15], {}),
+                metadata=parse_json(r[16], {}), environment=parse_json(r[17], {}),
+                writer_stats=parse_json(r[18], None), counts=outcomes.get(int(r[0]), {}),
             )
             for r in rows
         ]
@@ -326,8 +327,8 @@ class Reader:
             )
         ]
         return StepDetail(
-            step=_step_row(r), line=r[16], parameters=_json(r[17], {}),
-            properties=_json(r[18], []), setup_outcome=r[19], call_outcome=r[20],
+            step=_step_row(r), line=r[16], parameters=parse_json(r[17], {}),
+            properties=parse_json(r[18], []), setup_outcome=r[19], call_outcome=r[20],
             teardown_outcome=r[21], longrepr=r[22], stdout=r[23], stderr=r[24], logs=logs,
             substeps=self.substeps(step_id), artifacts=self.artifacts(step_id=step_id),
         )
@@ -338,7 +339,7 @@ class Reader:
         return [
             SubStep(
                 id=r[0], parent_id=r[1], position=r[2], kind=r[3], phase=r[4], title=r[5],
-                parameters=_json(r[6], {}), outcome=r[7], message=r[8], started_at=r[9],
+                parameters=parse_json(r[6], {}), outcome=r[7], message=r[8], started_at=r[9],
                 duration=r[10],
             )
             for r in self._rows(
