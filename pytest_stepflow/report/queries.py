@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.reader import Reader
-from pytest_stepflow.views import FAILING, PASSING, Outcome, Run, StepRow
+from pytest_stepflow.views import FAILING, PASSING, Outcome, StepRow
 
 DEFAULT_LOCATION = Path(".stepflow") / "stepflow.db"
 ENV_VARIABLE = "STEPFLOW_DB"
@@ -190,6 +190,3 @@ def history(db: Reader, nodeid: str, *, limit: int = 20) -> list[HistoryEntry]:
         for o, run in db.history(nodeid, limit)
     ]
 
-
-def run_summary(db: Reader, number: int) -> Run:
-    return db.run(number)

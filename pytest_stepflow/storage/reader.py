@@ -570,13 +570,6 @@ class Reader:
         hits.sort(key=lambda h: (-h.execution, -h.step_id))
         return hits[:limit]
 
-    def table_counts(self) -> dict[str, int]:
-        names = ["executions", "tests", "steps", "logs", "artifacts"]
-        if self.has_substeps:
-            names.append("substeps")
-        sql = "SELECT " + ", ".join(f"(SELECT count(*) FROM {n})" for n in names)
-        return dict(zip(names, self._rows(sql)[0], strict=True))
-
     def iter_steps(self, number: int) -> Iterator[StepDetail]:
         """Every step of a run with its details, in collection order (for exports)."""
         for step in self.steps(number):
