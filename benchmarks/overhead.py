@@ -7,7 +7,7 @@ Two synthetic suites are (re)generated under ``benchmarks/_suites/`` (``--workdi
   every test emitting 5 log records (captured at INFO) and 2 ``print`` calls.
 
 Each suite is run as a subprocess in three variants -- ``plain``, ``stepflow``
-(``--stepflow --stepflow-db <fresh file>``) and ``junitxml`` -- interleaved round by round
+(``--stepflow --stepflow-db=<fresh file>``) and ``junitxml`` -- interleaved round by round
 with a rotating order. The report gives median wall times and the median of per-round pair
 ratios, checked against the project's targets (informational only).
 
@@ -110,7 +110,7 @@ def run_once(cwd: Path, variant: str, xdist: int, tmp: Path, tag: str) -> tuple[
     cmd += ["-n", str(xdist)] if xdist > 0 else []
     db = tmp / f"stepflow-{tag}.db"
     if variant == "stepflow":
-        cmd += ["--stepflow", "--stepflow-db", str(db)]
+        cmd += ["--stepflow", f"--stepflow-db={db}"]
     elif variant == "junitxml":
         cmd += ["--junitxml", str(tmp / f"junit-{tag}.xml")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
