@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from pytest_stepflow import substeps
 from pytest_stepflow.model import Artifact
-from pytest_stepflow.substeps import Entry, params_json
+from pytest_stepflow.substeps import Entry
+from pytest_stepflow.untrusted import params_json, safe_str
 
 if TYPE_CHECKING:
     from pytest_stepflow.artifacts import Source
@@ -31,8 +32,10 @@ def _format(title: str, values: Mapping[str, object]) -> str:
     if "{" not in title:
         return title
     try:
-        return title.format_map(values)
-    except (KeyError, IndexError, AttributeError, ValueError, TypeError):
+        return safe_str(title.format_map(values))
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # a field's __format__ is user code
         return title
 
 
@@ -140,8 +143,9 @@ def step(title: str | F, /, **parameters: object) -> StepContext | F:
     ``@step`` alone uses the function's name. Without ``--stepflow`` it records nothing.
     """
     if callable(title):
-        return StepContext(title.__name__.replace("_", " "), {})(title)
-    return StepContext(str(title), dict(parameters))
+        name = safe_str(getattr(title, "__name__", None) or "step")
+        return StepContext(name.replace("_", " "), {})(title)
+    return StepContext(safe_str(title), dict(parameters))
 
 
 def attach(source: Source, name: str | None = None, mime: str | None = None) -> Artifact | None:

@@ -1,84 +1,111 @@
-"""Captured text and log records: made safe for storage and bounded in size."""
+"""Log records: what pytest captured for each phase of a test, as our records."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import Any
 
 from pytest_stepflow.clock import RealClock
 from pytest_stepflow.model import LogRecord
+from pytest_stepflow.untrusted import clip, safe_repr, safe_str
 
 MAX_LOG_RECORDS = 10_000  # per step; beyond it records are counted, not kept
 MAX_LOG_MESSAGE = 64 * 1024
 
 
-def clip(text: str | None, limit: int) -> str | None:
-    """Return `text` as valid UTF-8 of at most about `limit` bytes; None when empty.
+class PytestLogs:
+    """The log records pytest shows in a test's "Captured log" sections, read from pytest's
+    own report handler at the end of each phase.
 
-    Lone surrogates (from undecodable bytes) would make SQLite's binding fail, so they are
-    written as backslash escapes. Too long text keeps its head and tail, which is where the
-    cause and the final error usually are, with a marker of what was dropped.
-    """
-    if not text:
-        return None
-    if text.isascii():
-        if len(text) <= limit:
-            return text
-        data = text.encode("ascii")
-    else:
-        data = text.encode("utf-8", "backslashreplace")
-        if len(data) <= limit:
-            return data.decode("utf-8")
-    half = limit // 2
-    marker = f"\n[stepflow: {len(data) - 2 * half} bytes truncated]\n"
-    head = data[:half].decode("utf-8", "ignore")
-    tail = data[len(data) - half :].decode("utf-8", "ignore")
-    return head + marker + tail
-
-
-class StepLogHandler(logging.Handler):
-    """Collects the records of the running step, at the level pytest itself captures.
-
-    Attached to the root logger, it sees exactly what pytest's own capture handler sees.
-    `phase` and `records` are reset by the recorder at each step; `records` is None between
-    steps, so records emitted outside a test are ignored.
+    That handler holds exactly what pytest captures for the report: at its level (`log_level`,
+    `--log-level`), after `--log-disable`, with whatever `caplog.set_level()` let through,
+    and nothing at all under `-p no:logging`. A parallel handler of our own would disagree
+    with it in corner cases (a test that clears the root logger's handlers, `caplog`'s own
+    handler levels), and would cost a call on every log record. pytest resets the handler's
+    list at the start of each phase; the phase's `pytest_runtest_makereport` is the last
+    moment the list is that phase's, even under pytest-rerunfailures (which logs its reports
+    only after the whole attempt). A subtest's report is made inside the phase: the list is
+    the same object and is kept once, labelled by the phase's own report, which comes last.
     """
 
-    def __init__(self, level: int, clock: RealClock) -> None:
-        super().__init__(level)
+    def __init__(self, plugins: Any, clock: RealClock) -> None:
+        self._plugins = plugins  # pytest's plugin manager: the logging plugin registers late
+        self._handler: Any = None
+        self._looked = False
         self.clock = clock
-        self.phase = "setup"
-        self.records: list[LogRecord] | None = None
-        self.dropped = 0
+        self._phases: dict[int, tuple[str, list[logging.LogRecord], float]] = {}
 
-    def emit(self, record: logging.LogRecord) -> None:
-        records = self.records
-        if records is None:
+    def _report_handler(self) -> Any:
+        if not self._looked:
+            self._looked = True
+            plugin = self._plugins.get_plugin("logging-plugin")  # None with -p no:logging
+            self._handler = getattr(plugin, "report_handler", None)
+        return self._handler
+
+    def phase_ended(self, when: str) -> None:
+        handler = self._report_handler()
+        if handler is None:
             return
-        if len(records) >= MAX_LOG_RECORDS:
-            self.dropped += 1
-            return
+        records = handler.records
+        if records:
+            self._phases[id(records)] = (when, records, self.clock.now())
+
+    def reset(self) -> None:
+        if self._phases:
+            self._phases = {}
+
+    def take(self, keep: bool, started: float) -> tuple[LogRecord, ...]:
+        """The records of the attempt that just ended (converted only when kept)."""
+        phases, self._phases = self._phases, {}
+        if not phases or not keep:
+            return ()
+        out: list[LogRecord] = []
+        dropped = 0
+        for phase, records, ended in phases.values():
+            room = MAX_LOG_RECORDS - len(out)
+            dropped += max(0, len(records) - room)
+            out.extend(log_record(phase, record, started, ended) for record in records[:room])
+        if dropped:
+            last = out[-1]
+            out.append(LogRecord(last.phase, last.created, logging.WARNING, "WARNING", "stepflow",
+                                 f"[stepflow: {dropped} more log records dropped; the limit is "
+                                 f"{MAX_LOG_RECORDS} per test]", "", 0, ""))
+        return tuple(out)
+
+
+def log_record(phase: str, record: logging.LogRecord, started: float, ended: float
+               ) -> LogRecord:
+    """Our record of pytest's: the message as pytest's formatter rendered it.
+
+    `record.created` comes from `time.time()`, which a test may have frozen (freezegun) or
+    replaced: outside the phase's real-clock window it is replaced by the phase's end."""
+    message = record.__dict__.get("message")  # set by the formatter when pytest showed it
+    if type(message) is not str:
         try:
-            message = record.getMessage()
-        except Exception:  # a broken %-format in user code must not break the test
-            message = f"{record.msg!r} % {record.args!r}"
-        if record.exc_info and record.exc_info[0] is not None:
+            message = safe_str(record.getMessage())
+        except Exception:  # a broken %-format: pytest failed the test, we keep the record
+            message = f"{safe_repr(record.msg)} % {safe_repr(record.args)}"
+    extra = record.__dict__
+    for key in ("exc_text", "stack_info"):
+        text = extra.get(key)
+        if text:
+            message += "\n" + safe_str(text)
+    if record.exc_info and not extra.get("exc_text") and record.exc_info[0] is not None:
+        with contextlib.suppress(Exception):
             message += "\n" + logging.Formatter().formatException(record.exc_info)
-        records.append(
-            LogRecord(self.phase, self.clock.now(), record.levelno, record.levelname,
-                      record.name, clip(message, MAX_LOG_MESSAGE) or "", record.pathname,
-                      record.lineno, record.funcName)
-        )
+    created = extra.get("created")
+    if type(created) is not float or not started - 1.0 <= created <= ended + 1.0:
+        created = ended
+    level = extra.get("levelno")
+    line = extra.get("lineno")
+    return LogRecord(phase, created, level if type(level) is int else 0,
+                     _text(extra.get("levelname")), _text(extra.get("name")),
+                     clip(message, MAX_LOG_MESSAGE) or "", _text(extra.get("pathname")),
+                     line if type(line) is int else 0, _text(extra.get("funcName")))
 
-    def take(self) -> tuple[LogRecord, ...]:
-        """The records of the step that just ended, with a note of any that were dropped."""
-        records = self.records or []
-        if self.dropped:
-            last = records[-1]
-            records.append(
-                LogRecord(last.phase, last.created, logging.WARNING, "WARNING", "stepflow",
-                          f"[stepflow: {self.dropped} more log records dropped; the limit is "
-                          f"{MAX_LOG_RECORDS} per test]", "", 0, "")
-            )
-        self.records = None
-        self.dropped = 0
-        return tuple(records)
+
+def _text(value: object) -> str:
+    if type(value) is str:
+        return value
+    return "" if value is None else safe_str(value)

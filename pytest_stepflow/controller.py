@@ -109,7 +109,7 @@ class Controller(Owner):
         # No hooks here: the items (and the conftest.py files' view of them) are the worker's.
         shadow = StepRecorder(
             execution_id=self.started.id, worker=worker, submit=rebuilt.append, clock=CLOCK,
-            log_handler=None, capture=self.settings.capture,
+            logs=None, capture=self.settings.capture,
             max_output=self.settings.max_output,
         )
         for report in reports:

@@ -9,14 +9,18 @@ cheap: an implementation cannot half-change a step, it can only return a new one
 from __future__ import annotations
 
 import json
+import math
+import types
+import typing
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from pluggy import HookImpl
 
-from pytest_stepflow.model import Artifact, Step, SubStep
+from pytest_stepflow.model import Artifact, LogRecord, Step, SubStep
 from pytest_stepflow.notices import Notices
+from pytest_stepflow.untrusted import safe_str, type_name
 
 if TYPE_CHECKING:
     from pytest_stepflow.model import ExecutionStarted, ExecutionSummary
@@ -26,7 +30,6 @@ PREPARE = "pytest_stepflow_step_prepare"
 RECORDED = "pytest_stepflow_step_recorded"
 FINISH = "pytest_stepflow_execution_finish"
 _IDENTITY = ("execution_id", "nodeid", "worker", "attempt", "kind")
-_TEXT = frozenset({"execution_id", "nodeid", "worker", "kind", "name", "outcome"})
 _JSON = {"parameters": dict, "markers": list, "properties": list}
 
 
@@ -34,16 +37,52 @@ class HookError(Exception):
     """An implementation returned something stepflow cannot use."""
 
 
+def _kinds(record: type[Any]) -> dict[str, tuple[tuple[type, ...], bool]]:
+    """Field -> (accepted exact types, None allowed), from the record's annotations."""
+    kinds = {}
+    for field, hint in typing.get_type_hints(record).items():
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        args = typing.get_args(hint) if union else (hint,)
+        accepted = tuple(t for arg in args for t in _TYPES.get(arg, ()))
+        if accepted:
+            kinds[field] = (accepted, type(None) in args)
+    return kinds
+
+
+_TYPES: dict[object, tuple[type, ...]] = {str: (str,), int: (int,), bool: (bool,),
+                                          float: (float, int)}
+
+
+def _bad_field(record: tuple[Any, ...], kinds: dict[str, tuple[tuple[type, ...], bool]]
+               ) -> str | None:
+    """The first field of `record` whose value SQLite could not store as declared."""
+    for field, (accepted, optional) in kinds.items():
+        value = getattr(record, field)
+        if value is None and optional:
+            continue
+        ok = any(type(value) is kind for kind in accepted)
+        if ok and type(value) is float:
+            ok = math.isfinite(value)
+        elif ok and type(value) is int:
+            ok = -(1 << 63) <= value < 1 << 63  # what SQLite's INTEGER holds
+        if not ok:
+            return f"set {type_name(record)}.{field} to {type_name(value)}"
+    return None
+
+
 def check_step(new: object, old: Step) -> Step:
-    """`new` if it is a Step stepflow can write in place of `old`; HookError otherwise."""
-    if not isinstance(new, Step):
-        raise HookError(f"returned {type(new).__name__}; expected a Step, None or False")
+    """`new` if it is a Step stepflow can write in place of `old`; HookError otherwise.
+
+    Checked field by field, exact types: one malformed step must not make the writer
+    refuse (and spill) the whole batch it travels in."""
+    if type(new) is not Step:
+        raise HookError(f"returned {type_name(new)}; expected a Step, None or False")
     for field in _IDENTITY:
         if getattr(new, field) != getattr(old, field):
             raise HookError(f"changed the step's {field}, which identifies it")
-    for field in _TEXT:
-        if not isinstance(getattr(new, field), str):
-            raise HookError(f"set {field} to a {type(getattr(new, field)).__name__}")
+    problem = _bad_field(new, _STEP_KINDS)
+    if problem:
+        raise HookError(problem)
     for field, kind in _JSON.items():
         text = getattr(new, field)
         if text is None:
@@ -54,16 +93,39 @@ def check_step(new: object, old: Step) -> Step:
             ok = False
         if not ok:
             raise HookError(f"set {field} to something that is not a JSON {kind.__name__}")
-    if not all(isinstance(s, SubStep) for s in new.substeps) or not all(
-        isinstance(a, Artifact) for a in new.artifacts
-    ):
-        raise HookError("set substeps or artifacts to something other than SubStep/Artifact")
+    _check_records(new.substeps, SubStep, _SUBSTEP_KINDS)
+    _check_records(new.artifacts, Artifact, _ARTIFACT_KINDS)
+    _check_records(new.logs, LogRecord, _LOG_KINDS)
+    for index, substep in enumerate(new.substeps):
+        if substep.parent is not None and not 0 <= substep.parent < index:
+            raise HookError(f"gave sub-step {index} the parent {substep.parent}")
+    for artifact in new.artifacts:
+        if artifact.substep is not None and not 0 <= artifact.substep < len(new.substeps):
+            raise HookError(f"attached an artifact to sub-step {artifact.substep}")
     return new
 
 
+def _check_records(records: object, record_type: type[Any],
+                   kinds: dict[str, tuple[tuple[type, ...], bool]]) -> None:
+    name = record_type.__name__
+    if type(records) is not tuple:
+        raise HookError(f"set the step's {name} records to {type_name(records)}")
+    for record in records:
+        if type(record) is not record_type:
+            raise HookError(f"put a {type_name(record)} among the {name} records")
+        problem = _bad_field(record, kinds)
+        if problem:
+            raise HookError(problem)
+
+_STEP_KINDS = _kinds(Step)
+_SUBSTEP_KINDS = _kinds(SubStep)
+_ARTIFACT_KINDS = _kinds(Artifact)
+_LOG_KINDS = _kinds(LogRecord)
+
+
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+    text = safe_str(exc).strip().splitlines()
+    return f"{type_name(exc)}: {text[0][:200]}" if text else type_name(exc)
 
 
 class Extensions:
@@ -132,12 +194,15 @@ class Extensions:
                 continue
             try:
                 if not isinstance(result, dict):
-                    raise HookError(f"returned {type(result).__name__}; expected a dict or None")
-                json.dumps(result)
-            except (HookError, TypeError, ValueError) as exc:
-                self.failed(name, impl, f"returned unusable metadata ({exc})", self.config)
+                    raise HookError(f"returned {type_name(result)}; expected a dict or None")
+                # Copied through JSON now: what the plugin does with its dict later, or a
+                # value JSON cannot hold (NaN, a 5,000-digit int), must not reach the row.
+                plain = json.loads(json.dumps(result, ensure_ascii=False, allow_nan=False))
+            except Exception as exc:
+                self.failed(name, impl, f"returned unusable metadata ({_describe(exc)})",
+                            self.config)
                 continue
-            merged.update(result)
+            merged.update(plain)
         return merged
 
     def step_prepare(self, step: Step, item: pytest.Item | None,

@@ -115,9 +115,10 @@ class Step(NamedTuple):
 
     def with_property(self, name: str, value: object) -> Step:
         """A copy with one more `[name, value]` property (as `record_property` adds them)."""
+        from pytest_stepflow.untrusted import MAX_PROPERTY_TEXT, json_key, json_value
+
         properties = json.loads(self.properties) if self.properties else []
-        plain = isinstance(value, (str, bool, int, float, type(None)))
-        properties.append([str(name), value if plain else repr(value)])
+        properties.append([json_key(name), json_value(value, MAX_PROPERTY_TEXT)])
         return self._replace(properties=json.dumps(properties, ensure_ascii=False))
 
 

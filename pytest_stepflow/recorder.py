@@ -13,23 +13,22 @@ from a fixture's setup or teardown): they are sub-steps, never phases of the tes
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_stepflow.capture import StepLogHandler, clip
+from pytest_stepflow.capture import PytestLogs
 from pytest_stepflow.clock import RealClock
 from pytest_stepflow.model import Outcome, Record, Step
-from pytest_stepflow.substeps import Collector, params_json
+from pytest_stepflow.substeps import Collector
+from pytest_stepflow.untrusted import clip, params_json, properties_json, safe_str
 
 if TYPE_CHECKING:
     from pytest_stepflow.extensions import Extensions
 
 _FAILING = frozenset({Outcome.FAILED.value, Outcome.ERROR.value})
-MAX_PARAMETER_REPR = 200
 _TestReport = pytest.TestReport
 
 
@@ -117,12 +116,7 @@ def _parameters(item: pytest.Item | None) -> str | None:
     callspec = getattr(item, "callspec", None)
     if callspec is None or not callspec.params:
         return None
-    return json.dumps(
-        {name: value if isinstance(value, (bool, int, float, type(None))) else
-         clip(value if isinstance(value, str) else repr(value), MAX_PARAMETER_REPR)
-         for name, value in callspec.params.items()},
-        ensure_ascii=False,
-    )
+    return params_json(callspec.params)
 
 
 def _names(marks: list[pytest.Mark]) -> tuple[str, ...]:
@@ -133,8 +127,8 @@ def _names(marks: list[pytest.Mark]) -> tuple[str, ...]:
 class StepRecorder:
     """A pytest plugin object: one per process that runs tests (standalone or xdist worker).
 
-    Without a log handler it is a "shadow": the xdist controller feeds it the reports of one
-    worker to rebuild steps that a crashed worker could not write (no items, no log records).
+    Without `logs` it is a "shadow": the xdist controller feeds it the reports of one worker
+    to rebuild steps that a crashed worker could not write (no items, no log records).
     """
 
     def __init__(
@@ -144,7 +138,7 @@ class StepRecorder:
         worker: str,
         submit: Callable[[Record], None],
         clock: RealClock,
-        log_handler: StepLogHandler | None,
+        logs: PytestLogs | None,
         capture: str,
         max_output: int,
         collector: Collector | None = None,
@@ -154,7 +148,7 @@ class StepRecorder:
         self.worker = worker
         self.submit = submit
         self.clock = clock
-        self.log_handler = log_handler
+        self.logs = logs
         self.capture = capture
         self.max_output = max_output
         self.collector = collector if collector is not None else Collector(clock, None, None)
@@ -211,15 +205,16 @@ class StepRecorder:
         self._rerun = False
         self._started = self.clock.now()
         self.collector.begin()
-        handler = self.log_handler
-        if handler is None:
-            return
-        root = logging.getLogger()
-        if handler not in root.handlers:  # a test may have cleared the root's handlers
-            root.addHandler(handler)
-        handler.records = []
-        handler.dropped = 0
-        handler.phase = "setup"
+        if self.logs is not None:
+            self.logs.reset()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]
+                                  ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if self.logs is not None:  # the phase's records are complete now (capture.py)
+            self.logs.phase_ended(call.when)
+        return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Attempts end at their teardown report; pytest-rerunfailures marks a failed attempt
@@ -234,7 +229,7 @@ class StepRecorder:
             self._finish(list(reports.values())[-1], final=False)
             self._arm()
             reports = self._reports
-        if not reports and self.log_handler is None:  # a shadow: the worker's own start time
+        if not reports and self.logs is None:  # a shadow: the worker's own start time
             self._rerun = False
             self._started = getattr(report, "start", None) or self.clock.now()
         if is_rerun(report):
@@ -243,10 +238,7 @@ class StepRecorder:
         if when == "teardown":
             self._finish(report, final=not self._rerun)
         else:
-            phase = "call" if when == "setup" else "teardown"
-            self.collector.phase = phase
-            if self.log_handler is not None:
-                self.log_handler.phase = phase
+            self.collector.phase = "call" if when == "setup" else "teardown"
 
     def _subtest(self, report: pytest.TestReport) -> None:
         context = getattr(report, "context", None)
@@ -261,7 +253,7 @@ class StepRecorder:
         else:
             outcome = "passed"
         self.collector.add_finished(
-            "subtest", str(msg) if msg is not None else "subtest",
+            "subtest", safe_str(msg) if msg is not None else "subtest",
             params_json(dict(getattr(context, "kwargs", None) or {})), outcome, message,
             float(report.duration),
         )
@@ -272,14 +264,11 @@ class StepRecorder:
         nodeid = last.nodeid
         outcome, reason, longrepr = classify(setup, call, teardown)
         attempt = self._attempts[nodeid] = self._attempts.get(nodeid, 0) + 1
-        logs = self.log_handler.take() if self.log_handler is not None else ()
-        stdout = stderr = None
-        if self.capture == "all" or (
+        keep = self.capture == "all" or (
             self.capture == "failed" and (outcome in _FAILING or not final)
-        ):
-            stdout, stderr = self._output(last)
-        else:
-            logs = ()
+        )
+        logs = self.logs.take(keep, self._started) if self.logs is not None else ()
+        stdout, stderr = self._output(last) if keep else (None, None)
         entry = self._items.get(nodeid)
         if entry is not None:
             index, item = entry
@@ -297,7 +286,7 @@ class StepRecorder:
                 teardown.duration if teardown else None,
                 sum(r.duration for r in reports.values()), self._started, self.clock.now(),
                 clip(longrepr, self.max_output) if longrepr else None, reason, stdout, stderr,
-                _properties(last.user_properties) if last.user_properties else None, logs,
+                properties_json(last.user_properties) if last.user_properties else None, logs,
                 substeps, artifacts,
             ),
             entry[1] if entry is not None else None,
@@ -356,12 +345,3 @@ class StepRecorder:
         if extensions is not None and extensions.recorded_used:
             extensions.step_recorded(step, item)
 
-
-def _properties(properties: list[tuple[str, object]]) -> str | None:
-    if not properties:
-        return None
-    return json.dumps(
-        [[str(name), value if isinstance(value, (str, bool, int, float, type(None))) else
-          repr(value)] for name, value in properties],
-        ensure_ascii=False,
-    )

@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import math
 import os
 import threading
 from pathlib import Path
@@ -21,7 +19,7 @@ import pytest
 
 from pytest_stepflow import __version__
 from pytest_stepflow.artifacts import ArtifactStore
-from pytest_stepflow.capture import StepLogHandler
+from pytest_stepflow.capture import PytestLogs
 from pytest_stepflow.clock import CLOCK
 from pytest_stepflow.environment import ci_info, git_info
 from pytest_stepflow.execution import display_path, final_status, new_execution
@@ -43,6 +41,7 @@ from pytest_stepflow.storage.spill import ImportResult
 from pytest_stepflow.storage.summary import outcome_counts
 from pytest_stepflow.storage.writer import BatchWriter, WriterStats
 from pytest_stepflow.substeps import Collector, activate, deactivate
+from pytest_stepflow.untrusted import MAX_PROPERTY_TEXT, json_key, json_value, safe_str
 
 WORKERINPUT_KEY = "stepflow"
 
@@ -59,14 +58,6 @@ def drain_timeout(settings: Settings) -> float:
     return min(settings.retry_budget, 30.0) + 5.0
 
 
-def _log_level(config: pytest.Config) -> int:
-    """The level pytest's own capture handler uses (`log_level`), or everything it gets."""
-    from _pytest.logging import get_log_level_for_setting
-
-    level = get_log_level_for_setting(config, "log_level")
-    return level if level is not None else logging.NOTSET
-
-
 class Recording:
     """What every role has: settings, a writer, and the problems to report."""
 
@@ -75,7 +66,6 @@ class Recording:
         self.settings = settings
         self.writer: BatchWriter | None = None
         self.recorder: StepRecorder | None = None
-        self.log_handler: StepLogHandler | None = None
         self.problem: str | None = None  # why nothing is being recorded
         self.stats: WriterStats | None = None
         self.notices = Notices()  # refused artifacts, failing hook implementations
@@ -94,14 +84,13 @@ class Recording:
     def _start_recorder(self, execution_id: str, worker: str, total_note: str = "") -> None:
         assert self.writer is not None
         s = self.settings
-        self.log_handler = StepLogHandler(_log_level(self.config), CLOCK)
-        logging.getLogger().addHandler(self.log_handler)
         store = ArtifactStore(s.db_path.parent, s.max_artifact_size, s.max_artifact_total,
                               total_note)
         self.collector = Collector(CLOCK, store, self.notices)
         self.recorder = StepRecorder(
             execution_id=execution_id, worker=worker, submit=self.writer.submit, clock=CLOCK,
-            log_handler=self.log_handler, capture=s.capture, max_output=s.max_output,
+            logs=PytestLogs(self.config.pluginmanager, CLOCK), capture=s.capture,
+            max_output=s.max_output,
             collector=self.collector, extensions=self.extensions,
         )
         self.config.pluginmanager.register(self.recorder, "stepflow-recorder")
@@ -116,7 +105,9 @@ class Recording:
         recorder, writer = self.recorder, self.writer
         if recorder is None or writer is None:
             return
-        patch = {"testsuite_properties": {str(name): _json_value(value)}}
+        # As junitxml: str() of what is not JSON; None would delete the key in the merge.
+        text = "None" if value is None else json_value(value, MAX_PROPERTY_TEXT, as_text=safe_str)
+        patch = {"testsuite_properties": {json_key(name): text}}
         writer.submit(ExecutionMetadata(recorder.execution_id, json.dumps(patch)))
 
     def stop(self) -> None:
@@ -127,9 +118,6 @@ class Recording:
         if self.attacher is not None:
             self.config.pluginmanager.unregister(self.attacher)
             self.attacher = None
-        if self.log_handler is not None:
-            logging.getLogger().removeHandler(self.log_handler)
-            self.log_handler = None
         if self.recorder is not None:
             self.config.pluginmanager.unregister(self.recorder)
             self.recorder = None
@@ -378,12 +366,3 @@ class Worker(Recording):
             "notices": self.notices.counts,
         }
 
-
-def _json_value(value: object) -> object:
-    """A value json_patch can merge: plain JSON as it is, anything else as text (junitxml
-    stores str(value) too); None would delete the key, NaN is not JSON."""
-    if isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float) and math.isfinite(value):
-        return value
-    return str(value)

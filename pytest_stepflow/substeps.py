@@ -9,16 +9,14 @@ Light on purpose: imported by `pytest_stepflow` itself, it imports neither pytes
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
-from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
-from pytest_stepflow.capture import clip
 from pytest_stepflow.clock import RealClock
 from pytest_stepflow.model import Artifact, SubStep
+from pytest_stepflow.untrusted import clip
 
 if TYPE_CHECKING:
     from pytest_stepflow.artifacts import ArtifactStore, Source
@@ -26,7 +24,6 @@ if TYPE_CHECKING:
 
 MAX_SUBSTEPS = 10_000  # per test; beyond it they are counted, not kept
 MAX_MESSAGE = 64 * 1024
-MAX_PARAMETER_REPR = 200
 
 
 class Entry:
@@ -76,25 +73,6 @@ def outcome_of(exc: BaseException | None) -> tuple[str, str | None]:
         return "xfailed", exc.msg or None
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return "failed", clip(text, MAX_MESSAGE) or type(exc).__name__
-
-
-def params_json(values: Mapping[str, object]) -> str | None:
-    """Parameters as a JSON object: plain values as they are, others as a short repr."""
-    if not values:
-        return None
-    plain: dict[str, object] = {}
-    for name, value in values.items():
-        if isinstance(value, (bool, int, float, type(None))):
-            plain[str(name)] = value
-        elif isinstance(value, str):
-            plain[str(name)] = clip(value, MAX_PARAMETER_REPR) or ""
-        else:
-            try:
-                text = repr(value)
-            except Exception:  # a broken __repr__ must not break the test
-                text = f"<{type(value).__name__}>"
-            plain[str(name)] = clip(text, MAX_PARAMETER_REPR) or ""
-    return json.dumps(plain, ensure_ascii=False)
 
 
 class Collector:

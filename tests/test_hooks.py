@@ -314,7 +314,7 @@ def test_step_prepare_may_not_change_the_identity(
     assert [s["properties"] for s in run.steps] == [None, None, None]
     assert "changed the step's nodeid, which identifies it" in run.output
     assert "set properties to something that is not a JSON list" in run.output
-    assert "set outcome to a NoneType" in run.output
+    assert "set Step.outcome to NoneType" in run.output
 
 
 # ---- properties: record_testsuite_property --------------------------------------------------
@@ -349,7 +349,7 @@ def test_testsuite_properties_go_to_the_execution(
     run.result.assert_outcomes(passed=5)
     assert run.metadata["testsuite_properties"] == {
         "ARCH": "x86_64", "STORAGE": "CEPH", "node0": 0, "node1": 1, "node2": 2, "node3": 3,
-        "ratio": 0.5, "odd": "nan"}
+        "ratio": 0.5, "odd": "NaN"}
     # record_property stays on the step.
     assert json.loads(run.step("test_node[2]")["properties"]) == [["i", 2]]
     xml = (pytester.path / "junit.xml").read_text()

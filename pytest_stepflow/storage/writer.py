@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import logging
 import os
 import random
 import sqlite3
@@ -88,6 +89,34 @@ class WriterStats:
                 setattr(self, field.name, mine + value)
 
 
+class OwnRecords(logging.Filter):
+    """Drops what aiosqlite and asyncio log from the writer's own threads.
+
+    pytest captures whatever reaches the root logger, so under `--log-level=DEBUG` every
+    batch's "executing ..." line (with the batch's repr) would land in the running test's
+    "Captured log" and in a `--log-file`. Records of the user's own aiosqlite connections and
+    event loops come from other threads and pass. Errors are kept in the writer's statistics.
+    """
+
+    def __init__(self, connector: object, on_error: Callable[[str], None]) -> None:
+        super().__init__()
+        self.threads: set[int] = set()
+        self.connector = connector  # aiosqlite logs "executing <connector>" before running it
+        self.on_error = on_error
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        ours = record.thread in self.threads or (
+            type(args) is tuple and bool(args) and args[0] is self.connector)
+        if ours and record.levelno >= logging.ERROR:
+            with contextlib.suppress(Exception):
+                self.on_error(f"{record.name}: {record.getMessage()}")
+        return not ours
+
+
+_NOISY_LOGGERS = ("aiosqlite", "asyncio")
+
+
 def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
@@ -109,7 +138,8 @@ class BatchWriter:
         self._retry_budget = retry_budget
         self._heartbeat = heartbeat
         self._buffer: collections.deque[Record] = collections.deque()
-        self._loop = asyncio.new_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None  # made on the writer thread
+        self._ready = threading.Event()
         self._wake = asyncio.Event()
         self._wake_pending = False
         self._closing = False
@@ -122,12 +152,18 @@ class BatchWriter:
         self._raw: sqlite3.Connection | None = None
         self._last_checkpoint = 0.0
         self._cache = WriteCache()
+        self._random = random.Random()  # never the global one: tests seed and replay it
+        self._connector = self._connect  # one bound method: OwnRecords knows it by identity
+        self._log_filter = OwnRecords(self._connector, self._error)
         self._thread = threading.Thread(target=self._run, name="stepflow-writer", daemon=True)
 
     # ---- test thread -------------------------------------------------------------------
 
     def start(self) -> None:
+        for name in _NOISY_LOGGERS:
+            logging.getLogger(name).addFilter(self._log_filter)
         self._thread.start()
+        self._ready.wait(10.0)
 
     def submit(self, record: Record) -> None:
         """O(1), never blocks, never raises."""
@@ -162,11 +198,11 @@ class BatchWriter:
         self._close_deadline = time.monotonic() + timeout
         self._closing = True
         self._call_soon(self._wake.set)
-        if not self._thread.is_alive() and not self._loop.is_closed():
-            self._loop.close()  # never started
         if self._thread.is_alive():
             # An in-flight transaction is short; the margin covers one busy_timeout wait.
             self._thread.join(timeout + 2.0)
+        for name in _NOISY_LOGGERS:
+            logging.getLogger(name).removeFilter(self._log_filter)
         if self._thread.is_alive() or self._buffer or self._final is not None:
             leftover = self._take(len(self._buffer))
             if self._final is not None:
@@ -176,23 +212,32 @@ class BatchWriter:
 
     def _call_soon(self, callback: Callable[[], object]) -> None:
         # RuntimeError: the loop is already closed; close() spills what is left.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(callback)
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(callback)
 
     # ---- writer thread -----------------------------------------------------------------
 
     def _run(self) -> None:
+        self._log_filter.threads.add(threading.get_ident())
+        loop = None
         try:
-            self._loop.run_until_complete(self._main())
+            # Made here, so that what asyncio logs about it comes from this thread.
+            loop = self._loop = asyncio.new_event_loop()
+            self._ready.set()
+            loop.run_until_complete(self._main())
         except BaseException as exc:  # never let a thread exception reach pytest
             self._error(f"writer stopped: {exc!r}")
         finally:
-            self._loop.close()
+            self._ready.set()
+            if loop is not None:
+                loop.close()
 
     async def _main(self) -> None:
         db: aiosqlite.Connection | None = None
         try:
-            db = await aiosqlite.Connection(self._connect, iter_chunk_size=64)
+            db = await aiosqlite.Connection(self._connector, iter_chunk_size=64)
         except StorageError as exc:
             self._error(str(exc))
         except sqlite3.Error as exc:
@@ -253,6 +298,7 @@ class BatchWriter:
                 self.stats.checkpoints += 1
 
     def _connect(self) -> sqlite3.Connection:
+        self._log_filter.threads.add(threading.get_ident())  # aiosqlite's connection thread
         self._raw = open_for_writing(self.db_path)
         return self._raw
 
@@ -292,7 +338,8 @@ class BatchWriter:
                 retry = is_busy(exc) or (
                     isinstance(exc, sqlite3.OperationalError) and attempt < OTHER_ERROR_ATTEMPTS
                 )
-                delay = random.uniform(0.5, 1.0) * min(BACKOFF_CAP, BACKOFF_FIRST * 2**attempt)
+                delay = self._random.uniform(0.5, 1.0) * min(BACKOFF_CAP,
+                                                             BACKOFF_FIRST * 2**attempt)
                 end = min(deadline, self._close_deadline)
                 if not retry or time.monotonic() + delay > end:
                     reason = str(describe_error(self.db_path, exc)) if isinstance(
