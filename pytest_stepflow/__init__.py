@@ -1,10 +1,23 @@
 """pytest-stepflow: every pytest run as a durable, queryable record in SQLite."""
 
 # Light on purpose (no pytest, no sqlite3, no asyncio): helpers import these unconditionally.
+from typing import Any
+
 from pytest_stepflow.api import StepContext, Stepflow, attach, step
 from pytest_stepflow.model import Artifact, ExecutionSummary, Step, SubStep
 
 __version__ = "0.1.0"
+
+
+def pytest_addhooks(pluginmanager: Any) -> None:
+    """Called only when this package itself is named as a plugin: `-p pytest_stepflow`
+    (with PYTEST_DISABLE_PLUGIN_AUTOLOAD=1, say). The plugin is `pytest_stepflow.plugin`,
+    whose entry point is `stepflow` (`-p stepflow`): register it under that name, so that
+    the entry point, if autoloading is on, finds it there and is not registered twice."""
+    from pytest_stepflow import plugin
+
+    if pluginmanager.get_plugin("stepflow") is None and not pluginmanager.is_registered(plugin):
+        pluginmanager.register(plugin, "stepflow")
 
 __all__ = [
     "Artifact",

@@ -12,7 +12,7 @@ from pytest_stepflow.artifacts import size_text
 from pytest_stepflow.clock import CLOCK
 from pytest_stepflow.model import Record, Step
 from pytest_stepflow.recorder import StepRecorder, collect_step
-from pytest_stepflow.roles import WORKERINPUT_KEY, Owner, drain_timeout
+from pytest_stepflow.roles import WORKERINPUT_KEY, Owner, drain_timeout, setup_only
 from pytest_stepflow.settings import Settings
 from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.reader import count_steps, steps_of_worker
@@ -46,6 +46,8 @@ class Controller(Owner):
         self._recent: dict[str, collections.deque[pytest.TestReport]] = {}
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._starts: dict[str, float] = {}
+        self._inflight: dict[str, dict[str, pytest.TestReport]] = {}
+        self.record_tests = not setup_only(config)
 
     def completed_steps(self) -> int:
         return self.reported - self.vetoed
@@ -114,6 +116,7 @@ class Controller(Owner):
         )
         for report in reports:
             shadow.pytest_runtest_logreport(report)
+        self._inflight[worker] = shadow.unfinished()  # the test it died in, if it had begun
         try:
             stored = steps_of_worker(self.settings.db_path, self.started.id, worker)
         except StorageError:
@@ -128,6 +131,8 @@ class Controller(Owner):
         self._starts[nodeid] = CLOCK.now()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not self.record_tests:
+            return
         node = getattr(report, "node", None)
         worker = str(node.gateway.id) if node is not None else "main"
         self.workers_seen.add(worker)
@@ -147,20 +152,26 @@ class Controller(Owner):
         recent.append(report)
 
     def _record_crash(self, report: pytest.TestReport, worker: str) -> None:
-        """The crashed worker could not record its test; xdist's report says what happened."""
+        """The crashed worker could not record its test; xdist's report says what happened,
+        and the phases the worker reported before it died say how far the test got."""
         if self.writer is None:
             return
         self._recover(worker)  # its other unsaved steps first
+        phases = {when: r for when, r in self._inflight.pop(worker, {}).items()
+                  if r.nodeid == report.nodeid}
         key = (report.nodeid, worker)
         self._attempts[key] += 1
         now = CLOCK.now()
         started = self._starts.get(report.nodeid, now)
+        setup, call = phases.get("setup"), phases.get("call")
         self.recovered += 1
         self.writer.submit(
             Step(self.started.id, report.nodeid, worker, self._attempts[key], True, "test", None,
-                 None, report.nodeid.rpartition("::")[2], None, None, "failed", None, "failed",
-                 None, None, None, None, now - started, started, now, str(report.longrepr), None,
-                 None, None, None)
+                 None, report.nodeid.rpartition("::")[2], None, None, "failed",
+                 setup.outcome if setup else None, call.outcome if call else "failed",
+                 "failed" if call else None, setup.duration if setup else None,
+                 call.duration if call else None, None, now - started, started, now,
+                 str(report.longrepr), None, None, None, None)
         )
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:

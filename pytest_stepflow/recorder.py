@@ -160,6 +160,7 @@ class StepRecorder:
         self.collect_steps = 0
         self.collect_errors = 0
         self.record_collection = True
+        self.record_tests = True  # False under --setup-only / --setup-plan: no test runs
         self.current_index: int | None = None
         self._items: dict[str, tuple[int, pytest.Item]] = {}
         self._attempts: dict[str, int] = {}
@@ -195,6 +196,8 @@ class StepRecorder:
     # ---- running -------------------------------------------------------------------------
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
+        if not self.record_tests:
+            return
         if self._reports:  # an attempt that never logged its teardown (older rerunfailures)
             self._finish(list(self._reports.values())[-1], final=False)
         self._arm()
@@ -220,6 +223,8 @@ class StepRecorder:
         """Attempts end at their teardown report; pytest-rerunfailures marks a failed attempt
         that will be retried with outcome 'rerun' (older versions log no teardown for it, so
         a new setup report also ends the previous attempt)."""
+        if not self.record_tests:
+            return
         if type(report) is not _TestReport and is_subtest(report):
             self._subtest(report)
             return
@@ -239,6 +244,10 @@ class StepRecorder:
             self._finish(report, final=not self._rerun)
         else:
             self.collector.phase = "call" if when == "setup" else "teardown"
+
+    def unfinished(self) -> dict[str, pytest.TestReport]:
+        """The phase reports of an attempt that has not ended (a crashed worker's last)."""
+        return dict(self._reports)
 
     def _subtest(self, report: pytest.TestReport) -> None:
         context = getattr(report, "context", None)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pytest_stepflow import __version__
+from pytest_stepflow import __version__, forks
 from pytest_stepflow.artifacts import ArtifactStore
 from pytest_stepflow.capture import PytestLogs
 from pytest_stepflow.clock import CLOCK
@@ -58,6 +58,13 @@ def drain_timeout(settings: Settings) -> float:
     return min(settings.retry_budget, 30.0) + 5.0
 
 
+def setup_only(config: pytest.Config) -> bool:
+    """--setup-only, or --setup-plan (which implies it): fixtures are shown, tests never
+    run, and pytest counts no test as passed; recording them would put runs that never
+    happened into every test's history."""
+    return bool(config.getoption("setuponly", False))
+
+
 class Recording:
     """What every role has: settings, a writer, and the problems to report."""
 
@@ -93,6 +100,7 @@ class Recording:
             max_output=s.max_output,
             collector=self.collector, extensions=self.extensions,
         )
+        self.recorder.record_tests = not setup_only(self.config)
         self.config.pluginmanager.register(self.recorder, "stepflow-recorder")
         if s.attach_on_failure:
             self.attacher = FailureAttacher(self.collector, s.attach_on_failure)
@@ -164,6 +172,8 @@ class Owner(Recording):
             target=self._gather_metadata, name="stepflow-metadata", daemon=True
         )
         self._metadata_thread.start()
+        self._metadata_joiner = forks.Joiner(self._metadata_thread)
+        forks.register(self._metadata_joiner)
 
     def _gather_metadata(self) -> None:
         """Git and CI details: a subprocess, so off the test thread."""
@@ -210,6 +220,7 @@ class Owner(Recording):
             return
         if self._metadata_thread is not None:
             self._metadata_thread.join(3.0)
+            forks.unregister(self._metadata_joiner)
         collect_errors = self.collect_errors()
         status = final_status(int(exitstatus), self.interrupted, collect_errors,
                               self.failures())
@@ -290,6 +301,8 @@ class Owner(Recording):
         steps = self.completed_steps()
         line = f"stepflow: execution #{self.number} recorded {steps} steps in {db}"
         extras = []
+        if setup_only(self.config):
+            extras.append("--setup-only and --setup-plan run no tests: none recorded")
         if self.worker_count:
             extras.append(f"{self.worker_count} workers")
         if stats.get("retries"):

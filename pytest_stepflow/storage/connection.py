@@ -9,6 +9,14 @@ from pathlib import Path
 from pytest_stepflow.storage.errors import NotADatabaseError, StorageError, UnwritableError
 from pytest_stepflow.storage.schema import check_schema
 
+
+# Taken at import, out of the tests' reach: a test may monkeypatch `sqlite3.connect` (and
+# leave it so), and freezegun replaces `time.monotonic` in every module it scans, but not
+# inside another object. The writer reopens the database during tests (after a fork).
+class _REAL:
+    connect = staticmethod(sqlite3.connect)
+    monotonic = staticmethod(time.monotonic)
+
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 250
 
@@ -101,7 +109,7 @@ def open_for_writing(path: Path, busy_wait: float = BUSY_TIMEOUT_MS / 1000) -> s
             f"{path.parent} cannot be created ({exc.strerror}); pass a writable --stepflow-db"
         ) from None
     try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = _REAL.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise describe_error(path, exc) from None
     try:
@@ -122,14 +130,14 @@ def open_for_writing(path: Path, busy_wait: float = BUSY_TIMEOUT_MS / 1000) -> s
 def _switch_to_wal(conn: sqlite3.Connection, busy_wait: float) -> None:
     """SQLite does not apply busy_timeout to a journal-mode change (it fails at once while
     another session holds a lock on a new file), so wait for it here."""
-    deadline = time.monotonic() + busy_wait
+    deadline = _REAL.monotonic() + busy_wait
     delay = 0.005
     while True:
         try:
             conn.execute(JOURNAL_MODE)
             return
         except sqlite3.OperationalError as exc:
-            if not is_busy(exc) or time.monotonic() + delay > deadline:
+            if not is_busy(exc) or _REAL.monotonic() + delay > deadline:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
@@ -144,7 +152,7 @@ def open_read_only(path: Path, *, inspect: bool = True) -> sqlite3.Connection:
         raise StorageError(f"{path} does not exist; run `pytest --stepflow` first")
     uri = f"{path.resolve().as_uri()}?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        conn = _REAL.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         for pragma in READER_PRAGMAS:
             conn.execute(pragma)
     except sqlite3.Error as exc:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
+from pytest_stepflow import forks
 from pytest_stepflow.model import Heartbeat, Record, Step
 from pytest_stepflow.storage.connection import describe_error, is_busy, open_for_writing
 from pytest_stepflow.storage.errors import StorageError
@@ -117,6 +118,23 @@ class OwnRecords(logging.Filter):
 _NOISY_LOGGERS = ("aiosqlite", "asyncio")
 
 
+class _Loop(asyncio.SelectorEventLoop):
+    """The writer's event loop, out of the tests' reach.
+
+    Made directly, not through the event loop policy, which a test may replace (or leave
+    replaced); and timed by a monotonic clock taken when the writer is made, because a test
+    may patch `time.monotonic` (freezegun does), which would stop every timer of a loop that
+    reads it, flush interval and retry backoff included.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def time(self) -> float:
+        return self._clock()
+
+
 def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
@@ -138,10 +156,16 @@ class BatchWriter:
         self._retry_budget = retry_budget
         self._heartbeat = heartbeat
         self._buffer: collections.deque[Record] = collections.deque()
-        self._loop: asyncio.AbstractEventLoop | None = None  # made on the writer thread
-        self._ready = threading.Event()
+        # Made on the writer thread, anew after each pause (forks.py).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
+        self._ready = threading.Event()
         self._wake_pending = False
+        self._pause_lock = threading.Lock()
+        self._pausing = False
+        self._paused = False  # the thread stopped for a fork and must be started again
+        self._forked = False  # this is a forked child: the writer belongs to the parent
+        self._sqlite_thread: int | None = None
         self._closing = False
         self._close_deadline = float("inf")
         self._final: Callable[[WriterStats], Record] | None = None
@@ -153,6 +177,7 @@ class BatchWriter:
         self._last_checkpoint = 0.0
         self._cache = WriteCache()
         self._random = random.Random()  # never the global one: tests seed and replay it
+        self._monotonic = time.monotonic  # on the instance: see _Loop
         self._connector = self._connect  # one bound method: OwnRecords knows it by identity
         self._log_filter = OwnRecords(self._connector, self._error)
         self._thread = threading.Thread(target=self._run, name="stepflow-writer", daemon=True)
@@ -164,6 +189,7 @@ class BatchWriter:
             logging.getLogger(name).addFilter(self._log_filter)
         self._thread.start()
         self._ready.wait(10.0)
+        forks.register(self)
 
     def submit(self, record: Record) -> None:
         """O(1), never blocks, never raises."""
@@ -176,11 +202,13 @@ class BatchWriter:
     def flush(self, timeout: float) -> bool:
         """Wait until everything submitted so far is written (or spilled); False on timeout."""
         target = self._submitted
+        if self._forked:
+            return False
         self._call_soon(self._wake.set)
-        deadline = time.monotonic() + timeout
+        deadline = self._monotonic() + timeout
         with self._done_changed:
             while self._done < target:
-                left = deadline - time.monotonic()
+                left = deadline - self._monotonic()
                 if left <= 0 or not self._thread.is_alive():  # never wait on a dead thread
                     return False
                 self._done_changed.wait(min(left, 0.1))
@@ -194,8 +222,11 @@ class BatchWriter:
         `final` makes the last record from the statistics once everything else is written
         (the execution's final row carries the writer's own numbers).
         """
+        if self._forked:  # the parent writes and spills; a child must not
+            return self.stats
+        forks.unregister(self)
         self._final = final
-        self._close_deadline = time.monotonic() + timeout
+        self._close_deadline = self._monotonic() + timeout
         self._closing = True
         self._call_soon(self._wake.set)
         if self._thread.is_alive():
@@ -217,14 +248,48 @@ class BatchWriter:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(callback)
 
+    # ---- forks (forks.py) ----------------------------------------------------------------
+
+    def pause(self, timeout: float) -> int:
+        """Before a fork: stop both threads, connection closed (the buffer waits)."""
+        if self._closing or not self._thread.is_alive():
+            return 0
+        sqlite_thread = forks.alive(self._sqlite_thread)
+        self._pausing = True
+        self._call_soon(self._wake.set)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return 0
+        return 1 + (sqlite_thread and not forks.alive(self._sqlite_thread))
+
+    def resume(self) -> None:
+        """After the fork, in the parent: carry on where the writer stopped."""
+        with self._pause_lock:
+            self._pausing = False
+            paused, self._paused = self._paused, False
+        if not paused:  # it never stopped (a batch waiting for a lock): it goes on serving
+            return
+        self._thread.join(5.0)  # on its way out if pause() timed out just before it stopped
+        self._ready.clear()
+        self._thread = threading.Thread(target=self._run, name="stepflow-writer", daemon=True)
+        self._thread.start()
+        self._ready.wait(10.0)
+
+    def forget(self) -> None:
+        """In the forked child: never write, wake or spill anything of the parent's."""
+        self._forked = True
+        self._loop = None
+
     # ---- writer thread -----------------------------------------------------------------
 
     def _run(self) -> None:
-        self._log_filter.threads.add(threading.get_ident())
+        me = threading.get_ident()
+        self._log_filter.threads.add(me)
         loop = None
         try:
             # Made here, so that what asyncio logs about it comes from this thread.
-            loop = self._loop = asyncio.new_event_loop()
+            loop = self._loop = _Loop(self._monotonic)
+            self._wake = asyncio.Event()  # an Event belongs to the loop that first waits on it
             self._ready.set()
             loop.run_until_complete(self._main())
         except BaseException as exc:  # never let a thread exception reach pytest
@@ -233,6 +298,7 @@ class BatchWriter:
             self._ready.set()
             if loop is not None:
                 loop.close()
+            self._log_filter.threads.discard(me)  # idents are reused by later threads
 
     async def _main(self) -> None:
         db: aiosqlite.Connection | None = None
@@ -248,12 +314,15 @@ class BatchWriter:
             if db is not None:
                 with contextlib.suppress(Exception):
                     await db.close()
+            # aiosqlite does not wait for its thread: a fork right after must not see it.
+            forks.join_thread(self._sqlite_thread, 5.0)
+            self._log_filter.threads.discard(self._sqlite_thread or 0)
 
     async def _serve(self, db: aiosqlite.Connection | None) -> None:
         last_beat = 0.0
         loop = asyncio.get_running_loop()
         while True:
-            if len(self._buffer) < self._batch_size and not self._closing:
+            if len(self._buffer) < self._batch_size and not self._closing and not self._pausing:
                 # A timer that sets the event, rather than wait_for(): no task to create and
                 # cancel on every tick.
                 timer = loop.call_later(min(self._flush_interval, HEARTBEAT_INTERVAL),
@@ -262,12 +331,14 @@ class BatchWriter:
                 timer.cancel()
             self._wake.clear()
             self._wake_pending = False
+            if self._pausing and not self._closing and self._stop_for_fork():
+                return
             batch = self._take(MAX_TRANSACTION_RECORDS)
-            if self._heartbeat is not None and time.monotonic() - last_beat >= HEARTBEAT_INTERVAL:
+            if self._heartbeat is not None and self._monotonic() - last_beat >= HEARTBEAT_INTERVAL:
                 beat = self._heartbeat()
                 if beat is not None:
                     batch.append(beat)
-                last_beat = time.monotonic()
+                last_beat = self._monotonic()
             if not batch and self._closing and self._final is not None:
                 batch.append(self._final(self.stats))
                 self._final = None
@@ -280,11 +351,17 @@ class BatchWriter:
             elif self._closing:
                 break
 
+    def _stop_for_fork(self) -> bool:
+        with self._pause_lock:  # resume() may have given up waiting already
+            if self._pausing:
+                self._paused = True
+            return self._paused
+
     async def _bound_wal(self, db: aiosqlite.Connection) -> None:
         """Automatic checkpoints never wait for readers, so under a steady stream of report
         queries the WAL is never reset and keeps growing. Past a size, ask for a TRUNCATE
         checkpoint, which waits (briefly, busy_timeout) for readers to move on."""
-        now = time.monotonic()
+        now = self._monotonic()
         if now - self._last_checkpoint < 0.5:
             return
         self._last_checkpoint = now
@@ -298,7 +375,8 @@ class BatchWriter:
                 self.stats.checkpoints += 1
 
     def _connect(self) -> sqlite3.Connection:
-        self._log_filter.threads.add(threading.get_ident())  # aiosqlite's connection thread
+        self._sqlite_thread = threading.get_ident()  # aiosqlite's connection thread
+        self._log_filter.threads.add(self._sqlite_thread)
         self._raw = open_for_writing(self.db_path)
         return self._raw
 
@@ -316,7 +394,7 @@ class BatchWriter:
         return await execute(fn, *args)
 
     async def _write(self, db: aiosqlite.Connection, batch: list[Record]) -> None:
-        started = time.monotonic()
+        started = self._monotonic()
         deadline = started + self._retry_budget
         attempt = 0
         made_safe = False
@@ -341,7 +419,7 @@ class BatchWriter:
                 delay = self._random.uniform(0.5, 1.0) * min(BACKOFF_CAP,
                                                              BACKOFF_FIRST * 2**attempt)
                 end = min(deadline, self._close_deadline)
-                if not retry or time.monotonic() + delay > end:
+                if not retry or self._monotonic() + delay > end:
                     reason = str(describe_error(self.db_path, exc)) if isinstance(
                         exc, sqlite3.Error) else str(exc)
                     self._spill(batch, reason)
@@ -349,7 +427,7 @@ class BatchWriter:
                 self.stats.retries += 1
                 await asyncio.sleep(delay)
                 continue
-            self.stats.wait_seconds += time.monotonic() - started if attempt > 1 else 0.0
+            self.stats.wait_seconds += self._monotonic() - started if attempt > 1 else 0.0
             self.stats.transactions += 1
             self.stats.largest_transaction = max(self.stats.largest_transaction, len(batch))
             self.stats.steps += counts.steps
