@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ import pytest
 import pytest_stepflow.roles  # noqa: F401
 
 pytest_plugins = ["pytester"]
+pytest.register_assert_rewrite("twin_runs")  # its assertions explain themselves too
 
 # pytest's summary nouns, as RunResult.parseoutcomes() reports them ("3 subtests passed" is
 # parsed as "subtests").
@@ -216,6 +218,20 @@ def _count_executions(db: Path) -> int:
     if not db.exists():
         return 0
     return int(query(db, "SELECT count(*) AS n FROM executions")[0]["n"])
+
+
+# Plugins that change every run they are installed in (pytest-randomly reorders and reseeds,
+# pytest-asyncio warns about its configuration): off in the runs tests make, unless a test
+# turns them on (tests/test_compat.py).
+INNER_ADDOPTS = "-p no:randomly -p no:asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_inner_plugins(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")  # which clears PYTEST_ADDOPTS as it starts
+    current = os.environ.get("PYTEST_ADDOPTS", "")
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"{current} {INNER_ADDOPTS}".strip())
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import INNER_ADDOPTS
 
 INI = '[pytest]\naddopts = -m "not slow"\nmarkers =\n    slow: slow tests\n'
 TESTS = """
@@ -34,7 +35,7 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
     pytester.mkdir("elsewhere")
     monkeypatch.chdir(proj)
     monkeypatch.delenv("STEPFLOW_DB", raising=False)
-    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    monkeypatch.setenv("PYTEST_ADDOPTS", INNER_ADDOPTS)
     return proj
 
 
@@ -116,7 +117,7 @@ def test_every_option_with_a_value_is_checked(
 def test_a_value_in_pytest_addopts_is_checked(
     pytester: pytest.Pytester, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PYTEST_ADDOPTS", "--stepflow-db ../elsewhere/x.db")
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"{INNER_ADDOPTS} --stepflow-db ../elsewhere/x.db")
     assert_refused(run(pytester, "--stepflow"), "--stepflow-db", "../elsewhere/x.db")
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from conftest import (
+    INNER_ADDOPTS,
     SUMMARY_KEYS,
     StepflowRun,
     check_invariants,
@@ -100,6 +101,7 @@ class Spawner:
         n = len(self.started)
         out, err = self.base / f".run{n}.out", self.base / f".run{n}.err"
         environment = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+        environment["PYTEST_ADDOPTS"] = INNER_ADDOPTS
         environment.update(env or {})
         argv = [sys.executable, "-m", "pytest", "--stepflow", f"--stepflow-db={db}",
                 "-p", "no:cacheprovider", *args]

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import StepflowRun, query
+from conftest import INNER_ADDOPTS, StepflowRun, query
 from records import make_finished, make_log, make_started, make_step
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -183,6 +183,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     # No CI variables: on CI all five runs would share the CI's commit, and the flaky rules
     # would then see test_flaky pass and fail on one commit.
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    env["PYTEST_ADDOPTS"] = INNER_ADDOPTS
     for run in range(1, RUNS + 1):
         extra = ["-n", "2"] if run == XDIST_RUN else []
         result = subprocess.run(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import StepflowRun, query, steps_in, wait_for
+from conftest import INNER_ADDOPTS, StepflowRun, query, steps_in, wait_for
 from records import HOST, make_finished, make_log, make_started, make_step, spill_files
 
 from pytest_stepflow.cli import main
@@ -532,6 +532,7 @@ def test_commands_beside_a_running_session_lose_nothing(
     suite = pytester.path / "test_blocking.py"
     suite.write_text(BLOCKING_SUITE)
     env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+    env["PYTEST_ADDOPTS"] = INNER_ADDOPTS
     out = pytester.path / "session.out"
     argv = [sys.executable, "-m", "pytest", "--stepflow", f"--stepflow-db={db}",
             "-p", "no:cacheprovider", str(suite)]
