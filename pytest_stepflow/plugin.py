@@ -62,7 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
         _register(config, Worker(config, from_workerinput(info), info))
         return
-    if not enabled(config):
+    if not enabled(config) or _informational(config):
         return
     from pytest_stepflow.settings import resolve
 
@@ -75,6 +75,12 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_stepflow.roles import Standalone
 
         _register(config, Standalone(config, settings))
+
+
+def _informational(config: pytest.Config) -> bool:
+    """--help and --markers configure pytest, print, and end without a session: nothing to
+    record (an execution started here would be left `running`)."""
+    return bool(config.getoption("help", False) or config.getoption("markers", False))
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:

@@ -215,7 +215,7 @@ class StepRecorder:
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]
                                   ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
-        if self.logs is not None:  # the phase's records are complete now (capture.py)
+        if self.logs is not None and self.record_tests:  # the phase's records are complete
             self.logs.phase_ended(call.when)
         return report
 

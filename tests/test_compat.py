@@ -596,3 +596,15 @@ def test_recorded_database_is_the_only_new_file(pytester: pytest.Pytester) -> No
     after = {p.name for p in Path(pytester.path).iterdir()}
     assert after - before <= {"twin.db", "twin.db-wal", "twin.db-shm", ".twin-plain.jsonl",
                               ".twin-recorded.jsonl", "twin_probe.py", "__pycache__"}
+
+
+@pytest.mark.parametrize("option", ["--help", "--markers", "--version"])
+def test_informational_options_record_nothing(pytester: pytest.Pytester, option: str) -> None:
+    """They configure pytest but run no session: no execution left `running` behind."""
+    pytester.makepyfile(test_basic=BASIC)
+    db = pytester.path / "info.db"
+    plain = pytester.runpytest_inprocess(option)
+    recorded = pytester.runpytest_inprocess(option, "--stepflow", f"--stepflow-db={db}")
+    assert plain.ret == recorded.ret == 0
+    assert not db.exists()
+    assert "stepflow" not in "\n".join(recorded.outlines[-3:])
