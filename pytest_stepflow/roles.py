@@ -260,6 +260,10 @@ class Owner(Recording):
             self.html_note = (f"stepflow: warning: no HTML report: cannot write {path}: "
                               f"{reason}; check the folder or pass another --stepflow-html")
             return
+        except Exception as exc:  # a bug of ours (or a warning made an error) ends no run
+            self.html_note = (f"stepflow: warning: no HTML report: {type(exc).__name__}: "
+                              f"{exc}; please report it")
+            return
         self.html_note = f"stepflow: HTML report written to {display_path(path)}"
 
     def _announce_finish(self, status: str, exit_code: int) -> None:

@@ -161,9 +161,9 @@ def _add_extras(db: Path, number: int) -> None:
         conn.execute(
             "INSERT INTO substeps (id, step_id, parent_id, position, kind, phase, title, "
             "outcome, message, started_at, duration) VALUES "
-            "(?1 * 10, ?1, NULL, 0, 'step', 'call', 'log in', 'failed', NULL, 0, 0.002), "
-            "(?1 * 10 + 1, ?1, ?1 * 10, 1, 'step', 'call', 'submit <form onsubmit=x>', "
-            "'failed', 'ValueError: </script>', 0, 0.001)", (step_id,))
+            "(:s * 10, :s, NULL, 0, 'step', 'call', 'log in', 'failed', NULL, 0, 0.002), "
+            "(:s * 10 + 1, :s, :s * 10, 1, 'step', 'call', 'submit <form onsubmit=x>', "
+            "'failed', 'ValueError: </script>', 0, 0.001)", {"s": step_id})
         conn.executemany(
             "INSERT INTO artifacts (step_id, execution, name, mime_type, size, sha256, "
             "stored_path, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",

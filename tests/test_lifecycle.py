@@ -161,9 +161,35 @@ def test_no_tests_collected(pytester: pytest.Pytester, run_stepflow: Run) -> Non
     assert (run.execution["status"], run.execution["total_steps"]) == ("no_tests", 0)
 
 
-def test_writer_stats_are_stored(pytester: pytest.Pytester, run_stepflow: Run) -> None:
-    pytester.makepyfile("import pytest\n@pytest.mark.parametrize('i', range(120))\n"
-                        "def test_many(i): pass")
+def test_writer_stats_are_stored(pytester: pytest.Pytester, run_stepflow: Run,
+                                 stepflow_db: Path) -> None:
+    # The middle test waits until the first batch is in the database, so the run cannot be
+    # written in one transaction however the threads are scheduled.
+    pytester.makepyfile(f"""
+        import sqlite3, time
+        import pytest
+
+        @pytest.mark.parametrize('i', range(60))
+        def test_before(i): pass
+
+        def test_wait_for_a_batch():
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    conn = sqlite3.connect("file:{stepflow_db}?mode=ro", uri=True)
+                    try:
+                        if conn.execute("SELECT count(*) FROM steps").fetchone()[0]:
+                            return
+                    finally:
+                        conn.close()
+                except sqlite3.Error:
+                    pass
+                time.sleep(0.01)
+            raise AssertionError("no batch was written")
+
+        @pytest.mark.parametrize('i', range(59))
+        def test_after(i): pass
+    """)
     run = run_stepflow("--stepflow-batch-size=7")
     stats = json.loads(run.execution["writer_stats"])
     assert stats["steps"] == 120 and stats["errors"] == 0

@@ -153,9 +153,13 @@ def open_read_only(path: Path, *, inspect: bool = True) -> sqlite3.Connection:
     uri = f"{path.resolve().as_uri()}?mode=ro"
     try:
         conn = _REAL.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise describe_error(path, exc) from None
+    try:
         for pragma in READER_PRAGMAS:
             conn.execute(pragma)
     except sqlite3.Error as exc:
+        conn.close()  # Python 3.13 warns about a connection left to the garbage collector
         raise describe_error(path, exc) from None
     return conn
 

@@ -14,7 +14,7 @@ import json
 import operator
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,7 @@ class Reader:
     def close(self) -> None:
         self._conn.close()
 
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:

@@ -119,24 +119,24 @@ class ReportReader(Reader):
         rows = self._rows(
             "SELECT s.id, s.line, s.parameters, s.properties, s.setup_outcome, "
             "s.call_outcome, s.teardown_outcome, s.setup_duration, s.call_duration, "
-            "s.teardown_duration, substr(s.longrepr, 1, ?1), length(s.longrepr), "
-            "substr(s.stdout, 1, ?1), length(s.stdout), substr(s.stderr, 1, ?1), "
-            "length(s.stderr) FROM steps s WHERE s.execution = ?2 AND "
+            "s.teardown_duration, substr(s.longrepr, 1, :limit), length(s.longrepr), "
+            "substr(s.stdout, 1, :limit), length(s.stdout), substr(s.stderr, 1, :limit), "
+            "length(s.stderr) FROM steps s WHERE s.execution = :number AND "
             f"{_detailed(self.has_substeps)} ORDER BY s.id",
-            (limit, number),
+            {"limit": limit, "number": number},
         )
         return [DetailRow._make(r) for r in rows]
 
     def log_rows(self, number: int, limit: int, per_step: int) -> list[LogRow]:
         """Log records of a run's steps (the first `per_step` of each), messages clipped."""
         rows = self._rows(
-            "SELECT step_id, phase, created, level_name, logger, substr(message, 1, ?1), "
+            "SELECT step_id, phase, created, level_name, logger, substr(message, 1, :limit), "
             "length(message), file, line, total FROM ("
             "  SELECT g.*, row_number() OVER (PARTITION BY g.step_id ORDER BY g.id) AS k, "
             "         count(*) OVER (PARTITION BY g.step_id) AS total "
-            "  FROM logs g JOIN steps s ON s.id = g.step_id WHERE s.execution = ?2"
-            ") WHERE k <= ?3 ORDER BY step_id, id",
-            (limit, number, per_step),
+            "  FROM logs g JOIN steps s ON s.id = g.step_id WHERE s.execution = :number"
+            ") WHERE k <= :per_step ORDER BY step_id, id",
+            {"limit": limit, "number": number, "per_step": per_step},
         )
         return [LogRow._make(r) for r in rows]
 
