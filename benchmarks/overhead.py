@@ -106,14 +106,19 @@ def generate(workdir: Path, suite: str) -> Path:
 
 def run_once(cwd: Path, variant: str, xdist: int, tmp: Path, tag: str) -> tuple[float, int, Path]:
     """Time one pytest subprocess; return (seconds, exit code, db path)."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    cmd += ["-n", str(xdist)] if xdist > 0 else []
+    # Only the plugins under test, whatever else is installed (pytest-randomly reseeds and
+    # reorders, pytest-rerunfailures runs a server thread...): autoloading off, stepflow
+    # (inactive unless asked for) and xdist named.
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "stepflow"]
+    cmd += ["-p", "xdist", "-n", str(xdist)] if xdist > 0 else []
     db = tmp / f"stepflow-{tag}.db"
     if variant == "stepflow":
         cmd += ["--stepflow", f"--stepflow-db={db}"]
     elif variant == "junitxml":
         cmd += ["--junitxml", str(tmp / f"junit-{tag}.xml")]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")
+           and k != "PYTHONDONTWRITEBYTECODE"}  # people's runs import from .pyc caches
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
