@@ -16,7 +16,7 @@ from pytest_stepflow.roles import WORKERINPUT_KEY, Owner, drain_timeout, setup_o
 from pytest_stepflow.settings import Settings
 from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.reader import count_steps, steps_of_worker
-from pytest_stepflow.storage.writer import WriterStats
+from pytest_stepflow.storage.writer_stats import WriterStats
 
 
 class Controller(Owner):
@@ -193,26 +193,24 @@ class Controller(Owner):
         if extensions.recorded_used:
             extensions.step_recorded(step, None)
 
-    def merged(self, stats: WriterStats) -> dict[str, Any]:
-        total = WriterStats()
-        total.merge(stats.as_dict())
-        total.merge(self.worker_stats.as_dict())
-        result = total.as_dict()
-        result["workers"] = sorted(self.workers_seen - {"main"})
-        result["recovered_steps"] = self.recovered
-        return result
+    def merge(self) -> dict[str, Any]:
+        return {"stats": self.worker_stats.as_dict(),
+                "extra": {"workers": sorted(self.workers_seen - {"main"}),
+                          "recovered_steps": self.recovered}}
 
     def before_finish(self) -> None:
         """Compare the steps in the database with the reports the workers sent."""
         assert self.writer is not None
         self.writer.flush(drain_timeout(self.settings))  # our own recovered/collection steps
-        merged = self.merged(self.writer.stats)
-        expected = (self.reported - self.vetoed - merged["spilled_steps"]
-                    - merged["lost_steps"])
+        merged = WriterStats()
+        merged.merge(self.writer.stats)  # as of the flush
+        merged.merge(self.worker_stats.as_dict())
+        spilled, lost = merged.spilled_steps, merged.lost_steps
+        expected = self.reported - self.vetoed - spilled - lost
         try:
             recorded = count_steps(self.settings.db_path, self.started.id)
         except StorageError:
             return
         if recorded != expected:
             self.mismatch = {"reported": self.reported, "recorded": recorded,
-                             "spilled": merged["spilled_steps"], "lost": merged["lost_steps"]}
+                             "spilled": spilled, "lost": lost}

@@ -10,26 +10,21 @@
 from __future__ import annotations
 
 import json
-import os
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_stepflow import __version__, forks
+from pytest_stepflow import __version__
 from pytest_stepflow.artifacts import ArtifactStore
 from pytest_stepflow.capture import PytestLogs
 from pytest_stepflow.clock import CLOCK
-from pytest_stepflow.environment import ci_info, git_info
 from pytest_stepflow.execution import display_path, final_status, new_execution
 from pytest_stepflow.extensions import Extensions
 from pytest_stepflow.model import (
     ExecutionFinished,
     ExecutionMetadata,
     ExecutionSummary,
-    Heartbeat,
-    Record,
 )
 from pytest_stepflow.notices import Notices
 from pytest_stepflow.onfailure import FailureAttacher
@@ -39,18 +34,11 @@ from pytest_stepflow.storage.bootstrap import start_execution
 from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.spill import ImportResult
 from pytest_stepflow.storage.summary import outcome_counts
-from pytest_stepflow.storage.writer import BatchWriter, WriterStats
 from pytest_stepflow.substeps import Collector, activate, deactivate
 from pytest_stepflow.untrusted import MAX_PROPERTY_TEXT, json_key, json_value, safe_str
+from pytest_stepflow.writer_client import WriterClient
 
 WORKERINPUT_KEY = "stepflow"
-
-
-def wal_size(db_path: Path) -> int:
-    try:
-        return os.path.getsize(f"{db_path}-wal")
-    except OSError:
-        return 0
 
 
 def drain_timeout(settings: Settings) -> float:
@@ -71,20 +59,20 @@ class Recording:
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config = config
         self.settings = settings
-        self.writer: BatchWriter | None = None
+        self.writer: WriterClient | None = None
         self.recorder: StepRecorder | None = None
         self.problem: str | None = None  # why nothing is being recorded
-        self.stats: WriterStats | None = None
+        self.stats: dict[str, Any] | None = None  # the writer's, once it has finished
         self.notices = Notices()  # refused artifacts, failing hook implementations
         self.extensions = Extensions(config, self.notices)
         self.collector: Collector | None = None
         self.attacher: FailureAttacher | None = None
 
-    def _start_writer(self, **kwargs: Any) -> BatchWriter:
+    def _start_writer(self, **kwargs: Any) -> WriterClient:
         s = self.settings
-        self.writer = BatchWriter(s.db_path, batch_size=s.batch_size,
-                                  flush_interval=s.flush_interval, retry_budget=s.retry_budget,
-                                  **kwargs)
+        self.writer = WriterClient(s.db_path, batch_size=s.batch_size,
+                                   flush_interval=s.flush_interval,
+                                   retry_budget=s.retry_budget, **kwargs)
         self.writer.start()
         return self.writer
 
@@ -158,8 +146,6 @@ class Owner(Recording):
         self.mismatch: dict[str, int] | None = None
         self.html_note: str | None = None
         self._t0 = CLOCK.now()
-        self._extra_metadata: dict[str, object] = {}
-        self._metadata_thread: threading.Thread | None = None
         try:
             result = start_execution(settings.db_path, self.started)
         except StorageError as exc:
@@ -167,29 +153,14 @@ class Owner(Recording):
             return
         self.number, self.dead_runs = result.number, result.dead_runs
         self.imported = result.imported
-        self._start_writer(heartbeat=self._heartbeat)
-        self._metadata_thread = threading.Thread(
-            target=self._gather_metadata, name="stepflow-metadata", daemon=True
-        )
-        self._metadata_thread.start()
-        self._metadata_joiner = forks.Joiner(self._metadata_thread)
-        forks.register(self._metadata_joiner)
+        # The writer process owns the execution from here: it beats its heartbeat with our
+        # progress, gathers the git and CI metadata, and marks it interrupted if we die.
+        self._start_writer(execution=self.started.id, progress=self._progress,
+                           started=self._t0, metadata_root=config.rootpath)
 
-    def _gather_metadata(self) -> None:
-        """Git and CI details: a subprocess, so off the test thread."""
-        extra: dict[str, object] = {}
-        git = git_info(self.config.rootpath)
-        if git:
-            extra["git"] = git
-        ci = ci_info(os.environ)
-        if ci:
-            extra["ci"] = ci
-        self._extra_metadata = extra
-
-    def _heartbeat(self) -> Heartbeat:
+    def _progress(self) -> tuple[int, int | None]:
         recorder = self.recorder
-        return Heartbeat(self.started.id, CLOCK.iso(), self.completed_steps(),
-                         recorder.current_index if recorder else None)
+        return self.completed_steps(), recorder.current_index if recorder else None
 
     def completed_steps(self) -> int:
         return self.recorder.steps if self.recorder else 0
@@ -218,9 +189,6 @@ class Owner(Recording):
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.writer is None:
             return
-        if self._metadata_thread is not None:
-            self._metadata_thread.join(3.0)
-            forks.unregister(self._metadata_joiner)
         collect_errors = self.collect_errors()
         status = final_status(int(exitstatus), self.interrupted, collect_errors,
                               self.failures())
@@ -228,21 +196,16 @@ class Owner(Recording):
             f"{collect_errors} error{'s' * (collect_errors != 1)} during collection"
             if collect_errors else "KeyboardInterrupt" if self.interrupted else None
         )
-        self.writer.submit(ExecutionMetadata(self.started.id, json.dumps(self._extra_metadata)))
         self.before_finish()
-        started, completed, total = self.started, self.completed_steps(), self.total_steps()
-
-        def finish(stats: WriterStats) -> Record:
-            extra = {"step_count_mismatch": self.mismatch} if self.mismatch else None
-            final_stats = self.merged(stats)
-            final_stats["wal_bytes"] = self.wal_bytes = wal_size(self.settings.db_path)
-            return ExecutionFinished(
-                started.id, status.value, int(exitstatus), message, CLOCK.iso(),
-                CLOCK.now() - self._t0, total, completed, json.dumps(final_stats),
-                json.dumps(extra) if extra else None,
-            )
-
-        self.stats = self.writer.close(drain_timeout(self.settings), final=finish)
+        extra = {"step_count_mismatch": self.mismatch} if self.mismatch else None
+        final = ExecutionFinished(  # the writer process fills in its statistics
+            self.started.id, status.value, int(exitstatus), message, CLOCK.iso(),
+            CLOCK.now() - self._t0, self.total_steps(), self.completed_steps(), "{}",
+            json.dumps(extra) if extra else None,
+        )
+        self.stats = self.writer.close(drain_timeout(self.settings), final=final,
+                                       merge=self.merge())
+        self.wal_bytes = int(self.stats.get("wal_bytes") or 0)
         self._announce_finish(status.value, int(exitstatus))
         self._write_html()
 
@@ -277,7 +240,7 @@ class Owner(Recording):
         self.extensions.execution_finish(ExecutionSummary(
             self.started.id, self.number, str(self.settings.db_path), status, exit_code,
             CLOCK.now() - self._t0, self.completed_steps(), outcomes, self.worker_count,
-            self.merged(self.stats),
+            self.stats,
         ))
 
     def collect_errors(self) -> int:
@@ -291,8 +254,9 @@ class Owner(Recording):
     def before_finish(self) -> None:
         """Hook for the controller: check the workers' work before the final record."""
 
-    def merged(self, stats: WriterStats) -> dict[str, Any]:
-        return stats.as_dict()
+    def merge(self) -> dict[str, Any] | None:
+        """What the controller adds to its writer's statistics: the workers' own."""
+        return None
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         db = display_path(self.settings.db_path)
@@ -301,7 +265,7 @@ class Owner(Recording):
                 f"stepflow: nothing recorded: {self.problem}", yellow=True, bold=True
             )
             return
-        stats = self.merged(self.stats) if self.stats else {}
+        stats = self.stats if self.stats else {}
         steps = self.completed_steps()
         line = f"stepflow: execution #{self.number} recorded {steps} steps in {db}"
         extras = []
@@ -377,7 +341,7 @@ class Worker(Recording):
         self.stats = self.writer.close(drain_timeout(self.settings))
         recorder = self.recorder
         self.config.workeroutput[WORKERINPUT_KEY] = {  # type: ignore[attr-defined]
-            "stats": self.stats.as_dict(),
+            "stats": self.stats,
             "steps": recorder.steps if recorder else 0,
             "vetoed": recorder.vetoed if recorder else 0,
             "notices": self.notices.counts,

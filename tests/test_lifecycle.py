@@ -31,13 +31,15 @@ def test_after(): pass
 """
 
 
-def start_blocking_run(pytester: pytest.Pytester, db: Path) -> subprocess.Popen[bytes]:
+def start_blocking_run(pytester: pytest.Pytester, db: Path, *, new_session: bool = False
+                       ) -> subprocess.Popen[bytes]:
     pytester.makepyfile(test_blocking=BLOCKING_SUITE)
     env = {**os.environ, "STEPFLOW_RELEASE": str(pytester.path / "never")}
     return subprocess.Popen(
         [sys.executable, "-m", "pytest", "--stepflow", f"--stepflow-db={db}",
          "--stepflow-flush-interval=0.05", "--stepflow-batch-size=1", "-p", "no:cacheprovider"],
         cwd=pytester.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=new_session,
     )
 
 
@@ -60,12 +62,33 @@ def test_sigint_marks_interrupted_and_keeps_finished_steps(
     assert "stepflow: execution #1 recorded 2 steps" in text
 
 
-def test_sigkill_leaves_running_then_next_run_marks_interrupted(
-    pytester: pytest.Pytester, stepflow_db: Path, run_stepflow: Run
+def test_sigkill_of_pytest_alone_is_marked_interrupted_by_its_writer(
+    pytester: pytest.Pytester, stepflow_db: Path
 ) -> None:
+    """The writer process outlives pytest: it writes what it got and marks the run."""
     proc = start_blocking_run(pytester, stepflow_db)
     wait_for(lambda: steps_in(stepflow_db) >= 2, "the first two steps")
     proc.kill()
+    proc.communicate(timeout=60)
+
+    def marked() -> bool:
+        return query(stepflow_db, "SELECT status FROM executions")[0]["status"] != "running"
+
+    wait_for(marked, "the writer process to mark the run")
+    [killed] = query(stepflow_db, "SELECT * FROM executions")
+    assert killed["status"] == "interrupted" and killed["completed_at"] is not None
+    assert "killed" in killed["error_message"]
+    assert steps_in(stepflow_db) == 2
+    assert query(stepflow_db, "PRAGMA integrity_check")[0]["integrity_check"] == "ok"
+
+
+def test_sigkill_of_the_process_group_leaves_running_then_next_run_marks_interrupted(
+    pytester: pytest.Pytester, stepflow_db: Path, run_stepflow: Run
+) -> None:
+    """A CI timeout kills the whole group, the writer process too: the next run tells."""
+    proc = start_blocking_run(pytester, stepflow_db, new_session=True)
+    wait_for(lambda: steps_in(stepflow_db) >= 2, "the first two steps")
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     assert query(stepflow_db, "PRAGMA integrity_check")[0]["integrity_check"] == "ok"
     [killed] = query(stepflow_db, "SELECT * FROM executions")

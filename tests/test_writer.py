@@ -30,7 +30,8 @@ from pytest_stepflow.storage.connection import open_for_writing
 from pytest_stepflow.storage.operations import utc_iso
 from pytest_stepflow.storage.reader import count_steps
 from pytest_stepflow.storage.spill import decode, import_spills, spill_glob
-from pytest_stepflow.storage.writer import BatchWriter, WriterStats
+from pytest_stepflow.storage.writer import BatchWriter
+from pytest_stepflow.storage.writer_stats import WriterStats
 
 WAIT = 10.0  # generous upper bound for flush/close; never reached when things work
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import logging
 import os
 import random
@@ -38,6 +37,7 @@ from pytest_stepflow.storage.operations import (
     make_safe,
 )
 from pytest_stepflow.storage.spill import SpillJournal
+from pytest_stepflow.storage.writer_stats import WriterStats
 
 T = TypeVar("T")
 
@@ -47,47 +47,6 @@ BACKOFF_CAP = 1.0
 OTHER_ERROR_ATTEMPTS = 3  # I/O errors may be transient; corrupt files and bad rows are not
 HEARTBEAT_INTERVAL = 2.0
 WAL_CHECKPOINT_BYTES = 4 << 20  # the size automatic checkpoints keep it near (1000 pages)
-
-
-@dataclasses.dataclass
-class WriterStats:
-    """What one writer did; merged across xdist workers by the controller."""
-
-    steps: int = 0
-    logs: int = 0
-    substeps: int = 0
-    artifacts: int = 0
-    duplicates: int = 0
-    transactions: int = 0
-    largest_transaction: int = 0
-    retries: int = 0
-    wait_seconds: float = 0.0
-    spilled: int = 0
-    spilled_steps: int = 0
-    spill_files: list[str] = dataclasses.field(default_factory=list)
-    lost: int = 0
-    lost_steps: int = 0
-    checkpoints: int = 0
-    errors: int = 0
-    last_error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def merge(self, other: dict[str, Any]) -> None:
-        for field in dataclasses.fields(self):
-            value = other.get(field.name)
-            if value is None:
-                continue
-            mine = getattr(self, field.name)
-            if field.name == "largest_transaction":
-                setattr(self, field.name, max(mine, value))
-            elif field.name == "last_error":
-                self.last_error = value
-            elif isinstance(mine, list):
-                mine.extend(value)
-            else:
-                setattr(self, field.name, mine + value)
 
 
 class OwnRecords(logging.Filter):
@@ -148,8 +107,10 @@ class BatchWriter:
         flush_interval: float = 1.0,
         retry_budget: float = 30.0,
         heartbeat: Callable[[], Heartbeat | None] | None = None,
+        on_done: Callable[[int], None] | None = None,
     ) -> None:
         self.db_path = db_path
+        self._on_done = on_done  # told how many records are done, in order, after each batch
         self.stats = WriterStats()
         self._batch_size = batch_size
         self._flush_interval = flush_interval
@@ -165,6 +126,7 @@ class BatchWriter:
         self._pausing = False
         self._paused = False  # the thread stopped for a fork and must be started again
         self._forked = False  # this is a forked child: the writer belongs to the parent
+        self._beat_due = False
         self._sqlite_thread: int | None = None
         self._closing = False
         self._close_deadline = float("inf")
@@ -198,6 +160,11 @@ class BatchWriter:
         if len(self._buffer) >= self._batch_size and not self._wake_pending:
             self._wake_pending = True
             self._call_soon(self._wake.set)
+
+    def beat(self) -> None:
+        """Write a heartbeat with the next batch (the progress changed)."""
+        self._beat_due = True
+        self._call_soon(self._wake.set)
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything submitted so far is written (or spilled); False on timeout."""
@@ -334,7 +301,9 @@ class BatchWriter:
             if self._pausing and not self._closing and self._stop_for_fork():
                 return
             batch = self._take(MAX_TRANSACTION_RECORDS)
-            if self._heartbeat is not None and self._monotonic() - last_beat >= HEARTBEAT_INTERVAL:
+            beat_due, self._beat_due = self._beat_due, False
+            if self._heartbeat is not None and (
+                    beat_due or self._monotonic() - last_beat >= HEARTBEAT_INTERVAL):
                 beat = self._heartbeat()
                 if beat is not None:
                     batch.append(beat)
@@ -465,4 +434,7 @@ class BatchWriter:
         count = sum(not isinstance(record, Heartbeat) for record in batch)
         with self._done_changed:
             self._done += count
+            done = self._done
             self._done_changed.notify_all()
+        if self._on_done is not None and count:
+            self._on_done(done)

@@ -1,0 +1,199 @@
+"""The writer process: the database work of one pytest process, out of its way.
+
+Every pytest process that records (standalone, each xdist worker, the xdist controller)
+starts one: `python -m pytest_stepflow.storage.writer_process CONFIG`. It reads records from
+its stdin (wire.py) and writes them with the batch writer (writer.py: aiosqlite, BEGIN
+IMMEDIATE batches, retries, spill journal), and tells the pytest process on its stdout how
+many records are done, so that the pytest process can spill what a dead writer never wrote.
+
+Why a process: a writer thread in the test process runs Python (batch building, aiosqlite's
+thread hops) and takes the GIL whenever the test thread makes a system call, which pytest's
+fd capture does several times a test; here the writing costs the test process nothing but a
+pipe write a second. And what the pytest process handed over survives its death: when its
+end of the pipe closes without a `close` message (killed, `os._exit`), the writer writes
+everything it got, marks the execution interrupted if it owns it, and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from pytest_stepflow.clock import CLOCK
+from pytest_stepflow.model import ExecutionFinished, ExecutionMetadata, Heartbeat, Record
+from pytest_stepflow.storage.writer import BatchWriter
+from pytest_stepflow.storage.writer_stats import WriterStats
+from pytest_stepflow.wire import Reader, decode_record, frame
+
+PARENT_POLL = 1.0  # seconds between checks that the pytest process is still there
+
+
+class Replies:
+    """Messages to the pytest process; a lock, since acks come from the writer's thread."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+        self.broken = False
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        data = frame(message)
+        with self.lock:
+            if self.broken:
+                return
+            try:
+                while data:
+                    data = data[os.write(self.fd, data):]
+            except OSError:  # the pytest process is gone: nobody to tell
+                self.broken = True
+
+
+def final_stats(stats: WriterStats, merge: dict[str, Any] | None, db_path: Path) -> dict[str, Any]:
+    """The writer's statistics as the execution's row stores them: with what the pytest
+    process adds (the xdist workers' statistics, their names, recovered steps) and the WAL's
+    size at the end."""
+    total = WriterStats()
+    total.merge(stats.as_dict())
+    merge = merge or {}
+    total.merge(merge.get("stats") or {})
+    result = total.as_dict()
+    result.update(merge.get("extra") or {})
+    try:
+        result["wal_bytes"] = os.path.getsize(f"{db_path}-wal")  # a stat: never open it
+    except OSError:
+        result["wal_bytes"] = 0
+    return result
+
+
+class Session:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.db_path = Path(config["db_path"])
+        self.execution: str | None = config.get("execution")  # set when this process owns it
+        self.parent = int(config["parent"])
+        self.started = float(config.get("started") or CLOCK.now())
+        self.progress: tuple[int, int | None] = (0, None)
+        self.replies = Replies(1)
+        self.closed_stats: dict[str, Any] | None = None
+        self.own = 0  # records this process submitted itself: not the pytest process's
+        self.metadata: threading.Thread | None = None
+        self.writer = BatchWriter(
+            self.db_path, batch_size=int(config["batch_size"]),
+            flush_interval=float(config["flush_interval"]),
+            retry_budget=float(config["retry_budget"]),
+            heartbeat=self._heartbeat if self.execution else None,
+            # Counting its own records as not done yet errs on the safe side: the pytest
+            # process keeps a record a little longer, never forgets one too early.
+            on_done=lambda done: self.replies.send(("done", done - self.own)),
+        )
+
+    def _heartbeat(self) -> Heartbeat | None:
+        assert self.execution is not None
+        completed, index = self.progress
+        return Heartbeat(self.execution, CLOCK.iso(), completed, index)
+
+    def gather_metadata(self, root: str) -> None:
+        """Git and CI details of the execution (a git subprocess: slow, so not in pytest's
+        process and not before the first records)."""
+        from pytest_stepflow.environment import ci_info, git_info
+
+        extra: dict[str, object] = {}
+        git = git_info(Path(root))
+        if git:
+            extra["git"] = git
+        ci = ci_info(os.environ)
+        if ci:
+            extra["ci"] = ci
+        if extra and self.execution:
+            self.own += 1
+            self.writer.submit(ExecutionMetadata(self.execution, json.dumps(extra)))
+
+    def handle(self, message: tuple[Any, ...]) -> bool:
+        """Act on one message; False once the session is closed."""
+        kind = message[0]
+        if kind == "records":
+            submit = self.writer.submit
+            for item in message[1]:
+                submit(decode_record(item))
+        elif kind == "progress":
+            self.progress = (int(message[1]), message[2])
+            self.writer.beat()
+        elif kind == "flush":
+            done = self.writer.flush(float(message[2]))
+            self.replies.send(("flushed", message[1], done, self.writer.stats.as_dict()))
+        elif kind == "close":
+            _, timeout, final, merge = message
+            self.close(float(timeout), final, merge)
+            return False
+        return True
+
+    def close(self, timeout: float, final: tuple[Any, ...] | None,
+              merge: dict[str, Any] | None) -> None:
+        finished: dict[str, Any] = {}
+        if self.metadata is not None:
+            self.metadata.join(3.0)  # git is quick; a hung one does not hold the run
+
+        def make_final(stats: WriterStats) -> Record:
+            finished.update(final_stats(stats, merge, self.db_path))
+            assert final is not None
+            record = decode_record(final)
+            assert isinstance(record, ExecutionFinished)
+            return record._replace(writer_stats=json.dumps(finished))
+
+        stats = self.writer.close(timeout, final=make_final if final else None)
+        self.closed_stats = finished or final_stats(stats, merge, self.db_path)
+        self.replies.send(("closed", self.closed_stats))
+
+    def abandoned(self, timeout: float) -> None:
+        """The pytest process ended without closing: write what it sent, and say so."""
+        final = None
+        if self.execution:
+            completed, _ = self.progress
+            now = CLOCK.now()
+            final = ("ExecutionFinished", self.execution, "interrupted", None,
+                     "the pytest process ended before the run finished (killed, or it "
+                     "called os._exit)", CLOCK.iso(now), now - self.started, completed,
+                     completed, "{}", None)
+        self.close(timeout, final, None)
+
+
+def serve(session: Session) -> None:
+    reader = Reader()
+    while True:
+        ready, _, _ = select.select([0], [], [], PARENT_POLL)
+        if not ready:
+            if os.getppid() != session.parent:  # a forked child of pytest holds the pipe
+                break
+            continue
+        data = os.read(0, 1 << 20)
+        if not data:
+            break
+        for message in reader.feed(data):
+            if not session.handle(message):
+                return
+    session.abandoned(35.0)
+
+
+def main(argv: list[str]) -> int:
+    # Ctrl-C and a CI's SIGTERM go to the whole process group: this process keeps writing
+    # what pytest hands it and ends when pytest's end of the pipe closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    config: dict[str, Any] = json.loads(argv[1])
+    session = Session(config)
+    session.writer.start()
+    if config.get("metadata_root") and session.execution:
+        session.metadata = threading.Thread(target=session.gather_metadata,
+                                            args=(config["metadata_root"],), daemon=True)
+        session.metadata.start()
+    serve(session)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
