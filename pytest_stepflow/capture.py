@@ -6,6 +6,8 @@ import contextlib
 import logging
 from typing import Any
 
+import pytest
+
 from pytest_stepflow.clock import RealClock
 from pytest_stepflow.model import LogRecord
 from pytest_stepflow.untrusted import clip, safe_repr, safe_str
@@ -43,8 +45,14 @@ class PytestLogs:
             self._handler = getattr(plugin, "report_handler", None)
         return self._handler
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_makereport(self, call: pytest.CallInfo[None]) -> None:
+        """Registered as a plugin of its own, only where pytest captures logs: a phase has
+        ended and its report is about to be made."""
+        self.phase_ended(call.when)
+
     def phase_ended(self, when: str) -> None:
-        handler = self._report_handler()
+        handler = self._handler if self._looked else self._report_handler()
         if handler is None:
             return
         records = handler.records

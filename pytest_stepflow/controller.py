@@ -19,6 +19,11 @@ from pytest_stepflow.storage.reader import count_steps, steps_of_worker
 from pytest_stepflow.storage.writer_stats import WriterStats
 
 
+# The writer process waits up to 15 s for another session's write lock when it creates the
+# execution (storage/bootstrap.py), and needs a moment to start.
+STARTED_WAIT = 20.0
+
+
 class Controller(Owner):
     """The xdist controller process (no tests run here).
 
@@ -63,7 +68,13 @@ class Controller(Owner):
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
-        if self.writer is None:
+        writer = self.writer
+        if writer is None:
+            return
+        # Workers write only once the execution exists: the writer process creates it while
+        # xdist starts the workers' processes, so this rarely waits at all.
+        writer.started.wait(STARTED_WAIT)
+        if writer.off:
             return
         s = self.settings
         # The run's artifact total is split evenly: no process has to ask another.

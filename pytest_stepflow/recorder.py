@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
@@ -113,7 +113,9 @@ def _subtest_text(report: pytest.TestReport, limit: int) -> str | None:
 
 
 def _parameters(item: pytest.Item | None) -> str | None:
-    callspec = getattr(item, "callspec", None)
+    # Only parametrized functions have a callspec; a missing attribute costs an exception.
+    namespace = getattr(item, "__dict__", None)
+    callspec = namespace.get("callspec") if namespace is not None else None
     if callspec is None or not callspec.params:
         return None
     return params_json(callspec.params)
@@ -211,14 +213,6 @@ class StepRecorder:
         if self.logs is not None:
             self.logs.reset()
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]
-                                  ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
-        if self.logs is not None and self.record_tests:  # the phase's records are complete
-            self.logs.phase_ended(call.when)
-        return report
-
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Attempts end at their teardown report; pytest-rerunfailures marks a failed attempt
         that will be retried with outcome 'rerun' (older versions log no teardown for it, so
@@ -268,39 +262,65 @@ class StepRecorder:
         )
 
     def _finish(self, last: pytest.TestReport, final: bool) -> None:
+        """The step of one attempt, from its phase reports. This runs once per test on the
+        test thread, so the common case (three passing phases, nothing captured) takes a
+        short path: a handful of attribute reads and one tuple."""
         reports, self._reports = self._reports, {}
         setup, call, teardown = reports.get("setup"), reports.get("call"), reports.get("teardown")
         nodeid = last.nodeid
-        outcome, reason, longrepr = classify(setup, call, teardown)
-        attempt = self._attempts[nodeid] = self._attempts.get(nodeid, 0) + 1
+        if (setup is not None and call is not None and teardown is not None
+                and setup.outcome == "passed" and call.outcome == "passed"
+                and teardown.outcome == "passed" and "wasxfail" not in call.__dict__):
+            outcome, reason, longrepr = "passed", None, None
+            s_outcome: str | None = "passed"
+            c_outcome: str | None = "passed"
+            t_outcome: str | None = "passed"
+            s_time: float | None = setup.duration
+            c_time: float | None = call.duration
+            t_time: float | None = teardown.duration
+            total = setup.duration + call.duration + teardown.duration
+        else:
+            outcome, reason, longrepr = classify(setup, call, teardown)
+            if longrepr:
+                longrepr = clip(longrepr, self.max_output)
+            s_outcome, c_outcome, t_outcome = (
+                _phase_outcome(setup), _phase_outcome(call), _phase_outcome(teardown))
+            s_time = setup.duration if setup else None
+            c_time = call.duration if call else None
+            t_time = teardown.duration if teardown else None
+            total = sum(r.duration for r in reports.values())
+        attempts = self._attempts
+        attempt = attempts[nodeid] = attempts.get(nodeid, 0) + 1
         keep = self.capture == "all" or (
             self.capture == "failed" and (outcome in _FAILING or not final)
         )
         logs = self.logs.take(keep, self._started) if self.logs is not None else ()
-        stdout, stderr = self._output(last) if keep else (None, None)
+        stdout = stderr = None
+        if keep and last.sections:
+            stdout, stderr = self._output(last)
         entry = self._items.get(nodeid)
         if entry is not None:
             index, item = entry
             name, parameters, markers = item.name, _parameters(item), self._markers(item)
         else:
+            item = None
             index, name, parameters, markers = None, nodeid.rpartition("::")[2], None, None
         line = last.location[1]
-        substeps, artifacts = self.collector.take()
+        collector = self.collector
+        substeps, artifacts = collector.take() if collector.used else ((), ())
         self._emit(
             Step(
                 self.execution_id, nodeid, self.worker, attempt, final, "test", index,
                 None if line is None else line + 1, name, parameters, markers, outcome,
-                _phase_outcome(setup), _phase_outcome(call), _phase_outcome(teardown),
-                setup.duration if setup else None, call.duration if call else None,
-                teardown.duration if teardown else None,
-                sum(r.duration for r in reports.values()), self._started, self.clock.now(),
-                clip(longrepr, self.max_output) if longrepr else None, reason, stdout, stderr,
+                s_outcome, c_outcome, t_outcome, s_time, c_time, t_time, total, self._started,
+                self.clock.now(), longrepr, reason,
+                stdout, stderr,
                 properties_json(last.user_properties) if last.user_properties else None, logs,
                 substeps, artifacts,
             ),
-            entry[1] if entry is not None else None,
+            item,
         )
-        self.collector.end()
+        collector.active = False
 
     def _output(self, report: pytest.TestReport) -> tuple[str | None, str | None]:
         """stdout and stderr of every phase so far (the last report carries all sections)."""

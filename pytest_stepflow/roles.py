@@ -30,9 +30,8 @@ from pytest_stepflow.notices import Notices
 from pytest_stepflow.onfailure import FailureAttacher
 from pytest_stepflow.recorder import StepRecorder
 from pytest_stepflow.settings import Settings
-from pytest_stepflow.storage.bootstrap import start_execution
+from pytest_stepflow.storage.header import check_header
 from pytest_stepflow.storage.errors import StorageError
-from pytest_stepflow.storage.spill import ImportResult
 from pytest_stepflow.storage.summary import outcome_counts
 from pytest_stepflow.substeps import Collector, activate, deactivate
 from pytest_stepflow.untrusted import MAX_PROPERTY_TEXT, json_key, json_value, safe_str
@@ -67,6 +66,7 @@ class Recording:
         self.extensions = Extensions(config, self.notices)
         self.collector: Collector | None = None
         self.attacher: FailureAttacher | None = None
+        self._logs: PytestLogs | None = None
 
     def _start_writer(self, **kwargs: Any) -> WriterClient:
         s = self.settings
@@ -82,14 +82,19 @@ class Recording:
         store = ArtifactStore(s.db_path.parent, s.max_artifact_size, s.max_artifact_total,
                               total_note)
         self.collector = Collector(CLOCK, store, self.notices)
+        logs = PytestLogs(self.config.pluginmanager, CLOCK)
         self.recorder = StepRecorder(
             execution_id=execution_id, worker=worker, submit=self.writer.submit, clock=CLOCK,
-            logs=PytestLogs(self.config.pluginmanager, CLOCK), capture=s.capture,
-            max_output=s.max_output,
+            logs=logs, capture=s.capture, max_output=s.max_output,
             collector=self.collector, extensions=self.extensions,
         )
         self.recorder.record_tests = not setup_only(self.config)
         self.config.pluginmanager.register(self.recorder, "stepflow-recorder")
+        # Without pytest's logging plugin (-p no:logging) there is nothing to read, and no
+        # hook call to pay for on every phase.
+        if self.recorder.record_tests and self.config.pluginmanager.has_plugin("logging"):
+            self.config.pluginmanager.register(logs, "stepflow-logs")
+            self._logs = logs
         if s.attach_on_failure:
             self.attacher = FailureAttacher(self.collector, s.attach_on_failure)
             self.config.pluginmanager.register(self.attacher, "stepflow-attach-on-failure")
@@ -117,6 +122,9 @@ class Recording:
         if self.recorder is not None:
             self.config.pluginmanager.unregister(self.recorder)
             self.recorder = None
+        if self._logs is not None:
+            self.config.pluginmanager.unregister(self._logs)
+            self._logs = None
         if self.writer is not None and self.stats is None:
             self.stats = self.writer.close(drain_timeout(self.settings))
 
@@ -137,26 +145,32 @@ class Owner(Recording):
             self.started = self.started._replace(
                 metadata=json.dumps(metadata, ensure_ascii=False, allow_nan=False)
             )
-        self.number: int | None = None
         self.interrupted = False
         self.internal_error: str | None = None
-        self.dead_runs: list[int] = []
-        self.imported = ImportResult()
         self.wal_bytes = 0
         self.mismatch: dict[str, int] | None = None
         self.html_note: str | None = None
         self._t0 = CLOCK.now()
-        try:
-            result = start_execution(settings.db_path, self.started)
+        try:  # what the file's header shows is reported now; the rest by the writer
+            check_header(settings.db_path)
         except StorageError as exc:
             self.problem = str(exc)
             return
-        self.number, self.dead_runs = result.number, result.dead_runs
-        self.imported = result.imported
-        # The writer process owns the execution from here: it beats its heartbeat with our
-        # progress, gathers the git and CI metadata, and marks it interrupted if we die.
-        self._start_writer(execution=self.started.id, progress=self._progress,
-                           started=self._t0, metadata_root=config.rootpath)
+        # The writer process owns the execution from here: it creates it (migrating and
+        # importing earlier spills first), beats its heartbeat with our progress, gathers
+        # the git and CI metadata, and marks it interrupted if we die.
+        self._start_writer(execution=self.started.id, start=self.started,
+                           progress=self._progress, started=self._t0,
+                           metadata_root=config.rootpath)
+
+    @property
+    def number(self) -> int | None:
+        return self.writer.number if self.writer is not None else None
+
+    def _bootstrap_problem(self) -> str | None:
+        """Why the writer process could not use the database, once it has said so."""
+        writer = self.writer
+        return writer.problem if writer is not None and writer.off else None
 
     def _progress(self) -> tuple[int, int | None]:
         recorder = self.recorder
@@ -174,8 +188,9 @@ class Owner(Recording):
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.extensions.refresh()  # an xdist controller collects nothing: all is known now
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if self.problem and reporter is not None:
-            reporter.write_line(f"stepflow: warning: not recording: {self.problem}", yellow=True)
+        problem = self.problem or self._bootstrap_problem()  # if the writer has said so yet
+        if problem and reporter is not None:
+            reporter.write_line(f"stepflow: warning: not recording: {problem}", yellow=True)
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         # pytest (collection errors) and xdist (-x, --maxfail) stop a session with their own
@@ -206,6 +221,7 @@ class Owner(Recording):
         self.stats = self.writer.close(drain_timeout(self.settings), final=final,
                                        merge=self.merge())
         self.wal_bytes = int(self.stats.get("wal_bytes") or 0)
+        self.problem = self.problem or self._bootstrap_problem()
         self._announce_finish(status.value, int(exitstatus))
         self._write_html()
 
@@ -277,8 +293,9 @@ class Owner(Recording):
             extras.append(f"{stats['retries']} retries")
         if self.wal_bytes >= 1 << 20:  # worth knowing: checkpoints are falling behind
             extras.append(f"WAL {self.wal_bytes / (1 << 20):.1f} MiB")
-        if self.imported.records:
-            extras.append(f"imported {self.imported.records} spilled records of earlier runs")
+        imported = self.writer.imported if self.writer is not None else 0
+        if imported:
+            extras.append(f"imported {imported} spilled records of earlier runs")
         if extras:
             line += f" ({', '.join(extras)})"
         terminalreporter.write_line(line)
@@ -300,8 +317,9 @@ class Owner(Recording):
                 f"the database holds {self.mismatch['recorded']} (difference stored in the "
                 f"execution's metadata)", yellow=True,
             )
-        if self.dead_runs:
-            runs = ", ".join(f"#{n}" for n in self.dead_runs)
+        dead_runs = self.writer.dead_runs if self.writer is not None else []
+        if dead_runs:
+            runs = ", ".join(f"#{n}" for n in dead_runs)
             terminalreporter.write_line(
                 f"stepflow: marked {runs} interrupted (its process is gone)"
             )

@@ -35,7 +35,9 @@ OPTIONS = (
     Option("db", f"database file (env {DB_ENV}; default <rootdir>/{DEFAULT_DB})", metavar="PATH"),
     Option("name", "a name for this execution", metavar="NAME"),
     Option("tag", "tag the execution, repeatable", "linelist", "KEY=VALUE", repeatable=True),
-    Option("batch-size", "rows per write transaction (default 50)", metavar="N"),
+    Option("batch-size", "records handed to the writer process at once, at most; they are "
+           "handed over every flush interval or as soon as this many wait (default 1000)",
+           metavar="N"),
     Option("flush-interval", "seconds between writes (default 1.0)", metavar="SECONDS"),
     Option(
         "capture",
@@ -219,7 +221,7 @@ def resolve(config: pytest.Config) -> Settings:
         db_path=Path(os.path.abspath(db)),
         name=_raw(config, "name"),
         tags=parse_tags([*ini_tags, *cli_tags]),  # CLI tags override ini tags of the same key
-        batch_size=_number("batch-size", _raw(config, "batch-size") or 50, int, 1,
+        batch_size=_number("batch-size", _raw(config, "batch-size") or 1000, int, 1,
                            "a whole number of at least 1"),
         flush_interval=_number("flush-interval", _raw(config, "flush-interval") or 1.0, float,
                                0.01, "seconds, at least 0.01"),

@@ -21,14 +21,13 @@ import os
 import select
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pytest_stepflow import forks
-from pytest_stepflow.model import ExecutionFinished, Record
+from pytest_stepflow.model import ExecutionFinished, ExecutionStarted, Record
 from pytest_stepflow.wire import Reader, decode_record, encode_record, frame
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -42,8 +41,8 @@ _BOOT = (
     "module = importlib.util.module_from_spec(spec)\n"
     "sys.modules['pytest_stepflow'] = module\n"
     "spec.loader.exec_module(module)\n"
-    "from pytest_stepflow.storage.writer_process import main\n"
-    "sys.exit(main(sys.argv[1:]))\n"
+    "from pytest_stepflow.storage.writer_process import run\n"
+    "run(sys.argv[1:])\n"
 )
 
 
@@ -70,6 +69,7 @@ class WriterClient:
         progress: Callable[[], tuple[int, int | None]] | None = None,
         started: float | None = None,
         metadata_root: Path | None = None,
+        start: ExecutionStarted | None = None,
     ) -> None:
         self.db_path = db_path
         self.stats: dict[str, Any] = {}
@@ -79,7 +79,14 @@ class WriterClient:
             "flush_interval": min(flush_interval, 0.2), "retry_budget": retry_budget,
             "execution": execution, "parent": os.getpid(), "started": started,
             "metadata_root": str(metadata_root) if metadata_root else None,
+            # The writer process creates the execution (migrating, importing spills first).
+            "start": encode_record(start) if start is not None else None,
         }
+        self.number: int | None = None  # the execution's, once the writer has created it
+        self.dead_runs: list[int] = []
+        self.imported = 0  # spilled records of earlier runs the start-up imported
+        self.off = False  # the database cannot be used: nothing is recorded
+        self.started = threading.Event()
         self._batch_size = batch_size
         self._interval = flush_interval
         self._progress = progress
@@ -87,7 +94,6 @@ class WriterClient:
         self._queue: collections.deque[Record | _Request] = collections.deque()
         self._woken = False
         self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr: Any = None
         self._sender: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
         self._stop = False  # the sender thread ends at its next wake (a fork, or close)
@@ -105,14 +111,13 @@ class WriterClient:
     # ---- test thread --------------------------------------------------------------------
 
     def start(self) -> None:
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the writer's, closed in _reap
         env = dict(os.environ)
         env.pop("PYTHONWARNINGS", None)  # -W error in the tests' environment is not ours
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-W", "ignore", "-c", _BOOT, str(_PACKAGE),
                  json.dumps(self._config)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 close_fds=True, env=env,
             )
         except OSError as exc:
@@ -247,6 +252,13 @@ class WriterClient:
                     self.stats = dict(message[3])
                     request.answer = bool(message[2])
                     request.done.set()
+            elif kind == "started":
+                _, number, dead, imported, problem, off = message
+                self.number, self.dead_runs, self.imported = number, list(dead), int(imported)
+                self.problem, self.off = problem, bool(off)
+                self.started.set()
+            elif kind == "crashed":
+                self.problem = str(message[1])
             elif kind == "closed":
                 request = self._requests.pop(0, None)
                 if request is not None:
@@ -334,13 +346,9 @@ class WriterClient:
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 code = proc.wait(1.0)
-        tail = ""
-        if self._stderr is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self._stderr.seek(0)
-                lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
-                tail = f": {lines[-1][:300]}" if lines else ""
-        return f"the writer process exited (code {code}){tail}"
+        # What it said before it died (a "crashed" message), if it could.
+        said = f": {self.problem}" if self.problem else ""
+        return f"the writer process exited (code {code}){said}"
 
     def _died(self, reason: str) -> None:
         with self._lock:
@@ -405,9 +413,6 @@ class WriterClient:
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        if self._stderr is not None:
-            with contextlib.suppress(OSError):
-                self._stderr.close()
 
 
 def _records_of(data: bytes) -> list[tuple[Any, ...]]:

@@ -72,7 +72,8 @@ def test_sigkill_of_pytest_alone_is_marked_interrupted_by_its_writer(
     proc.communicate(timeout=60)
 
     def marked() -> bool:
-        return query(stepflow_db, "SELECT status FROM executions")[0]["status"] != "running"
+        return bool(query(stepflow_db, "SELECT status FROM executions")[0]["status"]
+                    != "running")
 
     wait_for(marked, "the writer process to mark the run")
     [killed] = query(stepflow_db, "SELECT * FROM executions")

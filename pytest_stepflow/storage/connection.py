@@ -6,7 +6,13 @@ import sqlite3
 import time
 from pathlib import Path
 
-from pytest_stepflow.storage.errors import NotADatabaseError, StorageError, UnwritableError
+from pytest_stepflow.storage.errors import (
+    LockedError,
+    NotADatabaseError,
+    StorageError,
+    UnwritableError,
+)
+from pytest_stepflow.storage.header import LEFT_ALONE, read_header
 from pytest_stepflow.storage.schema import check_schema
 
 
@@ -17,7 +23,6 @@ class _REAL:
     connect = staticmethod(sqlite3.connect)
     monotonic = staticmethod(time.monotonic)
 
-SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 250
 
 # Readers never block writers and writers never block readers; one writer at a time.
@@ -48,47 +53,24 @@ READER_PRAGMAS = (
     "PRAGMA mmap_size = 67108864",
 )
 
-_LEFT_ALONE = "the file was left untouched"
 
 
 def check_file(path: Path) -> bool:
-    """Check what is at `path` before SQLite touches it; return True when it already exists.
-
-    Only call this while this process has no SQLite connection to the file: closing any
-    descriptor on a file drops all of the process's POSIX locks on it, including the locks
-    of a live connection, and another process may then delete the WAL under it.
-    """
-    if path.is_dir():
-        raise UnwritableError(f"{path} is a directory; pass a file path to --stepflow-db")
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except FileNotFoundError:
-        return False
-    except NotADirectoryError:
-        raise UnwritableError(
-            f"{path}: a parent of this path is not a directory; pass another --stepflow-db"
-        ) from None
-    except OSError as exc:
-        raise UnwritableError(
-            f"{path} cannot be read ({exc.strerror}); check its permissions"
-        ) from None
-    if header and header != SQLITE_HEADER:
-        raise NotADatabaseError(
-            f"{path} is not an SQLite database; move it away or pass another --stepflow-db "
-            f"({_LEFT_ALONE})"
-        )
-    return True
+    """Check what is at `path` before SQLite touches it; return True when it already exists
+    (header.read_header: never while this process has a connection to it)."""
+    return read_header(path) is not None
 
 
 def describe_error(path: Path, exc: sqlite3.Error) -> StorageError:
     """Turn an SQLite error into the one-line error a user can act on."""
     text = str(exc)
     lowered = text.lower()
+    if is_busy(exc):
+        return LockedError(f"{path} stayed locked by another session ({text})")
     if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
         return NotADatabaseError(
             f"{path} is corrupt ({text}); move it away or pass another --stepflow-db "
-            f"({_LEFT_ALONE})"
+            f"({LEFT_ALONE})"
         )
     if "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
         return UnwritableError(

@@ -21,3 +21,7 @@ class NewerSchemaError(StorageError):
 
 class UnwritableError(StorageError):
     """The database (or its folder) cannot be created or written."""
+
+
+class LockedError(StorageError):
+    """Another session held the write lock for longer than we could wait."""

@@ -15,11 +15,9 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
-from pytest_stepflow.storage.errors import ForeignDatabaseError, NewerSchemaError
+from pytest_stepflow.storage.header import APPLICATION_ID, SCHEMA_VERSION, foreign, newer
 
-# 'STEP' in ASCII: marks the file as ours so a foreign database is never touched.
-APPLICATION_ID = 0x53544550
-SCHEMA_VERSION = 2
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "check_schema", "migrate"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,16 +238,9 @@ def check_schema(conn: sqlite3.Connection, path: Path) -> int:
     """Return the stored schema version (0 for an empty file) or raise a one-line error."""
     app_id, version, tables = _read_versions(conn)
     if app_id != APPLICATION_ID and (app_id != 0 or tables):
-        raise ForeignDatabaseError(
-            f"{path} is an SQLite database that pytest-stepflow did not create; "
-            "pass another --stepflow-db (the file was left untouched)"
-        )
+        raise foreign(path)
     if version > SCHEMA_VERSION:
-        raise NewerSchemaError(
-            f"{path} has stepflow schema version {version}, newer than version "
-            f"{SCHEMA_VERSION} of this pytest-stepflow; upgrade it "
-            "(pip install -U pytest-stepflow) or pass another --stepflow-db"
-        )
+        raise newer(path, version)
     return version
 
 

@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from pytest_stepflow.clock import CLOCK
-from pytest_stepflow.model import ExecutionFinished, ExecutionMetadata, Heartbeat, Record
+from pytest_stepflow.model import (
+    ExecutionFinished,
+    ExecutionMetadata,
+    ExecutionStarted,
+    Heartbeat,
+    Record,
+)
 from pytest_stepflow.storage.writer import BatchWriter
 from pytest_stepflow.storage.writer_stats import WriterStats
 from pytest_stepflow.wire import Reader, decode_record, frame
@@ -82,6 +88,8 @@ class Session:
         self.closed_stats: dict[str, Any] | None = None
         self.own = 0  # records this process submitted itself: not the pytest process's
         self.metadata: threading.Thread | None = None
+        self.off: str | None = None  # why this database cannot be used: records are dropped
+        self.dropped = 0
         self.writer = BatchWriter(
             self.db_path, batch_size=int(config["batch_size"]),
             flush_interval=float(config["flush_interval"]),
@@ -113,10 +121,38 @@ class Session:
             self.own += 1
             self.writer.submit(ExecutionMetadata(self.execution, json.dumps(extra)))
 
+    def bootstrap(self, start: tuple[Any, ...]) -> None:
+        """Migrate, import earlier runs' spills, mark dead runs, create the execution; tell
+        the pytest process (its summary line, and an xdist controller waits for it)."""
+        from pytest_stepflow.storage.bootstrap import start_execution
+        from pytest_stepflow.storage.errors import LockedError, StorageError
+
+        started = decode_record(start)
+        assert isinstance(started, ExecutionStarted)
+        try:
+            result = start_execution(self.db_path, started)
+        except LockedError as exc:
+            # The writer waits for the lock in its turn; past its retry budget the
+            # execution and its steps go to the spill journal, and the next run imports them.
+            self.own += 1
+            self.writer.submit(started)
+            self.replies.send(("started", None, [], 0, f"{exc}; recording anyway, into the "
+                               "spill journal if the lock stays", False))
+            return
+        except StorageError as exc:
+            self.off = str(exc)
+            self.replies.send(("started", None, [], 0, self.off, True))
+            return
+        self.replies.send(("started", result.number, result.dead_runs,
+                           result.imported.records, None, False))
+
     def handle(self, message: tuple[Any, ...]) -> bool:
         """Act on one message; False once the session is closed."""
         kind = message[0]
         if kind == "records":
+            if self.off is not None:  # not a database of ours: nothing may be written
+                self.dropped += len(message[1])
+                return True
             submit = self.writer.submit
             for item in message[1]:
                 submit(decode_record(item))
@@ -124,7 +160,7 @@ class Session:
             self.progress = (int(message[1]), message[2])
             self.writer.beat()
         elif kind == "flush":
-            done = self.writer.flush(float(message[2]))
+            done = self.off is not None or self.writer.flush(float(message[2]))
             self.replies.send(("flushed", message[1], done, self.writer.stats.as_dict()))
         elif kind == "close":
             _, timeout, final, merge = message
@@ -135,6 +171,10 @@ class Session:
     def close(self, timeout: float, final: tuple[Any, ...] | None,
               merge: dict[str, Any] | None) -> None:
         finished: dict[str, Any] = {}
+        if self.off is not None:  # the writer never started: nothing to drain or spill
+            self.closed_stats = {"problem": self.off, "dropped": self.dropped}
+            self.replies.send(("closed", self.closed_stats))
+            return
         if self.metadata is not None:
             self.metadata.join(3.0)  # git is quick; a hung one does not hold the run
 
@@ -186,8 +226,11 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     config: dict[str, Any] = json.loads(argv[1])
     session = Session(config)
-    session.writer.start()
-    if config.get("metadata_root") and session.execution:
+    if config.get("start"):
+        session.bootstrap(config["start"])
+    if session.off is None:
+        session.writer.start()
+    if config.get("metadata_root") and session.execution and session.off is None:
         session.metadata = threading.Thread(target=session.gather_metadata,
                                             args=(config["metadata_root"],), daemon=True)
         session.metadata.start()
@@ -195,5 +238,17 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def run(argv: list[str]) -> None:
+    """Run, then leave at once: everything is written and closed by now, and an interpreter
+    shutdown would only keep pytest waiting."""
+    code = 1
+    try:
+        code = main(argv)
+    except BaseException as exc:
+        Replies(1).send(("crashed", f"{type(exc).__name__}: {exc}"[:500]))
+    finally:
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    run(sys.argv)
