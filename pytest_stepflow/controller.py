@@ -18,7 +18,6 @@ from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.reader import count_steps, steps_of_worker
 from pytest_stepflow.storage.writer_stats import WriterStats
 
-
 # The writer process waits up to 15 s for another session's write lock when it creates the
 # execution (storage/bootstrap.py), and needs a moment to start.
 STARTED_WAIT = 20.0

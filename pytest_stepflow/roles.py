@@ -30,8 +30,8 @@ from pytest_stepflow.notices import Notices
 from pytest_stepflow.onfailure import FailureAttacher
 from pytest_stepflow.recorder import StepRecorder
 from pytest_stepflow.settings import Settings
-from pytest_stepflow.storage.header import check_header
 from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.storage.header import check_header
 from pytest_stepflow.storage.summary import outcome_counts
 from pytest_stepflow.substeps import Collector, activate, deactivate
 from pytest_stepflow.untrusted import MAX_PROPERTY_TEXT, json_key, json_value, safe_str
