@@ -1,12 +1,30 @@
 """pytest-stepflow: every pytest run as a durable, queryable record in SQLite."""
 
-# Light on purpose (no pytest, no sqlite3, no asyncio): helpers import these unconditionally.
-from typing import Any
+from __future__ import annotations
 
-from pytest_stepflow.api import StepContext, Stepflow, attach, step
-from pytest_stepflow.model import Artifact, ExecutionSummary, Step, SubStep
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported on first use: the writer process needs none of them
+    from pytest_stepflow.api import StepContext, Stepflow, attach, step
+    from pytest_stepflow.model import Artifact, ExecutionSummary, Step, SubStep
 
 __version__ = "0.1.0"
+
+# Light on purpose (no pytest, no sqlite3, no asyncio): helpers import these unconditionally.
+_EXPORTS = {
+    "StepContext": "api", "Stepflow": "api", "attach": "api", "step": "api",
+    "Artifact": "model", "ExecutionSummary": "model", "Step": "model", "SubStep": "model",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_stepflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"pytest_stepflow.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 def pytest_addhooks(pluginmanager: Any) -> None:
@@ -18,6 +36,7 @@ def pytest_addhooks(pluginmanager: Any) -> None:
 
     if pluginmanager.get_plugin("stepflow") is None and not pluginmanager.is_registered(plugin):
         pluginmanager.register(plugin, "stepflow")
+
 
 __all__ = [
     "Artifact",
