@@ -35,6 +35,9 @@ _PACKAGE = Path(__file__).resolve().parent
 # pytester run's sys.path...) without putting its folder before anything else on sys.path.
 _BOOT = (
     "import importlib.util, sys\n"
+    # asyncio imports ssl where it can (OpenSSL's set-up: a tenth of the start-up); the
+    # writer never talks to a network.
+    "sys.modules.setdefault('ssl', None)\n"
     "root = sys.argv[1]\n"
     "spec = importlib.util.spec_from_file_location('pytest_stepflow', root + '/__init__.py',"
     " submodule_search_locations=[root])\n"
