@@ -1,21 +1,45 @@
-"""Measure the wall-clock overhead of ``pytest --stepflow`` against plain pytest and --junitxml.
+"""Where ``pytest --stepflow`` spends time: against plain pytest, --junitxml and --report-log.
 
-Two synthetic suites are (re)generated under ``benchmarks/_suites/`` (``--workdir``):
+Suites (generated under ``benchmarks/_suites/``, ``--workdir``, or a real project's):
 
 * ``trivial``   -- 5,000 trivial passing tests in 50 files;
 * ``realistic`` -- 2,000 tests in 20 files, 10% failing with a small diff, 5% skipped,
-  every test emitting 5 log records (captured at INFO) and 2 ``print`` calls.
+  every test emitting 5 log records (captured at INFO) and 2 ``print`` calls;
+* ``--real packaging`` -- the packaging project's own suite (64,000 parametrised tests of
+  about half a millisecond), from its sdist on PyPI (downloaded once, with the environment of
+  benchmarks/real_suites.py); the database already holds two earlier recorded runs, as a
+  project's database does.
 
-Each suite is run as a subprocess in three variants -- ``plain``, ``stepflow``
-(``--stepflow --stepflow-db=<fresh file>``) and ``junitxml`` -- interleaved round by round
-with a rotating order. The report gives median wall times and the median of per-round pair
-ratios, checked against the project's targets (informational only).
+Each suite is run as a subprocess in each variant, interleaved round by round with a rotating
+order, and timed (wall clock, and CPU time of the process tree from ``wait4``):
+
+* ``plain``     -- pytest alone;
+* ``stepflow``  -- ``--stepflow`` (a fresh database, or a copy of the one with history);
+* ``deferred``  -- ``--stepflow`` with writing deferred to the end of the run (batch size and
+  flush interval larger than the run): what recording costs apart from writing as it goes;
+* ``junitxml``  -- ``--junitxml``;
+* ``reportlog`` -- ``-p pytest_reportlog --report-log`` (the other streaming recorder; the
+  variant is left out when pytest-reportlog is not installed).
+
+``--breakdown`` adds a one-test suite (the fixed cost is what a run of one test pays, the
+per-test cost is the slope between the two suites) and a probe variant, ``hooks``: the
+recorder builds every record and hands it to nothing (no writer process, no sender thread).
+It prints, in milliseconds fixed and microseconds per test:
+
+* the wall-clock overhead;
+* CPU of the pytest process: the recorder's hooks (``hooks`` - ``plain``) and the hand-over
+  to the writer process, sender thread and pipe (``stepflow`` - ``hooks``, the writer's own
+  CPU time taken out, as it reports it in the execution's ``writer_stats``);
+* CPU of the writer process, which runs on another core;
+* the rest: wall time the pytest process spends waiting (for the writer at the end of the
+  run, for the GIL, for a busy core).
 
 Usage::
 
     python benchmarks/overhead.py --rounds 7
-    python benchmarks/overhead.py --xdist 2                 # same suites under pytest-xdist
-    python benchmarks/overhead.py --suite realistic --json timings.json
+    python benchmarks/overhead.py --xdist 2
+    python benchmarks/overhead.py --breakdown --suite trivial
+    python benchmarks/overhead.py --real packaging --rounds 5
     python benchmarks/overhead.py --variants plain,junitxml # without the plugin installed
 
 Exit status: 0 when every run finished (targets MET or MISSED), 2 when a run errored.
@@ -24,6 +48,7 @@ Exit status: 0 when every run finished (targets MET or MISSED), 2 when a run err
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -37,8 +62,35 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("plain", "stepflow", "junitxml")
-SUITES = {"trivial": (5000, 50), "realistic": (2000, 20)}  # suite -> (tests, files)
+VARIANTS = ("plain", "stepflow", "deferred", "junitxml", "reportlog")
+PROBE = "hooks"  # --breakdown only
+SUITES = {"trivial": (5000, 50), "realistic": (2000, 20), "one": (1, 1)}  # -> (tests, files)
+# Targets of the overhead issue: (suite, xdist?) -> stepflow/plain limit.
+LIMITS = {("trivial", False): 1.03, ("realistic", False): 1.05, ("trivial", True): 1.04,
+          ("realistic", True): 1.04, ("packaging", False): 1.05, ("packaging", True): 1.05}
+DEFERRED = ["--stepflow-batch-size=100000000", "--stepflow-flush-interval=100000"]
+# The probe plugin of the `hooks` variant: the writer client hands records to nothing.
+PROBE_PLUGIN = '''"""Benchmark probe (benchmarks/overhead.py): records are built, then dropped."""
+import pytest_stepflow.roles as roles
+
+
+class DiscardingWriter(roles.WriterClient):
+    def start(self):
+        self.number = 0
+        self.started.set()
+
+    def submit(self, record):
+        pass
+
+    def flush(self, timeout):
+        return True
+
+    def close(self, timeout, final=None, merge=None):
+        return {}
+
+
+roles.WriterClient = DiscardingWriter
+'''
 REALISTIC_HEADER = '''import logging
 
 import pytest
@@ -104,105 +156,232 @@ def generate(workdir: Path, suite: str) -> Path:
     return root
 
 
-def run_once(cwd: Path, variant: str, xdist: int, tmp: Path, tag: str) -> tuple[float, int, Path]:
-    """Time one pytest subprocess; return (seconds, exit code, db path)."""
-    # Only the plugins under test, whatever else is installed (pytest-randomly reseeds and
-    # reorders, pytest-rerunfailures runs a server thread...): autoloading off, stepflow
-    # (inactive unless asked for) and xdist named.
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "stepflow"]
-    cmd += ["-p", "xdist", "-n", str(xdist)] if xdist > 0 else []
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where and how to run one suite."""
+
+    name: str
+    root: Path
+    python: str
+    tests: int  # expected steps (0: not known beforehand)
+    autoload: bool  # a real project's run loads its installed plugins; ours load only ours
+    history: Path | None = None  # a database with earlier runs, copied for each recorded run
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    wall: float
+    cpu: float  # the whole process tree: pytest, its xdist workers, their writer processes
+    writer_cpu: float  # the writer processes' part (their own report), 0 without one
+    code: int
+    steps: int | str
+
+
+def _env(target: Target, probe_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST_", "STEPFLOW_")) and k != "PYTHONDONTWRITEBYTECODE"}
+    if not target.autoload:
+        # Only the plugins under test, whatever else is installed (pytest-randomly reseeds
+        # and reorders, pytest-rerunfailures runs a server thread...).
+        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(probe_dir), env.get("PYTHONPATH")]))
+    return env
+
+
+def command(target: Target, variant: str, xdist: int, tmp: Path, tag: str
+            ) -> tuple[list[str], Path]:
+    cmd = [target.python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    if not target.autoload:
+        cmd += ["-p", "stepflow"] + (["-p", "xdist"] if xdist else [])
+    cmd += ["-n", str(xdist)] if xdist else []
     db = tmp / f"stepflow-{tag}.db"
-    if variant == "stepflow":
+    if variant in ("stepflow", "deferred", PROBE):
+        for old in tmp.glob(f"{db.name}*"):
+            old.unlink()
+        if target.history is not None:
+            shutil.copyfile(target.history, db)  # closed cleanly: no -wal file beside it
         cmd += ["--stepflow", f"--stepflow-db={db}"]
+        cmd += DEFERRED if variant == "deferred" else []
+        cmd += ["-p", "stepflow_probe"] if variant == PROBE else []
     elif variant == "junitxml":
-        cmd += ["--junitxml", str(tmp / f"junit-{tag}.xml")]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")
-           and k != "PYTHONDONTWRITEBYTECODE"}  # people's runs import from .pyc caches
-    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+        cmd += [f"--junitxml={tmp / f'junit-{tag}.xml'}"]
+    elif variant == "reportlog":
+        cmd += ["-p", "pytest_reportlog", f"--report-log={tmp / f'report-{tag}.jsonl'}"]
+    return cmd, db
+
+
+def run_once(target: Target, variant: str, xdist: int, tmp: Path, tag: str) -> Run:
+    cmd, db = command(target, variant, xdist, tmp, tag)
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        proc = subprocess.Popen(cmd, cwd=target.root, env=_env(target, tmp),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
     except OSError as exc:
         raise BenchError(f"cannot start {cmd[0]}: {exc}") from exc
+    assert proc.stderr is not None
+    stderr = proc.stderr.read()  # before waiting: a full pipe would block the child
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
-    if proc.returncode not in (0, 1):
-        tail = "\n".join(proc.stderr.decode(errors="replace").strip().splitlines()[-15:])
-        raise BenchError(f"{variant} run in {cwd} exited with {proc.returncode}\n"
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
+    if code not in (0, 1):
+        tail = "\n".join(stderr.decode(errors="replace").strip().splitlines()[-15:])
+        raise BenchError(f"{variant} run in {target.root} exited with {code}\n"
                          f"  command: {' '.join(cmd)}\n  stderr tail:\n{tail or '  (empty)'}")
-    return elapsed, proc.returncode, db
+    steps: int | str = "-"
+    writer_cpu = 0.0
+    if variant in ("stepflow", "deferred"):
+        steps, writer_cpu = recorded(db)
+    return Run(elapsed, usage.ru_utime + usage.ru_stime, writer_cpu, code, steps)
 
 
-def count_steps(db: Path) -> int | str:
-    """Rows in the ``steps`` table of a recording, or a note explaining why there is no count."""
+def recorded(db: Path) -> tuple[int | str, float]:
+    """Steps of the run just recorded, and its writers' CPU seconds (or why they are unknown)."""
     if not db.exists():
-        return "no db file written"
+        return "no db file written", 0.0
     try:
         con = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
         try:
-            row = con.execute("SELECT COUNT(*) FROM steps").fetchone()
+            row = con.execute("SELECT number, writer_stats FROM executions ORDER BY number"
+                              " DESC LIMIT 1").fetchone()
+            count = con.execute("SELECT COUNT(*) FROM steps WHERE execution = ?",
+                                (row[0],)).fetchone()[0]
         finally:
             con.close()
-    except sqlite3.Error as exc:
-        return f"cannot count steps ({exc})"
-    return int(row[0])
+    except (sqlite3.Error, TypeError) as exc:
+        return f"cannot count steps ({exc})", 0.0
+    stats = json.loads(row[1] or "{}")
+    return int(count), float(stats.get("cpu_seconds") or 0.0)
 
 
-def bench_suite(suite: str, root: Path, variants: list[str], rounds: int, xdist: int,
-                tmp: Path) -> dict[str, Any]:
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    codes: dict[str, list[int]] = {v: [] for v in variants}
-    steps: list[int | str] = []
+def bench(target: Target, variants: list[str], rounds: int, xdist: int, tmp: Path
+          ) -> dict[str, list[Run]]:
+    runs: dict[str, list[Run]] = {v: [] for v in variants}
     for v in variants:  # untimed warm-up: writes .pyc caches and fails fast on a broken variant
-        run_once(root, v, xdist, tmp, f"{suite}-warmup-{v}")
+        run_once(target, v, xdist, tmp, f"{target.name}-warmup-{v}")
     for r in range(rounds):
         order = variants[r % len(variants):] + variants[:r % len(variants)]
         for v in order:
-            elapsed, code, db = run_once(root, v, xdist, tmp, f"{suite}-{r}")
-            times[v].append(elapsed)
-            codes[v].append(code)
-            if v == "stepflow":
-                steps.append(count_steps(db))
-        done = "  ".join(f"{v} {times[v][-1]:6.2f}s" for v in variants)
-        print(f"[{suite}] round {r + 1}/{rounds}: {done}", file=sys.stderr, flush=True)
-    ratios = {f"{a}/{b}": [x / y for x, y in zip(times[a], times[b], strict=True)]
-              for a, b in (("stepflow", "plain"), ("junitxml", "plain"), ("stepflow", "junitxml"))
-              if a in times and b in times}
-    med_r = {k: statistics.median(x) for k, x in ratios.items()}
-    limit = 1.04 if xdist else (1.03 if suite == "trivial" else 1.05)
-    sp, sj = med_r.get("stepflow/plain"), med_r.get("stepflow/junitxml")
-    targets = [
-        {"target": f"stepflow/plain <= {limit:.2f}x", "value": sp,
-         "met": None if sp is None else sp <= limit},
-        {"target": "stepflow < junitxml", "value": sj, "met": None if sj is None else sj < 1.0},
-    ]
-    return {"suite": suite, "tests": SUITES[suite][0], "times": times, "exit_codes": codes,
-            "median": {v: statistics.median(t) for v, t in times.items()},
-            "ratios": ratios, "median_ratios": med_r, "targets": targets, "steps_rows": steps}
+            runs[v].append(run_once(target, v, xdist, tmp, f"{target.name}-{v}"))
+        done = "  ".join(f"{v} {runs[v][-1].wall:6.2f}s" for v in variants)
+        print(f"[{target.name}] round {r + 1}/{rounds}: {done}", file=sys.stderr, flush=True)
+    return runs
 
 
-def report(res: dict[str, Any], rounds: int, xdist: int) -> None:
+def _median(runs: list[Run], attr: str) -> float:
+    return float(statistics.median(getattr(run, attr) for run in runs))
+
+
+def pair_ratio(runs: dict[str, list[Run]], a: str, b: str) -> float:
+    """The median of per-round ratios: each pair ran back to back, under the same noise."""
+    return statistics.median(x.wall / y.wall for x, y in zip(runs[a], runs[b], strict=True))
+
+
+def report(target: Target, runs: dict[str, list[Run]], rounds: int, xdist: int
+           ) -> dict[str, Any]:
     mode = f"xdist -n {xdist}" if xdist else "serial"
-    print(f"\n== {res['suite']}: {res['tests']} tests, {rounds} rounds, {mode} "
+    print(f"\n== {target.name}: {rounds} rounds, {mode} "
           "(ratios: median of per-round pair ratios) ==")
-    print(f"{'variant':<10} {'median s':>9} {'min s':>8} {'vs plain':>9} {'vs junitxml':>12}")
-    med: dict[str, float] = res["median"]
-    mr: dict[str, float] = res["median_ratios"]
-    for v in med:
-        vp = "1.000x" if v == "plain" else f"{mr[f'{v}/plain']:.3f}x" if f"{v}/plain" in mr else "-"
-        vj = f"{mr['stepflow/junitxml']:.3f}x" if v == "stepflow" and "stepflow/junitxml" in mr \
-            else "-"
-        print(f"{v:<10} {med[v]:>9.3f} {min(res['times'][v]):>8.3f} {vp:>9} {vj:>12}")
-    for t in res["targets"]:
-        value = "n/a" if t["value"] is None else f"{t['value']:.3f}x"
-        verdict = "n/a (variant not run)" if t["met"] is None else "MET" if t["met"] else "MISSED"
-        print(f"  target {t['target']:<24} {value:>8}  {verdict}")
-    if "stepflow" in med:
-        seen = sorted({str(s) for s in res["steps_rows"]})
-        note = "" if all(isinstance(s, int) for s in res["steps_rows"]) \
-            else "  (note: recording not checkable; the benchmark itself is unaffected)"
-        print(f"  steps rows per stepflow run: {', '.join(seen)} "
-              f"(expected tests: {res['tests']}){note}")
+    print(f"{'variant':<10} {'median s':>9} {'min s':>8} {'cpu s':>7} {'vs plain':>9}"
+          f" {'vs junitxml':>12}")
+    ratios = {}
+    for v, vr in runs.items():
+        vp = pair_ratio(runs, v, "plain") if "plain" in runs else None
+        vj = pair_ratio(runs, v, "junitxml") if "junitxml" in runs else None
+        ratios[v] = {"plain": vp, "junitxml": vj}
+        print(f"{v:<10} {_median(vr, 'wall'):>9.3f} {min(r.wall for r in vr):>8.3f}"
+              f" {_median(vr, 'cpu'):>7.2f} {'-' if vp is None else f'{vp:.3f}x':>9}"
+              f" {'-' if vj is None or v == 'junitxml' else f'{vj:.3f}x':>12}")
+    targets = []
+    limit = LIMITS.get((target.name, bool(xdist)))
+    sp = ratios.get("stepflow", {}).get("plain")
+    if limit is not None and sp is not None:
+        targets.append((f"stepflow/plain <= {limit:.2f}x", sp, sp <= limit))
+    sj = ratios.get("stepflow", {}).get("junitxml")
+    if sj is not None:
+        targets.append(("stepflow < junitxml", sj, sj < 1.0))
+    for text, value, met in targets:
+        print(f"  target {text:<24} {value:.3f}x  {'MET' if met else 'MISSED'}")
+    if "stepflow" in runs:
+        seen = sorted({str(r.steps) for r in runs["stepflow"]})
+        expected = f" (expected: {target.tests})" if target.tests else ""
+        print(f"  steps recorded per stepflow run: {', '.join(seen)}{expected}")
+    return {"suite": target.name, "xdist": xdist, "ratios": ratios,
+            "targets": [{"target": t, "value": v, "met": m} for t, v, m in targets],
+            "runs": {v: [dataclasses.asdict(r) for r in vr] for v, vr in runs.items()}}
+
+
+def _paired(runs: dict[str, list[Run]], a: str, b: str, fn: Any) -> float:
+    """The median over rounds of fn(a's run) - fn(b's run): each pair ran back to back."""
+    return float(statistics.median(fn(x) - fn(y) for x, y in zip(runs[a], runs[b],
+                                                                  strict=True)))
+
+
+def _wall(run: Run) -> float:
+    return run.wall
+
+
+def _pytest_cpu(run: Run) -> float:
+    return run.cpu - run.writer_cpu
+
+
+def _waiting(run: Run) -> float:
+    return run.wall - _pytest_cpu(run)
+
+
+def breakdown(name: str, tests: int, big: dict[str, list[Run]], one: dict[str, list[Run]]
+              ) -> dict[str, Any]:
+    """Fixed (one test) and per-test (slope to the big suite) cost of each part."""
+    def part(a: str, b: str, fn: Any) -> tuple[float, float]:
+        fixed = _paired(one, a, b, fn)
+        return fixed * 1e3, (_paired(big, a, b, fn) - fixed) / max(tests - 1, 1) * 1e6
+
+    rows = {
+        "wall: stepflow - plain": part("stepflow", "plain", _wall),
+        "  pytest CPU: recorder hooks": part(PROBE, "plain", _pytest_cpu),
+        "  pytest CPU: hand-over (sender, pipe)": part("stepflow", PROBE, _pytest_cpu),
+        "  waiting (writer at the end, GIL, cores)": part("stepflow", "plain", _waiting),
+        "writer process CPU (another core)": part("stepflow", "plain",
+                                                  lambda r: r.writer_cpu),
+    }
+    for other in ("deferred", "junitxml", "reportlog"):
+        if other in big and other in one:
+            rows[f"wall: {other} - plain"] = part(other, "plain", _wall)
+    print(f"\n== breakdown: {name} ({tests} tests) against one test ==")
+    print(f"{'part':<44} {'fixed ms':>9} {'per test us':>12}")
+    for label, (fixed, per_test) in rows.items():
+        print(f"{label:<44} {fixed:>+9.1f} {per_test:>+12.2f}")
+    return {label: {"fixed_ms": f, "per_test_us": p} for label, (f, p) in rows.items()}
+
+
+def real_target(name: str, work: Path, tmp: Path, xdist: int) -> Target:
+    """A real project's suite, in the environment benchmarks/real_suites.py keeps, with a
+    database holding two earlier recorded runs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import real_suites
+
+    suite = next(s for s in real_suites.SUITES if s.name == name)
+    print(f"[{name}] preparing its environment in {work} (downloads once)", file=sys.stderr)
+    python = real_suites.prepare(work.resolve(), [suite])
+    root = real_suites.source_dir(work.resolve(), suite)
+    history = tmp / f"{name}-history.db"
+    target = Target(name, root, str(python), 0, autoload=True)
+    for _ in range(2):  # each run records into a copy of the history so far
+        run = run_once(target, "stepflow", xdist, tmp, f"{name}-history")
+        shutil.move(str(tmp / f"stepflow-{name}-history.db"), history)
+        target = dataclasses.replace(target, history=history)
+    assert isinstance(run.steps, int), run.steps
+    return dataclasses.replace(target, tests=run.steps)
+
+
+def available(variants: list[str], python: str) -> list[str]:
+    if "reportlog" in variants and subprocess.run(
+            [python, "-c", "import pytest_reportlog"], capture_output=True).returncode:
+        print("note: pytest-reportlog is not installed there; the reportlog variant is left "
+              "out (pip install pytest-reportlog)", file=sys.stderr)
+        return [v for v in variants if v != "reportlog"]
+    return variants
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -220,9 +399,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--rounds", type=rounds, default=7, help="timed rounds (>= 5, default 7)")
     p.add_argument("--xdist", type=int, default=0, metavar="N", help="add -n N to every run")
-    p.add_argument("--suite", choices=("trivial", "realistic", "all"), default="all")
+    p.add_argument("--suite", choices=("trivial", "realistic", "all", "none"), default="all",
+                   help="generated suites to run (none: only --real)")
+    p.add_argument("--real", choices=("packaging",), action="append", default=[],
+                   help="also a real project's suite (downloaded from PyPI once)")
     p.add_argument("--variants", type=variants, default=list(VARIANTS),
-                   help="comma-separated subset of plain,stepflow,junitxml")
+                   help=f"comma-separated subset of {','.join(VARIANTS)}")
+    p.add_argument("--breakdown", action="store_true",
+                   help="where the time goes: fixed and per-test cost of each part")
     p.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / "_suites")
     p.add_argument("--json", type=Path, metavar="PATH", help="write raw timings and results")
     return p.parse_args(argv)
@@ -230,15 +414,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    suites = list(SUITES) if args.suite == "all" else [args.suite]
+    names = {"all": ["trivial", "realistic"], "none": []}.get(args.suite, [args.suite])
+    if args.breakdown and not {"plain", "stepflow"} <= set(args.variants):
+        print("error: --breakdown needs the plain and stepflow variants", file=sys.stderr)
+        return 2
     results: list[dict[str, Any]] = []
     try:
-        with tempfile.TemporaryDirectory(prefix="stepflow-bench-") as tmp:
-            for suite in suites:
-                root = generate(args.workdir, suite)
-                res = bench_suite(suite, root, args.variants, args.rounds, args.xdist, Path(tmp))
-                results.append(res)
-                report(res, args.rounds, args.xdist)
+        with tempfile.TemporaryDirectory(prefix="stepflow-bench-") as tmp_name:
+            tmp = Path(tmp_name)
+            (tmp / "stepflow_probe.py").write_text(PROBE_PLUGIN)
+            targets = [Target(n, generate(args.workdir, n), sys.executable, SUITES[n][0], False)
+                       for n in names]
+            targets += [real_target(n, args.workdir, tmp, args.xdist) for n in args.real]
+            for target in targets:
+                variants = available(args.variants, target.python)
+                if args.breakdown:
+                    variants = [*variants, PROBE]
+                runs = bench(target, variants, args.rounds, args.xdist, tmp)
+                result = report(target, runs, args.rounds, args.xdist)
+                if args.breakdown:
+                    one = dataclasses.replace(target, name=f"{target.name}-one", tests=1,
+                                              root=generate(args.workdir, "one"))
+                    if target.autoload:  # a real suite's fixed cost, in its own environment
+                        one = dataclasses.replace(one, autoload=False)
+                    one_runs = bench(one, variants, args.rounds * 2, args.xdist, tmp)
+                    result["breakdown"] = breakdown(target.name, target.tests, runs, one_runs)
+                results.append(result)
     except BenchError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2

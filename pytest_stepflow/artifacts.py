@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import posixpath
 import re
-import secrets
 import stat
 import unicodedata
 from pathlib import Path
@@ -180,7 +178,7 @@ class ArtifactStore:
 
     def _temp(self) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
-        return self.dir / f".tmp-{os.getpid()}-{secrets.token_hex(6)}"
+        return self.dir / f".tmp-{os.getpid()}-{os.urandom(6).hex()}"
 
     @staticmethod
     def _present(target: Path, size: int) -> bool:
@@ -193,7 +191,9 @@ class ArtifactStore:
         size = len(data)
         self._check_size(size, name)
         self._reserve(size, name)
-        sha = hashlib.sha256(data).hexdigest()
+        from hashlib import sha256  # OpenSSL's set-up: only for a run that attaches
+
+        sha = sha256(data).hexdigest()
         target, relative = self._target(sha)
         if not self._present(target, size):
             temp: Path | None = None
@@ -247,7 +247,9 @@ class ArtifactStore:
 
     def _copy(self, fd: int, name: str) -> tuple[int, str, Path]:
         """Copy into a temporary file of the store, hashing on the way; one read pass."""
-        digest = hashlib.sha256()
+        from hashlib import sha256
+
+        digest = sha256()
         size = 0
         temp: Path | None = None
         try:

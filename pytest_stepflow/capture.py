@@ -29,6 +29,12 @@ class PytestLogs:
     moment the list is that phase's, even under pytest-rerunfailures (which logs its reports
     only after the whole attempt). A subtest's report is made inside the phase: the list is
     the same object and is kept once, labelled by the phase's own report, which comes last.
+
+    pytest's own protocol logs each phase's report right after making it, before the next
+    phase resets the list: there the recorder reads the list from its report hook
+    (`phase_ended`), and this object is no plugin at all, which spares three hook calls a
+    test. Only where another plugin runs the protocol itself (`runs_protocol`) is it
+    registered for `pytest_runtest_makereport`.
     """
 
     def __init__(self, plugins: Any, clock: RealClock) -> None:
@@ -44,6 +50,14 @@ class PytestLogs:
             plugin = self._plugins.get_plugin("logging-plugin")  # None with -p no:logging
             self._handler = getattr(plugin, "report_handler", None)
         return self._handler
+
+    @staticmethod
+    def runs_protocol(plugins: Any) -> bool:
+        """Whether a plugin other than pytest's runner runs the test protocol, and may log a
+        phase's report after later phases began (pytest-rerunfailures, flaky...)."""
+        runner = plugins.get_plugin("runner")
+        return any(not impl.hookwrapper and not impl.wrapper and impl.plugin is not runner
+                   for impl in plugins.hook.pytest_runtest_protocol.get_hookimpls())
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_makereport(self, call: pytest.CallInfo[None]) -> None:

@@ -193,14 +193,13 @@ def git_info(path: Path, timeout: float = 2.0) -> dict[str, object] | None:
 
 
 def platform_metadata(plugin_version: str) -> dict[str, object]:
-    """Interpreter, OS and plugin versions; cheap enough for every session."""
+    """Interpreter and plugin versions: attribute reads, cheap enough for pytest's process."""
     import pluggy
     import pytest
 
     return {
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
-        "platform": platform.platform(),
         "machine": platform.machine(),
         "pytest": pytest.__version__,
         "stepflow": plugin_version,
@@ -208,11 +207,17 @@ def platform_metadata(plugin_version: str) -> dict[str, object]:
     }
 
 
+def os_metadata() -> dict[str, object]:
+    """The OS: `platform.platform()` runs `uname -p` (a subprocess, milliseconds), so the
+    writer process asks, with git, off the test process's way."""
+    return {"platform": platform.platform()}
+
+
 def collect_metadata(
     rootdir: Path, environ: Mapping[str, str], plugin_version: str
 ) -> dict[str, object]:
     """Platform metadata plus "git" and "ci" when known."""
-    metadata = platform_metadata(plugin_version)
+    metadata = {**platform_metadata(plugin_version), **os_metadata()}
     git = git_info(rootdir)
     if git is not None:
         metadata["git"] = git

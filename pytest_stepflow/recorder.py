@@ -12,7 +12,6 @@ from a fixture's setup or teardown): they are sub-steps, never phases of the tes
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ from pytest_stepflow.capture import PytestLogs
 from pytest_stepflow.clock import RealClock
 from pytest_stepflow.model import Outcome, Record, Step
 from pytest_stepflow.substeps import Collector
-from pytest_stepflow.untrusted import clip, params_json, properties_json, safe_str
+from pytest_stepflow.untrusted import clip, params_json, properties_json, safe_str, to_json
 
 if TYPE_CHECKING:
     from pytest_stepflow.extensions import Extensions
@@ -163,6 +162,7 @@ class StepRecorder:
         self.collect_errors = 0
         self.record_collection = True
         self.record_tests = True  # False under --setup-only / --setup-plan: no test runs
+        self.read_logs = False  # the phase's log records are read here (capture.PytestLogs)
         self.current_index: int | None = None
         self._items: dict[str, tuple[int, pytest.Item]] = {}
         self._attempts: dict[str, int] = {}
@@ -223,6 +223,8 @@ class StepRecorder:
             self._subtest(report)
             return
         when = report.when
+        if self.read_logs and self.logs is not None:
+            self.logs.phase_ended(when)
         reports = self._reports
         if when == "setup" and reports:
             self._finish(list(reports.values())[-1], final=False)
@@ -351,7 +353,7 @@ class StepRecorder:
         if not own and not inherited:
             return None
         unique = list(dict.fromkeys(_names(own) + inherited))
-        return json.dumps(unique) if unique else None
+        return to_json(unique) if unique else None
 
     def _emit(self, step: Step, item: pytest.Item | None = None) -> None:
         if step.final:  # pytest's accounting, whatever a hook makes of the step

@@ -32,7 +32,6 @@ from pytest_stepflow.recorder import StepRecorder
 from pytest_stepflow.settings import Settings
 from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.header import check_header
-from pytest_stepflow.storage.summary import outcome_counts
 from pytest_stepflow.substeps import Collector, activate, deactivate
 from pytest_stepflow.untrusted import MAX_PROPERTY_TEXT, json_key, json_value, safe_str
 from pytest_stepflow.writer_client import WriterClient
@@ -91,10 +90,14 @@ class Recording:
         self.recorder.record_tests = not setup_only(self.config)
         self.config.pluginmanager.register(self.recorder, "stepflow-recorder")
         # Without pytest's logging plugin (-p no:logging) there is nothing to read, and no
-        # hook call to pay for on every phase.
-        if self.recorder.record_tests and self.config.pluginmanager.has_plugin("logging"):
-            self.config.pluginmanager.register(logs, "stepflow-logs")
-            self._logs = logs
+        # call to pay for on every phase.
+        plugins = self.config.pluginmanager
+        if self.recorder.record_tests and plugins.has_plugin("logging"):
+            if PytestLogs.runs_protocol(plugins):
+                plugins.register(logs, "stepflow-logs")
+                self._logs = logs
+            else:
+                self.recorder.read_logs = True
         if s.attach_on_failure:
             self.attacher = FailureAttacher(self.collector, s.attach_on_failure)
             self.config.pluginmanager.register(self.attacher, "stepflow-attach-on-failure")
@@ -249,6 +252,8 @@ class Owner(Recording):
         """pytest_stepflow_execution_finish, once the final row is written."""
         if self.stats is None or not self.extensions.finish_used():
             return  # nobody listens: no query either
+        from pytest_stepflow.storage.summary import outcome_counts  # sqlite3: only here
+
         try:
             outcomes = outcome_counts(self.settings.db_path, self.started.id)
         except StorageError:

@@ -33,11 +33,22 @@ from pytest_stepflow.wire import Reader, decode_record, encode_record, frame
 _PACKAGE = Path(__file__).resolve().parent
 # The writer process imports this very copy of the package (an editable checkout, a
 # pytester run's sys.path...) without putting its folder before anything else on sys.path.
+# It starts without `site` (-S: a third of an interpreter's start-up, and .pth files
+# that may import anything) and finds aiosqlite on this process's sys.path, placed after
+# the standard library so that no project module can shadow it; the current folder, which
+# -c puts first, is dropped for the same reason. Should aiosqlite live where only `site`
+# knows (an editable install's import hook), site is set up after all.
 _BOOT = (
-    "import importlib.util, sys\n"
+    "import importlib.util, json, sys\n"
     # asyncio imports ssl where it can (OpenSSL's set-up: a tenth of the start-up); the
     # writer never talks to a network.
     "sys.modules.setdefault('ssl', None)\n"
+    "if sys.path and sys.path[0] == '':\n"
+    "    del sys.path[0]\n"
+    "sys.path.extend(p for p in json.loads(sys.argv[2])['path'] if p not in sys.path)\n"
+    "if importlib.util.find_spec('aiosqlite') is None:\n"
+    "    import site\n"
+    "    site.main()\n"
     "root = sys.argv[1]\n"
     "spec = importlib.util.spec_from_file_location('pytest_stepflow', root + '/__init__.py',"
     " submodule_search_locations=[root])\n"
@@ -84,6 +95,7 @@ class WriterClient:
             "metadata_root": str(metadata_root) if metadata_root else None,
             # The writer process creates the execution (migrating, importing spills first).
             "start": encode_record(start) if start is not None else None,
+            "path": [entry for entry in sys.path if entry and isinstance(entry, str)],
         }
         self.number: int | None = None  # the execution's, once the writer has created it
         self.dead_runs: list[int] = []
@@ -118,7 +130,7 @@ class WriterClient:
         env.pop("PYTHONWARNINGS", None)  # -W error in the tests' environment is not ours
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-W", "ignore", "-c", _BOOT, str(_PACKAGE),
+                [sys.executable, "-S", "-W", "ignore", "-c", _BOOT, str(_PACKAGE),
                  json.dumps(self._config)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 close_fds=True, env=env,

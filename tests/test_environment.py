@@ -311,7 +311,6 @@ def test_platform_metadata() -> None:
     assert metadata == {
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
-        "platform": platform.platform(),
         "machine": platform.machine(),
         "pytest": pytest.__version__,
         "stepflow": "1.2.3",
@@ -333,3 +332,4 @@ def test_collect_metadata_omits_unknown_git_and_ci(isolated_git: Path) -> None:
     assert "git" not in metadata
     assert "ci" not in metadata
     assert metadata["python"] == platform.python_version()
+    assert metadata["platform"] == platform.platform()

@@ -129,10 +129,23 @@ def stored_sections(run: StepflowRun, form: str = FORMAT) -> dict[tuple[str, str
     ("--log-level=DEBUG", "--log-format=%(message)s"),  # the format does not matter
     ("-p", "no:logging"),
 ], ids=["default", "log-level", "ini-log-level", "log-disable", "format", "no-logging"])
+@pytest.mark.parametrize("protocol", ["pytest", "rerunfailures"])
 def test_logs_are_what_pytest_shows(pytester: pytest.Pytester, run_stepflow: Run,
-                                    options: tuple[str, ...]) -> None:
+                                    options: tuple[str, ...], protocol: str) -> None:
+    """Read from the report hook under pytest's own protocol, at each phase's
+    makereport where another plugin runs the protocol (and may log reports late)."""
     pytester.makepyfile(test_logs=SUITE)
-    run = run_stepflow("-rA", *options)  # -rA: pytest shows passing tests' sections too
+    pytester.makeconftest("""
+        import pathlib
+
+        def pytest_sessionfinish(session):
+            registered = session.config.pluginmanager.get_plugin("stepflow-logs") is not None
+            pathlib.Path("logs-plugin.txt").write_text(str(registered))
+    """)
+    own = ("-p", "no:rerunfailures") if protocol == "pytest" else ()
+    run = run_stepflow("-rA", *options, *own)  # -rA: pytest shows passing tests' sections too
+    expect_plugin = protocol == "rerunfailures" and "no:logging" not in options
+    assert (pytester.path / "logs-plugin.txt").read_text() == str(expect_plugin)
     expected = pytest_sections(run)
     form = "{message}" if "--log-format=%(message)s" in options else FORMAT
     assert stored_sections(run, form) == expected

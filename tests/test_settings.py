@@ -46,9 +46,9 @@ HEAVY_MODULES = [
     "pytest_stepflow.storage.writer",
     "sqlite3",
 ]
-# Recording, the pytest process opens the database once, to start the execution; asyncio,
-# aiosqlite and the batch writer live in the writer process only.
-WHEN_RECORDING = ["pytest_stepflow.roles", "sqlite3"]
+# Recording, the pytest process reads only the database's header (no sqlite3); asyncio,
+# aiosqlite, sqlite3 and the batch writer live in the writer process only.
+WHEN_RECORDING = ["pytest_stepflow.roles"]  # the database is the writer process's
 
 
 @pytest.fixture(autouse=True)

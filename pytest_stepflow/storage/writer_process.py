@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import signal
 import sys
@@ -60,6 +61,12 @@ class Replies:
                 self.broken = True
 
 
+def _cpu_seconds() -> float:
+    mine, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return round(mine.ru_utime + mine.ru_stime + children.ru_utime + children.ru_stime, 4)
+
+
 def final_stats(stats: WriterStats, merge: dict[str, Any] | None, db_path: Path) -> dict[str, Any]:
     """The writer's statistics as the execution's row stores them: with what the pytest
     process adds (the xdist workers' statistics, their names, recovered steps) and the WAL's
@@ -68,6 +75,7 @@ def final_stats(stats: WriterStats, merge: dict[str, Any] | None, db_path: Path)
     total.merge(stats.as_dict())
     merge = merge or {}
     total.merge(merge.get("stats") or {})
+    total.cpu_seconds += _cpu_seconds()
     result = total.as_dict()
     result.update(merge.get("extra") or {})
     try:
@@ -106,11 +114,11 @@ class Session:
         return Heartbeat(self.execution, CLOCK.iso(), completed, index)
 
     def gather_metadata(self, root: str) -> None:
-        """Git and CI details of the execution (a git subprocess: slow, so not in pytest's
-        process and not before the first records)."""
-        from pytest_stepflow.environment import ci_info, git_info
+        """The OS, git and CI details of the execution (subprocesses: slow, so not in
+        pytest's process and not before the first records)."""
+        from pytest_stepflow.environment import ci_info, git_info, os_metadata
 
-        extra: dict[str, object] = {}
+        extra = os_metadata()
         git = git_info(Path(root))
         if git:
             extra["git"] = git

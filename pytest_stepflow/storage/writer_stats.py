@@ -28,6 +28,7 @@ class WriterStats:
     lost: int = 0
     lost_steps: int = 0
     checkpoints: int = 0
+    cpu_seconds: float = 0.0  # the writer processes' own CPU time (and their git's)
     errors: int = 0
     last_error: str | None = None
 
