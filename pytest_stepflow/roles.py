@@ -190,6 +190,10 @@ class Owner(Recording):
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.extensions.refresh()  # an xdist controller collects nothing: all is known now
+        if self.settings.html_path is not None or self.extensions.finish_used():
+            # This process reads the database at the end: sqlite3.connect is taken now,
+            # before a test can monkeypatch it.
+            import pytest_stepflow.storage.connection  # noqa: F401
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         problem = self.problem or self._bootstrap_problem()  # if the writer has said so yet
         if problem and reporter is not None:
