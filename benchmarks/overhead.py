@@ -352,6 +352,10 @@ def breakdown(name: str, tests: int, big: dict[str, list[Run]], one: dict[str, l
     print(f"{'part':<44} {'fixed ms':>9} {'per test us':>12}")
     for label, (fixed, per_test) in rows.items():
         print(f"{label:<44} {fixed:>+9.1f} {per_test:>+12.2f}")
+    walls = [r.wall for r in big["plain"]]
+    resolution = (max(walls) - min(walls)) / max(tests - 1, 1) * 1e6
+    print(f"  (plain's wall time ranged over {resolution:.1f} us a test between rounds: per-test"
+          " figures below that are noise; use more --rounds)")
     return {label: {"fixed_ms": f, "per_test_us": p} for label, (f, p) in rows.items()}
 
 
