@@ -54,7 +54,9 @@ class PytestLogs:
     @staticmethod
     def runs_protocol(plugins: Any) -> bool:
         """Whether a plugin other than pytest's runner runs the test protocol, and may log a
-        phase's report after later phases began (pytest-rerunfailures, flaky...)."""
+        phase's report after later phases began (pytest-rerunfailures, flaky...). Asked when
+        recording starts: installed plugins, `-p` and the initial conftest.py files count; a
+        conftest.py deeper in the tree that runs the protocol itself would not."""
         runner = plugins.get_plugin("runner")
         return any(not impl.hookwrapper and not impl.wrapper and impl.plugin is not runner
                    for impl in plugins.hook.pytest_runtest_protocol.get_hookimpls())

@@ -1,13 +1,13 @@
 """A test that forks (`os.fork()`, multiprocessing's "fork" start method) while we record.
 
-Two promises: the child never touches the parent's database (it inherits the writer's
-objects, so it must not use them), and the fork itself behaves as it would without stepflow.
-Python 3.12 warns (`DeprecationWarning: This process is multi-threaded, use of fork() may
-lead to deadlocks in the child`) whenever a process with more than one thread forks: our
-writer threads would add that warning to every forking test, or fail it under
-`filterwarnings = error`. So before a fork every participant stops its threads (the writer
-closes its connection: the child is forked from a process with no database open), and after
-it the parent starts them again. `subprocess` does not call these hooks and needs none.
+Two promises: the child never sends anything to the parent's writer process (it inherits the
+writer client and its pipe, so it must not use them), and the fork itself behaves as it would
+without stepflow. Python 3.12 warns (`DeprecationWarning: This process is multi-threaded, use
+of fork() may lead to deadlocks in the child`) whenever a process with more than one thread
+forks: our sender thread would add that warning to every forking test, or fail it under
+`filterwarnings = error`. So before a fork every participant (writer_client.py) stops its
+thread, and after it the parent starts it again. `subprocess` does not call these hooks and
+needs none. The writer process itself never forks.
 """
 
 from __future__ import annotations
@@ -30,38 +30,6 @@ class Participant(Protocol):
 
 _participants: weakref.WeakSet[Participant] = weakref.WeakSet()
 _lock = threading.Lock()
-
-
-def alive(ident: int | None) -> bool:
-    return ident is not None and any(t.ident == ident for t in threading.enumerate())
-
-
-def join_thread(ident: int | None, timeout: float) -> None:
-    """Wait for the thread with this ident (one we did not create, such as aiosqlite's)."""
-    if ident is None:
-        return
-    for thread in threading.enumerate():
-        if thread.ident == ident and thread is not threading.current_thread():
-            thread.join(timeout)
-
-
-class Joiner:
-    """A short-lived thread of ours (gathering git metadata): waited for before a fork."""
-
-    def __init__(self, thread: threading.Thread) -> None:
-        self.thread = thread
-
-    def pause(self, timeout: float) -> int:
-        if not self.thread.is_alive():
-            return 0
-        self.thread.join(timeout)
-        return 0 if self.thread.is_alive() else 1
-
-    def resume(self) -> None:
-        pass
-
-    def forget(self) -> None:
-        pass
 
 
 def register(participant: Participant) -> None:

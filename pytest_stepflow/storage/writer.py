@@ -25,7 +25,6 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from pytest_stepflow import forks
 from pytest_stepflow.model import Heartbeat, Record, Step
 from pytest_stepflow.storage.connection import describe_error, is_busy, open_for_writing
 from pytest_stepflow.storage.errors import StorageError
@@ -117,15 +116,11 @@ class BatchWriter:
         self._retry_budget = retry_budget
         self._heartbeat = heartbeat
         self._buffer: collections.deque[Record] = collections.deque()
-        # Made on the writer thread, anew after each pause (forks.py).
+        # Made on the writer thread.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._ready = threading.Event()
         self._wake_pending = False
-        self._pause_lock = threading.Lock()
-        self._pausing = False
-        self._paused = False  # the thread stopped for a fork and must be started again
-        self._forked = False  # this is a forked child: the writer belongs to the parent
         self._beat_due = False
         self._sqlite_thread: int | None = None
         self._closing = False
@@ -151,7 +146,6 @@ class BatchWriter:
             logging.getLogger(name).addFilter(self._log_filter)
         self._thread.start()
         self._ready.wait(10.0)
-        forks.register(self)
 
     def submit(self, record: Record) -> None:
         """O(1), never blocks, never raises."""
@@ -169,8 +163,6 @@ class BatchWriter:
     def flush(self, timeout: float) -> bool:
         """Wait until everything submitted so far is written (or spilled); False on timeout."""
         target = self._submitted
-        if self._forked:
-            return False
         self._call_soon(self._wake.set)
         deadline = self._monotonic() + timeout
         with self._done_changed:
@@ -189,9 +181,6 @@ class BatchWriter:
         `final` makes the last record from the statistics once everything else is written
         (the execution's final row carries the writer's own numbers).
         """
-        if self._forked:  # the parent writes and spills; a child must not
-            return self.stats
-        forks.unregister(self)
         self._final = final
         self._close_deadline = self._monotonic() + timeout
         self._closing = True
@@ -214,38 +203,6 @@ class BatchWriter:
         if loop is not None:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(callback)
-
-    # ---- forks (forks.py) ----------------------------------------------------------------
-
-    def pause(self, timeout: float) -> int:
-        """Before a fork: stop both threads, connection closed (the buffer waits)."""
-        if self._closing or not self._thread.is_alive():
-            return 0
-        sqlite_thread = forks.alive(self._sqlite_thread)
-        self._pausing = True
-        self._call_soon(self._wake.set)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            return 0
-        return 1 + (sqlite_thread and not forks.alive(self._sqlite_thread))
-
-    def resume(self) -> None:
-        """After the fork, in the parent: carry on where the writer stopped."""
-        with self._pause_lock:
-            self._pausing = False
-            paused, self._paused = self._paused, False
-        if not paused:  # it never stopped (a batch waiting for a lock): it goes on serving
-            return
-        self._thread.join(5.0)  # on its way out if pause() timed out just before it stopped
-        self._ready.clear()
-        self._thread = threading.Thread(target=self._run, name="stepflow-writer", daemon=True)
-        self._thread.start()
-        self._ready.wait(10.0)
-
-    def forget(self) -> None:
-        """In the forked child: never write, wake or spill anything of the parent's."""
-        self._forked = True
-        self._loop = None
 
     # ---- writer thread -----------------------------------------------------------------
 
@@ -281,15 +238,13 @@ class BatchWriter:
             if db is not None:
                 with contextlib.suppress(Exception):
                     await db.close()
-            # aiosqlite does not wait for its thread: a fork right after must not see it.
-            forks.join_thread(self._sqlite_thread, 5.0)
             self._log_filter.threads.discard(self._sqlite_thread or 0)
 
     async def _serve(self, db: aiosqlite.Connection | None) -> None:
         last_beat = 0.0
         loop = asyncio.get_running_loop()
         while True:
-            if len(self._buffer) < self._batch_size and not self._closing and not self._pausing:
+            if len(self._buffer) < self._batch_size and not self._closing:
                 # A timer that sets the event, rather than wait_for(): no task to create and
                 # cancel on every tick.
                 timer = loop.call_later(min(self._flush_interval, HEARTBEAT_INTERVAL),
@@ -298,8 +253,6 @@ class BatchWriter:
                 timer.cancel()
             self._wake.clear()
             self._wake_pending = False
-            if self._pausing and not self._closing and self._stop_for_fork():
-                return
             batch = self._take(MAX_TRANSACTION_RECORDS)
             beat_due, self._beat_due = self._beat_due, False
             if self._heartbeat is not None and (
@@ -319,12 +272,6 @@ class BatchWriter:
                     await self._bound_wal(db)
             elif self._closing:
                 break
-
-    def _stop_for_fork(self) -> bool:
-        with self._pause_lock:  # resume() may have given up waiting already
-            if self._pausing:
-                self._paused = True
-            return self._paused
 
     async def _bound_wal(self, db: aiosqlite.Connection) -> None:
         """Automatic checkpoints never wait for readers, so under a steady stream of report
