@@ -167,7 +167,7 @@ class StepRecorder:
         self._items: dict[str, tuple[int, pytest.Item]] = {}
         self._attempts: dict[str, int] = {}
         self._reports: dict[str, pytest.TestReport] = {}
-        self._parent_marks: dict[object, tuple[str, ...]] = {}
+        self._parent_marks: dict[object, tuple[tuple[str, ...], str | None]] = {}
         self._started = 0.0
         self._rerun = False
 
@@ -338,8 +338,9 @@ class StepRecorder:
                 clip("".join(err), limit) if err else None)
 
     def _markers(self, item: pytest.Item) -> str | None:
-        """Marker names, nearest first, as `iter_markers` gives them; the parents' part is
-        cached per parent node since every item of a module or class shares it."""
+        """Marker names, nearest first, as `iter_markers` gives them. The parents' part, and
+        its JSON, is cached per parent node: every item of a module or class shares it, and
+        most items have no marker of their own but `parametrize`."""
         parent = item.parent
         inherited = self._parent_marks.get(parent)
         if inherited is None:
@@ -348,12 +349,14 @@ class StepRecorder:
             while node is not None:
                 names.extend(_names(node.own_markers))
                 node = node.parent
-            inherited = self._parent_marks[parent] = tuple(names)
+            unique = list(dict.fromkeys(names))
+            inherited = self._parent_marks[parent] = (
+                tuple(names), to_json(unique) if unique else None)
         own = item.own_markers
-        if not own and not inherited:
-            return None
-        unique = list(dict.fromkeys(_names(own) + inherited))
-        return to_json(unique) if unique else None
+        own_names = _names(own) if own else ()
+        if not own_names:
+            return inherited[1]
+        return to_json(list(dict.fromkeys(own_names + inherited[0])))
 
     def _emit(self, step: Step, item: pytest.Item | None = None) -> None:
         if step.final:  # pytest's accounting, whatever a hook makes of the step

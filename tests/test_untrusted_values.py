@@ -16,6 +16,8 @@ from twin_runs import run_twice
 
 from pytest_stepflow.untrusted import (
     MAX_REPR,
+    clip,
+    json_key,
     json_value,
     params_json,
     properties_json,
@@ -225,3 +227,35 @@ def test_text_helpers() -> None:
         safe_str(Loud())
     assert params_json({}) is None and properties_json([]) is None
     assert json.loads(params_json({"v": "é" * 300}) or "")["v"].startswith("é")
+
+
+def _general_params_json(values: dict[object, object]) -> str:
+    """params_json() without its short paths: every value through json_value() and clip()."""
+    plain = {}
+    for name, value in values.items():
+        item = json_value(value)
+        plain[json_key(name)] = (clip(item, MAX_REPR) or "") if type(item) is str else item
+    return json.dumps(plain, ensure_ascii=False)
+
+
+class _Named(str):
+    def __repr__(self) -> str:
+        return "named"
+
+
+def _function() -> None:
+    """A plain function: its repr is cached by params_json."""
+
+
+@pytest.mark.parametrize("value", [
+    "", "a", "x" * MAX_REPR, "x" * (MAX_REPR + 1), "é", "\udcff", _Named("n"), None, True,
+    False, 0, -1, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 10**5000, 0.5, -0.0,
+    float("nan"), float("inf"), float("-inf"), len, _function, int, _Named, [1, 2], {"a": 1},
+    b"bytes", 1 + 2j,
+], ids=lambda value: type(value).__name__)
+def test_params_json_short_paths_agree_with_the_general_path(value: object) -> None:
+    for name in ("v", "k" * (MAX_REPR + 5)):
+        values: dict[object, object] = {name: value, "other": 1}
+        text = params_json(values)  # type: ignore[arg-type]  # any key, from user code
+        assert text == _general_params_json(values)
+        assert params_json(values) == text  # type: ignore[arg-type]  # a cached repr: same  # a cached repr is the same text
