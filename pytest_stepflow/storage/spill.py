@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import secrets
 import socket
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -73,7 +72,7 @@ class SpillJournal:
     """Appends records to this process's spill file; opened lazily, closed after each write."""
 
     def __init__(self, db_path: Path) -> None:
-        self.path = db_path.with_name(f"{db_path.name}-spill-{secrets.token_hex(6)}.jsonl")
+        self.path = db_path.with_name(f"{db_path.name}-spill-{os.urandom(6).hex()}.jsonl")
         self.records = 0
 
     def append(self, records: Sequence[Record]) -> None:
