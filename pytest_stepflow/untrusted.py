@@ -137,8 +137,9 @@ def json_value(value: object, limit: int = MAX_REPR, *, as_text: Any = safe_repr
 
 
 # json.dumps() builds a new encoder on every call, and JSONEncoder.encode() a new C encoder:
-# half the cost of a parametrized test's parameters. Every value given to it is a flat list
-# or dict of exact JSON types built here, so the circular-reference check is not needed.
+# half the cost of a parametrized test's parameters. Every value given to it is built here
+# (lists and dicts of exact JSON scalars, one level of nesting), so it holds no cycle and the
+# circular-reference check is not needed.
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
 _make_c_encoder = getattr(json.encoder, "c_make_encoder", None)
 if _make_c_encoder is not None:
@@ -157,9 +158,10 @@ def json_key(value: object) -> str:
     return safe_str(value, MAX_REPR)
 
 
-# Functions, builtins and classes have a repr that cannot change while they live; packaging's
-# suite, for one, parametrizes 51,000 tests with operator functions. Their text is kept
-# (with the object, so that its id is not reused).
+# Functions, builtins and plain classes have a repr that names them (and a function's
+# address); only reassigning __qualname__ or __module__ would change it. packaging's suite,
+# for one, parametrizes 51,000 tests with operator functions. Their text is kept (with the
+# object, so that its id is not reused).
 _STABLE_REPR = frozenset({types.FunctionType, types.BuiltinFunctionType, type})
 _stable_reprs: dict[int, tuple[object, str]] = {}
 _FAST_INT = 1 << 63
