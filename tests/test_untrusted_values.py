@@ -258,4 +258,4 @@ def test_params_json_short_paths_agree_with_the_general_path(value: object) -> N
         values: dict[object, object] = {name: value, "other": 1}
         text = params_json(values)  # type: ignore[arg-type]  # any key, from user code
         assert text == _general_params_json(values)
-        assert params_json(values) == text  # type: ignore[arg-type]  # a cached repr: same  # a cached repr is the same text
+        assert params_json(values) == text  # type: ignore[arg-type]  # a cached repr: same text
