@@ -45,7 +45,8 @@ from pytest_stepflow.model import ExecutionFinished, ExecutionStarted, Step
 from pytest_stepflow.report.html import write_html_report
 from pytest_stepflow.storage.bootstrap import start_execution
 from pytest_stepflow.storage.connection import open_for_writing
-from pytest_stepflow.storage.operations import WriteCache, apply_batch, utc_iso
+from pytest_stepflow.storage.operations import WriteCache, apply_batch
+from pytest_stepflow.timestamps import iso_utc
 
 TARGET_BYTES = 15_000_000
 TARGET_WRITE = 5.0
@@ -58,7 +59,7 @@ DRIVER = ("chromedriver",)
 
 
 def _started(execution_id: str, workers: int, at: float) -> ExecutionStarted:
-    iso = utc_iso(datetime.fromtimestamp(at, timezone.utc))
+    iso = iso_utc(datetime.fromtimestamp(at, timezone.utc))
     metadata = {"python": "3.11.7", "pytest": "9.2.0", "stepflow": "0.1.0",
                 "git": {"branch": "main", "commit": "0" * 40, "dirty": False}}
     return ExecutionStarted(
@@ -112,7 +113,7 @@ def build_database(path: Path, steps: int, workers: int, runs: int) -> str:
             end = max(s.completed_at for s in records)
             apply_batch(conn, [ExecutionFinished(
                 execution_id=execution_id, status="passed", exit_code=0, error_message=None,
-                completed_at=utc_iso(datetime.fromtimestamp(end, timezone.utc)),
+                completed_at=iso_utc(datetime.fromtimestamp(end, timezone.utc)),
                 duration=end - at, total_steps=steps, completed_steps=steps,
                 writer_stats=json.dumps({"steps": steps, "retries": 0, "spilled": 0}),
             )], cache)

@@ -58,8 +58,8 @@ from typing import Any
 from pytest_stepflow.model import ExecutionStarted, Step, split_nodeid
 from pytest_stepflow.storage.bootstrap import start_execution
 from pytest_stepflow.storage.connection import JOURNAL_MODE, WRITER_PRAGMAS
-from pytest_stepflow.storage.operations import utc_iso
 from pytest_stepflow.storage.writer import BatchWriter
+from pytest_stepflow.timestamps import iso_utc
 
 VARIANTS = ("raw", "writer")
 RAW_BATCH = 500  # rows per raw transaction, fixed by the issue
@@ -81,7 +81,7 @@ class BenchError(Exception):
 
 
 def make_started() -> ExecutionStarted:
-    at = utc_iso(datetime.now(timezone.utc))
+    at = iso_utc(datetime.now(timezone.utc))
     return ExecutionStarted(
         id=str(uuid.uuid4()), name="throughput", command=json.dumps(["pytest", "-n", "auto"]),
         working_directory=os.getcwd(), rootdir=os.getcwd(), created_at=at, started_at=at,

@@ -18,12 +18,11 @@ import unicodedata
 from pathlib import Path
 from typing import Union
 
-MIB = 1 << 20
-GIB = 1 << 30
-DEFAULT_MAX_SIZE = 50 * MIB
-DEFAULT_MAX_TOTAL = GIB
+from pytest_stepflow.limits import DEFAULT_MAX_ARTIFACT_SIZE, DEFAULT_MAX_ARTIFACT_TOTAL, MIB
+from pytest_stepflow.locations import ARTIFACTS_DIR, artifacts_dir
+from pytest_stepflow.text import size_text as size_text  # controller.py imports it from here
+
 MAX_NAME = 255  # characters
-STORE_DIR = "artifacts"
 _CHUNK = MIB
 # Control (Cc), format (Cf: bidi overrides that make a name display as another) and lone
 # surrogates (Cs, undecodable bytes): never part of a name.
@@ -54,12 +53,12 @@ class Stored:
     stored_path: str  # relative to the database's folder, POSIX separators
 
 
-def size_text(size: int) -> str:
-    if size >= GIB:
-        return f"{size / GIB:.1f} GiB"
-    if size >= MIB:
-        return f"{size / MIB:.1f} MiB"
-    return f"{size} bytes"
+def stored_file(db_path: Path, stored_path: str) -> Path | None:
+    """The file an artifact row's `stored_path` names, resolved; None when it would lie
+    outside the store (a row never points there; refuse it if one does)."""
+    root = artifacts_dir(db_path).resolve()
+    path = (db_path.parent / stored_path).resolve()
+    return path if root in path.parents else None
 
 
 def safe_name(name: str, fallback: str) -> str:
@@ -104,10 +103,10 @@ def _default_name(mime: str | None, fallback_ext: str) -> str:
 class ArtifactStore:
     """Stores content under `<db_dir>/artifacts/` within a per-artifact and a total limit."""
 
-    def __init__(self, db_dir: Path, max_size: int = DEFAULT_MAX_SIZE,
-                 max_total: int = DEFAULT_MAX_TOTAL, total_note: str = "") -> None:
+    def __init__(self, db_dir: Path, max_size: int = DEFAULT_MAX_ARTIFACT_SIZE,
+                 max_total: int = DEFAULT_MAX_ARTIFACT_TOTAL, total_note: str = "") -> None:
         self.db_dir = db_dir
-        self.dir = db_dir / STORE_DIR
+        self.dir = db_dir / ARTIFACTS_DIR
         self.max_size = max_size
         self.max_total = max_total
         self.total_note = total_note  # e.g. how the total is split between xdist workers
@@ -173,7 +172,7 @@ class ArtifactStore:
     # ---- writing -----------------------------------------------------------------------
 
     def _target(self, sha: str) -> tuple[Path, str]:
-        relative = f"{STORE_DIR}/{sha[:2]}/{sha}"
+        relative = f"{ARTIFACTS_DIR}/{sha[:2]}/{sha}"
         return self.db_dir / relative, relative
 
     def _temp(self) -> Path:
@@ -206,7 +205,7 @@ class ArtifactStore:
             except OSError as exc:
                 self.total -= size
                 _discard(temp)
-                raise self._store_error(name, exc) from None
+                raise self._store_error(name, exc) from exc
         return Stored(name, mime, size, sha, relative)
 
     def _put_file(self, path: str | bytes, name: str, mime: str) -> Stored:
@@ -242,7 +241,7 @@ class ArtifactStore:
         except OSError as exc:
             self.total -= size
             _discard(temp)
-            raise self._store_error(name, exc) from None
+            raise self._store_error(name, exc) from exc
         return Stored(name, mime, size, sha, relative)
 
     def _copy(self, fd: int, name: str) -> tuple[int, str, Path]:
@@ -263,7 +262,7 @@ class ArtifactStore:
                     handle.write(chunk)
         except OSError as exc:
             _discard(temp)
-            raise self._store_error(name, exc) from None
+            raise self._store_error(name, exc) from exc
         except BaseException:
             _discard(temp)
             raise

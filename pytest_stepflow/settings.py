@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 
+from pytest_stepflow.limits import DEFAULT_MAX_ARTIFACT_SIZE, DEFAULT_MAX_ARTIFACT_TOTAL, GIB, MIB
+from pytest_stepflow.locations import DB_ENV as DB_ENV  # cmdline.py imports it from here
+from pytest_stepflow.locations import DEFAULT_DB
+
 CAPTURE_CHOICES = ("all", "failed", "none")
-DEFAULT_DB = Path(".stepflow") / "stepflow.db"
-DB_ENV = "STEPFLOW_DB"
+DB_OPTION = "--stepflow-db"  # what the plugin's messages tell a user to pass (StorageError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,12 +55,12 @@ OPTIONS = (
         "(default 30)",
         metavar="SECONDS",
     ),
-    Option("max-artifact-size", "largest artifact stored, e.g. 10MiB (default 50MiB)",
-           metavar="SIZE"),
+    Option("max-artifact-size", "largest artifact stored, e.g. 10MiB (default "
+           f"{DEFAULT_MAX_ARTIFACT_SIZE // MIB}MiB)", metavar="SIZE"),
     Option(
         "max-artifact-total",
-        "total size of the artifacts one run stores, e.g. 2GiB (default 1GiB; split evenly "
-        "between xdist workers)",
+        "total size of the artifacts one run stores, e.g. 2GiB (default "
+        f"{DEFAULT_MAX_ARTIFACT_TOTAL // GIB}GiB; split evenly between xdist workers)",
         metavar="SIZE",
     ),
     Option(
@@ -103,8 +106,8 @@ class Settings:
     capture: str
     max_output: int
     retry_budget: float
-    max_artifact_size: int = 50 << 20
-    max_artifact_total: int = 1 << 30
+    max_artifact_size: int = DEFAULT_MAX_ARTIFACT_SIZE
+    max_artifact_total: int = DEFAULT_MAX_ARTIFACT_TOTAL
     attach_on_failure: tuple[str, ...] = ()
     html_path: Path | None = None
 
@@ -154,7 +157,7 @@ def parse_size(value: str) -> int | None:
     return int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
 
 
-def _size(config: pytest.Config, name: str, default: str) -> int:
+def _size(config: pytest.Config, name: str, default: int) -> int:
     text = str(_raw(config, name) or default)
     size = parse_size(text)
     if size is None:
@@ -229,8 +232,8 @@ def resolve(config: pytest.Config) -> Settings:
         max_output=max_output,
         retry_budget=_number("retry-budget", _raw(config, "retry-budget") or 30, float, 0,
                              "seconds, 0 or more"),
-        max_artifact_size=_size(config, "max-artifact-size", "50MiB"),
-        max_artifact_total=_size(config, "max-artifact-total", "1GiB"),
+        max_artifact_size=_size(config, "max-artifact-size", DEFAULT_MAX_ARTIFACT_SIZE),
+        max_artifact_total=_size(config, "max-artifact-total", DEFAULT_MAX_ARTIFACT_TOTAL),
         attach_on_failure=parse_globs(globs),
         html_path=html,
     )
@@ -247,7 +250,7 @@ def from_workerinput(info: Mapping[str, Any]) -> Settings:
         capture=str(info["capture"]),
         max_output=int(info["max_output"]),
         retry_budget=float(info["retry_budget"]),
-        max_artifact_size=int(info.get("max_artifact_size", 50 << 20)),
-        max_artifact_total=int(info.get("max_artifact_total", 1 << 30)),
+        max_artifact_size=int(info.get("max_artifact_size", DEFAULT_MAX_ARTIFACT_SIZE)),
+        max_artifact_total=int(info.get("max_artifact_total", DEFAULT_MAX_ARTIFACT_TOTAL)),
         attach_on_failure=tuple(info.get("attach_on_failure", ())),
     )

@@ -16,7 +16,8 @@ import types
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
-MAX_REPR = 200  # parameters and sub-step arguments: a label, not the data
+from pytest_stepflow.limits import MAX_REPR as MAX_REPR  # parameters and sub-step arguments
+
 MAX_PROPERTY_TEXT = 64 * 1024  # record_property values that are not JSON scalars
 _JSON_INT_BITS = 13_000  # about 3,900 digits: below int-to-str's 4,300-digit limit
 

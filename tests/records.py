@@ -22,8 +22,8 @@ from pytest_stepflow.model import (
     Step,
     SubStep,
 )
-from pytest_stepflow.storage.operations import utc_iso
 from pytest_stepflow.storage.spill import spill_glob
+from pytest_stepflow.timestamps import iso_utc
 
 HOST = socket.gethostname()
 STEP_START = 1_700_000_000.5  # exact in binary, so the view's millisecond text is exact
@@ -37,7 +37,7 @@ def make_started(
     started_at: datetime | None = None,
     metadata: str = "{}",
 ) -> ExecutionStarted:
-    at = utc_iso(started_at or datetime.now(timezone.utc))
+    at = iso_utc(started_at or datetime.now(timezone.utc))
     return ExecutionStarted(
         id=execution_id or str(uuid.uuid4()), name="nightly",
         command=json.dumps(["pytest", "-q"]), working_directory="/work", rootdir="/work",

@@ -207,11 +207,11 @@ def test_oversize_artifact_is_refused_with_a_warning(
     assert run.step("test_big")["outcome"] == "passed"  # never fails the test
     assert list(by_name(run, "test_big")) == ["small.txt"]
     assert len(stored_files(stepflow_db.parent)) == 1
-    assert ("stepflow: warning: artifacts larger than the per-artifact limit of 2048 bytes "
+    assert ("stepflow: warning: artifacts larger than the per-artifact limit of 2.0 KiB "
             "were not stored (--stepflow-max-artifact-size) (2 times)") in run.output
     if "error" not in args:  # -W error: the warning is dropped, never raised into the test
-        assert "StepflowWarning: stepflow: artifact 'big.bin' was not stored: 3000 bytes is " \
-               "more than the per-artifact limit of 2048 bytes" in run.output
+        assert "StepflowWarning: stepflow: artifact 'big.bin' was not stored: 2.9 KiB is " \
+               "more than the per-artifact limit of 2.0 KiB" in run.output
         assert "artifact 'big-bytes.bin' was not stored" in run.output
 
 
@@ -235,12 +235,12 @@ def test_run_total_limit(
     stored = run.artifacts()
     if workers == "0":  # 2 x 1500 bytes fit in 4 KiB, a third does not
         assert [r["name"] for r in stored] == ["part0.bin", "part1.bin"]
-        assert ("stepflow: warning: artifacts beyond the run's total limit of 4096 bytes were "
+        assert ("stepflow: warning: artifacts beyond the run's total limit of 4.0 KiB were "
                 "not stored (--stepflow-max-artifact-total) (2 times)") in run.output
     else:  # 2 KiB per worker: each worker stores one part, refuses the next
         workers_used = {s["worker"] for s in run.steps}
         assert len(stored) == len(workers_used)
-        assert ("total limit of 2048 bytes per xdist worker (4096 bytes for the run, split "
+        assert ("total limit of 2.0 KiB per xdist worker (4.0 KiB for the run, split "
                 "between 2 workers)") in run.output
     assert len(stored_files(stepflow_db.parent)) == len(stored)
 

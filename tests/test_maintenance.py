@@ -29,6 +29,7 @@ from records import HOST, make_finished, make_log, make_started, make_step, spil
 
 from pytest_stepflow.cli import main
 from pytest_stepflow.cli.maintenance import duration_arg
+from pytest_stepflow.locations import ARTIFACTS_DIR
 from pytest_stepflow.model import Record
 from pytest_stepflow.storage import maintenance
 from pytest_stepflow.storage.bootstrap import start_execution
@@ -122,7 +123,7 @@ def step_ids(db: Path, number: int) -> list[int]:
 def store(db: Path, content: bytes) -> str:
     """Put content in the artifact store as the plugin does; return its stored_path."""
     sha = hashlib.sha256(content).hexdigest()
-    relative = f"{maintenance.ARTIFACTS_DIR}/{sha[:2]}/{sha}"
+    relative = f"{ARTIFACTS_DIR}/{sha[:2]}/{sha}"
     target = db.parent / relative
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(content)
@@ -695,7 +696,7 @@ def test_prune_never_deletes_outside_the_artifact_store(
     outside.write_text("mine too")
     add_artifact(db, old, "notes.txt")
     add_artifact(db, old, "artifacts/../../outside.txt")
-    root = db.parent / maintenance.ARTIFACTS_DIR
+    root = db.parent / ARTIFACTS_DIR
     root.mkdir()
     (root / "link").symlink_to(outside)
     (root / "folder-link").symlink_to(tmp_path, target_is_directory=True)

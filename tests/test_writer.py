@@ -27,11 +27,11 @@ from pytest_stepflow.model import (
 )
 from pytest_stepflow.storage.bootstrap import start_execution
 from pytest_stepflow.storage.connection import open_for_writing
-from pytest_stepflow.storage.operations import utc_iso
 from pytest_stepflow.storage.reader import count_steps
 from pytest_stepflow.storage.spill import decode, import_spills, spill_glob
 from pytest_stepflow.storage.writer import BatchWriter
 from pytest_stepflow.storage.writer_stats import WriterStats
+from pytest_stepflow.timestamps import iso_utc
 
 WAIT = 10.0  # generous upper bound for flush/close; never reached when things work
 
@@ -215,7 +215,7 @@ def test_final_record_is_written_last_with_final_stats(db: Db) -> None:
         seen.append(dataclasses.replace(stats))
         return ExecutionFinished(
             execution_id=db.execution_id, status="passed", exit_code=0, error_message=None,
-            completed_at=utc_iso(datetime.now(timezone.utc)), duration=1.0,
+            completed_at=iso_utc(datetime.now(timezone.utc)), duration=1.0,
             total_steps=stats.steps, completed_steps=stats.steps,
             writer_stats=json.dumps(stats.as_dict()), metadata='{"finished": true}',
         )

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from pytest_stepflow.report.queries import open_database
 from pytest_stepflow.storage.reader import Reader
+from pytest_stepflow.text import duration_text
 
 Handler = Callable[[argparse.Namespace, "Output"], int]
 
@@ -79,7 +80,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return duration(value)
+        return duration_text(value)
     return " ".join(str(value).split())  # one line per cell, whatever the test printed
 
 
@@ -91,20 +92,6 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     return value
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms" if seconds >= 0.001 else f"{seconds * 1e6:.0f}us"
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, rest = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes:.0f}m{rest:02.0f}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours:.0f}h{minutes:02.0f}m"
 
 
 def local_time(epoch: float | None) -> str:

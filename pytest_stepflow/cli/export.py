@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
 from pytest_stepflow.cli.common import OK, Output, UsageError, command, open_db, resolve
+from pytest_stepflow.files import write_atomically
 from pytest_stepflow.report.export import JUNIT_FAMILIES, json_document, json_lines, junit_xml
 from pytest_stepflow.storage.reader import Reader
 
@@ -77,7 +77,7 @@ def export(args: argparse.Namespace, out: Output) -> int:
             for chunk in chunks:
                 write(chunk)
         else:
-            write_atomically(target, chunks)
+            _write(target, chunks)
     return OK
 
 
@@ -103,30 +103,15 @@ def _check_target(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _unwritable(path, exc) from None
+        raise _unwritable(path, exc) from exc
     if not os.access(path.parent, os.W_OK):
         raise UsageError(f"cannot write {path}: permission denied")
 
 
-def write_atomically(path: Path, chunks: Iterator[str]) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path`: readers see the
-    old file or the whole new one, never a part; an error leaves `path` as it was."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+def _write(path: Path, chunks: Iterator[str]) -> None:
+    """Replace `path` whole (readers see the old file or the new one); an error leaves it
+    as it was."""
     try:
-        # 0o666 less the umask, as an ordinary file; O_EXCL never follows a planted link.
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        write_atomically(path, chunks)
     except OSError as exc:
-        raise _unwritable(path, exc) from None
-    try:
-        with open(fd, "w", encoding="utf-8", newline="") as stream:
-            for chunk in chunks:
-                stream.write(chunk)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise _unwritable(path, exc) from None
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+        raise _unwritable(path, exc) from exc

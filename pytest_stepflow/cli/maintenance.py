@@ -27,6 +27,7 @@ from pytest_stepflow.report.queries import find_database
 from pytest_stepflow.storage import maintenance
 from pytest_stepflow.storage.maintenance import Health, Repairs
 from pytest_stepflow.storage.spill import ImportResult
+from pytest_stepflow.text import size_text
 
 Sub = argparse._SubParsersAction  # argparse has no public name for it
 
@@ -126,14 +127,6 @@ def _db(args: argparse.Namespace) -> Path:
     return find_database(args.db)
 
 
-def _size(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"  # pragma: no cover
-
-
 def _runs(numbers: Sequence[int]) -> str:
     """[1, 2, 3, 7] -> '#1-#3, #7'."""
     parts: list[str] = []
@@ -162,24 +155,24 @@ def cmd_stats(args: argparse.Namespace, out: Output) -> int:
     if out.json_mode:
         out.json(s)
         return OK
-    cache = (f"{_size(-s.cache_size * 1024)}" if s.cache_size < 0
+    cache = (f"{size_text(-s.cache_size * 1024)}" if s.cache_size < 0
              else f"{s.cache_size} pages")
     spills = f"{len(s.spill_files)}: {', '.join(s.spill_files)}" if s.spill_files else "none"
     _pairs(out, [
         ("database", s.database),
         ("schema version", str(s.schema_version)),
-        ("database file", f"{_size(s.database_bytes)} ({s.database_bytes:,} bytes)"),
-        ("WAL file", f"{_size(s.wal_bytes)} ({s.wal_bytes:,} bytes)"),
-        ("shm file", f"{_size(s.shm_bytes)} ({s.shm_bytes:,} bytes)"),
+        ("database file", f"{size_text(s.database_bytes)} ({s.database_bytes:,} bytes)"),
+        ("WAL file", f"{size_text(s.wal_bytes)} ({s.wal_bytes:,} bytes)"),
+        ("shm file", f"{size_text(s.shm_bytes)} ({s.shm_bytes:,} bytes)"),
         ("journal mode", s.journal_mode),
         ("page size", f"{s.page_size:,} bytes"),
         ("pages", f"{s.page_count:,} ({s.freelist_pages:,} free, "
-                  f"{_size(s.freelist_pages * s.page_size)})"),
+                  f"{size_text(s.freelist_pages * s.page_size)})"),
         ("cache size", f"{cache} per connection"),
         ("full-text index", "yes (FTS5)" if s.full_text_index else
          "no (search scans the tables)" + ("" if s.fts5_available else "; no FTS5 in SQLite")),
         ("bytes per step", "-" if s.bytes_per_step is None else f"{s.bytes_per_step:,.0f}"),
-        ("artifact store", f"{s.artifact_files:,} file(s), {_size(s.artifact_bytes)}"),
+        ("artifact store", f"{s.artifact_files:,} file(s), {size_text(s.artifact_bytes)}"),
         ("spill journals", spills),
     ])
     out.line()
@@ -253,9 +246,9 @@ def cmd_optimize(args: argparse.Namespace, out: Output) -> int:
     out.line(f"optimize wrote to {path}")
     out.line("ran: " + "; ".join(result.done))
     out.table(["", "before", "after"], [
-        ("database file", _size(b.database), _size(a.database)),
-        ("WAL file", _size(b.wal), _size(a.wal)),
-        ("shm file", _size(b.shm), _size(a.shm)),
+        ("database file", size_text(b.database), size_text(a.database)),
+        ("WAL file", size_text(b.wal), size_text(a.wal)),
+        ("shm file", size_text(b.shm), size_text(a.shm)),
         ("free pages", f"{result.freelist_before:,}", f"{result.freelist_after:,}"),
     ], right=(1, 2))
     if result.wal_truncated:
@@ -293,7 +286,7 @@ def cmd_prune(args: argparse.Namespace, out: Output) -> int:
     if r.files_skipped:
         out.line(f"artifact files were left alone: {r.files_skipped}")
     else:
-        out.line(f"{verb} {len(r.files):,} artifact file(s) no run refers to, {_size(r.bytes)}")
+        out.line(f"{verb} {len(r.files):,} artifact file(s) no run refers to, {size_text(r.bytes)}")
     for problem in r.errors:
         out.line(f"could not delete {problem}")
     if r.runs and not r.dry_run:

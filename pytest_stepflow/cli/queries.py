@@ -10,13 +10,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from pytest_stepflow.artifacts import stored_file
 from pytest_stepflow.cli.common import (
     FOUND,
     OK,
     Output,
     UsageError,
     command,
-    duration,
     iso_short,
     local_time,
     open_db,
@@ -24,8 +24,10 @@ from pytest_stepflow.cli.common import (
     resolve,
     to_jsonable,
 )
+from pytest_stepflow.locations import artifacts_dir
 from pytest_stepflow.report import queries
 from pytest_stepflow.storage.reader import Reader
+from pytest_stepflow.text import duration_text, size_text
 from pytest_stepflow.views import FAILING, OUTCOMES, Run, StepDetail
 
 Sub = argparse._SubParsersAction  # argparse has no public name for it
@@ -238,7 +240,8 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
              + out.paint(run.status, run.status))
     rows: list[tuple[str, object]] = [
         ("name", run.name), ("started (UTC)", iso_short(run.started_at)),
-        ("duration", duration(run.duration)), ("steps", f"{run.total}: {_counts_text(run, out)}"),
+        ("duration", duration_text(run.duration)),
+        ("steps", f"{run.total}: {_counts_text(run, out)}"),
         ("exit code", run.exit_code), ("tags", _tags(run) or None),
         ("git", _revision(run) or None), ("host", f"{run.user_name or '?'}@{run.host} pid "
                                                   f"{run.pid}"),
@@ -288,7 +291,7 @@ def _print_failure(detail: StepDetail, out: Output, *, tracebacks: bool) -> None
     step = detail.step
     attempt = f" (attempt {step.attempt})" if step.attempt > 1 else ""
     out.line(f"{out.paint(step.outcome.upper(), step.outcome)} {step.nodeid}{attempt} "
-             f"[{step.worker}, {duration(step.duration)}]")
+             f"[{step.worker}, {duration_text(step.duration)}]")
     if tracebacks and detail.longrepr:
         for line in detail.longrepr.splitlines():
             out.line(f"    {line}")
@@ -396,7 +399,7 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
         out.line(out.paint(f"{title} ({len(changes)})", style or "bold"))
         for c in changes:
             if title in ("slower", "faster"):
-                detail = f"{duration(c.duration_before)} -> {duration(c.duration_after)}"
+                detail = f"{duration_text(c.duration_before)} -> {duration_text(c.duration_after)}"
             else:
                 detail = f"{c.before or '-'} -> {c.after or '-'}"
             out.line(f"  {c.nodeid}  ({detail})")
@@ -442,7 +445,8 @@ def cmd_logs(args: argparse.Namespace, out: Output) -> int:
 def _print_step_logs(d: StepDetail, out: Output) -> None:
     s = d.step
     out.line(out.paint(f"{s.nodeid}", "bold") + f"  run #{s.execution} {s.worker} attempt "
-             f"{s.attempt}: " + out.paint(s.outcome, s.outcome) + f" in {duration(s.duration)}")
+             f"{s.attempt}: " + out.paint(s.outcome, s.outcome)
+             + f" in {duration_text(s.duration)}")
     if d.substeps:
         out.line(out.paint("-- sub-steps", "dim"))
         depth: dict[int, int] = {}
@@ -450,7 +454,7 @@ def _print_step_logs(d: StepDetail, out: Output) -> None:
             level = depth[sub.id] = depth.get(sub.parent_id, -1) + 1 if sub.parent_id else 0
             message = f": {sub.message}" if sub.message else ""
             out.line(f"{'  ' * (level + 1)}{out.paint(sub.outcome, sub.outcome)} {sub.title} "
-                     f"[{sub.phase}, {duration(sub.duration)}]{message}")
+                     f"[{sub.phase}, {duration_text(sub.duration)}]{message}")
     if d.logs:
         out.line(out.paint("-- log records", "dim"))
         for g in d.logs:
@@ -508,7 +512,7 @@ def cmd_artifacts(args: argparse.Namespace, out: Output) -> int:
         out.line(f"no artifacts in run #{number}")
         return OK
     out.table(["id", "size", "type", "name", "node id", "stored at"],
-              [(a.id, _size(a.size), a.mime_type, a.name, a.nodeid,
+              [(a.id, size_text(a.size), a.mime_type, a.name, a.nodeid,
                 os.path.relpath(base / a.stored_path)) for a in found], right=(0, 1))
     return OK
 
@@ -526,27 +530,18 @@ def cmd_artifact(args: argparse.Namespace, out: Output) -> int:
                 shutil.copyfileobj(handle, sys.stdout.buffer)
             return OK
         shutil.copyfile(source, args.output)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise UsageError(f"{source} is missing from the artifact store (pruned or deleted); "
-                         "run `stepflow doctor`") from None
+                         "run `stepflow doctor`") from exc
     except OSError as exc:
-        raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
-    sys.stderr.write(f"wrote {args.output} ({_size(found[0].size)})\n")
+        raise UsageError(f"cannot write {args.output}: {exc.strerror}") from exc
+    sys.stderr.write(f"wrote {args.output} ({size_text(found[0].size)})\n")
     return OK
 
 
 def _stored(db: Reader, stored_path: str) -> Path:
-    root = (db.path.parent / "artifacts").resolve()
-    path = (db.path.parent / stored_path).resolve()
-    if root not in path.parents:  # a row never points outside the store; refuse if it does
-        raise UsageError(f"artifact path {stored_path!r} is outside {root}; refusing it")
+    path = stored_file(db.path, stored_path)
+    if path is None:
+        raise UsageError(f"artifact path {stored_path!r} is outside "
+                         f"{artifacts_dir(db.path).resolve()}; refusing it")
     return path
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(size)

@@ -35,6 +35,7 @@ from urllib.parse import quote, urlsplit
 from pytest_stepflow.report import queries
 from pytest_stepflow.storage.reader import parse_json
 from pytest_stepflow.storage.report_rows import DetailRow, ReportReader, ReportStep
+from pytest_stepflow.timestamps import parse_iso
 from pytest_stepflow.views import FAILING, OUTCOMES, Artifact, Run
 
 FORMAT_VERSION = 1
@@ -101,7 +102,7 @@ def epoch(iso: str | None) -> float | None:
     if not iso:
         return None
     try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+        return parse_iso(iso).timestamp()
     except ValueError:
         return None
 

@@ -27,9 +27,9 @@ import re
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+from pytest_stepflow.timestamps import parse_iso
 from pytest_stepflow.views import FAILING, LogLine, Run, StepDetail, StepRow
 
 FORMAT = "stepflow-export"
@@ -391,12 +391,9 @@ def suite_properties(run: Run) -> list[tuple[str, str]]:
 def _timestamp(started_at: str) -> str:
     """pytest's form of the suite's start: ISO-8601 with "+00:00"."""
     try:
-        moment = datetime.fromisoformat(started_at.replace("Z", "+00:00"))
+        return parse_iso(started_at).isoformat()
     except ValueError:
         return started_at
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.isoformat()
 
 
 def _xml(node: ET.Element) -> str:

@@ -10,19 +10,17 @@ from the report's own folder (relative artifact links), and no network connectio
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import html
 import json
-import os
 import re
 import secrets
-import tempfile
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pytest_stepflow.files import write_atomically
 from pytest_stepflow.report import data as report_data
 from pytest_stepflow.storage.report_rows import ReportReader
 
@@ -64,26 +62,6 @@ def render(payload: dict[str, Any]) -> str:
     return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], template)
 
 
-def atomic_write(output: Path, text: str) -> int:
-    """Write `text` (UTF-8) to `output` through a temporary file in the same folder and
-    `os.replace`: readers see the old file or the whole new one. Returns the size."""
-    # Lone surrogates (never in a stepflow database, but) become JSON \u escapes.
-    blob = text.encode("utf-8", "backslashreplace")
-    folder = output.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(blob)
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide it from a web server
-        os.replace(temporary, output)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    return len(blob)
-
-
 @dataclasses.dataclass(frozen=True)
 class Written:
     path: Path
@@ -97,7 +75,8 @@ def write_report(db: ReportReader, number: int, output: Path) -> Written:
     """Render run `number` of `db` into `output` (atomically)."""
     began = time.perf_counter()
     payload = report_data.build(db, number, output.parent)
-    size = atomic_write(output, render(payload))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    size = write_atomically(output, [render(payload)])
     return Written(output, size, len(payload["steps"]["o"]), len(payload["details"]),
                    time.perf_counter() - began)
 

@@ -13,6 +13,7 @@ from typing import Any
 from pytest_stepflow.report import queries
 from pytest_stepflow.report.data import counts_text, one_line_reason, safe_http_url
 from pytest_stepflow.storage.reader import Reader
+from pytest_stepflow.text import duration_text
 from pytest_stepflow.views import Run
 
 REASON_WIDTH = 200
@@ -74,17 +75,6 @@ def escape(text: object, width: int = REASON_WIDTH) -> str:
     return "".join(out)
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.2f} s"
-    minutes, rest = divmod(seconds, 60)
-    return f"{minutes:.0f} min {rest:02.0f} s"
-
-
 def _facts(run: Run) -> list[tuple[str, str, str | None]]:
     """(label, text, http link) lines about the run; text not yet escaped."""
     facts: list[tuple[str, str, str | None]] = []
@@ -111,7 +101,7 @@ def markdown(summary: Summary) -> str:
     title = f"pytest run #{run.number}" + (f" {escape(run.name)}" if run.name else "")
     lines.append(f"### {mark + ' ' if mark else ''}{title}: {escape(run.status)}")
     lines.append("")
-    lines.append(f"**{run.total} steps in {_duration(run.duration)}**: "
+    lines.append(f"**{run.total} steps in {duration_text(run.duration)}**: "
                  f"{escape(counts_text(run.counts))}")
     facts = []
     for label, text, link in _facts(run):
@@ -136,7 +126,7 @@ def markdown(summary: Summary) -> str:
     if summary.slowest:
         lines += ["", f"#### Slowest {len(summary.slowest)}", "", "| Test | Duration |",
                   "| --- | ---: |"]
-        lines += [f"| {escape(s.nodeid, NODEID_WIDTH)} | {_duration(s.max)} |"
+        lines += [f"| {escape(s.nodeid, NODEID_WIDTH)} | {duration_text(s.max)} |"
                   for s in summary.slowest]
     if summary.flaky:
         lines += ["", f"#### Flaky ({len(summary.flaky)}, last {summary.flaky_window} runs)",
@@ -151,7 +141,7 @@ def markdown(summary: Summary) -> str:
 def plain(summary: Summary) -> str:
     run = summary.run
     lines = [f"run #{run.number}" + (f" {run.name}" if run.name else "") + f": {run.status}",
-             f"{run.total} steps in {_duration(run.duration)}: {counts_text(run.counts)}"]
+             f"{run.total} steps in {duration_text(run.duration)}: {counts_text(run.counts)}"]
     lines += [f"{label}: {text}" + (f" {link}" if link else "") for label, text, link in
               _facts(run)]
     if summary.failure_count:
@@ -164,7 +154,7 @@ def plain(summary: Summary) -> str:
             lines.append(f"  ...and {more} more (stepflow show {run.number})")
     if summary.slowest:
         lines += ["", f"slowest {len(summary.slowest)}:"]
-        lines += [f"  {_duration(s.max):>10}  {s.nodeid}" for s in summary.slowest]
+        lines += [f"  {duration_text(s.max):>10}  {s.nodeid}" for s in summary.slowest]
     if summary.flaky:
         lines += ["", f"flaky ({len(summary.flaky)}):"]
         lines += [f"  {f.nodeid}  {f.flips} flips, failed {f.failures} of {f.runs}"

@@ -12,7 +12,7 @@ import operator
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from pytest_stepflow.model import (
@@ -25,6 +25,7 @@ from pytest_stepflow.model import (
     Step,
     split_nodeid,
 )
+from pytest_stepflow.timestamps import parse_iso
 
 
 class MissingExecutionError(Exception):
@@ -363,7 +364,7 @@ def is_gone(run_host: str, pid: int, heartbeat: str, host: str, now: datetime) -
     pid is gone (or the heartbeat is very old, in case the pid was reused). Other hosts: only
     a heartbeat older than an hour. Pure apart from the pid probe; `stepflow doctor` shares it.
     """
-    age = now - datetime.fromisoformat(heartbeat.replace("Z", "+00:00"))
+    age = now - parse_iso(heartbeat)
     if run_host == host:
         return (pid != os.getpid() and not _pid_alive(pid)) or age > STALE_SAME_HOST
     return age > STALE_OTHER_HOST
@@ -394,8 +395,3 @@ def mark_interrupted(conn: sqlite3.Connection, host: str, now: datetime) -> list
         )
     return gone
 
-
-def utc_iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z"
-    )
