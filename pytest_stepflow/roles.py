@@ -29,7 +29,7 @@ from pytest_stepflow.model import (
 from pytest_stepflow.notices import Notices
 from pytest_stepflow.onfailure import FailureAttacher
 from pytest_stepflow.recorder import StepRecorder
-from pytest_stepflow.settings import Settings
+from pytest_stepflow.settings import DB_OPTION, Settings
 from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.header import check_header
 from pytest_stepflow.substeps import Collector, activate, deactivate
@@ -157,7 +157,7 @@ class Owner(Recording):
         try:  # what the file's header shows is reported now; the rest by the writer
             check_header(settings.db_path)
         except StorageError as exc:
-            self.problem = str(exc)
+            self.problem = exc.message(DB_OPTION)
             return
         # The writer process owns the execution from here: it creates it (migrating and
         # importing earlier spills first), beats its heartbeat with our progress, gathers

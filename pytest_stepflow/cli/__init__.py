@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pytest_stepflow import __version__
 from pytest_stepflow.cli import export, maintenance, queries, report
 from pytest_stepflow.cli.common import BAD_INPUT, Output, UsageError, error
-from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.storage.errors import LockedError, StorageError
 
 DESCRIPTION = """\
 Answer questions about the test runs that `pytest --stepflow` recorded: what failed, what is
@@ -61,9 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args, out)
         sys.stdout.flush()
-    except (StorageError, UsageError) as exc:
-        # Storage messages name the plugin's option; here the option is --db.
-        error(str(exc).replace("--stepflow-db", "--db"))
+    except StorageError as exc:
+        error(_storage_message(exc, args))
+        return BAD_INPUT
+    except UsageError as exc:
+        error(str(exc))  # one line, never the traceback of its cause
         return BAD_INPUT
     except BrokenPipeError:
         # `stepflow steps | head`: the reader left; that is not an error.
@@ -72,6 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def _storage_message(exc: StorageError, args: argparse.Namespace) -> str:
+    """Storage names no option; here the database is --db, and writing commands wait for a
+    lock as long as --wait says."""
+    text = exc.message("--db")
+    if isinstance(exc, LockedError) and getattr(args, "wait", None) is not None:
+        text += " (--wait SECONDS)"
+    return text
 
 
 def run() -> None:

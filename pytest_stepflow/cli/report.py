@@ -60,7 +60,7 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
         try:
             written = write_report(db, number, output)
         except OSError as exc:
-            raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+            raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from exc
     out.line(f"wrote {written.path}: run #{number}, {written.steps} steps, "
              f"{written.size / 1_000_000:.1f} MB in {written.seconds:.1f}s")
     return OK

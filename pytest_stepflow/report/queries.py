@@ -17,12 +17,10 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pytest_stepflow.locations import DB_ENV, DEFAULT_DB
 from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.reader import Reader
 from pytest_stepflow.views import FAILING, PASSING, Outcome, StepRow
-
-DEFAULT_LOCATION = Path(".stepflow") / "stepflow.db"
-ENV_VARIABLE = "STEPFLOW_DB"
 
 # Flakiness, with the defaults of established tools:
 # - "same commit" (GitLab, Buildkite Test Analytics, Datadog CI Visibility): a test that both
@@ -42,17 +40,16 @@ def find_database(explicit: str | os.PathLike[str] | None = None,
     if explicit:
         return Path(explicit)
     env = os.environ if environ is None else environ
-    if env.get(ENV_VARIABLE):
-        return Path(env[ENV_VARIABLE])
+    if env.get(DB_ENV):
+        return Path(env[DB_ENV])
     start = (cwd or Path.cwd()).resolve()
     for folder in (start, *start.parents):
-        candidate = folder / DEFAULT_LOCATION
+        candidate = folder / DEFAULT_DB
         if candidate.is_file():
             return candidate
-    raise StorageError(
-        f"no {DEFAULT_LOCATION} in {start} or any parent; run `pytest --stepflow` first, "
-        f"or pass --db PATH (or set {ENV_VARIABLE})"
-    )
+    raise StorageError(f"no {DEFAULT_DB} in {start} or any parent",
+                       "run `pytest --stepflow` first",
+                       elsewhere="pass {option} PATH (or set " + DB_ENV + ")")
 
 
 def open_database(explicit: str | os.PathLike[str] | None = None) -> Reader:
@@ -123,10 +120,6 @@ class Diff:
     removed: list[Change]
     slower: list[Change]
     faster: list[Change]
-
-    @property
-    def regressed(self) -> bool:
-        return bool(self.new_failures)
 
 
 def diff(db: Reader, a: int, b: int, *, ratio: float = 1.5, min_delta: float = 0.1) -> Diff:

@@ -46,6 +46,6 @@ def start_execution(path: Path, started: ExecutionStarted) -> Started:
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise describe_error(path, exc) from None
+        raise describe_error(path, exc) from exc
     finally:
         conn.close()

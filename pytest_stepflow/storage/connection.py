@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from pytest_stepflow.storage.errors import (
+    ANOTHER,
     LockedError,
     NotADatabaseError,
     StorageError,
@@ -66,18 +67,14 @@ def describe_error(path: Path, exc: sqlite3.Error) -> StorageError:
     text = str(exc)
     lowered = text.lower()
     if is_busy(exc):
-        return LockedError(f"{path} stayed locked by another session ({text})")
+        return LockedError(f"{path} stayed locked by another session ({text})", path=path)
     if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
-        return NotADatabaseError(
-            f"{path} is corrupt ({text}); move it away or pass another --stepflow-db "
-            f"({LEFT_ALONE})"
-        )
+        return NotADatabaseError(f"{path} is corrupt: {text} ({LEFT_ALONE})", "move it away",
+                                 path=path, elsewhere=ANOTHER)
     if "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
-        return UnwritableError(
-            f"{path} cannot be written ({text}); check the folder's permissions or pass "
-            "another --stepflow-db"
-        )
-    return StorageError(f"{path}: {text}")
+        return UnwritableError(f"{path} cannot be written ({text})",
+                               "check the folder's permissions", path=path, elsewhere=ANOTHER)
+    return StorageError(f"{path}: {text}", path=path)
 
 
 def open_for_writing(path: Path, busy_wait: float = BUSY_TIMEOUT_MS / 1000) -> sqlite3.Connection:
@@ -87,13 +84,12 @@ def open_for_writing(path: Path, busy_wait: float = BUSY_TIMEOUT_MS / 1000) -> s
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UnwritableError(
-            f"{path.parent} cannot be created ({exc.strerror}); pass a writable --stepflow-db"
-        ) from None
+        raise UnwritableError(f"{path.parent} cannot be created ({exc.strerror})", path=path,
+                              elsewhere="pass a writable {option}") from exc
     try:
         conn = _REAL.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
-        raise describe_error(path, exc) from None
+        raise describe_error(path, exc) from exc
     try:
         for pragma in WRITER_PRAGMAS:
             conn.execute(pragma)
@@ -102,7 +98,7 @@ def open_for_writing(path: Path, busy_wait: float = BUSY_TIMEOUT_MS / 1000) -> s
         _switch_to_wal(conn, busy_wait)
     except sqlite3.Error as exc:
         conn.close()
-        raise describe_error(path, exc) from None
+        raise describe_error(path, exc) from exc
     except StorageError:
         conn.close()
         raise
@@ -131,19 +127,37 @@ def open_read_only(path: Path, *, inspect: bool = True) -> sqlite3.Connection:
     `inspect=False` while this process also writes to the file (see `check_file`).
     """
     if not (check_file(path) if inspect else path.exists()):
-        raise StorageError(f"{path} does not exist; run `pytest --stepflow` first")
+        raise StorageError(f"{path} does not exist", "run `pytest --stepflow` first", path=path)
     uri = f"{path.resolve().as_uri()}?mode=ro"
     try:
         conn = _REAL.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
-        raise describe_error(path, exc) from None
+        raise describe_error(path, exc) from exc
     try:
         for pragma in READER_PRAGMAS:
             conn.execute(pragma)
     except sqlite3.Error as exc:
         conn.close()  # Python 3.13 warns about a connection left to the garbage collector
-        raise describe_error(path, exc) from None
+        raise describe_error(path, exc) from exc
     return conn
+
+
+def check_stepflow(conn: sqlite3.Connection, path: Path) -> int:
+    """The schema version of the database `conn` reads. When it is not a stepflow database,
+    or holds no stepflow data yet, close `conn` and raise StorageError."""
+    try:
+        version = check_schema(conn, path)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise describe_error(path, exc) from exc
+    except StorageError:
+        conn.close()
+        raise
+    if version == 0:
+        conn.close()
+        raise StorageError(f"{path} holds no stepflow data yet", "run `pytest --stepflow`",
+                           path=path)
+    return version
 
 
 def is_busy(exc: BaseException) -> bool:

@@ -24,16 +24,18 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from pytest_stepflow.locations import ARTIFACTS_DIR, artifacts_dir
 from pytest_stepflow.model import Status
 from pytest_stepflow.storage.connection import (
+    check_stepflow,
     describe_error,
     is_busy,
     open_for_writing,
     open_read_only,
 )
-from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.storage.errors import LockedError, StorageError
 from pytest_stepflow.storage.operations import is_gone, mark_interrupted
-from pytest_stepflow.storage.schema import check_schema, has_fts5
+from pytest_stepflow.storage.schema import has_fts5
 from pytest_stepflow.storage.spill import (
     ImportResult,
     _in_use,
@@ -41,8 +43,9 @@ from pytest_stepflow.storage.spill import (
     import_spills,
     spill_glob,
 )
+from pytest_stepflow.text import size_text
+from pytest_stepflow.timestamps import parse_iso
 
-ARTIFACTS_DIR = "artifacts"  # the artifact store: <database folder>/artifacts/
 TABLES = ("executions", "tests", "steps", "logs", "substeps", "artifacts")
 # Full-text tables and the rows each one must index (see schema._V2_FULL_TEXT).
 FTS_CONTENT = {
@@ -89,10 +92,6 @@ def sizes(path: Path) -> Sizes:
                  _file_size(_sidecar(path, "-shm")))
 
 
-def artifacts_root(path: Path) -> Path:
-    return path.parent / ARTIFACTS_DIR
-
-
 def _normalise(stored_path: str) -> str:
     """A row's stored_path in one spelling: POSIX separators, no `.` or `x/..` parts."""
     return posixpath.normpath(stored_path.replace("\\", "/"))
@@ -109,7 +108,7 @@ def _store_files(path: Path) -> Iterator[tuple[str, Path, int]]:
     Symbolic links are listed as files (deleting one removes the link, never its target);
     links to folders are not followed.
     """
-    root = artifacts_root(path)
+    root = artifacts_dir(path)
     if not root.is_dir():
         return
     for folder, _, names in os.walk(root):
@@ -130,17 +129,7 @@ def _store_files(path: Path) -> Iterator[tuple[str, Path, int]]:
 def open_reading(path: Path) -> sqlite3.Connection:
     """A read-only connection to an existing stepflow database (never creates one)."""
     conn = open_read_only(path)
-    try:
-        version = check_schema(conn, path)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise describe_error(path, exc) from None
-    except StorageError:
-        conn.close()
-        raise
-    if version == 0:
-        conn.close()
-        raise StorageError(f"{path} holds no stepflow data yet; run `pytest --stepflow`")
+    check_stepflow(conn, path)
     return conn
 
 
@@ -156,10 +145,8 @@ def open_writing(path: Path, wait: float = MAINTENANCE_WAIT) -> sqlite3.Connecti
 
 def _failure(path: Path, exc: sqlite3.Error, wait: float) -> StorageError:
     if is_busy(exc):
-        return StorageError(
-            f"{path} stayed locked by another session for {wait:g}s; try again when it is "
-            "done, or pass a longer --wait"
-        )
+        return LockedError(f"{path} stayed locked by another session for {wait:g}s",
+                           "try again when it is done, or wait longer", path=path)
     return describe_error(path, exc)
 
 
@@ -220,7 +207,7 @@ def stats(path: Path) -> Stats:
         cache_size = int(_pragma(conn, "cache_size"))
         fts5 = has_fts5(conn)
     except sqlite3.Error as exc:
-        raise describe_error(path, exc) from None
+        raise describe_error(path, exc) from exc
     finally:
         conn.close()
     files = sizes(path)
@@ -278,7 +265,7 @@ def stale_runs(conn: sqlite3.Connection, host: str, now: datetime
     stale = []
     for number, run_host, pid, heartbeat in running:
         if is_gone(run_host, pid, heartbeat, host, now):
-            age = now - datetime.fromisoformat(heartbeat.replace("Z", "+00:00"))
+            age = now - parse_iso(heartbeat)
             stale.append(StaleRun(number, run_host, pid, heartbeat, age.total_seconds()))
     return stale, len(running) - len(stale)
 
@@ -318,14 +305,6 @@ def index_drift(conn: sqlite3.Connection) -> list[IndexDrift]:
     return drift
 
 
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"  # pragma: no cover
-
-
 def _age(seconds: float) -> str:
     for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= length:
@@ -349,7 +328,7 @@ def diagnose(path: Path, *, full: bool = False, wal_limit: int = WAL_LIMIT,
         if full:
             checks.insert(1, _index(conn))
     except sqlite3.Error as exc:
-        raise describe_error(path, exc) from None
+        raise describe_error(path, exc) from exc
     finally:
         conn.close()
     problems = sum(not c.ok for c in checks)
@@ -385,7 +364,7 @@ def _index(conn: sqlite3.Connection) -> Check:
 
 def _wal(path: Path, limit: int) -> Check:
     wal = sizes(path).wal
-    summary = f"WAL {_human(wal)} (limit {_human(limit)})"
+    summary = f"WAL {size_text(wal)} (limit {size_text(limit)})"
     if wal <= limit:
         return Check("wal", True, summary)
     return Check(
@@ -481,7 +460,7 @@ def repair(path: Path, *, host: str, now: datetime, wait: float = MAINTENANCE_WA
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise _failure(path, exc, wait) from None
+        raise _failure(path, exc, wait) from exc
     finally:
         conn.close()
 
@@ -517,7 +496,7 @@ def optimize(path: Path, *, vacuum: bool = False, wait: float = MAINTENANCE_WAIT
             if alive:
                 raise StorageError(
                     f"{path}: {alive} run(s) going on; --vacuum rewrites the whole file and "
-                    "would hold up their writes, so run it when they are done"
+                    "would hold up their writes, so run it when they are done", path=path
                 )
         conn.execute(f"PRAGMA analysis_limit = {ANALYSIS_LIMIT}")
         steps = [("ANALYZE", "ANALYZE"), ("PRAGMA optimize", "PRAGMA optimize")]
@@ -539,7 +518,7 @@ def optimize(path: Path, *, vacuum: bool = False, wait: float = MAINTENANCE_WAIT
         freelist_after = int(_pragma(conn, "freelist_count"))
         after = sizes(path)  # while connected: the WAL file is still there, now empty
     except sqlite3.Error as exc:
-        raise _failure(path, exc, wait) from None
+        raise _failure(path, exc, wait) from exc
     finally:
         conn.close()
     return Optimized(str(path), before, after, done, not busy and after.wal == 0,
@@ -578,12 +557,9 @@ class Pruned:
 
 def _started_before(text: str, cutoff: datetime) -> bool:
     try:
-        started = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_iso(text) < cutoff
     except ValueError:
         return False  # a time we cannot read is never taken for an old one
-    if started.tzinfo is None:
-        started = started.replace(tzinfo=timezone.utc)
-    return started < cutoff
 
 
 def select_runs(conn: sqlite3.Connection, *, keep: int | None, older_than: timedelta | None,
@@ -689,7 +665,7 @@ def prune(path: Path, *, keep: int | None = None, older_than: timedelta | None =
             result.transactions += 1
         return result
     except sqlite3.Error as exc:
-        raise _failure(path, exc, wait) from None
+        raise _failure(path, exc, wait) from exc
     finally:
         conn.close()
 

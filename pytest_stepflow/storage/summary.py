@@ -19,6 +19,6 @@ def outcome_counts(path: Path, execution_id: str) -> dict[str, int]:
         )
         return {str(outcome): int(count) for outcome, count in rows}
     except sqlite3.Error as exc:
-        raise describe_error(path, exc) from None
+        raise describe_error(path, exc) from exc
     finally:
         conn.close()
