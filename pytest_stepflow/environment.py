@@ -211,17 +211,3 @@ def os_metadata() -> dict[str, object]:
     """The OS: `platform.platform()` runs `uname -p` (a subprocess, milliseconds), so the
     writer process asks, with git, off the test process's way."""
     return {"platform": platform.platform()}
-
-
-def collect_metadata(
-    rootdir: Path, environ: Mapping[str, str], plugin_version: str
-) -> dict[str, object]:
-    """Platform metadata plus "git" and "ci" when known."""
-    metadata = {**platform_metadata(plugin_version), **os_metadata()}
-    git = git_info(rootdir)
-    if git is not None:
-        metadata["git"] = git
-    ci = ci_info(environ)
-    if ci is not None:
-        metadata["ci"] = ci
-    return metadata

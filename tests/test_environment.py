@@ -4,16 +4,17 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import StepflowRun
 
 from pytest_stepflow import environment
 from pytest_stepflow.environment import (
     ENVIRONMENT_ALLOW_LIST,
     ci_info,
     collect_environment,
-    collect_metadata,
     git_info,
     looks_secret,
     platform_metadata,
@@ -318,17 +319,46 @@ def test_platform_metadata() -> None:
     }
 
 
+# What a recorded execution carries: the writer process adds the OS, git and CI details to
+# the platform metadata (collect_metadata, which composed the same in-process, was unused).
+
+
+def _outside_ci_and_git(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    for name, value in list(os.environ.items()):
+        if ci_info({name: value}) is not None:  # whatever CI this suite itself runs on
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(root.parent))
+    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        monkeypatch.delenv(var, raising=False)
+
+
 @needs_git
-def test_collect_metadata_with_git_and_ci(repo: Path) -> None:
-    metadata = collect_metadata(repo, {"GITLAB_CI": "true", "CI_PIPELINE_ID": "5"}, "0.1.0")
-    assert metadata["stepflow"] == "0.1.0"
+def test_recorded_metadata_with_git_and_ci(
+    pytester: pytest.Pytester, run_stepflow: Callable[..., StepflowRun],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _outside_ci_and_git(monkeypatch, pytester.path)
+    monkeypatch.setenv("GITLAB_CI", "true")
+    monkeypatch.setenv("CI_PIPELINE_ID", "5")
+    pytester.makepyfile("def test_a(): pass")
+    git(pytester.path, "init", "-q")
+    git(pytester.path, "add", ".")
+    git(pytester.path, "commit", "-q", "-m", "initial")
+    metadata = run_stepflow().metadata
     assert metadata["ci"] == {"provider": "gitlab-ci", "run_id": "5"}
-    assert metadata["git"] == git_info(repo)
+    assert metadata["git"] == git_info(pytester.path)
     assert metadata["git"] is not None
 
 
-def test_collect_metadata_omits_unknown_git_and_ci(isolated_git: Path) -> None:
-    metadata = collect_metadata(isolated_git, {}, "0.1.0")
+def test_recorded_metadata_omits_unknown_git_and_ci(
+    pytester: pytest.Pytester, run_stepflow: Callable[..., StepflowRun],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _outside_ci_and_git(monkeypatch, pytester.path)
+    pytester.makepyfile("def test_a(): pass")
+    metadata = run_stepflow().metadata
     assert "git" not in metadata
     assert "ci" not in metadata
     assert metadata["python"] == platform.python_version()

@@ -13,15 +13,16 @@ from collections.abc import Sequence
 from pytest_stepflow import __version__
 from pytest_stepflow.cli import export, maintenance, queries, report
 from pytest_stepflow.cli.common import BAD_INPUT, Output, UsageError, error
+from pytest_stepflow.locations import DB_ENV, DEFAULT_DB
 from pytest_stepflow.storage.errors import LockedError, StorageError
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 Answer questions about the test runs that `pytest --stepflow` recorded: what failed, what is
 slow, what is flaky, what changed since the last run, what a test logged.
 
 A run is named by its number (`7`), a unique prefix of its id (`3f2a9c`), `latest`, or
-`latest~N` (N runs before the latest). The database is --db PATH, else $STEPFLOW_DB, else
-.stepflow/stepflow.db in the current folder or its nearest parent. Commands open it
+`latest~N` (N runs before the latest). The database is --db PATH, else ${DB_ENV}, else
+{DEFAULT_DB} in the current folder or its nearest parent. Commands open it
 read-only and never block a running test session; `optimize`, `prune`, `import-spill` and
 `doctor --fix` write, and say so.
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from pytest_stepflow.locations import DB_ENV, DEFAULT_DB
 from pytest_stepflow.report.queries import open_database
 from pytest_stepflow.storage.reader import Reader
 from pytest_stepflow.text import duration_text
@@ -125,8 +126,8 @@ def positive(text: str) -> int:
 
 def add_common(parser: argparse.ArgumentParser, *, json_output: bool = True) -> None:
     parser.add_argument("--db", metavar="PATH",
-                        help="the database (default: $STEPFLOW_DB, then the nearest "
-                             ".stepflow/stepflow.db from here up)")
+                        help=f"the database (default: ${DB_ENV}, then the nearest "
+                             f"{DEFAULT_DB} from here up)")
     if json_output:
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
