@@ -160,6 +160,7 @@ def test_foreign_sqlite_database(pytester: pytest.Pytester, run_stepflow: Run) -
     before = db.read_bytes()
     warning = assert_not_recorded(run_on(pytester, db), db)
     assert re.search(r"pytest-stepflow did not create|not created by pytest-stepflow", warning)
+    assert "pass another --stepflow-db" in warning  # the plugin's option, not the CLI's
     assert companions(db) == []
     assert db.read_bytes() == before, "the foreign database was modified"
     assert query(db, "SELECT name FROM users ORDER BY id") == [{"name": "ada"}, {"name": "grace"}]

@@ -469,6 +469,14 @@ def test_bad_database_is_a_one_line_error(tmp_path: Path, capsys: pytest.Capture
         assert db.read_bytes() == before
 
 
+def test_storage_errors_name_the_db_option(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "stepflow.db"
+    _foreign(db)
+    code, _, err = stepflow(db, "runs", capsys=capsys)
+    assert code == 2 and err.rstrip().endswith("; pass another --db")
+
+
 def test_corrupt_pages_are_a_one_line_error(history: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     copy = tmp_path / "corrupt.db"

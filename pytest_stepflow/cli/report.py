@@ -11,6 +11,7 @@ from pytest_stepflow.report import markdown
 from pytest_stepflow.report.html import write_report
 from pytest_stepflow.report.queries import find_database
 from pytest_stepflow.storage.report_rows import ReportReader
+from pytest_stepflow.text import duration_text, size_text
 
 Sub = argparse._SubParsersAction  # argparse has no public name for it
 
@@ -62,7 +63,7 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
         except OSError as exc:
             raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from exc
     out.line(f"wrote {written.path}: run #{number}, {written.steps} steps, "
-             f"{written.size / 1_000_000:.1f} MB in {written.seconds:.1f}s")
+             f"{size_text(written.size)} in {duration_text(written.seconds)}")
     return OK
 
 
