@@ -6,14 +6,14 @@ from collections.abc import Callable
 
 import pytest
 
+from pytest_stepflow.stash_keys import recording_key
+
 
 @pytest.fixture(scope="session")
 def record_testsuite_property(request: pytest.FixtureRequest) -> Callable[[str, object], None]:
     """pytest's `record_testsuite_property`, also stored in the execution's metadata
     (`testsuite_properties`), from xdist workers too. With --junitxml the property still
     goes to the XML file, exactly as pytest's own fixture does it."""
-    from pytest_stepflow.plugin import recording_key
-
     __tracebackhide__ = True
     junit = _junitxml_recorder(request)
     recording = request.config.stash.get(recording_key, None)

@@ -14,11 +14,10 @@ import pytest
 
 from pytest_stepflow.api import STEPFLOW, Stepflow
 from pytest_stepflow.settings import add_options, enabled
+from pytest_stepflow.stash_keys import recording_key
 
 if TYPE_CHECKING:
     from pytest_stepflow.roles import Recording
-
-recording_key = pytest.StashKey["Recording"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
