@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from pytest_stepflow.artifacts import size_text
 from pytest_stepflow.clock import CLOCK
 from pytest_stepflow.model import Record, Step
 from pytest_stepflow.recorder import StepRecorder, collect_step
-from pytest_stepflow.roles import WORKERINPUT_KEY, Owner, drain_timeout, setup_only
+from pytest_stepflow.roles import Owner, drain_timeout, setup_only
 from pytest_stepflow.settings import Settings
 from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.reader import count_steps, steps_of_worker
 from pytest_stepflow.storage.writer_stats import WriterStats
+from pytest_stepflow.xdist_contract import WorkerInput, received_output, send_input
 
 # The writer process waits up to 15 s for another session's write lock when it creates the
 # execution (storage/bootstrap.py), and needs a moment to start.
@@ -75,19 +75,8 @@ class Controller(Owner):
         writer.started.wait(STARTED_WAIT)
         if writer.off:
             return
-        s = self.settings
-        # The run's artifact total is split evenly: no process has to ask another.
-        workers = max(1, self.worker_count)
-        share = s.max_artifact_total // workers
-        note = (f" per xdist worker ({size_text(s.max_artifact_total)} for the run, split "
-                f"between {workers} workers)") if workers > 1 else ""
-        node.workerinput[WORKERINPUT_KEY] = {
-            "execution_id": self.started.id, "db_path": str(s.db_path),
-            "batch_size": s.batch_size, "flush_interval": s.flush_interval,
-            "retry_budget": s.retry_budget, "capture": s.capture, "max_output": s.max_output,
-            "max_artifact_size": s.max_artifact_size, "max_artifact_total": share,
-            "artifact_total_note": note, "attach_on_failure": list(s.attach_on_failure),
-        }
+        send_input(node, WorkerInput.for_workers(self.settings, self.started.id,
+                                                  self.worker_count))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -102,12 +91,12 @@ class Controller(Owner):
         if worker in self.workers_done:
             return
         self.workers_done.add(worker)
-        output = getattr(node, "workeroutput", {}).get(WORKERINPUT_KEY)
-        if output:
-            self.worker_stats.merge(output["stats"])
-            self.vetoed += int(output.get("vetoed", 0))
-            self.notices.merge(output.get("notices", {}))
-        if error is not None or not output:
+        output = received_output(node)
+        if output is not None:
+            self.worker_stats.merge(output.stats)
+            self.vetoed += output.vetoed
+            self.notices.merge(output.notices)
+        if error is not None or output is None:
             self._recover(worker)
         self._recent.pop(worker, None)
 

@@ -8,7 +8,7 @@ asyncio, aiosqlite) is imported.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -51,15 +51,15 @@ def stepflow() -> Stepflow:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
-    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
-    if workerinput is not None:
-        info = workerinput.get("stepflow")
-        if not info:  # off, or the controller could not open the database
+    if hasattr(config, "workerinput"):  # an xdist worker: its controller decides
+        from pytest_stepflow.xdist_contract import received_input
+
+        received = received_input(config)
+        if received is None:  # off, or the controller could not open the database
             return
         from pytest_stepflow.roles import Worker
-        from pytest_stepflow.settings import from_workerinput
 
-        _register(config, Worker(config, from_workerinput(info), info))
+        _register(config, Worker(config, received))
         return
     if not enabled(config) or _informational(config):
         return

@@ -35,8 +35,7 @@ from pytest_stepflow.storage.header import check_header
 from pytest_stepflow.substeps import Collector, activate, deactivate
 from pytest_stepflow.untrusted import MAX_PROPERTY_TEXT, json_key, json_value, safe_str
 from pytest_stepflow.writer_client import WriterClient
-
-WORKERINPUT_KEY = "stepflow"
+from pytest_stepflow.xdist_contract import WorkerInput, WorkerOutput, send_output, worker_id
 
 
 def drain_timeout(settings: Settings) -> float:
@@ -355,11 +354,11 @@ class Standalone(Owner):
 class Worker(Recording):
     """An xdist worker: steps only; the controller owns the execution."""
 
-    def __init__(self, config: pytest.Config, settings: Settings, info: dict[str, Any]) -> None:
-        super().__init__(config, settings)
+    def __init__(self, config: pytest.Config, received: WorkerInput) -> None:
+        super().__init__(config, received.settings())
         self._start_writer()
-        self._start_recorder(info["execution_id"], str(config.workerinput["workerid"]),  # type: ignore[attr-defined]
-                             str(info.get("artifact_total_note", "")))
+        self._start_recorder(received.execution_id, worker_id(config),
+                             received.artifact_total_note)
         assert self.recorder is not None
         self.recorder.record_collection = False  # the controller records collection errors
 
@@ -367,10 +366,7 @@ class Worker(Recording):
         assert self.writer is not None
         self.stats = self.writer.close(drain_timeout(self.settings))
         recorder = self.recorder
-        self.config.workeroutput[WORKERINPUT_KEY] = {  # type: ignore[attr-defined]
-            "stats": self.stats,
-            "steps": recorder.steps if recorder else 0,
-            "vetoed": recorder.vetoed if recorder else 0,
-            "notices": self.notices.counts,
-        }
-
+        send_output(self.config, WorkerOutput(
+            stats=self.stats, vetoed=recorder.vetoed if recorder else 0,
+            notices=self.notices.counts,
+        ))

@@ -237,20 +237,3 @@ def resolve(config: pytest.Config) -> Settings:
         attach_on_failure=parse_globs(globs),
         html_path=html,
     )
-
-
-def from_workerinput(info: Mapping[str, Any]) -> Settings:
-    """A worker uses exactly what its controller resolved."""
-    return Settings(
-        db_path=Path(info["db_path"]),
-        name=None,
-        tags={},
-        batch_size=int(info["batch_size"]),
-        flush_interval=float(info["flush_interval"]),
-        capture=str(info["capture"]),
-        max_output=int(info["max_output"]),
-        retry_budget=float(info["retry_budget"]),
-        max_artifact_size=int(info.get("max_artifact_size", DEFAULT_MAX_ARTIFACT_SIZE)),
-        max_artifact_total=int(info.get("max_artifact_total", DEFAULT_MAX_ARTIFACT_TOTAL)),
-        attach_on_failure=tuple(info.get("attach_on_failure", ())),
-    )
