@@ -164,14 +164,14 @@ class Controller(Owner):
         started = self._starts.get(report.nodeid, now)
         setup, call = phases.get("setup"), phases.get("call")
         self.recovered += 1
-        self.writer.submit(
-            Step(self.started.id, report.nodeid, worker, self._attempts[key], True, "test", None,
-                 None, report.nodeid.rpartition("::")[2], None, None, "failed",
-                 setup.outcome if setup else None, call.outcome if call else "failed",
-                 "failed" if call else None, setup.duration if setup else None,
-                 call.duration if call else None, None, now - started, started, now,
-                 str(report.longrepr), None, None, None, None)
-        )
+        self.writer.submit(Step.crash(
+            execution_id=self.started.id, nodeid=report.nodeid, worker=worker,
+            attempt=self._attempts[key], started_at=started, completed_at=now,
+            setup_outcome=setup.outcome if setup else None,
+            setup_duration=setup.duration if setup else None,
+            call_outcome=call.outcome if call else None,
+            call_duration=call.duration if call else None, longrepr=str(report.longrepr),
+        ))
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """xdist hands the controller each distinct collection failure once."""

@@ -92,10 +92,9 @@ def collect_step(
     """A collection error or a module-level skip, as a step of kind 'collect'."""
     outcome = Outcome.SKIPPED.value if report.skipped else Outcome.ERROR.value
     longrepr = None if report.skipped else clip(report.longreprtext, max_output)
-    return Step(execution_id, report.nodeid, worker, 1, True, "collect", None, None,
-                report.nodeid.rpartition("::")[2] or report.nodeid, None, None, outcome, None,
-                None, None, None, None, None, 0.0, now, now, longrepr, skip_reason(report), None,
-                None, None)
+    return Step.collection(execution_id=execution_id, nodeid=report.nodeid, worker=worker,
+                           at=now, outcome=outcome, longrepr=longrepr,
+                           reason=skip_reason(report))
 
 
 def is_subtest(report: pytest.TestReport) -> bool:
@@ -311,14 +310,15 @@ class StepRecorder:
         collector = self.collector
         substeps, artifacts = collector.take() if collector.used else ((), ())
         self._emit(
-            Step(
-                self.execution_id, nodeid, self.worker, attempt, final, "test", index,
-                None if line is None else line + 1, name, parameters, markers, outcome,
-                s_outcome, c_outcome, t_outcome, s_time, c_time, t_time, total, self._started,
-                self.clock.now(), longrepr, reason,
-                stdout, stderr,
-                properties_json(last.user_properties) if last.user_properties else None, logs,
-                substeps, artifacts,
+            Step(  # positional: see the note in model.Step (checked in tests/test_model.py)
+                self.execution_id, nodeid, self.worker, attempt, final, "test",  # .. kind
+                index, None if line is None else line + 1, name, parameters, markers,  # item
+                outcome, s_outcome, c_outcome, t_outcome,  # outcome, (phase)_outcome
+                s_time, c_time, t_time, total,  # (phase)_duration, duration
+                self._started, self.clock.now(),  # started_at, completed_at
+                longrepr, reason, stdout, stderr,
+                properties_json(last.user_properties) if last.user_properties else None,
+                logs, substeps, artifacts,
             ),
             item,
         )
