@@ -9,6 +9,7 @@ writer connection open, so the file itself is never opened outside SQLite there 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import operator
@@ -37,16 +38,28 @@ class RunNotFoundError(StorageError):
     """A run reference that names no execution (or more than one)."""
 
 
-_RUN_COLUMNS = (
-    "number, id, name, status, exit_code, error_message, started_at, completed_at, duration, "
-    "host, user_name, pid, worker_count, command, rootdir, tags, metadata, environment, "
-    "writer_stats"
-)
-_STEP_COLUMNS = (
-    "s.id, s.execution, t.nodeid, s.worker, s.attempt, s.final, s.kind, s.outcome, "
-    "s.setup_duration, s.call_duration, s.teardown_duration, s.duration, s.started_at, "
-    "s.completed_at, s.reason, s.markers"
-)
+
+
+def _select(columns: Mapping[str, str]) -> str:
+    """A SELECT list naming each column as the record field it fills, so that rows are read
+    by name (`Reader._named_rows`) and a column is added in one place."""
+    return ", ".join(f'{expression} AS "{name}"' for name, expression in columns.items())
+
+
+def _fields(record: type[Any], table: str, *, skip: tuple[str, ...] = (),
+            **expressions: str) -> dict[str, str]:
+    """Each field of a read-side record from the column of the same name in `table`, unless
+    an expression is given for it."""
+    return {
+        field.name: expressions.get(field.name, f"{table}.{field.name}")
+        for field in dataclasses.fields(record)
+        if field.name not in skip
+    }
+
+
+_RUN_COLUMNS = _select(_fields(Run, "executions", skip=("counts",)))
+_STEP_COLUMNS = _select(_fields(StepRow, "s", nodeid="t.nodeid"))
+_DETAIL_COLUMNS = _select(_fields(StepDetail, "s", skip=("step", "logs", "substeps", "artifacts")))
 _PHASE_COLUMNS = {
     "total": "duration", "setup": "setup_duration", "call": "call_duration",
     "teardown": "teardown_duration",
@@ -70,12 +83,15 @@ def parse_json(text: str | None, default: Any) -> Any:
         return default
 
 
-def _step_row(row: Sequence[Any]) -> StepRow:
+def _step_row(row: sqlite3.Row) -> StepRow:
     return StepRow(
-        id=row[0], execution=row[1], nodeid=row[2], worker=row[3], attempt=row[4],
-        final=bool(row[5]), kind=row[6], outcome=row[7], setup_duration=row[8],
-        call_duration=row[9], teardown_duration=row[10], duration=row[11],
-        started_at=row[12], completed_at=row[13], reason=row[14], markers=parse_json(row[15], []),
+        id=row["id"], execution=row["execution"], nodeid=row["nodeid"], worker=row["worker"],
+        attempt=row["attempt"], final=bool(row["final"]), kind=row["kind"],
+        outcome=row["outcome"], setup_duration=row["setup_duration"],
+        call_duration=row["call_duration"], teardown_duration=row["teardown_duration"],
+        duration=row["duration"], started_at=row["started_at"],
+        completed_at=row["completed_at"], reason=row["reason"],
+        markers=parse_json(row["markers"], []),
     )
 
 
@@ -115,6 +131,17 @@ class Reader:
     def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         try:
             return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise describe_error(self.path, exc) from None
+
+    def _named_rows(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[sqlite3.Row]:
+        """Rows read by column name: the SELECT lists come from `_select`."""
+        try:
+            cursor = self._conn.cursor()
+            cursor.row_factory = sqlite3.Row
+            return cursor.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise describe_error(self.path, exc) from None
 
@@ -204,16 +231,20 @@ class Reader:
         sql = f"SELECT {_RUN_COLUMNS} FROM executions"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = self._rows(sql + " ORDER BY number DESC LIMIT ?", (*params, limit))
-        outcomes = self._counts([int(r[0]) for r in rows]) if counts else {}
+        rows = self._named_rows(sql + " ORDER BY number DESC LIMIT ?", (*params, limit))
+        outcomes = self._counts([int(r["number"]) for r in rows]) if counts else {}
         return [
             Run(
-                number=r[0], id=r[1], name=r[2], status=r[3], exit_code=r[4],
-                error_message=r[5], started_at=r[6], completed_at=r[7], duration=r[8],
-                host=r[9], user_name=r[10], pid=r[11], worker_count=r[12],
-                command=parse_json(r[13], []), rootdir=r[14], tags=parse_json(r[15], {}),
-                metadata=parse_json(r[16], {}), environment=parse_json(r[17], {}),
-                writer_stats=parse_json(r[18], None), counts=outcomes.get(int(r[0]), {}),
+                number=r["number"], id=r["id"], name=r["name"], status=r["status"],
+                exit_code=r["exit_code"], error_message=r["error_message"],
+                started_at=r["started_at"], completed_at=r["completed_at"],
+                duration=r["duration"], host=r["host"], user_name=r["user_name"], pid=r["pid"],
+                worker_count=r["worker_count"], command=parse_json(r["command"], []),
+                rootdir=r["rootdir"], tags=parse_json(r["tags"], {}),
+                metadata=parse_json(r["metadata"], {}),
+                environment=parse_json(r["environment"], {}),
+                writer_stats=parse_json(r["writer_stats"], None),
+                counts=outcomes.get(int(r["number"]), {}),
             )
             for r in rows
         ]
@@ -288,11 +319,11 @@ class Reader:
             f"WHERE {' AND '.join(where)} ORDER BY {orders[order]} LIMIT ? OFFSET ?"
         )
         params.extend((-1 if limit is None else limit, offset))
-        return [_step_row(r) for r in self._rows(sql, params)]
+        return [_step_row(r) for r in self._named_rows(sql, params)]
 
     def find_steps(self, nodeid: str, number: int) -> list[StepRow]:
         """All attempts of one test in one run (several under --dist each or reruns)."""
-        rows = self._rows(
+        rows = self._named_rows(
             f"SELECT {_STEP_COLUMNS} FROM steps s JOIN tests t ON t.id = s.test_id "
             "WHERE t.nodeid = ? AND s.execution = ? ORDER BY s.worker, s.attempt",
             (nodeid, number),
@@ -309,9 +340,8 @@ class Reader:
         ]
 
     def step_detail(self, step_id: int) -> StepDetail:
-        rows = self._rows(
-            f"SELECT {_STEP_COLUMNS}, s.line, s.parameters, s.properties, s.setup_outcome, "
-            "s.call_outcome, s.teardown_outcome, s.longrepr, s.stdout, s.stderr "
+        rows = self._named_rows(
+            f"SELECT {_STEP_COLUMNS}, {_DETAIL_COLUMNS} "
             "FROM steps s JOIN tests t ON t.id = s.test_id WHERE s.id = ?",
             (step_id,),
         )
@@ -319,17 +349,18 @@ class Reader:
             raise RunNotFoundError(f"no step {step_id} in {self.path}")
         r = rows[0]
         logs = [
-            LogLine(*row)
-            for row in self._rows(
-                "SELECT phase, created, level_name, logger, message, file, line FROM logs "
+            LogLine(**row)
+            for row in self._named_rows(
+                f"SELECT {_select(_fields(LogLine, 'logs'))} FROM logs "
                 "WHERE step_id = ? ORDER BY id",
                 (step_id,),
             )
         ]
         return StepDetail(
-            step=_step_row(r), line=r[16], parameters=parse_json(r[17], {}),
-            properties=parse_json(r[18], []), setup_outcome=r[19], call_outcome=r[20],
-            teardown_outcome=r[21], longrepr=r[22], stdout=r[23], stderr=r[24], logs=logs,
+            step=_step_row(r), line=r["line"], parameters=parse_json(r["parameters"], {}),
+            properties=parse_json(r["properties"], []), setup_outcome=r["setup_outcome"],
+            call_outcome=r["call_outcome"], teardown_outcome=r["teardown_outcome"],
+            longrepr=r["longrepr"], stdout=r["stdout"], stderr=r["stderr"], logs=logs,
             substeps=self.substeps(step_id), artifacts=self.artifacts(step_id=step_id),
         )
 
@@ -337,15 +368,10 @@ class Reader:
         if not self.has_substeps:
             return []
         return [
-            SubStep(
-                id=r[0], parent_id=r[1], position=r[2], kind=r[3], phase=r[4], title=r[5],
-                parameters=parse_json(r[6], {}), outcome=r[7], message=r[8], started_at=r[9],
-                duration=r[10],
-            )
-            for r in self._rows(
-                "SELECT id, parent_id, position, kind, phase, title, parameters, outcome, "
-                "message, started_at, duration FROM substeps WHERE step_id = ? "
-                "ORDER BY position",
+            SubStep(**{**row, "parameters": parse_json(row["parameters"], {})})
+            for row in self._named_rows(
+                f"SELECT {_select(_fields(SubStep, 'substeps'))} FROM substeps "
+                "WHERE step_id = ? ORDER BY position",
                 (step_id,),
             )
         ]
@@ -367,16 +393,16 @@ class Reader:
             if value is not None:
                 where.append(clause)
                 params.append(value)
-        substep = "a.substep_id" if self.has_substeps else "NULL"
-        rows = self._rows(
-            f"SELECT a.id, a.step_id, {substep}, a.execution, t.nodeid, a.name, a.mime_type, "
-            "a.size, a.sha256, a.stored_path, a.created_at FROM artifacts a "
+        columns = _fields(Artifact, "a", nodeid="t.nodeid",
+                          substep_id="a.substep_id" if self.has_substeps else "NULL")
+        rows = self._named_rows(
+            f"SELECT {_select(columns)} FROM artifacts a "
             "LEFT JOIN steps s ON s.id = a.step_id LEFT JOIN tests t ON t.id = s.test_id "
             + ("WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY a.id",
             params,
         )
-        return [Artifact(*r) for r in rows]
+        return [Artifact(**row) for row in rows]
 
     # -- across runs --------------------------------------------------------------------
 
