@@ -100,10 +100,14 @@ def make_steps(execution_id: str, worker: int, rows: int) -> list[Step]:
         duration = setup + call + teardown
         started = STEP_START + i * 0.005
         steps.append(Step(
-            execution_id, f"tests/test_mod{i // TESTS_PER_MODULE}.py::{name}", f"gw{worker}",
-            1, True, "test", i, 10 + 4 * (i % TESTS_PER_MODULE), name, None, None, "passed",
-            "passed", "passed", "passed", setup, call, teardown, duration, started,
-            started + duration, None, None, None, None, None,
+            execution_id=execution_id, nodeid=f"tests/test_mod{i // TESTS_PER_MODULE}.py::{name}",
+            worker=f"gw{worker}", attempt=1, final=True, kind="test", item_index=i,
+            line=10 + 4 * (i % TESTS_PER_MODULE), name=name, parameters=None, markers=None,
+            outcome="passed", setup_outcome="passed", call_outcome="passed",
+            teardown_outcome="passed", setup_duration=setup, call_duration=call,
+            teardown_duration=teardown, duration=duration, started_at=started,
+            completed_at=started + duration, longrepr=None, reason=None, stdout=None,
+            stderr=None, properties=None,
         ))
     return steps
 
