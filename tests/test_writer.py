@@ -298,3 +298,55 @@ def test_heartbeat_updates_the_execution(db: Db) -> None:
     assert_clean(stats)
     assert stats.steps == 0
     assert query(db.path, "SELECT status FROM executions")[0]["status"] == "running"
+
+
+# ---- the one private aiosqlite call (pinned in pyproject.toml) ------------------------------
+
+
+def test_run_on_connection_runs_a_function_on_the_connections_thread(tmp_path: Path) -> None:
+    """Fails when an aiosqlite release changes `Connection._execute`, which the writer
+    uses to run a whole batch transaction in one hop (storage/writer.run_on_connection)."""
+    import asyncio
+
+    import aiosqlite
+
+    from pytest_stepflow.storage.writer import run_on_connection
+
+    threads: dict[str, int] = {}
+    made: list[sqlite3.Connection] = []
+
+    def connect() -> sqlite3.Connection:  # kept, as the writer keeps its own
+        threads["connector"] = threading.get_ident()
+        made.append(sqlite3.connect(tmp_path / "x.db", isolation_level=None))
+        return made[0]
+
+    def batch(conn: sqlite3.Connection, rows: list[int]) -> int:
+        threads["batch"] = threading.get_ident()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("CREATE TABLE t (x)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(r,) for r in rows])
+        conn.execute("COMMIT")
+        return int(conn.execute("SELECT count(*) FROM t").fetchone()[0])
+
+    def busy(conn: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    async def main() -> tuple[int, BaseException | None]:
+        db = await aiosqlite.Connection(connect, iter_chunk_size=64)
+        try:
+            conn = made[0]
+            count = await run_on_connection(db, batch, conn, [1, 2, 3])
+            error: BaseException | None = None
+            try:
+                await run_on_connection(db, busy, conn)
+            except sqlite3.OperationalError as exc:
+                error = exc
+            return count, error
+        finally:
+            await db.close()
+
+    count, error = asyncio.run(main())
+    assert count == 3
+    assert threads["batch"] == threads["connector"] != threading.get_ident()
+    # The exception itself, not a wrapper: the writer tells lock errors from others by it.
+    assert type(error) is sqlite3.OperationalError and str(error) == "database is locked"

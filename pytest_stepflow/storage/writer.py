@@ -93,6 +93,19 @@ class _Loop(asyncio.SelectorEventLoop):
         return self._clock()
 
 
+async def run_on_connection(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` on the connection's own thread, in one hop: a whole batch transaction.
+
+    aiosqlite's public API is one hop per statement (execute, executemany, commit: each a
+    round trip between this loop and the connection's thread), and nothing public runs a
+    function there. Its private `Connection._execute` does, the same in 0.20, 0.21 and 0.22:
+    so the version range is pinned in pyproject.toml, and tests/test_writer.py checks this
+    call (on that thread, result and exception unchanged) against the installed aiosqlite.
+    """
+    execute = cast(Callable[..., Awaitable[T]], db._execute)
+    return await execute(fn, *args)
+
+
 def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
@@ -287,7 +300,7 @@ class BatchWriter:
             return
         if size > WAL_CHECKPOINT_BYTES:
             with contextlib.suppress(sqlite3.Error):
-                await self._on_connection(db, _checkpoint, self._raw)
+                await run_on_connection(db, _checkpoint, self._raw)
                 self.stats.checkpoints += 1
 
     def _connect(self) -> sqlite3.Connection:
@@ -303,12 +316,6 @@ class BatchWriter:
             batch.append(buffer.popleft())
         return batch
 
-    async def _on_connection(self, db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
-        # aiosqlite's public calls are one thread hop per statement; `_execute` runs a whole
-        # function (our transaction) in one hop on the connection's own thread.
-        execute = cast(Callable[..., Awaitable[T]], db._execute)
-        return await execute(fn, *args)
-
     async def _write(self, db: aiosqlite.Connection, batch: list[Record]) -> None:
         started = self._monotonic()
         deadline = started + self._retry_budget
@@ -317,7 +324,7 @@ class BatchWriter:
         while True:
             attempt += 1
             try:
-                counts: BatchCounts = await self._on_connection(
+                counts: BatchCounts = await run_on_connection(
                     db, apply_batch, self._raw, batch, self._cache
                 )
             except UnicodeEncodeError as exc:
