@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections import Counter
 from typing import Any
 
@@ -11,12 +12,25 @@ import pytest
 from pytest_stepflow.clock import CLOCK
 from pytest_stepflow.model import Record, Step
 from pytest_stepflow.recorder import StepRecorder, collect_step
-from pytest_stepflow.roles import Owner, drain_timeout, setup_only
+from pytest_stepflow.roles import Owner, StepCounts, drain_timeout, setup_only
 from pytest_stepflow.settings import Settings
 from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.reader import count_steps, steps_of_worker
 from pytest_stepflow.storage.writer_stats import WriterStats
 from pytest_stepflow.xdist_contract import WorkerInput, received_output, send_input
+
+
+@dataclasses.dataclass
+class ReportTally:
+    """The controller's own count of what the workers reported (and what it wrote itself)."""
+
+    reported: int = 0  # attempts ended (teardown or crash report) and collection steps
+    vetoed: int = 0  # steps pytest_stepflow_step_prepare hooks dropped, here or on workers
+    collected: int = 0  # test items, as the workers collected them
+    collect_errors: int = 0
+    failed_reports: int = 0  # failed phase reports: a stopped session is then `failed`
+    recovered: int = 0  # steps of dead workers written from the controller's reports
+
 
 # The writer process waits up to 15 s for another session's write lock when it creates the
 # execution (storage/bootstrap.py), and needs a moment to start.
@@ -36,34 +50,23 @@ class Controller(Owner):
     RECENT_REPORTS = 30_000
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
-        self.worker_count = int(config.getoption("numprocesses") or 0)
-        super().__init__(config, settings)
-        self.reported = 0
-        self.collected = 0
-        self.collect_error_count = 0
+        super().__init__(config, settings,
+                         worker_count=int(config.getoption("numprocesses") or 0))
+        self.tally = ReportTally()
         self.worker_stats = WriterStats()
         self.workers_seen: set[str] = set()
         self.workers_done: set[str] = set()
-        self.recovered = 0  # steps of dead workers written from the controller's reports
-        self.vetoed = 0  # steps the workers' pytest_stepflow_step_prepare hooks dropped
-        self.failed_reports = 0
         self._recent: dict[str, collections.deque[pytest.TestReport]] = {}
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._starts: dict[str, float] = {}
         self._inflight: dict[str, dict[str, pytest.TestReport]] = {}
         self.record_tests = not setup_only(config)
 
-    def completed_steps(self) -> int:
-        return self.reported - self.vetoed
-
-    def total_steps(self) -> int:
-        return self.collected + self.collect_error_count
-
-    def collect_errors(self) -> int:
-        return self.collect_error_count
-
-    def failures(self) -> int:
-        return self.failed_reports
+    def counts(self) -> StepCounts:
+        tally = self.tally
+        return StepCounts(total=tally.collected + tally.collect_errors,
+                          completed=tally.reported - tally.vetoed,
+                          collect_errors=tally.collect_errors, failures=tally.failed_reports)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -81,9 +84,9 @@ class Controller(Owner):
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         if self.config.getoption("dist") == "each":
-            self.collected += len(ids)
+            self.tally.collected += len(ids)
         else:
-            self.collected = max(self.collected, len(ids))
+            self.tally.collected = max(self.tally.collected, len(ids))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object) -> None:
@@ -94,7 +97,7 @@ class Controller(Owner):
         output = received_output(node)
         if output is not None:
             self.worker_stats.merge(output.stats)
-            self.vetoed += output.vetoed
+            self.tally.vetoed += output.vetoed
             self.notices.merge(output.notices)
         if error is not None or output is None:
             self._recover(worker)
@@ -124,7 +127,7 @@ class Controller(Owner):
             assert isinstance(step, Step)
             if (step.nodeid, step.attempt) not in stored:
                 self.writer.submit(step)
-                self.recovered += 1
+                self.tally.recovered += 1
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
         self._starts[nodeid] = CLOCK.now()
@@ -136,13 +139,13 @@ class Controller(Owner):
         worker = str(node.gateway.id) if node is not None else "main"
         self.workers_seen.add(worker)
         if str(report.when) == "???":  # xdist's report for a test whose worker crashed
-            self.reported += 1
+            self.tally.reported += 1
             self._record_crash(report, worker)
             return
         if report.failed:
-            self.failed_reports += 1
+            self.tally.failed_reports += 1
         if report.when == "teardown":  # an attempt ends at its teardown, as on the worker
-            self.reported += 1
+            self.tally.reported += 1
             self._attempts[(report.nodeid, worker)] += 1
         # Only kept, not processed: steps are rebuilt from them if the worker dies.
         recent = self._recent.get(worker)
@@ -163,7 +166,7 @@ class Controller(Owner):
         now = CLOCK.now()
         started = self._starts.get(report.nodeid, now)
         setup, call = phases.get("setup"), phases.get("call")
-        self.recovered += 1
+        self.tally.recovered += 1
         self.writer.submit(Step.crash(
             execution_id=self.started.id, nodeid=report.nodeid, worker=worker,
             attempt=self._attempts[key], started_at=started, completed_at=now,
@@ -177,15 +180,15 @@ class Controller(Owner):
         """xdist hands the controller each distinct collection failure once."""
         if report.passed or self.writer is None:
             return
-        self.collect_error_count += report.failed
-        self.reported += 1
+        self.tally.collect_errors += report.failed
+        self.tally.reported += 1
         step = collect_step(report, self.started.id, "main", CLOCK.now(),
                             self.settings.max_output)
         extensions = self.extensions
         if extensions.prepare_used:  # as a worker does for its tests
             prepared = extensions.step_prepare(step, None, None)
             if prepared is None:
-                self.vetoed += 1
+                self.tally.vetoed += 1
                 return
             step = prepared
         self.writer.submit(step)
@@ -195,7 +198,7 @@ class Controller(Owner):
     def merge(self) -> dict[str, Any]:
         return {"stats": self.worker_stats.as_dict(),
                 "extra": {"workers": sorted(self.workers_seen - {"main"}),
-                          "recovered_steps": self.recovered}}
+                          "recovered_steps": self.tally.recovered}}
 
     def before_finish(self) -> None:
         """Compare the steps in the database with the reports the workers sent."""
@@ -205,11 +208,12 @@ class Controller(Owner):
         merged.merge(self.writer.stats)  # as of the flush
         merged.merge(self.worker_stats.as_dict())
         spilled, lost = merged.spilled_steps, merged.lost_steps
-        expected = self.reported - self.vetoed - spilled - lost
+        reported = self.tally.reported
+        expected = reported - self.tally.vetoed - spilled - lost
         try:
             recorded = count_steps(self.settings.db_path, self.started.id)
         except StorageError:
             return
         if recorded != expected:
-            self.mismatch = {"reported": self.reported, "recorded": recorded,
+            self.mismatch = {"reported": reported, "recorded": recorded,
                              "spilled": spilled, "lost": lost}

@@ -92,6 +92,7 @@ def _is_xdist_controller(config: pytest.Config) -> bool:
 def _register(config: pytest.Config, recording: Recording) -> None:
     from pytest_stepflow import fixtures
 
+    recording.start()
     config.stash[recording_key] = recording
     config.pluginmanager.register(recording, "stepflow-session")
     if not config.pluginmanager.has_plugin("stepflow-fixtures"):

@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +33,7 @@ from pytest_stepflow.settings import DB_OPTION, Settings
 from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.header import check_header
 from pytest_stepflow.substeps import Collector, activate, deactivate
+from pytest_stepflow.terminal_summary import SessionEnd, write_summary
 from pytest_stepflow.untrusted import MAX_PROPERTY_TEXT, json_key, json_value, safe_str
 from pytest_stepflow.writer_client import WriterClient
 from pytest_stepflow.xdist_contract import WorkerInput, WorkerOutput, send_output, worker_id
@@ -50,8 +51,23 @@ def setup_only(config: pytest.Config) -> bool:
     return bool(config.getoption("setuponly", False))
 
 
+@dataclasses.dataclass(frozen=True)
+class StepCounts:
+    """What an owner tells the final row, the finish hook and the summary about its steps;
+    each role counts them its own way (`Owner.counts`)."""
+
+    total: int = 0  # test items collected, plus collection steps
+    completed: int = 0  # steps handed to the writers
+    collect_errors: int = 0  # make the status `error` when the session was stopped
+    failures: int = 0  # tests that failed or errored: a stopped session is then `failed`
+
+
 class Recording:
-    """What every role has: settings, a writer, and the problems to report."""
+    """What every role has: settings, a writer, and the problems to report.
+
+    Made in two steps: the constructor only sets up state; `start()` does the work
+    (opens the writer, registers the recorder), so that no subclass has to prepare
+    anything before its base's constructor runs."""
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config = config
@@ -65,6 +81,9 @@ class Recording:
         self.collector: Collector | None = None
         self.attacher: FailureAttacher | None = None
         self._logs: PytestLogs | None = None
+
+    def start(self) -> None:
+        """Begin recording (plugin.py calls it once, before registering the role)."""
 
     def _start_writer(self, **kwargs: Any) -> WriterClient:
         s = self.settings
@@ -134,27 +153,29 @@ class Recording:
 class Owner(Recording):
     """Standalone and controller: create the execution, finish it, print the summary."""
 
-    worker_count = 0
-
-    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+    def __init__(self, config: pytest.Config, settings: Settings, *,
+                 worker_count: int = 0) -> None:
         super().__init__(config, settings)
+        self.worker_count = worker_count
         self.started = new_execution(config, name=settings.name, tags=settings.tags,
-                                     clock=CLOCK, worker_count=self.worker_count,
+                                     clock=CLOCK, worker_count=worker_count,
                                      version=__version__)
+        self.interrupted = False
+        self.internal_error: str | None = None
+        self.mismatch: dict[str, int] | None = None
+        self.html_note: str | None = None
+        self._t0 = 0.0  # when start() was called
+
+    def start(self) -> None:
         extra = self.extensions.execution_start(self.started)
         if extra:
             metadata = {**json.loads(self.started.metadata), **extra}
             self.started = self.started._replace(
                 metadata=json.dumps(metadata, ensure_ascii=False, allow_nan=False)
             )
-        self.interrupted = False
-        self.internal_error: str | None = None
-        self.wal_bytes = 0
-        self.mismatch: dict[str, int] | None = None
-        self.html_note: str | None = None
         self._t0 = CLOCK.now()
         try:  # what the file's header shows is reported now; the rest by the writer
-            check_header(settings.db_path)
+            check_header(self.settings.db_path)
         except StorageError as exc:
             self.problem = exc.message(DB_OPTION)
             return
@@ -163,7 +184,11 @@ class Owner(Recording):
         # the git and CI metadata, and marks it interrupted if we die.
         self._start_writer(execution=self.started.id, start=self.started,
                            progress=self._progress, started=self._t0,
-                           metadata_root=config.rootpath)
+                           metadata_root=self.config.rootpath)
+
+    def counts(self) -> StepCounts:
+        """The steps so far, as this role counts them."""
+        raise NotImplementedError
 
     @property
     def number(self) -> int | None:
@@ -176,13 +201,7 @@ class Owner(Recording):
 
     def _progress(self) -> tuple[int, int | None]:
         recorder = self.recorder
-        return self.completed_steps(), recorder.current_index if recorder else None
-
-    def completed_steps(self) -> int:
-        return self.recorder.steps if self.recorder else 0
-
-    def total_steps(self) -> int:
-        return self.recorder.collected if self.recorder else 0
+        return self.counts().completed, recorder.current_index if recorder else None
 
     # ---- hooks ---------------------------------------------------------------------------
 
@@ -210,9 +229,10 @@ class Owner(Recording):
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.writer is None:
             return
-        collect_errors = self.collect_errors()
+        counts = self.counts()
+        collect_errors = counts.collect_errors
         status = final_status(int(exitstatus), self.interrupted, collect_errors,
-                              self.failures())
+                              counts.failures)
         message = self.internal_error or (
             f"{collect_errors} error{'s' * (collect_errors != 1)} during collection"
             if collect_errors else "KeyboardInterrupt" if self.interrupted else None
@@ -221,12 +241,11 @@ class Owner(Recording):
         extra = {"step_count_mismatch": self.mismatch} if self.mismatch else None
         final = ExecutionFinished(  # the writer process fills in its statistics
             self.started.id, status.value, int(exitstatus), message, CLOCK.iso(),
-            CLOCK.now() - self._t0, self.total_steps(), self.completed_steps(), "{}",
+            CLOCK.now() - self._t0, counts.total, counts.completed, "{}",
             json.dumps(extra) if extra else None,
         )
         self.stats = self.writer.close(drain_timeout(self.settings), final=final,
                                        merge=self.merge())
-        self.wal_bytes = int(self.stats.get("wal_bytes") or 0)
         self.problem = self.problem or self._bootstrap_problem()
         self._announce_finish(status.value, int(exitstatus))
         self._write_html()
@@ -263,17 +282,9 @@ class Owner(Recording):
             outcomes = dict(self.recorder.outcomes) if self.recorder else {}
         self.extensions.execution_finish(ExecutionSummary(
             self.started.id, self.number, str(self.settings.db_path), status, exit_code,
-            CLOCK.now() - self._t0, self.completed_steps(), outcomes, self.worker_count,
+            CLOCK.now() - self._t0, self.counts().completed, outcomes, self.worker_count,
             self.stats,
         ))
-
-    def collect_errors(self) -> int:
-        return 0
-
-    def failures(self) -> int:
-        """Tests that failed or errored (a run stopped by -x or --maxfail has some)."""
-        outcomes = self.recorder.outcomes if self.recorder else {}
-        return outcomes.get("failed", 0) + outcomes.get("error", 0)
 
     def before_finish(self) -> None:
         """Hook for the controller: check the workers' work before the final record."""
@@ -283,72 +294,33 @@ class Owner(Recording):
         return None
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        db = display_path(self.settings.db_path)
-        if self.problem:
-            terminalreporter.write_line(
-                f"stepflow: nothing recorded: {self.problem}", yellow=True, bold=True
-            )
-            return
-        stats = self.stats if self.stats else {}
-        steps = self.completed_steps()
-        line = f"stepflow: execution #{self.number} recorded {steps} steps in {db}"
-        extras = []
-        if setup_only(self.config):
-            extras.append("--setup-only and --setup-plan run no tests: none recorded")
-        if self.worker_count:
-            extras.append(f"{self.worker_count} workers")
-        if stats.get("retries"):
-            extras.append(f"{stats['retries']} retries")
-        if self.wal_bytes >= 1 << 20:  # worth knowing: checkpoints are falling behind
-            extras.append(f"WAL {self.wal_bytes / (1 << 20):.1f} MiB")
-        imported = self.writer.imported if self.writer is not None else 0
-        if imported:
-            extras.append(f"imported {imported} spilled records of earlier runs")
-        if extras:
-            line += f" ({', '.join(extras)})"
-        terminalreporter.write_line(line)
-        if stats.get("spilled"):
-            files = ", ".join(display_path(Path(f)) for f in stats.get("spill_files", []))
-            terminalreporter.write_line(
-                f"stepflow: warning: {stats['spilled']} records could not be written and were "
-                f"spilled to {files}; the next run imports them ({stats.get('last_error')})",
-                yellow=True,
-            )
-        if stats.get("lost"):
-            terminalreporter.write_line(
-                f"stepflow: warning: {stats['lost']} records were lost: "
-                f"{stats.get('last_error')}", yellow=True, bold=True,
-            )
-        if self.mismatch:
-            terminalreporter.write_line(
-                f"stepflow: warning: the workers reported {self.mismatch['reported']} steps but "
-                f"the database holds {self.mismatch['recorded']} (difference stored in the "
-                f"execution's metadata)", yellow=True,
-            )
-        dead_runs = self.writer.dead_runs if self.writer is not None else []
-        if dead_runs:
-            runs = ", ".join(f"#{n}" for n in dead_runs)
-            terminalreporter.write_line(
-                f"stepflow: marked {runs} interrupted (its process is gone)"
-            )
-        for notice in self.notices.lines():
-            terminalreporter.write_line(notice, yellow=True)
-        if self.html_note:
-            terminalreporter.write_line(self.html_note, yellow="warning" in self.html_note)
+        writer = self.writer
+        write_summary(terminalreporter, SessionEnd(
+            db_path=self.settings.db_path, problem=self.problem, number=self.number,
+            steps=self.counts().completed, stats=self.stats or {},
+            setup_only=setup_only(self.config), worker_count=self.worker_count,
+            imported=writer.imported if writer is not None else 0, mismatch=self.mismatch,
+            dead_runs=writer.dead_runs if writer is not None else (),
+            notices=self.notices.lines(), html_note=self.html_note,
+        ))
 
 
 class Standalone(Owner):
-    def __init__(self, config: pytest.Config, settings: Settings) -> None:
-        super().__init__(config, settings)
+    def start(self) -> None:
+        super().start()
         if self.writer is not None:
             self._start_recorder(self.started.id, "main")
 
-    def collect_errors(self) -> int:
-        return self.recorder.collect_errors if self.recorder else 0
-
-    def total_steps(self) -> int:
+    def counts(self) -> StepCounts:
         recorder = self.recorder
-        return recorder.collected + recorder.collect_steps if recorder else 0
+        if recorder is None:
+            return StepCounts()
+        outcomes = recorder.outcomes
+        return StepCounts(
+            total=recorder.collected + recorder.collect_steps, completed=recorder.steps,
+            collect_errors=recorder.collect_errors,
+            failures=outcomes.get("failed", 0) + outcomes.get("error", 0),
+        )
 
 
 class Worker(Recording):
@@ -356,9 +328,12 @@ class Worker(Recording):
 
     def __init__(self, config: pytest.Config, received: WorkerInput) -> None:
         super().__init__(config, received.settings())
+        self.received = received
+
+    def start(self) -> None:
         self._start_writer()
-        self._start_recorder(received.execution_id, worker_id(config),
-                             received.artifact_total_note)
+        self._start_recorder(self.received.execution_id, worker_id(self.config),
+                             self.received.artifact_total_note)
         assert self.recorder is not None
         self.recorder.record_collection = False  # the controller records collection errors
 

@@ -1,0 +1,95 @@
+"""The lines stepflow prints at the end of a recorded session (standalone or controller).
+
+Made from plain facts (`SessionEnd`), so what the summary says is decided, and tested, apart
+from the roles that gather them; `write_summary` hands the lines to pytest's reporter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_stepflow.execution import display_path
+
+WAL_WORTH_SHOWING = 1 << 20  # past it, checkpoints are falling behind: worth knowing
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionEnd:
+    """What the summary reports about a session that owned an execution."""
+
+    db_path: Path
+    problem: str | None  # why nothing was recorded: then it is the only line
+    number: int | None  # the execution's number in the database
+    steps: int  # steps handed to the writers
+    stats: Mapping[str, Any]  # the writer's statistics (WriterStats.as_dict() and more)
+    setup_only: bool = False  # --setup-only / --setup-plan: no test ran
+    worker_count: int = 0
+    imported: int = 0  # spilled records of earlier runs imported at the start
+    mismatch: Mapping[str, int] | None = None  # the controller's count check, when it failed
+    dead_runs: Sequence[int] = ()  # earlier executions found dead and marked interrupted
+    notices: Sequence[str] = ()  # refused artifacts, failing hook implementations
+    html_note: str | None = None  # where --stepflow-html went, or why it did not
+
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+    text: str
+    yellow: bool = False
+    bold: bool = False
+
+
+def summary_lines(end: SessionEnd) -> list[Line]:
+    if end.problem:
+        return [Line(f"stepflow: nothing recorded: {end.problem}", yellow=True, bold=True)]
+    stats = end.stats
+    line = (f"stepflow: execution #{end.number} recorded {end.steps} steps in "
+            f"{display_path(end.db_path)}")
+    extras = []
+    if end.setup_only:
+        extras.append("--setup-only and --setup-plan run no tests: none recorded")
+    if end.worker_count:
+        extras.append(f"{end.worker_count} workers")
+    if stats.get("retries"):
+        extras.append(f"{stats['retries']} retries")
+    wal_bytes = int(stats.get("wal_bytes") or 0)
+    if wal_bytes >= WAL_WORTH_SHOWING:
+        extras.append(f"WAL {wal_bytes / (1 << 20):.1f} MiB")
+    if end.imported:
+        extras.append(f"imported {end.imported} spilled records of earlier runs")
+    if extras:
+        line += f" ({', '.join(extras)})"
+    lines = [Line(line)]
+    if stats.get("spilled"):
+        files = ", ".join(display_path(Path(f)) for f in stats.get("spill_files", []))
+        lines.append(Line(
+            f"stepflow: warning: {stats['spilled']} records could not be written and were "
+            f"spilled to {files}; the next run imports them ({stats.get('last_error')})",
+            yellow=True,
+        ))
+    if stats.get("lost"):
+        lines.append(Line(
+            f"stepflow: warning: {stats['lost']} records were lost: {stats.get('last_error')}",
+            yellow=True, bold=True,
+        ))
+    if end.mismatch:
+        lines.append(Line(
+            f"stepflow: warning: the workers reported {end.mismatch['reported']} steps but "
+            f"the database holds {end.mismatch['recorded']} (difference stored in the "
+            f"execution's metadata)", yellow=True,
+        ))
+    if end.dead_runs:
+        runs = ", ".join(f"#{n}" for n in end.dead_runs)
+        lines.append(Line(f"stepflow: marked {runs} interrupted (its process is gone)"))
+    lines.extend(Line(notice, yellow=True) for notice in end.notices)
+    if end.html_note:
+        lines.append(Line(end.html_note, yellow="warning" in end.html_note))
+    return lines
+
+
+def write_summary(terminalreporter: Any, end: SessionEnd) -> None:
+    for line in summary_lines(end):
+        markup = {name: True for name in ("yellow", "bold") if getattr(line, name)}
+        terminalreporter.write_line(line.text, **markup)
