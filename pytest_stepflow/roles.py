@@ -130,7 +130,8 @@ class Recording:
         # As junitxml: str() of what is not JSON; None would delete the key in the merge.
         text = "None" if value is None else json_value(value, MAX_PROPERTY_TEXT, as_text=safe_str)
         patch = {"testsuite_properties": {json_key(name): text}}
-        writer.submit(ExecutionMetadata(recorder.execution_id, json.dumps(patch)))
+        writer.submit(ExecutionMetadata(execution_id=recorder.execution_id,
+                                        metadata=json.dumps(patch)))
 
     def stop(self) -> None:
         """Unconfigure: make sure nothing is left running, whatever happened before."""
@@ -239,10 +240,12 @@ class Owner(Recording):
         )
         self.before_finish()
         extra = {"step_count_mismatch": self.mismatch} if self.mismatch else None
-        final = ExecutionFinished(  # the writer process fills in its statistics
-            self.started.id, status.value, int(exitstatus), message, CLOCK.iso(),
-            CLOCK.now() - self._t0, counts.total, counts.completed, "{}",
-            json.dumps(extra) if extra else None,
+        final = ExecutionFinished(
+            execution_id=self.started.id, status=status.value, exit_code=int(exitstatus),
+            error_message=message, completed_at=CLOCK.iso(), duration=CLOCK.now() - self._t0,
+            total_steps=counts.total, completed_steps=counts.completed,
+            writer_stats="{}",  # the writer process fills in its statistics
+            metadata=json.dumps(extra) if extra else None,
         )
         self.stats = self.writer.close(drain_timeout(self.settings), final=final,
                                        merge=self.merge())
@@ -281,9 +284,10 @@ class Owner(Recording):
         except StorageError:
             outcomes = dict(self.recorder.outcomes) if self.recorder else {}
         self.extensions.execution_finish(ExecutionSummary(
-            self.started.id, self.number, str(self.settings.db_path), status, exit_code,
-            CLOCK.now() - self._t0, self.counts().completed, outcomes, self.worker_count,
-            self.stats,
+            execution_id=self.started.id, number=self.number,
+            db_path=str(self.settings.db_path), status=status, exit_code=exit_code,
+            duration=CLOCK.now() - self._t0, steps=self.counts().completed, outcomes=outcomes,
+            worker_count=self.worker_count, writer_stats=self.stats,
         ))
 
     def before_finish(self) -> None:

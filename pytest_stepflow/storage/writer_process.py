@@ -111,7 +111,8 @@ class Session:
     def _heartbeat(self) -> Heartbeat | None:
         assert self.execution is not None
         completed, index = self.progress
-        return Heartbeat(self.execution, CLOCK.iso(), completed, index)
+        return Heartbeat(execution_id=self.execution, at=CLOCK.iso(),
+                         completed_steps=completed, current_step_index=index)
 
     def gather_metadata(self, root: str) -> None:
         """The OS, git and CI details of the execution (subprocesses: slow, so not in
@@ -127,7 +128,8 @@ class Session:
             extra["ci"] = ci
         if extra and self.execution:
             self.own += 1
-            self.writer.submit(ExecutionMetadata(self.execution, json.dumps(extra)))
+            self.writer.submit(ExecutionMetadata(execution_id=self.execution,
+                                                 metadata=json.dumps(extra)))
 
     def bootstrap(self, start: tuple[Any, ...]) -> None:
         """Migrate, import earlier runs' spills, mark dead runs, create the execution; tell
