@@ -20,7 +20,7 @@ from typing import Union
 
 from pytest_stepflow.limits import DEFAULT_MAX_ARTIFACT_SIZE, DEFAULT_MAX_ARTIFACT_TOTAL, MIB
 from pytest_stepflow.locations import ARTIFACTS_DIR, artifacts_dir
-from pytest_stepflow.text import size_text as size_text  # controller.py imports it from here
+from pytest_stepflow.text import size_text
 
 MAX_NAME = 255  # characters
 _CHUNK = MIB

@@ -143,7 +143,7 @@ class Reader:
             cursor.row_factory = sqlite3.Row
             return cursor.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise describe_error(self.path, exc) from None
+            raise describe_error(self.path, exc) from exc
 
     # -- runs ---------------------------------------------------------------------------
 
