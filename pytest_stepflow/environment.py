@@ -192,21 +192,6 @@ def git_info(path: Path, timeout: float = 2.0) -> dict[str, object] | None:
             "dirty": dirty}
 
 
-def platform_metadata(plugin_version: str) -> dict[str, object]:
-    """Interpreter and plugin versions: attribute reads, cheap enough for pytest's process."""
-    import pluggy
-    import pytest
-
-    return {
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "machine": platform.machine(),
-        "pytest": pytest.__version__,
-        "stepflow": plugin_version,
-        "pluggy": pluggy.__version__,
-    }
-
-
 def os_metadata() -> dict[str, object]:
     """The OS: `platform.platform()` runs `uname -p` (a subprocess, milliseconds), so the
     writer process asks, with git, off the test process's way."""

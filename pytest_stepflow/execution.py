@@ -5,16 +5,18 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import platform
 import socket
 import sys
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+import pluggy
 import pytest
 
 from pytest_stepflow.clock import RealClock
-from pytest_stepflow.environment import collect_environment, platform_metadata
+from pytest_stepflow.environment import collect_environment
 from pytest_stepflow.model import ExecutionStarted, Status
 
 
@@ -23,6 +25,19 @@ def _user() -> str | None:
         return getpass.getuser()
     except (OSError, KeyError, ImportError):  # no passwd entry in some containers
         return None
+
+
+def platform_metadata(plugin_version: str) -> dict[str, object]:
+    """Interpreter and plugin versions: attribute reads, cheap enough for pytest's process.
+    (The OS, git and CI details are asked in the writer process: environment.py.)"""
+    return {
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "machine": platform.machine(),
+        "pytest": pytest.__version__,
+        "stepflow": plugin_version,
+        "pluggy": pluggy.__version__,
+    }
 
 
 def new_execution(

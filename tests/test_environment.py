@@ -17,7 +17,6 @@ from pytest_stepflow.environment import (
     collect_environment,
     git_info,
     looks_secret,
-    platform_metadata,
 )
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -307,6 +306,8 @@ def test_ci_info_detection(environ: dict[str, str], expected: dict[str, str] | N
 
 def test_platform_metadata() -> None:
     import pluggy
+
+    from pytest_stepflow.execution import platform_metadata
 
     metadata = platform_metadata("1.2.3")
     assert metadata == {
