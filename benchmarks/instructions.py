@@ -51,16 +51,27 @@ VARIANTS = {
 
 def count(python: Path, root: Path, probes: Path, variant: str, file: str, tmp: Path) -> int:
     out = tmp / f"callgrind-{variant}-{Path(file).stem}.out"
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(python), "-m",
-           "pytest", "-q", "-p", "no:cacheprovider", file]
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        str(python),
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        file,
+    ]
     if variant != "plain":
         cmd += ["--stepflow", f"--stepflow-db={tmp / (variant + '.db')}", *VARIANTS[variant]]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "STEPFLOW_"))}
     env["PYTHONPATH"] = str(probes)
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"{variant} {file}: pytest exited {done.returncode}\n"
-                         f"{done.stdout[-2000:]}")
+        raise SystemExit(
+            f"{variant} {file}: pytest exited {done.returncode}\n{done.stdout[-2000:]}"
+        )
     match = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
     if match is None:
         raise SystemExit(f"{out}: no instruction total")
@@ -84,8 +95,10 @@ def main() -> int:
         (probes / "stepflow_no_hooks.py").write_text(NO_HOOKS_PLUGIN)
         jobs = [(v, size) for v in VARIANTS for size in FILES]
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            futures = {job: pool.submit(count, python, root, probes, job[0], FILES[job[1]][0], tmp)
-                       for job in jobs}
+            futures = {
+                job: pool.submit(count, python, root, probes, job[0], FILES[job[1]][0], tmp)
+                for job in jobs
+            }
             totals = {job: future.result() for job, future in futures.items()}
     tests = FILES["big"][1] - FILES["small"][1]
     print(f"instructions of the pytest process, packaging {suite.version}")

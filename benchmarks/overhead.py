@@ -66,8 +66,14 @@ VARIANTS = ("plain", "stepflow", "deferred", "junitxml", "reportlog")
 PROBE = "hooks"  # --breakdown only
 SUITES = {"trivial": (5000, 50), "realistic": (2000, 20), "one": (1, 1)}  # -> (tests, files)
 # Targets of the overhead issue: (suite, xdist?) -> stepflow/plain limit.
-LIMITS = {("trivial", False): 1.03, ("realistic", False): 1.05, ("trivial", True): 1.04,
-          ("realistic", True): 1.04, ("packaging", False): 1.05, ("packaging", True): 1.05}
+LIMITS = {
+    ("trivial", False): 1.03,
+    ("realistic", False): 1.05,
+    ("trivial", True): 1.04,
+    ("realistic", True): 1.04,
+    ("packaging", False): 1.05,
+    ("packaging", True): 1.05,
+}
 DEFERRED = ["--stepflow-batch-size=100000000", "--stepflow-flush-interval=100000"]
 # The probe plugin of the `hooks` variant: the writer client hands records to nothing.
 PROBE_PLUGIN = '''"""Benchmark probe (benchmarks/overhead.py): records are built, then dropped."""
@@ -91,7 +97,7 @@ class DiscardingWriter(roles.WriterClient):
 
 roles.WriterClient = DiscardingWriter
 '''
-REALISTIC_HEADER = '''import logging
+REALISTIC_HEADER = """import logging
 
 import pytest
 
@@ -110,7 +116,7 @@ def _emit(i: int) -> None:
 
 def _record(i: int) -> dict[str, object]:
     return {"id": i, "name": f"item-{i}", "tags": ["alpha", "beta"], "status": "ok"}
-'''
+"""
 
 
 class BenchError(Exception):
@@ -125,8 +131,10 @@ def _realistic_test(i: int) -> str:
     """Deterministic outcome by index: i % 10 == 3 fails, i % 40 in (7, 27) skips."""
     body = f"    _emit({i})\n"
     if i % 10 == 3:
-        body += (f'    assert _record({i}) == {{"id": {i}, "name": "item-{i}", '
-                 '"tags": ["alpha", "gamma"], "status": "ok"}\n')
+        body += (
+            f'    assert _record({i}) == {{"id": {i}, "name": "item-{i}", '
+            '"tags": ["alpha", "gamma"], "status": "ok"}\n'
+        )
     elif i % 40 == 27:
         body += '    pytest.skip("skipped at runtime")\n'
     else:
@@ -178,8 +186,11 @@ class Run:
 
 
 def _env(target: Target, probe_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST_", "STEPFLOW_")) and k != "PYTHONDONTWRITEBYTECODE"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "STEPFLOW_")) and k != "PYTHONDONTWRITEBYTECODE"
+    }
     if not target.autoload:
         # Only the plugins under test, whatever else is installed (pytest-randomly reseeds
         # and reorders, pytest-rerunfailures runs a server thread...).
@@ -188,8 +199,9 @@ def _env(target: Target, probe_dir: Path) -> dict[str, str]:
     return env
 
 
-def command(target: Target, variant: str, xdist: int, tmp: Path, tag: str
-            ) -> tuple[list[str], Path]:
+def command(
+    target: Target, variant: str, xdist: int, tmp: Path, tag: str
+) -> tuple[list[str], Path]:
     cmd = [target.python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     if not target.autoload:
         cmd += ["-p", "stepflow"] + (["-p", "xdist"] if xdist else [])
@@ -214,9 +226,14 @@ def run_once(target: Target, variant: str, xdist: int, tmp: Path, tag: str) -> R
     cmd, db = command(target, variant, xdist, tmp, tag)
     start = time.perf_counter()
     try:
-        proc = subprocess.Popen(cmd, cwd=target.root, env=_env(target, tmp),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=target.root,
+            env=_env(target, tmp),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
     except OSError as exc:
         raise BenchError(f"cannot start {cmd[0]}: {exc}") from exc
     assert proc.stderr is not None
@@ -227,8 +244,10 @@ def run_once(target: Target, variant: str, xdist: int, tmp: Path, tag: str) -> R
     proc.stderr.close()
     if code not in (0, 1):
         tail = "\n".join(stderr.decode(errors="replace").strip().splitlines()[-15:])
-        raise BenchError(f"{variant} run in {target.root} exited with {code}\n"
-                         f"  command: {' '.join(cmd)}\n  stderr tail:\n{tail or '  (empty)'}")
+        raise BenchError(
+            f"{variant} run in {target.root} exited with {code}\n"
+            f"  command: {' '.join(cmd)}\n  stderr tail:\n{tail or '  (empty)'}"
+        )
     steps: int | str = "-"
     writer_cpu = 0.0
     if variant in ("stepflow", "deferred"):
@@ -243,10 +262,12 @@ def recorded(db: Path) -> tuple[int | str, float]:
     try:
         con = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
         try:
-            row = con.execute("SELECT number, writer_stats FROM executions ORDER BY number"
-                              " DESC LIMIT 1").fetchone()
-            count = con.execute("SELECT COUNT(*) FROM steps WHERE execution = ?",
-                                (row[0],)).fetchone()[0]
+            row = con.execute(
+                "SELECT number, writer_stats FROM executions ORDER BY number DESC LIMIT 1"
+            ).fetchone()
+            count = con.execute(
+                "SELECT COUNT(*) FROM steps WHERE execution = ?", (row[0],)
+            ).fetchone()[0]
         finally:
             con.close()
     except (sqlite3.Error, TypeError) as exc:
@@ -255,13 +276,14 @@ def recorded(db: Path) -> tuple[int | str, float]:
     return int(count), float(stats.get("cpu_seconds") or 0.0)
 
 
-def bench(target: Target, variants: list[str], rounds: int, xdist: int, tmp: Path
-          ) -> dict[str, list[Run]]:
+def bench(
+    target: Target, variants: list[str], rounds: int, xdist: int, tmp: Path
+) -> dict[str, list[Run]]:
     runs: dict[str, list[Run]] = {v: [] for v in variants}
     for v in variants:  # untimed warm-up: writes .pyc caches and fails fast on a broken variant
         run_once(target, v, xdist, tmp, f"{target.name}-warmup-{v}")
     for r in range(rounds):
-        order = variants[r % len(variants):] + variants[:r % len(variants)]
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]
         for v in order:
             runs[v].append(run_once(target, v, xdist, tmp, f"{target.name}-{v}"))
         done = "  ".join(f"{v} {runs[v][-1].wall:6.2f}s" for v in variants)
@@ -278,21 +300,25 @@ def pair_ratio(runs: dict[str, list[Run]], a: str, b: str) -> float:
     return statistics.median(x.wall / y.wall for x, y in zip(runs[a], runs[b], strict=True))
 
 
-def report(target: Target, runs: dict[str, list[Run]], rounds: int, xdist: int
-           ) -> dict[str, Any]:
+def report(target: Target, runs: dict[str, list[Run]], rounds: int, xdist: int) -> dict[str, Any]:
     mode = f"xdist -n {xdist}" if xdist else "serial"
-    print(f"\n== {target.name}: {rounds} rounds, {mode} "
-          "(ratios: median of per-round pair ratios) ==")
-    print(f"{'variant':<10} {'median s':>9} {'min s':>8} {'cpu s':>7} {'vs plain':>9}"
-          f" {'vs junitxml':>12}")
+    print(
+        f"\n== {target.name}: {rounds} rounds, {mode} (ratios: median of per-round pair ratios) =="
+    )
+    print(
+        f"{'variant':<10} {'median s':>9} {'min s':>8} {'cpu s':>7} {'vs plain':>9}"
+        f" {'vs junitxml':>12}"
+    )
     ratios = {}
     for v, vr in runs.items():
         vp = pair_ratio(runs, v, "plain") if "plain" in runs else None
         vj = pair_ratio(runs, v, "junitxml") if "junitxml" in runs else None
         ratios[v] = {"plain": vp, "junitxml": vj}
-        print(f"{v:<10} {_median(vr, 'wall'):>9.3f} {min(r.wall for r in vr):>8.3f}"
-              f" {_median(vr, 'cpu'):>7.2f} {'-' if vp is None else f'{vp:.3f}x':>9}"
-              f" {'-' if vj is None or v == 'junitxml' else f'{vj:.3f}x':>12}")
+        print(
+            f"{v:<10} {_median(vr, 'wall'):>9.3f} {min(r.wall for r in vr):>8.3f}"
+            f" {_median(vr, 'cpu'):>7.2f} {'-' if vp is None else f'{vp:.3f}x':>9}"
+            f" {'-' if vj is None or v == 'junitxml' else f'{vj:.3f}x':>12}"
+        )
     targets = []
     limit = LIMITS.get((target.name, bool(xdist)))
     sp = ratios.get("stepflow", {}).get("plain")
@@ -307,15 +333,18 @@ def report(target: Target, runs: dict[str, list[Run]], rounds: int, xdist: int
         seen = sorted({str(r.steps) for r in runs["stepflow"]})
         expected = f" (expected: {target.tests})" if target.tests else ""
         print(f"  steps recorded per stepflow run: {', '.join(seen)}{expected}")
-    return {"suite": target.name, "xdist": xdist, "ratios": ratios,
-            "targets": [{"target": t, "value": v, "met": m} for t, v, m in targets],
-            "runs": {v: [dataclasses.asdict(r) for r in vr] for v, vr in runs.items()}}
+    return {
+        "suite": target.name,
+        "xdist": xdist,
+        "ratios": ratios,
+        "targets": [{"target": t, "value": v, "met": m} for t, v, m in targets],
+        "runs": {v: [dataclasses.asdict(r) for r in vr] for v, vr in runs.items()},
+    }
 
 
 def _paired(runs: dict[str, list[Run]], a: str, b: str, fn: Any) -> float:
     """The median over rounds of fn(a's run) - fn(b's run): each pair ran back to back."""
-    return float(statistics.median(fn(x) - fn(y) for x, y in zip(runs[a], runs[b],
-                                                                  strict=True)))
+    return float(statistics.median(fn(x) - fn(y) for x, y in zip(runs[a], runs[b], strict=True)))
 
 
 def _wall(run: Run) -> float:
@@ -330,9 +359,11 @@ def _waiting(run: Run) -> float:
     return run.wall - _pytest_cpu(run)
 
 
-def breakdown(name: str, tests: int, big: dict[str, list[Run]], one: dict[str, list[Run]]
-              ) -> dict[str, Any]:
+def breakdown(
+    name: str, tests: int, big: dict[str, list[Run]], one: dict[str, list[Run]]
+) -> dict[str, Any]:
     """Fixed (one test) and per-test (slope to the big suite) cost of each part."""
+
     def part(a: str, b: str, fn: Any) -> tuple[float, float]:
         fixed = _paired(one, a, b, fn)
         return fixed * 1e3, (_paired(big, a, b, fn) - fixed) / max(tests - 1, 1) * 1e6
@@ -342,8 +373,7 @@ def breakdown(name: str, tests: int, big: dict[str, list[Run]], one: dict[str, l
         "  pytest CPU: recorder hooks": part(PROBE, "plain", _pytest_cpu),
         "  pytest CPU: hand-over (sender, pipe)": part("stepflow", PROBE, _pytest_cpu),
         "  waiting (writer at the end, GIL, cores)": part("stepflow", "plain", _waiting),
-        "writer process CPU (another core)": part("stepflow", "plain",
-                                                  lambda r: r.writer_cpu),
+        "writer process CPU (another core)": part("stepflow", "plain", lambda r: r.writer_cpu),
     }
     for other in ("deferred", "junitxml", "reportlog"):
         if other in big and other in one:
@@ -354,8 +384,10 @@ def breakdown(name: str, tests: int, big: dict[str, list[Run]], one: dict[str, l
         print(f"{label:<44} {fixed:>+9.1f} {per_test:>+12.2f}")
     walls = [r.wall for r in big["plain"]]
     resolution = (max(walls) - min(walls)) / max(tests - 1, 1) * 1e6
-    print(f"  (plain's wall time ranged over {resolution:.1f} us a test between rounds: per-test"
-          " figures below that are noise; use more --rounds)")
+    print(
+        f"  (plain's wall time ranged over {resolution:.1f} us a test between rounds: per-test"
+        " figures below that are noise; use more --rounds)"
+    )
     return {label: {"fixed_ms": f, "per_test_us": p} for label, (f, p) in rows.items()}
 
 
@@ -380,10 +412,17 @@ def real_target(name: str, work: Path, tmp: Path, xdist: int) -> Target:
 
 
 def available(variants: list[str], python: str) -> list[str]:
-    if "reportlog" in variants and subprocess.run(
-            [python, "-c", "import pytest_reportlog"], capture_output=True).returncode:
-        print("note: pytest-reportlog is not installed there; the reportlog variant is left "
-              "out (pip install pytest-reportlog)", file=sys.stderr)
+    if (
+        "reportlog" in variants
+        and subprocess.run(
+            [python, "-c", "import pytest_reportlog"], capture_output=True
+        ).returncode
+    ):
+        print(
+            "note: pytest-reportlog is not installed there; the reportlog variant is left "
+            "out (pip install pytest-reportlog)",
+            file=sys.stderr,
+        )
         return [v for v in variants if v != "reportlog"]
     return variants
 
@@ -403,14 +442,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--rounds", type=rounds, default=7, help="timed rounds (>= 5, default 7)")
     p.add_argument("--xdist", type=int, default=0, metavar="N", help="add -n N to every run")
-    p.add_argument("--suite", choices=("trivial", "realistic", "all", "none"), default="all",
-                   help="generated suites to run (none: only --real)")
-    p.add_argument("--real", choices=("packaging",), action="append", default=[],
-                   help="also a real project's suite (downloaded from PyPI once)")
-    p.add_argument("--variants", type=variants, default=list(VARIANTS),
-                   help=f"comma-separated subset of {','.join(VARIANTS)}")
-    p.add_argument("--breakdown", action="store_true",
-                   help="where the time goes: fixed and per-test cost of each part")
+    p.add_argument(
+        "--suite",
+        choices=("trivial", "realistic", "all", "none"),
+        default="all",
+        help="generated suites to run (none: only --real)",
+    )
+    p.add_argument(
+        "--real",
+        choices=("packaging",),
+        action="append",
+        default=[],
+        help="also a real project's suite (downloaded from PyPI once)",
+    )
+    p.add_argument(
+        "--variants",
+        type=variants,
+        default=list(VARIANTS),
+        help=f"comma-separated subset of {','.join(VARIANTS)}",
+    )
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="where the time goes: fixed and per-test cost of each part",
+    )
     p.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / "_suites")
     p.add_argument("--json", type=Path, metavar="PATH", help="write raw timings and results")
     return p.parse_args(argv)
@@ -427,8 +482,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="stepflow-bench-") as tmp_name:
             tmp = Path(tmp_name)
             (tmp / "stepflow_probe.py").write_text(PROBE_PLUGIN)
-            targets = [Target(n, generate(args.workdir, n), sys.executable, SUITES[n][0], False)
-                       for n in names]
+            targets = [
+                Target(n, generate(args.workdir, n), sys.executable, SUITES[n][0], False)
+                for n in names
+            ]
             targets += [real_target(n, args.workdir, tmp, args.xdist) for n in args.real]
             for target in targets:
                 variants = available(args.variants, target.python)
@@ -437,8 +494,12 @@ def main(argv: list[str] | None = None) -> int:
                 runs = bench(target, variants, args.rounds, args.xdist, tmp)
                 result = report(target, runs, args.rounds, args.xdist)
                 if args.breakdown:
-                    one = dataclasses.replace(target, name=f"{target.name}-one", tests=1,
-                                              root=generate(args.workdir, "one"))
+                    one = dataclasses.replace(
+                        target,
+                        name=f"{target.name}-one",
+                        tests=1,
+                        root=generate(args.workdir, "one"),
+                    )
                     if target.autoload:  # a real suite's fixed cost, in its own environment
                         one = dataclasses.replace(one, autoload=False)
                     one_runs = bench(one, variants, args.rounds * 2, args.xdist, tmp)
@@ -448,8 +509,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        meta = {"rounds": args.rounds, "xdist": args.xdist, "variants": args.variants,
-                "python": sys.version, "platform": platform.platform(), "cpus": os.cpu_count()}
+        meta = {
+            "rounds": args.rounds,
+            "xdist": args.xdist,
+            "variants": args.variants,
+            "python": sys.version,
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        }
         args.json.write_text(json.dumps({"config": meta, "suites": results}, indent=2) + "\n")
         print(f"\nraw timings written to {args.json}")
     return 0

@@ -65,13 +65,21 @@ def build(db: Path, runs: int, tests: int, seed: int = 7) -> None:
     for run in range(runs):
         commit = f"{run // 4:040x}"
         started = ExecutionStarted(
-            id=str(uuid.uuid4()), name="nightly", command='["pytest", "-n", "2"]',
-            working_directory="/src", rootdir="/src",
+            id=str(uuid.uuid4()),
+            name="nightly",
+            command='["pytest", "-n", "2"]',
+            working_directory="/src",
+            rootdir="/src",
             created_at=time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(clock)),
             started_at=time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(clock)),
-            environment="{}", user_name="ci", host="ci-1", pid=1, tags='{"suite": "all"}',
-            metadata=json.dumps({"python": "3.11.7", "pytest": "9.2.0",
-                                 "git": {"commit": commit, "branch": "main"}}),
+            environment="{}",
+            user_name="ci",
+            host="ci-1",
+            pid=1,
+            tags='{"suite": "all"}',
+            metadata=json.dumps(
+                {"python": "3.11.7", "pytest": "9.2.0", "git": {"commit": commit, "branch": "main"}}
+            ),
             worker_count=2,
         )
         if conn is None:
@@ -90,23 +98,47 @@ def build(db: Path, runs: int, tests: int, seed: int = 7) -> None:
             elif i in skipped:
                 outcome, reason = "skipped", "needs a GPU"
             duration = base[i] * rng.uniform(0.8, 1.25)
-            steps.append(Step(
-                execution_id=started.id, nodeid=nodeid, worker=f"gw{i % 2}", attempt=1,
-                final=True, kind="test", item_index=i, line=10 + i % 50,
-                name=nodeid.rpartition("::")[2], parameters=None, markers=None,
-                outcome=outcome, setup_outcome="passed" if outcome != "skipped" else "skipped",
-                call_outcome=None if outcome == "skipped" else outcome,
-                teardown_outcome="passed", setup_duration=duration * 0.1,
-                call_duration=None if outcome == "skipped" else duration * 0.8,
-                teardown_duration=duration * 0.1, duration=duration, started_at=at,
-                completed_at=at + duration, longrepr=longrepr, reason=reason, stdout=None,
-                stderr=None, properties=None,
-            ))
+            steps.append(
+                Step(
+                    execution_id=started.id,
+                    nodeid=nodeid,
+                    worker=f"gw{i % 2}",
+                    attempt=1,
+                    final=True,
+                    kind="test",
+                    item_index=i,
+                    line=10 + i % 50,
+                    name=nodeid.rpartition("::")[2],
+                    parameters=None,
+                    markers=None,
+                    outcome=outcome,
+                    setup_outcome="passed" if outcome != "skipped" else "skipped",
+                    call_outcome=None if outcome == "skipped" else outcome,
+                    teardown_outcome="passed",
+                    setup_duration=duration * 0.1,
+                    call_duration=None if outcome == "skipped" else duration * 0.8,
+                    teardown_duration=duration * 0.1,
+                    duration=duration,
+                    started_at=at,
+                    completed_at=at + duration,
+                    longrepr=longrepr,
+                    reason=reason,
+                    stdout=None,
+                    stderr=None,
+                    properties=None,
+                )
+            )
             at += duration / 2
         finished = ExecutionFinished(
-            execution_id=started.id, status="failed", exit_code=1, error_message=None,
-            completed_at=started.started_at, duration=at - clock, total_steps=tests,
-            completed_steps=tests, writer_stats=json.dumps({"steps": tests}),
+            execution_id=started.id,
+            status="failed",
+            exit_code=1,
+            error_message=None,
+            completed_at=started.started_at,
+            duration=at - clock,
+            total_steps=tests,
+            completed_steps=tests,
+            writer_stats=json.dumps({"steps": tests}),
         )
         apply_batch(conn, [*steps, finished], cache)
         clock = at + 60
@@ -119,12 +151,21 @@ def build(db: Path, runs: int, tests: int, seed: int = 7) -> None:
 
 
 COMMANDS: list[list[str]] = [
-    ["runs"], ["runs", "--status", "failed", "--tag", "suite=all"], ["show", "latest"],
-    ["steps", "latest"], ["steps", "latest", "--outcome", "failed"],
-    ["slowest", "latest"], ["slowest", "--last", "10"], ["flaky"], ["flaky", "--last", "100"],
-    ["history", "tests/test_mod000.py::test_case_00007"], ["diff", "latest~1", "latest"],
-    ["logs", "tests/test_mod000.py::test_case_00001"], ["search", "AssertionError"],
-    ["search", "where total", "--last", "50"], ["artifacts", "latest"],
+    ["runs"],
+    ["runs", "--status", "failed", "--tag", "suite=all"],
+    ["show", "latest"],
+    ["steps", "latest"],
+    ["steps", "latest", "--outcome", "failed"],
+    ["slowest", "latest"],
+    ["slowest", "--last", "10"],
+    ["flaky"],
+    ["flaky", "--last", "100"],
+    ["history", "tests/test_mod000.py::test_case_00007"],
+    ["diff", "latest~1", "latest"],
+    ["logs", "tests/test_mod000.py::test_case_00001"],
+    ["search", "AssertionError"],
+    ["search", "where total", "--last", "50"],
+    ["artifacts", "latest"],
 ]
 
 
@@ -144,8 +185,12 @@ def time_process(db: Path, argv: list[str]) -> float:
     samples = []
     for _ in range(3):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pytest_stepflow", *argv, "--db", str(db)],
-                       check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "pytest_stepflow", *argv, "--db", str(db)],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
 
@@ -170,12 +215,19 @@ def main() -> int:
     with contextlib.closing(sqlite3.connect(args.db)) as conn:
         steps = conn.execute("SELECT count(*) FROM steps").fetchone()[0]
     size = args.db.stat().st_size + sum(
-        p.stat().st_size for p in (args.db.with_name(args.db.name + "-wal"),) if p.exists())
+        p.stat().st_size for p in (args.db.with_name(args.db.name + "-wal"),) if p.exists()
+    )
     per_row = size / steps
-    figures: dict[str, Any] = {"steps": steps, "bytes": size, "bytes_per_step": per_row,
-                               "commands": []}
-    print(f"database: {size / 2**20:.1f} MiB, {steps:,} step rows, {per_row:.0f} bytes/row "
-          f"(target < {ROW_TARGET}: {'MET' if per_row < ROW_TARGET else 'MISSED'})")
+    figures: dict[str, Any] = {
+        "steps": steps,
+        "bytes": size,
+        "bytes_per_step": per_row,
+        "commands": [],
+    }
+    print(
+        f"database: {size / 2**20:.1f} MiB, {steps:,} step rows, {per_row:.0f} bytes/row "
+        f"(target < {ROW_TARGET}: {'MET' if per_row < ROW_TARGET else 'MISSED'})"
+    )
     print(f"{'command':50} {'query':>9} {'process':>9}")
     worst_query = worst_process = 0.0
     for argv in COMMANDS:
@@ -185,9 +237,11 @@ def main() -> int:
         figures["commands"].append({"argv": argv, "query": query, "process": process})
         print(f"{' '.join(argv):50} {query * 1000:7.1f}ms {process * 1000:7.1f}ms")
     met = worst_query < QUERY_TARGET and worst_process < PROCESS_TARGET
-    print(f"slowest query {worst_query * 1000:.1f} ms (target < {QUERY_TARGET * 1000:.0f}), "
-          f"slowest process {worst_process * 1000:.0f} ms (target < "
-          f"{PROCESS_TARGET * 1000:.0f}): {'MET' if met else 'MISSED'}")
+    print(
+        f"slowest query {worst_query * 1000:.1f} ms (target < {QUERY_TARGET * 1000:.0f}), "
+        f"slowest process {worst_process * 1000:.0f} ms (target < "
+        f"{PROCESS_TARGET * 1000:.0f}): {'MET' if met else 'MISSED'}"
+    )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     if folder is not None:

@@ -47,20 +47,28 @@ class Suite:
 
 
 SUITES = (
-    Suite("packaging", "26.4", ("pretend", "tomli_w", "hypothesis"),
-          "64,000 parametrised tests of about half a millisecond; its addopts deselect the "
-          "opt-in property tests, use --capture=sys and -p no:logging"),
-    Suite("python-dateutil", "4.0.0", ("freezegun", "hypothesis", "pytest-cov", "attrs"),
-          "5,300 tests with failures, skips and strict xfails, under filterwarnings = error"),
-    Suite("more-itertools", "11.2.1", (),
-          "765 unittest tests that run 21,000 subTest() subtests"),
+    Suite(
+        "packaging",
+        "26.4",
+        ("pretend", "tomli_w", "hypothesis"),
+        "64,000 parametrised tests of about half a millisecond; its addopts deselect the "
+        "opt-in property tests, use --capture=sys and -p no:logging",
+    ),
+    Suite(
+        "python-dateutil",
+        "4.0.0",
+        ("freezegun", "hypothesis", "pytest-cov", "attrs"),
+        "5,300 tests with failures, skips and strict xfails, under filterwarnings = error",
+    ),
+    Suite("more-itertools", "11.2.1", (), "765 unittest tests that run 21,000 subTest() subtests"),
 )
 MODES = {"serial": (), "xdist": ("-n", "2")}
 _DURATION = re.compile(r" in \d+(\.\d+)?s( \(\d+:\d\d:\d\d\))?")
 
 
-def run(cmd: list[str], cwd: Path | None = None, check: bool = True
-        ) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=cwd, check=check, text=True, capture_output=True)
 
 
@@ -76,10 +84,24 @@ def prepare(work: Path, suites: list[Suite]) -> Path:
     for suite in suites:
         source = source_dir(work, suite)
         if not source.exists():
-            run([str(python), "-m", "pip", "download", "-q", "--no-deps", "--no-binary",
-                 ":all:", f"{suite.name}=={suite.version}", "-d", str(work)])
-            archive = next(work.glob(f"{suite.name.replace('-', '_')}-{suite.version}.tar.gz"),
-                           None) or next(work.glob(f"{suite.name}-{suite.version}.tar.gz"))
+            run(
+                [
+                    str(python),
+                    "-m",
+                    "pip",
+                    "download",
+                    "-q",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    f"{suite.name}=={suite.version}",
+                    "-d",
+                    str(work),
+                ]
+            )
+            archive = next(
+                work.glob(f"{suite.name.replace('-', '_')}-{suite.version}.tar.gz"), None
+            ) or next(work.glob(f"{suite.name}-{suite.version}.tar.gz"))
             with tarfile.open(archive) as tar:
                 try:
                     tar.extractall(work, filter="data")
@@ -107,8 +129,9 @@ def outcomes(junit: Path) -> collections.Counter[tuple[str, str, str]]:
                 kinds.append(child.tag)
             elif child.tag == "skipped":
                 kinds.append("xfailed" if child.get("type") == "pytest.xfail" else "skipped")
-        counts[(case.get("classname", ""), case.get("name", ""),
-                "+".join(sorted(kinds)) or "passed")] += 1
+        counts[
+            (case.get("classname", ""), case.get("name", ""), "+".join(sorted(kinds)) or "passed")
+        ] += 1
     return counts
 
 
@@ -131,14 +154,18 @@ def pytest_run(python: Path, source: Path, args: list[str], junit: Path | None) 
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     summary = _DURATION.sub("", lines[-1]) if lines else ""
     if proc.returncode not in (0, 1):
-        sys.exit(f"{source.name}: pytest exited {proc.returncode}:\n{proc.stdout[-3000:]}"
-                 f"\n{proc.stderr[-3000:]}")
-    return Result(proc.returncode, summary, seconds, outcomes(junit) if junit else
-                  collections.Counter())
+        sys.exit(
+            f"{source.name}: pytest exited {proc.returncode}:\n{proc.stdout[-3000:]}"
+            f"\n{proc.stderr[-3000:]}"
+        )
+    return Result(
+        proc.returncode, summary, seconds, outcomes(junit) if junit else collections.Counter()
+    )
 
 
-def check_suite(python: Path, work: Path, suite: Suite, mode: str, rounds: int
-                ) -> dict[str, object]:
+def check_suite(
+    python: Path, work: Path, suite: Suite, mode: str, rounds: int
+) -> dict[str, object]:
     source = source_dir(work, suite)
     db = work / f"{suite.name}-{mode}.db"
     for path in work.glob(f"{db.name}*"):
@@ -149,37 +176,64 @@ def check_suite(python: Path, work: Path, suite: Suite, mode: str, rounds: int
     plain_times, recorded_times = [], []
     for i in range(rounds):
         plain = pytest_run(python, source, extra, work / "plain.xml")
-        recorded = pytest_run(python, source, [*extra, "--stepflow", f"--stepflow-db={db}"],
-                              work / "recorded.xml")
+        recorded = pytest_run(
+            python, source, [*extra, "--stepflow", f"--stepflow-db={db}"], work / "recorded.xml"
+        )
         plain_times.append(plain.seconds)
         recorded_times.append(recorded.seconds)
         problems = []
         if (plain.code, plain.summary) != (recorded.code, recorded.summary):
-            problems.append(f"plain {plain.code} {plain.summary!r} != recorded "
-                            f"{recorded.code} {recorded.summary!r}")
+            problems.append(
+                f"plain {plain.code} {plain.summary!r} != recorded "
+                f"{recorded.code} {recorded.summary!r}"
+            )
         if plain.junit != recorded.junit:
-            problems.append(f"junit differs: {sorted((plain.junit - recorded.junit).items())[:5]}"
-                            f" / {sorted((recorded.junit - plain.junit).items())[:5]}")
+            problems.append(
+                f"junit differs: {sorted((plain.junit - recorded.junit).items())[:5]}"
+                f" / {sorted((recorded.junit - plain.junit).items())[:5]}"
+            )
         ours = work / "ours.xml"
-        run([str(python.parent / "stepflow"), "export", f"--db={db}", "--format=junit",
-             f"--output={ours}"])
+        run(
+            [
+                str(python.parent / "stepflow"),
+                "export",
+                f"--db={db}",
+                "--format=junit",
+                f"--output={ours}",
+            ]
+        )
         stored = outcomes(ours)
         if stored != recorded.junit:
-            problems.append(f"database differs: {sorted((recorded.junit - stored).items())[:5]}"
-                            f" / {sorted((stored - recorded.junit).items())[:5]}")
+            problems.append(
+                f"database differs: {sorted((recorded.junit - stored).items())[:5]}"
+                f" / {sorted((stored - recorded.junit).items())[:5]}"
+            )
         if problems:
             sys.exit(f"{suite.name} [{mode}] round {i + 1}: " + "; ".join(problems))
-    executions = run([str(python), "-c", "import sqlite3, sys; print(sqlite3.connect("
-                      "sys.argv[1]).execute('SELECT count(*) FROM executions').fetchone()[0])",
-                      str(db)]).stdout.strip()
+    executions = run(
+        [
+            str(python),
+            "-c",
+            "import sqlite3, sys; print(sqlite3.connect("
+            "sys.argv[1]).execute('SELECT count(*) FROM executions').fetchone()[0])",
+            str(db),
+        ]
+    ).stdout.strip()
     by_outcome: collections.Counter[str] = collections.Counter()
     for (_, _, outcome), count in recorded.junit.items():
         by_outcome[outcome] += count
     plain_s, recorded_s = statistics.median(plain_times), statistics.median(recorded_times)
-    return {"suite": f"{suite.name} {suite.version}", "mode": mode,
-            "testcases": sum(recorded.junit.values()), "outcomes": dict(by_outcome),
-            "summary": recorded.summary, "plain_s": plain_s, "recorded_s": recorded_s,
-            "ratio": recorded_s / plain_s, "executions": executions}
+    return {
+        "suite": f"{suite.name} {suite.version}",
+        "mode": mode,
+        "testcases": sum(recorded.junit.values()),
+        "outcomes": dict(by_outcome),
+        "summary": recorded.summary,
+        "plain_s": plain_s,
+        "recorded_s": recorded_s,
+        "ratio": recorded_s / plain_s,
+        "executions": executions,
+    }
 
 
 def main() -> None:
@@ -192,14 +246,19 @@ def main() -> None:
     suites = [s for s in SUITES if not args.only or s.name in args.only]
     args.work.mkdir(parents=True, exist_ok=True)
     python = prepare(args.work.resolve(), suites)
-    print(f"{'suite':<24} {'mode':<7} {'tests':>7}  {'plain':>8} {'recorded':>9} {'ratio':>6}"
-          "  pytest's summary (identical in both runs; the database holds every outcome)")
+    print(
+        f"{'suite':<24} {'mode':<7} {'tests':>7}  {'plain':>8} {'recorded':>9} {'ratio':>6}"
+        "  pytest's summary (identical in both runs; the database holds every outcome)"
+    )
     for suite in suites:
         for mode in args.modes.split(","):
             row = check_suite(python, args.work.resolve(), suite, mode, args.rounds)
-            print(f"{row['suite']:<24} {mode:<7} {row['testcases']:>7}  "
-                  f"{row['plain_s']:>7.2f}s {row['recorded_s']:>8.2f}s {row['ratio']:>5.2f}x"
-                  f"  {row['summary']}  [db: {row['executions']} runs]", flush=True)
+            print(
+                f"{row['suite']:<24} {mode:<7} {row['testcases']:>7}  "
+                f"{row['plain_s']:>7.2f}s {row['recorded_s']:>8.2f}s {row['ratio']:>5.2f}x"
+                f"  {row['summary']}  [db: {row['executions']} runs]",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -60,13 +60,27 @@ DRIVER = ("chromedriver",)
 
 def _started(execution_id: str, workers: int, at: float) -> ExecutionStarted:
     iso = iso_utc(datetime.fromtimestamp(at, timezone.utc))
-    metadata = {"python": "3.11.7", "pytest": "9.2.0", "stepflow": "0.1.0",
-                "git": {"branch": "main", "commit": "0" * 40, "dirty": False}}
+    metadata = {
+        "python": "3.11.7",
+        "pytest": "9.2.0",
+        "stepflow": "0.1.0",
+        "git": {"branch": "main", "commit": "0" * 40, "dirty": False},
+    }
     return ExecutionStarted(
-        id=execution_id, name="benchmark", command=json.dumps(["pytest", "-n", str(workers)]),
-        working_directory="/work", rootdir="/work", created_at=iso, started_at=iso,
-        environment="{}", user_name="bench", host="bench-host", pid=os.getpid(),
-        tags='{"suite": "benchmark"}', metadata=json.dumps(metadata), worker_count=workers,
+        id=execution_id,
+        name="benchmark",
+        command=json.dumps(["pytest", "-n", str(workers)]),
+        working_directory="/work",
+        rootdir="/work",
+        created_at=iso,
+        started_at=iso,
+        environment="{}",
+        user_name="bench",
+        host="bench-host",
+        pid=os.getpid(),
+        tags='{"suite": "benchmark"}',
+        metadata=json.dumps(metadata),
+        worker_count=workers,
     )
 
 
@@ -84,16 +98,36 @@ def _steps(execution_id: str, count: int, workers: int, at: float) -> list[Step]
         module, case = divmod(i, TESTS_PER_MODULE)
         name = f"test_case_{case:03d}" if case % 4 else f"test_param[{i}-value]"
         third = duration / 3
-        steps.append(Step(
-            execution_id=execution_id,
-            nodeid=f"tests/suite_{module // 50:02d}/test_module_{module:04d}.py::{name}",
-            worker=f"gw{worker}", attempt=1, final=True, kind="test", item_index=i,
-            line=10 + case, name=name, parameters=None, markers=None, outcome="passed",
-            setup_outcome="passed", call_outcome="passed", teardown_outcome="passed",
-            setup_duration=third, call_duration=third, teardown_duration=third,
-            duration=duration, started_at=start, completed_at=start + duration,
-            longrepr=None, reason=None, stdout=None, stderr=None, properties=None,
-        ))
+        steps.append(
+            Step(
+                execution_id=execution_id,
+                nodeid=f"tests/suite_{module // 50:02d}/test_module_{module:04d}.py::{name}",
+                worker=f"gw{worker}",
+                attempt=1,
+                final=True,
+                kind="test",
+                item_index=i,
+                line=10 + case,
+                name=name,
+                parameters=None,
+                markers=None,
+                outcome="passed",
+                setup_outcome="passed",
+                call_outcome="passed",
+                teardown_outcome="passed",
+                setup_duration=third,
+                call_duration=third,
+                teardown_duration=third,
+                duration=duration,
+                started_at=start,
+                completed_at=start + duration,
+                longrepr=None,
+                reason=None,
+                stdout=None,
+                stderr=None,
+                properties=None,
+            )
+        )
     return steps
 
 
@@ -109,14 +143,25 @@ def build_database(path: Path, steps: int, workers: int, runs: int) -> str:
         try:
             cache = WriteCache()
             for first in range(0, len(records), BATCH):
-                apply_batch(conn, records[first:first + BATCH], cache)
+                apply_batch(conn, records[first : first + BATCH], cache)
             end = max(s.completed_at for s in records)
-            apply_batch(conn, [ExecutionFinished(
-                execution_id=execution_id, status="passed", exit_code=0, error_message=None,
-                completed_at=iso_utc(datetime.fromtimestamp(end, timezone.utc)),
-                duration=end - at, total_steps=steps, completed_steps=steps,
-                writer_stats=json.dumps({"steps": steps, "retries": 0, "spilled": 0}),
-            )], cache)
+            apply_batch(
+                conn,
+                [
+                    ExecutionFinished(
+                        execution_id=execution_id,
+                        status="passed",
+                        exit_code=0,
+                        error_message=None,
+                        completed_at=iso_utc(datetime.fromtimestamp(end, timezone.utc)),
+                        duration=end - at,
+                        total_steps=steps,
+                        completed_steps=steps,
+                        writer_stats=json.dumps({"steps": steps, "retries": 0, "spilled": 0}),
+                    )
+                ],
+                cache,
+            )
         finally:
             conn.close()
     return execution_id
@@ -168,8 +213,13 @@ def measure_browser(report: Path, loads: int) -> list[dict[str, Any]] | str:
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(arg)
     browser = webdriver.Chrome(options=options, service=Service(driver))
     results = []
@@ -178,12 +228,14 @@ def measure_browser(report: Path, loads: int) -> list[dict[str, Any]] | str:
         for _ in range(loads):
             browser.get("about:blank")
             browser.get(report.resolve().as_uri())
-            WebDriverWait(browser, 60).until(lambda b: b.execute_script(
-                "return document.documentElement.dataset.ready === '1'"))
+            WebDriverWait(browser, 60).until(
+                lambda b: b.execute_script("return document.documentElement.dataset.ready === '1'")
+            )
             marks = browser.execute_script(
                 "const m = (n) => performance.getEntriesByName(n)[0].startTime;"
                 "return {parsed: m('stepflow-data-parsed'), first: m('stepflow-first-rows'),"
-                " ready: m('stepflow-ready')};")
+                " ready: m('stepflow-ready')};"
+            )
             marks.update(browser.execute_async_script(_INTERACTIONS))
             results.append(marks)
     finally:
@@ -208,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         db = Path(folder) / ".stepflow" / "stepflow.db"
         began = time.perf_counter()
         execution_id = build_database(db, args.steps, args.workers, args.runs)
-        print(f"database: {args.runs} run(s) of {args.steps:,} passing steps over "
-              f"{args.workers} workers, built in {time.perf_counter() - began:.1f}s")
+        print(
+            f"database: {args.runs} run(s) of {args.steps:,} passing steps over "
+            f"{args.workers} workers, built in {time.perf_counter() - began:.1f}s"
+        )
         report = Path(folder) / "report.html"
         writes, sizes = [], []
         for _ in range(args.rounds):
@@ -222,12 +276,16 @@ def main(argv: list[str] | None = None) -> int:
         browser = measure_browser(report, args.rounds)
 
     write, size = statistics.median(writes), sizes[-1]
-    print(f"write_html_report: median {write:.2f}s of {args.rounds} "
-          f"({', '.join(f'{w:.2f}' for w in writes)})   target < {TARGET_WRITE:.0f} s: "
-          f"{_verdict(write < TARGET_WRITE)}")
-    print(f"file size:         {size / 1e6:.2f} MB ({size:,} bytes, "
-          f"{size / max(args.steps, 1):.0f} bytes a step)   target < 15 MB: "
-          f"{_verdict(size < TARGET_BYTES)}")
+    print(
+        f"write_html_report: median {write:.2f}s of {args.rounds} "
+        f"({', '.join(f'{w:.2f}' for w in writes)})   target < {TARGET_WRITE:.0f} s: "
+        f"{_verdict(write < TARGET_WRITE)}"
+    )
+    print(
+        f"file size:         {size / 1e6:.2f} MB ({size:,} bytes, "
+        f"{size / max(args.steps, 1):.0f} bytes a step)   target < 15 MB: "
+        f"{_verdict(size < TARGET_BYTES)}"
+    )
     if isinstance(browser, str):
         print(f"browser:           skipped: {browser}")
         return 0
@@ -235,14 +293,21 @@ def main(argv: list[str] | None = None) -> int:
     ready = statistics.median(r["ready"] for r in browser) / 1000
     each = ", ".join(f"{r['first'] / 1000:.2f}" for r in browser)
     parsed = statistics.median(r["parsed"] for r in browser) / 1000
-    print(f"first screen:      median {first:.2f}s of {len(browser)} loads "
-          f"({each}; data parsed at {parsed:.2f}s)   "
-          f"target < {TARGET_FIRST_SCREEN:.0f} s: {_verdict(first < TARGET_FIRST_SCREEN)}")
+    print(
+        f"first screen:      median {first:.2f}s of {len(browser)} loads "
+        f"({each}; data parsed at {parsed:.2f}s)   "
+        f"target < {TARGET_FIRST_SCREEN:.0f} s: {_verdict(first < TARGET_FIRST_SCREEN)}"
+    )
     print(f"page ready:        median {ready:.2f}s (timeline, charts, lists drawn)")
-    for key, label in (("filter_ms", "filter by outcome"), ("sort_ms", "sort by duration"),
-                       ("scroll_ms", "jump to the middle")):
-        print(f"{label + ':':19}median {statistics.median(r[key] for r in browser):.0f} ms "
-              "(to the next painted frame)")
+    for key, label in (
+        ("filter_ms", "filter by outcome"),
+        ("sort_ms", "sort by duration"),
+        ("scroll_ms", "jump to the middle"),
+    ):
+        print(
+            f"{label + ':':19}median {statistics.median(r[key] for r in browser):.0f} ms "
+            "(to the next painted frame)"
+        )
     print(f"rows in the DOM:   {browser[-1]['rows_in_dom']} of {args.steps:,}")
     return 0
 

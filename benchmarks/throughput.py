@@ -83,10 +83,20 @@ class BenchError(Exception):
 def make_started() -> ExecutionStarted:
     at = iso_utc(datetime.now(timezone.utc))
     return ExecutionStarted(
-        id=str(uuid.uuid4()), name="throughput", command=json.dumps(["pytest", "-n", "auto"]),
-        working_directory=os.getcwd(), rootdir=os.getcwd(), created_at=at, started_at=at,
-        environment="{}", user_name=None, host=platform.node(), pid=os.getpid(), tags="{}",
-        metadata="{}", worker_count=0,
+        id=str(uuid.uuid4()),
+        name="throughput",
+        command=json.dumps(["pytest", "-n", "auto"]),
+        working_directory=os.getcwd(),
+        rootdir=os.getcwd(),
+        created_at=at,
+        started_at=at,
+        environment="{}",
+        user_name=None,
+        host=platform.node(),
+        pid=os.getpid(),
+        tags="{}",
+        metadata="{}",
+        worker_count=0,
     )
 
 
@@ -99,16 +109,36 @@ def make_steps(execution_id: str, worker: int, rows: int) -> list[Step]:
         setup, call, teardown = 0.0002 + (i % 5) * 1e-5, 0.001 * (1 + i % 17), 0.0001
         duration = setup + call + teardown
         started = STEP_START + i * 0.005
-        steps.append(Step(
-            execution_id=execution_id, nodeid=f"tests/test_mod{i // TESTS_PER_MODULE}.py::{name}",
-            worker=f"gw{worker}", attempt=1, final=True, kind="test", item_index=i,
-            line=10 + 4 * (i % TESTS_PER_MODULE), name=name, parameters=None, markers=None,
-            outcome="passed", setup_outcome="passed", call_outcome="passed",
-            teardown_outcome="passed", setup_duration=setup, call_duration=call,
-            teardown_duration=teardown, duration=duration, started_at=started,
-            completed_at=started + duration, longrepr=None, reason=None, stdout=None,
-            stderr=None, properties=None,
-        ))
+        steps.append(
+            Step(
+                execution_id=execution_id,
+                nodeid=f"tests/test_mod{i // TESTS_PER_MODULE}.py::{name}",
+                worker=f"gw{worker}",
+                attempt=1,
+                final=True,
+                kind="test",
+                item_index=i,
+                line=10 + 4 * (i % TESTS_PER_MODULE),
+                name=name,
+                parameters=None,
+                markers=None,
+                outcome="passed",
+                setup_outcome="passed",
+                call_outcome="passed",
+                teardown_outcome="passed",
+                setup_duration=setup,
+                call_duration=call,
+                teardown_duration=teardown,
+                duration=duration,
+                started_at=started,
+                completed_at=started + duration,
+                longrepr=None,
+                reason=None,
+                stdout=None,
+                stderr=None,
+                properties=None,
+            )
+        )
     return steps
 
 
@@ -150,11 +180,18 @@ def write_raw(
         f"{', '.join('?' * len(columns))}) ON CONFLICT (execution, test_id, worker, attempt) "
         "DO NOTHING"
     )
-    test_sql = ("INSERT INTO tests (nodeid, file, name, class_name) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (nodeid) DO NOTHING")
+    test_sql = (
+        "INSERT INTO tests (nodeid, file, name, class_name) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (nodeid) DO NOTHING"
+    )
     params = operator.attrgetter("execution_id", "nodeid", *columns)
-    stats: dict[str, Any] = {"steps": 0, "transactions": 0, "largest_transaction": 0,
-                             "retries": 0, "wait_seconds": 0.0}
+    stats: dict[str, Any] = {
+        "steps": 0,
+        "transactions": 0,
+        "largest_transaction": 0,
+        "retries": 0,
+        "wait_seconds": 0.0,
+    }
     t0 = start()
     try:
         for first in range(0, len(steps), RAW_BATCH):
@@ -178,8 +215,10 @@ def write_raw(
                     if not _is_locked(exc):
                         raise
                     stats["retries"] += 1
-                    time.sleep(random.uniform(0.5, 1.0)
-                               * min(RAW_BACKOFF_CAP, RAW_BACKOFF_FIRST * 2**attempt))
+                    time.sleep(
+                        random.uniform(0.5, 1.0)
+                        * min(RAW_BACKOFF_CAP, RAW_BACKOFF_FIRST * 2**attempt)
+                    )
                     continue
                 break
             if attempt > 1:
@@ -208,8 +247,16 @@ def write_with_writer(
     return t0, stats.as_dict()
 
 
-def child(variant: str, db: str, execution_id: str, worker: int, rows: int, batch_size: int,
-          barrier: Barrier, results: multiprocessing.Queue[dict[str, Any]]) -> None:
+def child(
+    variant: str,
+    db: str,
+    execution_id: str,
+    worker: int,
+    rows: int,
+    batch_size: int,
+    barrier: Barrier,
+    results: multiprocessing.Queue[dict[str, Any]],
+) -> None:
     """One benchmark process: build the records, wait for the others, write, report."""
     out: dict[str, Any] = {"worker": worker}
     try:
@@ -244,11 +291,14 @@ def verify(db: Path, processes: int, rows: int) -> dict[str, Any]:
         }
         total = int(conn.execute("SELECT count(*) FROM steps").fetchone()[0])
         tests = int(conn.execute("SELECT count(*) FROM tests").fetchone()[0])
-        foreign = int(conn.execute(
-            "SELECT count(*) FROM steps s JOIN tests t ON t.id = s.test_id "
-            "WHERE t.name <> 'test_case_' || s.item_index OR s.worker <> "
-            "'gw' || (s.item_index / ?)", (rows,)
-        ).fetchone()[0])
+        foreign = int(
+            conn.execute(
+                "SELECT count(*) FROM steps s JOIN tests t ON t.id = s.test_id "
+                "WHERE t.name <> 'test_case_' || s.item_index OR s.worker <> "
+                "'gw' || (s.item_index / ?)",
+                (rows,),
+            ).fetchone()[0]
+        )
     finally:
         conn.close()
     problems = []
@@ -268,8 +318,15 @@ def verify(db: Path, processes: int, rows: int) -> dict[str, Any]:
     return {"rows": total, "tests": tests, "problems": problems}
 
 
-def run_once(ctx: SpawnContext, variant: str, processes: int, rows: int, batch_size: int,
-             workdir: Path, tag: str) -> dict[str, Any]:
+def run_once(
+    ctx: SpawnContext,
+    variant: str,
+    processes: int,
+    rows: int,
+    batch_size: int,
+    workdir: Path,
+    tag: str,
+) -> dict[str, Any]:
     """One timed run in a fresh database; raises BenchError when a process fails."""
     rundir = workdir / tag
     rundir.mkdir()
@@ -279,8 +336,11 @@ def run_once(ctx: SpawnContext, variant: str, processes: int, rows: int, batch_s
     barrier = ctx.Barrier(processes)
     results: multiprocessing.Queue[dict[str, Any]] = ctx.Queue()
     procs = [
-        ctx.Process(target=child, name=f"{variant}-gw{p}",
-                    args=(variant, str(db), started.id, p, rows, batch_size, barrier, results))
+        ctx.Process(
+            target=child,
+            name=f"{variant}-gw{p}",
+            args=(variant, str(db), started.id, p, rows, batch_size, barrier, results),
+        )
         for p in range(processes)
     ]
     for proc in procs:
@@ -294,8 +354,10 @@ def run_once(ctx: SpawnContext, variant: str, processes: int, rows: int, batch_s
             except queue.Empty:
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
                 if dead:
-                    raise BenchError(f"{variant} x{processes}: {dead[0].name} exited with "
-                                     f"{dead[0].exitcode} without reporting") from None
+                    raise BenchError(
+                        f"{variant} x{processes}: {dead[0].name} exited with "
+                        f"{dead[0].exitcode} without reporting"
+                    ) from None
                 if time.monotonic() > deadline:
                     raise BenchError(f"{variant} x{processes}: timed out") from None
     finally:
@@ -315,15 +377,20 @@ def run_once(ctx: SpawnContext, variant: str, processes: int, rows: int, batch_s
     for p, s in enumerate(stats):
         bad = {k: s[k] for k in ("duplicates", "spilled", "lost", "errors") if s.get(k)}
         if s["steps"] != rows or bad:
-            check["problems"].append(f"gw{p} stats: {s['steps']} steps written, {bad or ''} "
-                                     f"{s.get('last_error') or ''}".rstrip())
+            check["problems"].append(
+                f"gw{p} stats: {s['steps']} steps written, {bad or ''} "
+                f"{s.get('last_error') or ''}".rstrip()
+            )
     for path in rundir.iterdir():  # keep the disk small: up to 400,000 rows per run
         path.unlink()
     rundir.rmdir()
     seconds = end - begin
     return {
-        "variant": variant, "processes": processes, "rows": processes * rows,
-        "seconds": seconds, "rows_per_s": processes * rows / seconds,
+        "variant": variant,
+        "processes": processes,
+        "rows": processes * rows,
+        "seconds": seconds,
+        "rows_per_s": processes * rows / seconds,
         "process_seconds": [o["end"] - o["start"] for o in outs],
         "start_spread": max(o["start"] for o in outs) - begin,
         "transactions": sum(s["transactions"] for s in stats),
@@ -343,38 +410,60 @@ def bench(ctx: SpawnContext, args: argparse.Namespace, workdir: Path) -> list[di
     for n in args.processes:
         runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
         for r in range(args.rounds):
-            order = VARIANTS[r % 2:] + VARIANTS[:r % 2]
+            order = VARIANTS[r % 2 :] + VARIANTS[: r % 2]
             for v in order:
                 run = run_once(ctx, v, n, args.rows, args.batch_size, workdir, f"{v}-{n}-{r}")
                 runs[v].append(run)
-                print(f"[x{n}] round {r + 1}/{args.rounds} {v:<6} {run['rows_per_s']:>10,.0f} "
-                      f"rows/s  {run['seconds']:6.2f}s  txns {run['transactions']:>5}  "
-                      f"retries {run['retries']:>4}  "
-                      f"{'; '.join(run['verified']['problems']) or 'rows OK'}",
-                      file=sys.stderr, flush=True)
-        ratios = [w["rows_per_s"] / r["rows_per_s"]
-                  for w, r in zip(runs["writer"], runs["raw"], strict=True)]
+                print(
+                    f"[x{n}] round {r + 1}/{args.rounds} {v:<6} {run['rows_per_s']:>10,.0f} "
+                    f"rows/s  {run['seconds']:6.2f}s  txns {run['transactions']:>5}  "
+                    f"retries {run['retries']:>4}  "
+                    f"{'; '.join(run['verified']['problems']) or 'rows OK'}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        ratios = [
+            w["rows_per_s"] / r["rows_per_s"]
+            for w, r in zip(runs["writer"], runs["raw"], strict=True)
+        ]
         ratio = statistics.median(ratios)
-        results.append({
-            "processes": n, "runs": runs, "ratios": ratios, "median_ratio": ratio,
-            "median_rows_per_s": {v: statistics.median(x["rows_per_s"] for x in runs[v])
-                                  for v in VARIANTS},
-            "target": f"writer/raw >= {TARGET}x", "met": ratio >= TARGET,
-            "problems": [f"{v} round {i + 1}: {p}" for v in VARIANTS
-                         for i, x in enumerate(runs[v]) for p in x["verified"]["problems"]],
-        })
+        results.append(
+            {
+                "processes": n,
+                "runs": runs,
+                "ratios": ratios,
+                "median_ratio": ratio,
+                "median_rows_per_s": {
+                    v: statistics.median(x["rows_per_s"] for x in runs[v]) for v in VARIANTS
+                },
+                "target": f"writer/raw >= {TARGET}x",
+                "met": ratio >= TARGET,
+                "problems": [
+                    f"{v} round {i + 1}: {p}"
+                    for v in VARIANTS
+                    for i, x in enumerate(runs[v])
+                    for p in x["verified"]["problems"]
+                ],
+            }
+        )
     return results
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    print(f"\n== throughput: {args.rows:,} rows per process, {args.rounds} round(s), writer "
-          f"batch size {args.batch_size}, raw {RAW_BATCH} rows per transaction, "
-          f"{os.cpu_count()} CPUs ==")
-    print("(rows/s: median over rounds; ratio: median of per-round writer/raw; writer stats: "
-          "median per run over all processes, largest: max)")
-    head = (f"{'procs':>5} {'raw rows/s':>11} {'writer rows/s':>14} {'ratio':>7} "
-            f"{'>=0.8x':>7} {'txns':>6} {'largest':>8} {'retries':>8} {'raw retries':>12} "
-            f"{'rows':>10}")
+    print(
+        f"\n== throughput: {args.rows:,} rows per process, {args.rounds} round(s), writer "
+        f"batch size {args.batch_size}, raw {RAW_BATCH} rows per transaction, "
+        f"{os.cpu_count()} CPUs =="
+    )
+    print(
+        "(rows/s: median over rounds; ratio: median of per-round writer/raw; writer stats: "
+        "median per run over all processes, largest: max)"
+    )
+    head = (
+        f"{'procs':>5} {'raw rows/s':>11} {'writer rows/s':>14} {'ratio':>7} "
+        f"{'>=0.8x':>7} {'txns':>6} {'largest':>8} {'retries':>8} {'raw retries':>12} "
+        f"{'rows':>10}"
+    )
     print(head)
     for res in results:
         med = res["median_rows_per_s"]
@@ -385,15 +474,19 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         retries = statistics.median(x["retries"] for x in w)
         raw_retries = statistics.median(x["retries"] for x in raw)
         rows = "OK" if not res["problems"] else "MISMATCH"
-        print(f"{res['processes']:>5} {med['raw']:>11,.0f} {med['writer']:>14,.0f} "
-              f"{res['median_ratio']:>6.3f}x {'MET' if res['met'] else 'MISSED':>7} "
-              f"{txns:>6g} {largest:>8} {retries:>8g} {raw_retries:>12g} {rows:>10}")
+        print(
+            f"{res['processes']:>5} {med['raw']:>11,.0f} {med['writer']:>14,.0f} "
+            f"{res['median_ratio']:>6.3f}x {'MET' if res['met'] else 'MISSED':>7} "
+            f"{txns:>6g} {largest:>8} {retries:>8g} {raw_retries:>12g} {rows:>10}"
+        )
     for res in results:
         for problem in res["problems"]:
             print(f"  x{res['processes']} {problem}")
     expected = ", ".join(f"x{r['processes']}: {r['processes'] * args.rows:,}" for r in results)
-    print(f"  rows checked after every run: exactly {args.rows:,} per worker, each test once, "
-          f"nothing spilled, lost or replayed ({expected})")
+    print(
+        f"  rows checked after every run: exactly {args.rows:,} per worker, each test once, "
+        f"nothing spilled, lost or replayed ({expected})"
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -413,13 +506,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--rows", type=positive, default=50_000, help="rows per process (50,000)")
-    p.add_argument("--processes", type=counts, default=[1, 2, 4, 8],
-                   help="comma-separated process counts (default 1,2,4,8)")
+    p.add_argument(
+        "--processes",
+        type=counts,
+        default=[1, 2, 4, 8],
+        help="comma-separated process counts (default 1,2,4,8)",
+    )
     p.add_argument("--rounds", type=positive, default=3, help="rounds, median reported (3)")
-    p.add_argument("--batch-size", type=positive, default=50,
-                   help="the writer's batch size (default 50, the product default)")
-    p.add_argument("--workdir", type=Path, default=None,
-                   help="where the databases go (default: a temporary folder)")
+    p.add_argument(
+        "--batch-size",
+        type=positive,
+        default=50,
+        help="the writer's batch size (default 50, the product default)",
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the databases go (default: a temporary folder)",
+    )
     p.add_argument("--json", type=Path, metavar="PATH", help="write every run and the results")
     return p.parse_args(argv)
 
@@ -437,10 +542,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     report(results, args)
     if args.json:
-        meta = {"rows": args.rows, "processes": args.processes, "rounds": args.rounds,
-                "batch_size": args.batch_size, "raw_batch": RAW_BATCH, "python": sys.version,
-                "sqlite": sqlite3.sqlite_version, "platform": platform.platform(),
-                "cpus": os.cpu_count()}
+        meta = {
+            "rows": args.rows,
+            "processes": args.processes,
+            "rounds": args.rounds,
+            "batch_size": args.batch_size,
+            "raw_batch": RAW_BATCH,
+            "python": sys.version,
+            "sqlite": sqlite3.sqlite_version,
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        }
         args.json.write_text(json.dumps({"config": meta, "results": results}, indent=2) + "\n")
         print(f"\nresults written to {args.json}")
     return 2 if any(r["problems"] for r in results) else 0

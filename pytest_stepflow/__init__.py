@@ -13,8 +13,14 @@ __version__ = "0.1.0"
 
 # Light on purpose (no pytest, no sqlite3, no asyncio): helpers import these unconditionally.
 _EXPORTS = {
-    "StepContext": "api", "Stepflow": "api", "attach": "api", "step": "api",
-    "Artifact": "model", "ExecutionSummary": "model", "Step": "model", "SubStep": "model",
+    "StepContext": "api",
+    "Stepflow": "api",
+    "attach": "api",
+    "step": "api",
+    "Artifact": "model",
+    "ExecutionSummary": "model",
+    "Step": "model",
+    "SubStep": "model",
 }
 
 

@@ -53,15 +53,20 @@ class StepContext:
         collector = substeps.current
         if collector is None or not collector.active:
             return
-        entry = collector.open("step", _format(self.title, self.parameters),
-                               params_json(self.parameters))
+        entry = collector.open(
+            "step", _format(self.title, self.parameters), params_json(self.parameters)
+        )
         if entry is not None:
             if self._stack is None:
                 self._stack = []
             self._stack.append((entry, substeps._open.set(entry)))
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if not self._stack:
             return
         entry, token = self._stack.pop()
@@ -89,6 +94,7 @@ class StepContext:
             return None if entry is None else (entry, substeps._open.set(entry))
 
         if inspect.iscoroutinefunction(func):
+
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 opened = begin(args, kwargs)

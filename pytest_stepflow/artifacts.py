@@ -103,8 +103,13 @@ def _default_name(mime: str | None, fallback_ext: str) -> str:
 class ArtifactStore:
     """Stores content under `<db_dir>/artifacts/` within a per-artifact and a total limit."""
 
-    def __init__(self, db_dir: Path, max_size: int = DEFAULT_MAX_ARTIFACT_SIZE,
-                 max_total: int = DEFAULT_MAX_ARTIFACT_TOTAL, total_note: str = "") -> None:
+    def __init__(
+        self,
+        db_dir: Path,
+        max_size: int = DEFAULT_MAX_ARTIFACT_SIZE,
+        max_total: int = DEFAULT_MAX_ARTIFACT_TOTAL,
+        total_note: str = "",
+    ) -> None:
         self.db_dir = db_dir
         self.dir = db_dir / ARTIFACTS_DIR
         self.max_size = max_size
@@ -126,14 +131,16 @@ class ArtifactStore:
         if isinstance(source, (bytes, bytearray, memoryview)):
             final = safe_name(name or _default_name(mime, ""), "attachment")
             self._check_size(memoryview(source).nbytes, final)
-            return self._put_bytes(bytes(source), final,
-                                   mime or guess_mime(final, "application/octet-stream"))
+            return self._put_bytes(
+                bytes(source), final, mime or guess_mime(final, "application/octet-stream")
+            )
         if isinstance(source, os.PathLike):
             path = os.fspath(source)
             base = os.path.basename(os.fsdecode(path))
             final = safe_name(name or base, "attachment")
-            return self._put_file(path, final,
-                                  mime or guess_mime(final, "application/octet-stream"))
+            return self._put_file(
+                path, final, mime or guess_mime(final, "application/octet-stream")
+            )
         raise TypeError(
             "attach() takes a path (pathlib.Path), bytes or text (str), not "
             f"{type(source).__name__}"

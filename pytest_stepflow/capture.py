@@ -58,8 +58,10 @@ class PytestLogs:
         recording starts: installed plugins, `-p` and the initial conftest.py files count; a
         conftest.py deeper in the tree that runs the protocol itself would not."""
         runner = plugins.get_plugin("runner")
-        return any(not impl.hookwrapper and not impl.wrapper and impl.plugin is not runner
-                   for impl in plugins.hook.pytest_runtest_protocol.get_hookimpls())
+        return any(
+            not impl.hookwrapper and not impl.wrapper and impl.plugin is not runner
+            for impl in plugins.hook.pytest_runtest_protocol.get_hookimpls()
+        )
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_makereport(self, call: pytest.CallInfo[None]) -> None:
@@ -92,14 +94,24 @@ class PytestLogs:
             out.extend(log_record(phase, record, started, ended) for record in records[:room])
         if dropped:
             last = out[-1]
-            out.append(LogRecord(last.phase, last.created, logging.WARNING, "WARNING", "stepflow",
-                                 f"[stepflow: {dropped} more log records dropped; the limit is "
-                                 f"{MAX_LOG_RECORDS} per test]", "", 0, ""))
+            out.append(
+                LogRecord(
+                    last.phase,
+                    last.created,
+                    logging.WARNING,
+                    "WARNING",
+                    "stepflow",
+                    f"[stepflow: {dropped} more log records dropped; the limit is "
+                    f"{MAX_LOG_RECORDS} per test]",
+                    "",
+                    0,
+                    "",
+                )
+            )
         return tuple(out)
 
 
-def log_record(phase: str, record: logging.LogRecord, started: float, ended: float
-               ) -> LogRecord:
+def log_record(phase: str, record: logging.LogRecord, started: float, ended: float) -> LogRecord:
     """Our record of pytest's: the message as pytest's formatter rendered it.
 
     `record.created` comes from `time.time()`, which a test may have frozen (freezegun) or
@@ -123,10 +135,17 @@ def log_record(phase: str, record: logging.LogRecord, started: float, ended: flo
         created = ended
     level = extra.get("levelno")
     line = extra.get("lineno")
-    return LogRecord(phase, created, level if type(level) is int else 0,
-                     _text(extra.get("levelname")), _text(extra.get("name")),
-                     clip(message, MAX_LOG_MESSAGE) or "", _text(extra.get("pathname")),
-                     line if type(line) is int else 0, _text(extra.get("funcName")))
+    return LogRecord(
+        phase,
+        created,
+        level if type(level) is int else 0,
+        _text(extra.get("levelname")),
+        _text(extra.get("name")),
+        clip(message, MAX_LOG_MESSAGE) or "",
+        _text(extra.get("pathname")),
+        line if type(line) is int else 0,
+        _text(extra.get("funcName")),
+    )
 
 
 def _text(value: object) -> str:

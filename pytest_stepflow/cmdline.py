@@ -57,8 +57,11 @@ def _setup(positionals: list[str], ns: Any, invocation_dir: Path) -> tuple[Path,
     from _pytest.config.findpaths import determine_setup
 
     offered: dict[str, Any] = {
-        "inifile": ns.inifilename, "args": positionals, "rootdir_cmd_arg": ns.rootdir or None,
-        "invocation_dir": invocation_dir, "override_ini": getattr(ns, "override_ini", None),
+        "inifile": ns.inifilename,
+        "args": positionals,
+        "rootdir_cmd_arg": ns.rootdir or None,
+        "invocation_dir": invocation_dir,
+        "override_ini": getattr(ns, "override_ini", None),
     }
     accepted = inspect.signature(determine_setup).parameters
     result = determine_setup(**{k: v for k, v in offered.items() if k in accepted})
@@ -69,26 +72,42 @@ def check_separate_values(config: pytest.Config, parser: pytest.Parser) -> None:
     """Raise UsageError when a separate-word stepflow value changes the rootdir or ini file."""
     # What pytest's early parse saw: PYTEST_ADDOPTS, then the command line (ini addopts are
     # added only after the ini file is found, so they cannot move it).
-    args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")),
-            *(str(a) for a in config.invocation_params.args)]
+    args = [
+        *shlex.split(os.environ.get("PYTEST_ADDOPTS", "")),
+        *(str(a) for a in config.invocation_params.args),
+    ]
     found = separate_values(args)
     if not found:
         return
     invocation_dir = Path(config.invocation_params.dir)
     ns, unknown = parser.parse_known_and_unknown_args(args)
     right = _setup([*ns.file_or_dir, *unknown], ns, invocation_dir)
-    wrong = _setup([*_early(args, ns.file_or_dir, found, invocation_dir), *unknown], ns,
-                   invocation_dir)
+    wrong = _setup(
+        [*_early(args, ns.file_or_dir, found, invocation_dir), *unknown], ns, invocation_dir
+    )
     if wrong == right:
         return
-    culprit = next((s for s in found if len(found) > 1 and _setup(
-        [*_early(args, ns.file_or_dir, [s], invocation_dir), *unknown], ns, invocation_dir
-    ) != right), found[0])
+    culprit = next(
+        (
+            s
+            for s in found
+            if len(found) > 1
+            and _setup(
+                [*_early(args, ns.file_or_dir, [s], invocation_dir), *unknown], ns, invocation_dir
+            )
+            != right
+        ),
+        found[0],
+    )
     raise pytest.UsageError(_message(culprit, right, wrong, invocation_dir))
 
 
-def _early(args: Sequence[str], positionals: Sequence[str], separate: Sequence[Separate],
-           invocation_dir: Path) -> list[str]:
+def _early(
+    args: Sequence[str],
+    positionals: Sequence[str],
+    separate: Sequence[Separate],
+    invocation_dir: Path,
+) -> list[str]:
     """The early parse's positionals, in order: the real ones with our values among them."""
     values = {s.position: s for s in separate}
     early: list[str] = []
@@ -105,16 +124,22 @@ def _early(args: Sequence[str], positionals: Sequence[str], separate: Sequence[S
     return [*early, *rest]
 
 
-def _message(culprit: Separate, right: tuple[Path, Path | None],
-             wrong: tuple[Path, Path | None], invocation_dir: Path) -> str:
+def _message(
+    culprit: Separate,
+    right: tuple[Path, Path | None],
+    wrong: tuple[Path, Path | None],
+    invocation_dir: Path,
+) -> str:
     flag, value = culprit.flag, culprit.value
     exists = (invocation_dir / os.path.expanduser(value)).exists()
     fix = f"write {flag}={value}" + (f" or set {DB_ENV}" if flag == "--stepflow-db" else "")
     verb = "uses" if exists else f"would use, once {value} exists,"
-    return (f"{flag} {value}: pytest takes a value written as a separate word for a test path "
-            f"while it looks for the rootdir and ini file (before plugins' options are known), "
-            f"so it {verb} rootdir {wrong[0]} ({_ini(wrong[1])}) instead of {right[0]} "
-            f"({_ini(right[1])}), ignoring the project's configuration; {fix}")
+    return (
+        f"{flag} {value}: pytest takes a value written as a separate word for a test path "
+        f"while it looks for the rootdir and ini file (before plugins' options are known), "
+        f"so it {verb} rootdir {wrong[0]} ({_ini(wrong[1])}) instead of {right[0]} "
+        f"({_ini(right[1])}), ignoring the project's configuration; {fix}"
+    )
 
 
 def _ini(path: Path | None) -> str:

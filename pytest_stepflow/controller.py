@@ -50,8 +50,7 @@ class Controller(Owner):
     RECENT_REPORTS = 30_000
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
-        super().__init__(config, settings,
-                         worker_count=int(config.getoption("numprocesses") or 0))
+        super().__init__(config, settings, worker_count=int(config.getoption("numprocesses") or 0))
         self.tally = ReportTally()
         self.worker_stats = WriterStats()
         self.workers_seen: set[str] = set()
@@ -64,9 +63,12 @@ class Controller(Owner):
 
     def counts(self) -> StepCounts:
         tally = self.tally
-        return StepCounts(total=tally.collected + tally.collect_errors,
-                          completed=tally.reported - tally.vetoed,
-                          collect_errors=tally.collect_errors, failures=tally.failed_reports)
+        return StepCounts(
+            total=tally.collected + tally.collect_errors,
+            completed=tally.reported - tally.vetoed,
+            collect_errors=tally.collect_errors,
+            failures=tally.failed_reports,
+        )
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -78,8 +80,7 @@ class Controller(Owner):
         writer.started.wait(STARTED_WAIT)
         if writer.off:
             return
-        send_input(node, WorkerInput.for_workers(self.settings, self.started.id,
-                                                  self.worker_count))
+        send_input(node, WorkerInput.for_workers(self.settings, self.started.id, self.worker_count))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -112,8 +113,12 @@ class Controller(Owner):
         rebuilt: list[Record] = []
         # No hooks here: the items (and the conftest.py files' view of them) are the worker's.
         shadow = StepRecorder(
-            execution_id=self.started.id, worker=worker, submit=rebuilt.append, clock=CLOCK,
-            logs=None, capture=self.settings.capture,
+            execution_id=self.started.id,
+            worker=worker,
+            submit=rebuilt.append,
+            clock=CLOCK,
+            logs=None,
+            capture=self.settings.capture,
             max_output=self.settings.max_output,
         )
         for report in reports:
@@ -159,22 +164,32 @@ class Controller(Owner):
         if self.writer is None:
             return
         self._recover(worker)  # its other unsaved steps first
-        phases = {when: r for when, r in self._inflight.pop(worker, {}).items()
-                  if r.nodeid == report.nodeid}
+        phases = {
+            when: r
+            for when, r in self._inflight.pop(worker, {}).items()
+            if r.nodeid == report.nodeid
+        }
         key = (report.nodeid, worker)
         self._attempts[key] += 1
         now = CLOCK.now()
         started = self._starts.get(report.nodeid, now)
         setup, call = phases.get("setup"), phases.get("call")
         self.tally.recovered += 1
-        self.writer.submit(Step.crash(
-            execution_id=self.started.id, nodeid=report.nodeid, worker=worker,
-            attempt=self._attempts[key], started_at=started, completed_at=now,
-            setup_outcome=setup.outcome if setup else None,
-            setup_duration=setup.duration if setup else None,
-            call_outcome=call.outcome if call else None,
-            call_duration=call.duration if call else None, longrepr=str(report.longrepr),
-        ))
+        self.writer.submit(
+            Step.crash(
+                execution_id=self.started.id,
+                nodeid=report.nodeid,
+                worker=worker,
+                attempt=self._attempts[key],
+                started_at=started,
+                completed_at=now,
+                setup_outcome=setup.outcome if setup else None,
+                setup_duration=setup.duration if setup else None,
+                call_outcome=call.outcome if call else None,
+                call_duration=call.duration if call else None,
+                longrepr=str(report.longrepr),
+            )
+        )
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         """xdist hands the controller each distinct collection failure once."""
@@ -182,8 +197,7 @@ class Controller(Owner):
             return
         self.tally.collect_errors += report.failed
         self.tally.reported += 1
-        step = collect_step(report, self.started.id, "main", CLOCK.now(),
-                            self.settings.max_output)
+        step = collect_step(report, self.started.id, "main", CLOCK.now(), self.settings.max_output)
         extensions = self.extensions
         if extensions.prepare_used:  # as a worker does for its tests
             prepared = extensions.step_prepare(step, None, None)
@@ -196,9 +210,13 @@ class Controller(Owner):
             extensions.step_recorded(step, None)
 
     def merge(self) -> dict[str, Any]:
-        return {"stats": self.worker_stats.as_dict(),
-                "extra": {"workers": sorted(self.workers_seen - {"main"}),
-                          "recovered_steps": self.tally.recovered}}
+        return {
+            "stats": self.worker_stats.as_dict(),
+            "extra": {
+                "workers": sorted(self.workers_seen - {"main"}),
+                "recovered_steps": self.tally.recovered,
+            },
+        }
 
     def before_finish(self) -> None:
         """Compare the steps in the database with the reports the workers sent."""
@@ -215,5 +233,9 @@ class Controller(Owner):
         except StorageError:
             return
         if recorded != expected:
-            self.mismatch = {"reported": reported, "recorded": recorded,
-                             "spilled": spilled, "lost": lost}
+            self.mismatch = {
+                "reported": reported,
+                "recorded": recorded,
+                "spilled": spilled,
+                "lost": lost,
+            }

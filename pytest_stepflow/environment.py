@@ -23,44 +23,95 @@ _Field: TypeAlias = str | tuple[str, ...]
 
 # (provider, variable whose truthiness detects it, output key -> field).
 _PROVIDERS: tuple[tuple[str, str, dict[str, _Field]], ...] = (
-    ("github-actions", "GITHUB_ACTIONS", {
-        "run_id": "GITHUB_RUN_ID", "run_number": "GITHUB_RUN_NUMBER",
-        "run_attempt": "GITHUB_RUN_ATTEMPT", "job": "GITHUB_JOB", "workflow": "GITHUB_WORKFLOW",
-        "url": "{GITHUB_SERVER_URL}/{GITHUB_REPOSITORY}/actions/runs/{GITHUB_RUN_ID}",
-        # GITHUB_HEAD_REF is the source branch on pull requests and empty otherwise.
-        "branch": ("GITHUB_HEAD_REF", "GITHUB_REF_NAME"), "commit": "GITHUB_SHA",
-        "pull_request": "GITHUB_REF",
-    }),
-    ("gitlab-ci", "GITLAB_CI", {
-        "run_id": "CI_PIPELINE_ID", "job_id": "CI_JOB_ID", "job": "CI_JOB_NAME",
-        "url": "CI_PIPELINE_URL", "job_url": "CI_JOB_URL", "commit": "CI_COMMIT_SHA",
-        "branch": "CI_COMMIT_REF_NAME", "pull_request": "CI_MERGE_REQUEST_IID",
-    }),
-    ("jenkins", "JENKINS_URL", {
-        "run_id": "BUILD_ID", "run_number": "BUILD_NUMBER", "job": "JOB_NAME",
-        "url": "BUILD_URL", "commit": "GIT_COMMIT", "branch": ("BRANCH_NAME", "GIT_BRANCH"),
-        "pull_request": "CHANGE_ID",
-    }),
-    ("circleci", "CIRCLECI", {
-        "run_id": "CIRCLE_WORKFLOW_ID", "run_number": "CIRCLE_BUILD_NUM", "job": "CIRCLE_JOB",
-        "url": "CIRCLE_BUILD_URL", "commit": "CIRCLE_SHA1", "branch": "CIRCLE_BRANCH",
-        "pull_request": "CIRCLE_PULL_REQUEST",
-    }),
-    ("buildkite", "BUILDKITE", {
-        "run_id": "BUILDKITE_BUILD_ID", "run_number": "BUILDKITE_BUILD_NUMBER",
-        "job_id": "BUILDKITE_JOB_ID", "job": "BUILDKITE_LABEL", "url": "BUILDKITE_BUILD_URL",
-        "commit": "BUILDKITE_COMMIT", "branch": "BUILDKITE_BRANCH",
-        "pull_request": "BUILDKITE_PULL_REQUEST",
-    }),
-    ("azure-pipelines", "TF_BUILD", {
-        "run_id": "BUILD_BUILDID", "run_number": "BUILD_BUILDNUMBER", "job_id": "SYSTEM_JOBID",
-        "job": "SYSTEM_JOBDISPLAYNAME",
-        "url": "{SYSTEM_COLLECTIONURI}{SYSTEM_TEAMPROJECT}/_build/results?buildId={BUILD_BUILDID}",
-        "commit": "BUILD_SOURCEVERSION", "branch": "BUILD_SOURCEBRANCHNAME",
-        "pull_request": (
-            "SYSTEM_PULLREQUEST_PULLREQUESTNUMBER", "SYSTEM_PULLREQUEST_PULLREQUESTID",
-        ),
-    }),
+    (
+        "github-actions",
+        "GITHUB_ACTIONS",
+        {
+            "run_id": "GITHUB_RUN_ID",
+            "run_number": "GITHUB_RUN_NUMBER",
+            "run_attempt": "GITHUB_RUN_ATTEMPT",
+            "job": "GITHUB_JOB",
+            "workflow": "GITHUB_WORKFLOW",
+            "url": "{GITHUB_SERVER_URL}/{GITHUB_REPOSITORY}/actions/runs/{GITHUB_RUN_ID}",
+            # GITHUB_HEAD_REF is the source branch on pull requests and empty otherwise.
+            "branch": ("GITHUB_HEAD_REF", "GITHUB_REF_NAME"),
+            "commit": "GITHUB_SHA",
+            "pull_request": "GITHUB_REF",
+        },
+    ),
+    (
+        "gitlab-ci",
+        "GITLAB_CI",
+        {
+            "run_id": "CI_PIPELINE_ID",
+            "job_id": "CI_JOB_ID",
+            "job": "CI_JOB_NAME",
+            "url": "CI_PIPELINE_URL",
+            "job_url": "CI_JOB_URL",
+            "commit": "CI_COMMIT_SHA",
+            "branch": "CI_COMMIT_REF_NAME",
+            "pull_request": "CI_MERGE_REQUEST_IID",
+        },
+    ),
+    (
+        "jenkins",
+        "JENKINS_URL",
+        {
+            "run_id": "BUILD_ID",
+            "run_number": "BUILD_NUMBER",
+            "job": "JOB_NAME",
+            "url": "BUILD_URL",
+            "commit": "GIT_COMMIT",
+            "branch": ("BRANCH_NAME", "GIT_BRANCH"),
+            "pull_request": "CHANGE_ID",
+        },
+    ),
+    (
+        "circleci",
+        "CIRCLECI",
+        {
+            "run_id": "CIRCLE_WORKFLOW_ID",
+            "run_number": "CIRCLE_BUILD_NUM",
+            "job": "CIRCLE_JOB",
+            "url": "CIRCLE_BUILD_URL",
+            "commit": "CIRCLE_SHA1",
+            "branch": "CIRCLE_BRANCH",
+            "pull_request": "CIRCLE_PULL_REQUEST",
+        },
+    ),
+    (
+        "buildkite",
+        "BUILDKITE",
+        {
+            "run_id": "BUILDKITE_BUILD_ID",
+            "run_number": "BUILDKITE_BUILD_NUMBER",
+            "job_id": "BUILDKITE_JOB_ID",
+            "job": "BUILDKITE_LABEL",
+            "url": "BUILDKITE_BUILD_URL",
+            "commit": "BUILDKITE_COMMIT",
+            "branch": "BUILDKITE_BRANCH",
+            "pull_request": "BUILDKITE_PULL_REQUEST",
+        },
+    ),
+    (
+        "azure-pipelines",
+        "TF_BUILD",
+        {
+            "run_id": "BUILD_BUILDID",
+            "run_number": "BUILD_BUILDNUMBER",
+            "job_id": "SYSTEM_JOBID",
+            "job": "SYSTEM_JOBDISPLAYNAME",
+            "url": (
+                "{SYSTEM_COLLECTIONURI}{SYSTEM_TEAMPROJECT}/_build/results?buildId={BUILD_BUILDID}"
+            ),
+            "commit": "BUILD_SOURCEVERSION",
+            "branch": "BUILD_SOURCEBRANCHNAME",
+            "pull_request": (
+                "SYSTEM_PULLREQUEST_PULLREQUESTNUMBER",
+                "SYSTEM_PULLREQUEST_PULLREQUESTID",
+            ),
+        },
+    ),
 )
 
 
@@ -79,19 +130,63 @@ _CI_VARIABLES = frozenset(
     | {v for _, _, fields in _PROVIDERS for field in fields.values() for v in _variables(field)}
 )
 
-ENVIRONMENT_ALLOW_LIST: frozenset[str] = frozenset({
-    "TZ", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_COLLATE", "LC_NUMERIC", "LC_TIME",
-    "PYTHONHASHSEED", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS",
-    "PYTHONOPTIMIZE", "PYTHONDEVMODE", "PYTHONUTF8", "PYTHONIOENCODING", "PYTHONFAULTHANDLER",
-    "PYTHONASYNCIODEBUG", "PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD",
-    "PYTEST_XDIST_AUTO_NUM_WORKERS", "VIRTUAL_ENV", "CONDA_DEFAULT_ENV", "CONDA_PREFIX",
-    "TOX_ENV_NAME", "SOURCE_DATE_EPOCH", "TERM", "COLUMNS",
-    "NO_COLOR", "FORCE_COLOR", "PY_COLORS",
-}) | _CI_VARIABLES
+ENVIRONMENT_ALLOW_LIST: frozenset[str] = (
+    frozenset(
+        {
+            "TZ",
+            "LANG",
+            "LANGUAGE",
+            "LC_ALL",
+            "LC_CTYPE",
+            "LC_COLLATE",
+            "LC_NUMERIC",
+            "LC_TIME",
+            "PYTHONHASHSEED",
+            "PYTHONPATH",
+            "PYTHONDONTWRITEBYTECODE",
+            "PYTHONWARNINGS",
+            "PYTHONOPTIMIZE",
+            "PYTHONDEVMODE",
+            "PYTHONUTF8",
+            "PYTHONIOENCODING",
+            "PYTHONFAULTHANDLER",
+            "PYTHONASYNCIODEBUG",
+            "PYTEST_ADDOPTS",
+            "PYTEST_PLUGINS",
+            "PYTEST_DISABLE_PLUGIN_AUTOLOAD",
+            "PYTEST_XDIST_AUTO_NUM_WORKERS",
+            "VIRTUAL_ENV",
+            "CONDA_DEFAULT_ENV",
+            "CONDA_PREFIX",
+            "TOX_ENV_NAME",
+            "SOURCE_DATE_EPOCH",
+            "TERM",
+            "COLUMNS",
+            "NO_COLOR",
+            "FORCE_COLOR",
+            "PY_COLORS",
+        }
+    )
+    | _CI_VARIABLES
+)
 
 _SECRET_SUBSTRINGS = (
-    "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "AUTH", "PRIVATE",
-    "API_KEY", "APIKEY", "ACCESS_KEY", "COOKIE", "SESSION", "SIGNATURE", "CERT", "SALT",
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "CREDENTIAL",
+    "AUTH",
+    "PRIVATE",
+    "API_KEY",
+    "APIKEY",
+    "ACCESS_KEY",
+    "COOKIE",
+    "SESSION",
+    "SIGNATURE",
+    "CERT",
+    "SALT",
 )
 # Matched as whole words only, so KEYBOARD_LAYOUT or BYPASS_CACHE stay readable.
 _SECRET_WORDS = frozenset({"KEY", "PASS"})
@@ -132,8 +227,9 @@ def _render(field: _Field, environ: Mapping[str, str]) -> str | None:
         names = [name for _, name, _, _ in parts if name]
         if all(environ.get(name) for name in names):
             # Pieces of a composed URL are escaped (Azure project names may contain spaces).
-            values = {n: quote(environ[n], safe=":/%") if len(names) > 1 else environ[n]
-                      for n in names}
+            values = {
+                n: quote(environ[n], safe=":/%") if len(names) > 1 else environ[n] for n in names
+            }
             return "".join(lit + (values[n] if n else "") for lit, n, _, _ in parts)
     return None
 
@@ -165,12 +261,26 @@ def git_info(path: Path, timeout: float = 2.0) -> dict[str, object] | None:
     for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
         env.pop(var, None)  # let `-C path` alone decide which repository is inspected
     # One process: porcelain v2 headers carry the commit and branch, entries mean dirty.
-    command = ["git", "-C", str(path), "status", "--porcelain=v2", "--branch",
-               "--untracked-files=no", "--no-renames"]
+    command = [
+        "git",
+        "-C",
+        str(path),
+        "status",
+        "--porcelain=v2",
+        "--branch",
+        "--untracked-files=no",
+        "--no-renames",
+    ]
     try:
         result = subprocess.run(
-            command, stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=timeout,
-            encoding="utf-8", errors="replace", check=False,
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=env,
+            timeout=timeout,
+            encoding="utf-8",
+            errors="replace",
+            check=False,
         )
     except (OSError, ValueError, subprocess.SubprocessError):
         return None
@@ -188,8 +298,7 @@ def git_info(path: Path, timeout: float = 2.0) -> dict[str, object] | None:
     if commit == "(initial)":
         return None
     branch = headers.get("branch.head")
-    return {"commit": commit, "branch": None if branch == "(detached)" else branch,
-            "dirty": dirty}
+    return {"commit": commit, "branch": None if branch == "(detached)" else branch, "dirty": dirty}
 
 
 def os_metadata() -> dict[str, object]:

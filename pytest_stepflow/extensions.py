@@ -49,12 +49,17 @@ def _kinds(record: type[Any]) -> dict[str, tuple[tuple[type, ...], bool]]:
     return kinds
 
 
-_TYPES: dict[object, tuple[type, ...]] = {str: (str,), int: (int,), bool: (bool,),
-                                          float: (float, int)}
+_TYPES: dict[object, tuple[type, ...]] = {
+    str: (str,),
+    int: (int,),
+    bool: (bool,),
+    float: (float, int),
+}
 
 
-def _bad_field(record: tuple[Any, ...], kinds: dict[str, tuple[tuple[type, ...], bool]]
-               ) -> str | None:
+def _bad_field(
+    record: tuple[Any, ...], kinds: dict[str, tuple[tuple[type, ...], bool]]
+) -> str | None:
     """The first field of `record` whose value SQLite could not store as declared."""
     for field, (accepted, optional) in kinds.items():
         value = getattr(record, field)
@@ -105,8 +110,9 @@ def check_step(new: object, old: Step) -> Step:
     return new
 
 
-def _check_records(records: object, record_type: type[Any],
-                   kinds: dict[str, tuple[tuple[type, ...], bool]]) -> None:
+def _check_records(
+    records: object, record_type: type[Any], kinds: dict[str, tuple[tuple[type, ...], bool]]
+) -> None:
     name = record_type.__name__
     if type(records) is not tuple:
         raise HookError(f"set the step's {name} records to {type_name(records)}")
@@ -116,6 +122,7 @@ def _check_records(records: object, record_type: type[Any],
         problem = _bad_field(record, kinds)
         if problem:
             raise HookError(problem)
+
 
 _STEP_KINDS = _kinds(Step)
 _SUBSTEP_KINDS = _kinds(SubStep)
@@ -155,13 +162,19 @@ class Extensions:
         if impls is None:
             relay = item.ihook if item is not None else self.config.hook
             impls = self._by_path[key] = [
-                impl for impl in reversed(getattr(relay, name).get_hookimpls())
+                impl
+                for impl in reversed(getattr(relay, name).get_hookimpls())
                 if not (impl.wrapper or impl.hookwrapper)
             ]
         return impls
 
-    def _call(self, name: str, kwargs: dict[str, Any], item: pytest.Item | None = None,
-              config: pytest.Config | None = None) -> Iterator[tuple[HookImpl, Any]]:
+    def _call(
+        self,
+        name: str,
+        kwargs: dict[str, Any],
+        item: pytest.Item | None = None,
+        config: pytest.Config | None = None,
+    ) -> Iterator[tuple[HookImpl, Any]]:
         """(implementation, result) of each implementation that did not raise."""
         for impl in self._impls(name, item):
             try:
@@ -173,14 +186,21 @@ class Extensions:
                 continue
             yield impl, result
 
-    def failed(self, name: str, impl: HookImpl, exc: BaseException | str,
-               config: pytest.Config | None = None) -> None:
+    def failed(
+        self,
+        name: str,
+        impl: HookImpl,
+        exc: BaseException | str,
+        config: pytest.Config | None = None,
+    ) -> None:
         what = exc if isinstance(exc, str) else f"raised {_describe(exc)}"
         code = getattr(impl.function, "__code__", None)
         where = (code.co_filename, code.co_firstlineno) if code is not None else None
         self.notices.add(
             f"hook {name} of plugin {impl.plugin_name!r} {what}; its changes were not applied",
-            every=False, config=config, where=where,
+            every=False,
+            config=config,
+            where=where,
         )
 
     # ---- the four hooks ------------------------------------------------------------------
@@ -199,14 +219,16 @@ class Extensions:
                 # value JSON cannot hold (NaN, a 5,000-digit int), must not reach the row.
                 plain = json.loads(json.dumps(result, ensure_ascii=False, allow_nan=False))
             except Exception as exc:
-                self.failed(name, impl, f"returned unusable metadata ({_describe(exc)})",
-                            self.config)
+                self.failed(
+                    name, impl, f"returned unusable metadata ({_describe(exc)})", self.config
+                )
                 continue
             merged.update(plain)
         return merged
 
-    def step_prepare(self, step: Step, item: pytest.Item | None,
-                     collector: Collector | None) -> Step | None:
+    def step_prepare(
+        self, step: Step, item: pytest.Item | None, collector: Collector | None
+    ) -> Step | None:
         """The step as the implementations leave it; None when one vetoed it."""
         kwargs: dict[str, Any] = {"step": step, "item": item}
         for impl in self._impls(PREPARE, item):

@@ -45,6 +45,7 @@ def unregister(participant: Participant) -> None:
 # An exception in a fork hook would reach sys.unraisablehook, which pytest turns into a
 # warning in the running test: the hooks never raise.
 
+
 def _before() -> None:
     if not _participants:
         return
@@ -85,5 +86,6 @@ def _after_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(before=_before, after_in_parent=_after_in_parent,
-                        after_in_child=_after_in_child)
+    os.register_at_fork(
+        before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child
+    )

@@ -51,6 +51,7 @@ def pytest_stepflow_step_prepare(step: Step, item: pytest.Item | None) -> Step |
 
         OWNERS = {"tests/cart/": "team-cart"}
 
+
         def pytest_stepflow_step_prepare(step, item):
             owner = next((o for p, o in OWNERS.items() if step.nodeid.startswith(p)), None)
             return step.with_property("owner", owner) if owner else None

@@ -31,8 +31,9 @@ def _caller_level() -> int:
     return level
 
 
-def warn(message: str, config: pytest.Config | None = None,
-         where: tuple[str, int] | None = None) -> None:
+def warn(
+    message: str, config: pytest.Config | None = None, where: tuple[str, int] | None = None
+) -> None:
     """Issue a StepflowWarning that never raises, even under `-W error`: a warning filter may
     hide it (`ignore`) but must not turn a recording problem into a failed test.
 
@@ -56,8 +57,15 @@ class Notices:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
 
-    def add(self, summary: str, detail: str | None = None, *, every: bool = True,
-            config: pytest.Config | None = None, where: tuple[str, int] | None = None) -> None:
+    def add(
+        self,
+        summary: str,
+        detail: str | None = None,
+        *,
+        every: bool = True,
+        config: pytest.Config | None = None,
+        where: tuple[str, int] | None = None,
+    ) -> None:
         """Count `summary`; warn with `detail` each time (`every`) or only the first time."""
         first = summary not in self.counts
         self.counts[summary] = self.counts.get(summary, 0) + 1

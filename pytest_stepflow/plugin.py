@@ -34,8 +34,9 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser) -> None:
     # Before any conftest.py is imported under a wrong rootdir. Cheap unless a stepflow
     # option is given a value on the command line.
-    if any(str(arg).startswith("--stepflow-") for arg in early_config.invocation_params.args) \
-            or "--stepflow-" in os.environ.get("PYTEST_ADDOPTS", ""):
+    if any(
+        str(arg).startswith("--stepflow-") for arg in early_config.invocation_params.args
+    ) or "--stepflow-" in os.environ.get("PYTEST_ADDOPTS", ""):
         from pytest_stepflow.cmdline import check_separate_values
 
         check_separate_values(early_config, parser)

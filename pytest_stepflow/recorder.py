@@ -92,9 +92,15 @@ def collect_step(
     """A collection error or a module-level skip, as a step of kind 'collect'."""
     outcome = Outcome.SKIPPED.value if report.skipped else Outcome.ERROR.value
     longrepr = None if report.skipped else clip(report.longreprtext, max_output)
-    return Step.collection(execution_id=execution_id, nodeid=report.nodeid, worker=worker,
-                           at=now, outcome=outcome, longrepr=longrepr,
-                           reason=skip_reason(report))
+    return Step.collection(
+        execution_id=execution_id,
+        nodeid=report.nodeid,
+        worker=worker,
+        at=now,
+        outcome=outcome,
+        longrepr=longrepr,
+        reason=skip_reason(report),
+    )
 
 
 def is_subtest(report: pytest.TestReport) -> bool:
@@ -190,8 +196,7 @@ class StepRecorder:
         self.collect_errors += report.failed
         self.collect_steps += 1
         self._emit(
-            collect_step(report, self.execution_id, self.worker, self.clock.now(),
-                         self.max_output)
+            collect_step(report, self.execution_id, self.worker, self.clock.now(), self.max_output)
         )
 
     # ---- running -------------------------------------------------------------------------
@@ -257,8 +262,11 @@ class StepRecorder:
         else:
             outcome = "passed"
         self.collector.add_finished(
-            "subtest", safe_str(msg) if msg is not None else "subtest",
-            params_json(dict(getattr(context, "kwargs", None) or {})), outcome, message,
+            "subtest",
+            safe_str(msg) if msg is not None else "subtest",
+            params_json(dict(getattr(context, "kwargs", None) or {})),
+            outcome,
+            message,
             float(report.duration),
         )
 
@@ -269,9 +277,15 @@ class StepRecorder:
         reports, self._reports = self._reports, {}
         setup, call, teardown = reports.get("setup"), reports.get("call"), reports.get("teardown")
         nodeid = last.nodeid
-        if (setup is not None and call is not None and teardown is not None
-                and setup.outcome == "passed" and call.outcome == "passed"
-                and teardown.outcome == "passed" and "wasxfail" not in call.__dict__):
+        if (
+            setup is not None
+            and call is not None
+            and teardown is not None
+            and setup.outcome == "passed"
+            and call.outcome == "passed"
+            and teardown.outcome == "passed"
+            and "wasxfail" not in call.__dict__
+        ):
             outcome, reason, longrepr = "passed", None, None
             s_outcome: str | None = "passed"
             c_outcome: str | None = "passed"
@@ -285,7 +299,10 @@ class StepRecorder:
             if longrepr:
                 longrepr = clip(longrepr, self.max_output)
             s_outcome, c_outcome, t_outcome = (
-                _phase_outcome(setup), _phase_outcome(call), _phase_outcome(teardown))
+                _phase_outcome(setup),
+                _phase_outcome(call),
+                _phase_outcome(teardown),
+            )
             s_time = setup.duration if setup else None
             c_time = call.duration if call else None
             t_time = teardown.duration if teardown else None
@@ -311,14 +328,35 @@ class StepRecorder:
         substeps, artifacts = collector.take() if collector.used else ((), ())
         self._emit(
             Step(  # positional: see the note in model.Step (checked in tests/test_model.py)
-                self.execution_id, nodeid, self.worker, attempt, final, "test",  # .. kind
-                index, None if line is None else line + 1, name, parameters, markers,  # item
-                outcome, s_outcome, c_outcome, t_outcome,  # outcome, (phase)_outcome
-                s_time, c_time, t_time, total,  # (phase)_duration, duration
-                self._started, self.clock.now(),  # started_at, completed_at
-                longrepr, reason, stdout, stderr,
+                self.execution_id,
+                nodeid,
+                self.worker,
+                attempt,
+                final,
+                "test",  # .. kind
+                index,
+                None if line is None else line + 1,
+                name,
+                parameters,
+                markers,  # item
+                outcome,
+                s_outcome,
+                c_outcome,
+                t_outcome,  # outcome, (phase)_outcome
+                s_time,
+                c_time,
+                t_time,
+                total,  # (phase)_duration, duration
+                self._started,
+                self.clock.now(),  # started_at, completed_at
+                longrepr,
+                reason,
+                stdout,
+                stderr,
                 properties_json(last.user_properties) if last.user_properties else None,
-                logs, substeps, artifacts,
+                logs,
+                substeps,
+                artifacts,
             ),
             item,
         )
@@ -334,8 +372,10 @@ class StepRecorder:
             elif title.startswith("Captured stderr"):
                 err.append(content)
         limit = self.max_output
-        return (clip("".join(out), limit) if out else None,
-                clip("".join(err), limit) if err else None)
+        return (
+            clip("".join(out), limit) if out else None,
+            clip("".join(err), limit) if err else None,
+        )
 
     def _markers(self, item: pytest.Item) -> str | None:
         """Marker names, nearest first, as `iter_markers` gives them. The parents' part, and
@@ -351,7 +391,9 @@ class StepRecorder:
                 node = node.parent
             unique = list(dict.fromkeys(names))
             inherited = self._parent_marks[parent] = (
-                tuple(names), to_json(unique) if unique else None)
+                tuple(names),
+                to_json(unique) if unique else None,
+            )
         own = item.own_markers
         own_names = _names(own) if own else ()
         if not own_names:
@@ -378,4 +420,3 @@ class StepRecorder:
         self.steps += 1
         if extensions is not None and extensions.recorded_used:
             extensions.step_recorded(step, item)
-

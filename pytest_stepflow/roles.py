@@ -87,23 +87,34 @@ class Recording:
 
     def _start_writer(self, **kwargs: Any) -> WriterClient:
         s = self.settings
-        self.writer = WriterClient(s.db_path, batch_size=s.batch_size,
-                                   flush_interval=s.flush_interval,
-                                   retry_budget=s.retry_budget, **kwargs)
+        self.writer = WriterClient(
+            s.db_path,
+            batch_size=s.batch_size,
+            flush_interval=s.flush_interval,
+            retry_budget=s.retry_budget,
+            **kwargs,
+        )
         self.writer.start()
         return self.writer
 
     def _start_recorder(self, execution_id: str, worker: str, total_note: str = "") -> None:
         assert self.writer is not None
         s = self.settings
-        store = ArtifactStore(s.db_path.parent, s.max_artifact_size, s.max_artifact_total,
-                              total_note)
+        store = ArtifactStore(
+            s.db_path.parent, s.max_artifact_size, s.max_artifact_total, total_note
+        )
         self.collector = Collector(CLOCK, store, self.notices)
         logs = PytestLogs(self.config.pluginmanager, CLOCK)
         self.recorder = StepRecorder(
-            execution_id=execution_id, worker=worker, submit=self.writer.submit, clock=CLOCK,
-            logs=logs, capture=s.capture, max_output=s.max_output,
-            collector=self.collector, extensions=self.extensions,
+            execution_id=execution_id,
+            worker=worker,
+            submit=self.writer.submit,
+            clock=CLOCK,
+            logs=logs,
+            capture=s.capture,
+            max_output=s.max_output,
+            collector=self.collector,
+            extensions=self.extensions,
         )
         self.recorder.record_tests = not setup_only(self.config)
         self.config.pluginmanager.register(self.recorder, "stepflow-recorder")
@@ -130,8 +141,9 @@ class Recording:
         # As junitxml: str() of what is not JSON; None would delete the key in the merge.
         text = "None" if value is None else json_value(value, MAX_PROPERTY_TEXT, as_text=safe_str)
         patch = {"testsuite_properties": {json_key(name): text}}
-        writer.submit(ExecutionMetadata(execution_id=recorder.execution_id,
-                                        metadata=json.dumps(patch)))
+        writer.submit(
+            ExecutionMetadata(execution_id=recorder.execution_id, metadata=json.dumps(patch))
+        )
 
     def stop(self) -> None:
         """Unconfigure: make sure nothing is left running, whatever happened before."""
@@ -154,13 +166,17 @@ class Recording:
 class Owner(Recording):
     """Standalone and controller: create the execution, finish it, print the summary."""
 
-    def __init__(self, config: pytest.Config, settings: Settings, *,
-                 worker_count: int = 0) -> None:
+    def __init__(self, config: pytest.Config, settings: Settings, *, worker_count: int = 0) -> None:
         super().__init__(config, settings)
         self.worker_count = worker_count
-        self.started = new_execution(config, name=settings.name, tags=settings.tags,
-                                     clock=CLOCK, worker_count=worker_count,
-                                     version=__version__)
+        self.started = new_execution(
+            config,
+            name=settings.name,
+            tags=settings.tags,
+            clock=CLOCK,
+            worker_count=worker_count,
+            version=__version__,
+        )
         self.interrupted = False
         self.internal_error: str | None = None
         self.mismatch: dict[str, int] | None = None
@@ -183,9 +199,13 @@ class Owner(Recording):
         # The writer process owns the execution from here: it creates it (migrating and
         # importing earlier spills first), beats its heartbeat with our progress, gathers
         # the git and CI metadata, and marks it interrupted if we die.
-        self._start_writer(execution=self.started.id, start=self.started,
-                           progress=self._progress, started=self._t0,
-                           metadata_root=self.config.rootpath)
+        self._start_writer(
+            execution=self.started.id,
+            start=self.started,
+            progress=self._progress,
+            started=self._t0,
+            metadata_root=self.config.rootpath,
+        )
 
     def counts(self) -> StepCounts:
         """The steps so far, as this role counts them."""
@@ -232,23 +252,31 @@ class Owner(Recording):
             return
         counts = self.counts()
         collect_errors = counts.collect_errors
-        status = final_status(int(exitstatus), self.interrupted, collect_errors,
-                              counts.failures)
+        status = final_status(int(exitstatus), self.interrupted, collect_errors, counts.failures)
         message = self.internal_error or (
             f"{collect_errors} error{'s' * (collect_errors != 1)} during collection"
-            if collect_errors else "KeyboardInterrupt" if self.interrupted else None
+            if collect_errors
+            else "KeyboardInterrupt"
+            if self.interrupted
+            else None
         )
         self.before_finish()
         extra = {"step_count_mismatch": self.mismatch} if self.mismatch else None
         final = ExecutionFinished(
-            execution_id=self.started.id, status=status.value, exit_code=int(exitstatus),
-            error_message=message, completed_at=CLOCK.iso(), duration=CLOCK.now() - self._t0,
-            total_steps=counts.total, completed_steps=counts.completed,
+            execution_id=self.started.id,
+            status=status.value,
+            exit_code=int(exitstatus),
+            error_message=message,
+            completed_at=CLOCK.iso(),
+            duration=CLOCK.now() - self._t0,
+            total_steps=counts.total,
+            completed_steps=counts.completed,
             writer_stats="{}",  # the writer process fills in its statistics
             metadata=json.dumps(extra) if extra else None,
         )
-        self.stats = self.writer.close(drain_timeout(self.settings), final=final,
-                                       merge=self.merge())
+        self.stats = self.writer.close(
+            drain_timeout(self.settings), final=final, merge=self.merge()
+        )
         self.problem = self.problem or self._bootstrap_problem()
         self._announce_finish(status.value, int(exitstatus))
         self._write_html()
@@ -264,12 +292,15 @@ class Owner(Recording):
             write_html_report(self.settings.db_path, self.started.id, path)
         except (StorageError, OSError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self.html_note = (f"stepflow: warning: no HTML report: cannot write {path}: "
-                              f"{reason}; check the folder or pass another --stepflow-html")
+            self.html_note = (
+                f"stepflow: warning: no HTML report: cannot write {path}: "
+                f"{reason}; check the folder or pass another --stepflow-html"
+            )
             return
         except Exception as exc:  # a bug of ours (or a warning made an error) ends no run
-            self.html_note = (f"stepflow: warning: no HTML report: {type(exc).__name__}: "
-                              f"{exc}; please report it")
+            self.html_note = (
+                f"stepflow: warning: no HTML report: {type(exc).__name__}: {exc}; please report it"
+            )
             return
         self.html_note = f"stepflow: HTML report written to {display_path(path)}"
 
@@ -283,12 +314,20 @@ class Owner(Recording):
             outcomes = outcome_counts(self.settings.db_path, self.started.id)
         except StorageError:
             outcomes = dict(self.recorder.outcomes) if self.recorder else {}
-        self.extensions.execution_finish(ExecutionSummary(
-            execution_id=self.started.id, number=self.number,
-            db_path=str(self.settings.db_path), status=status, exit_code=exit_code,
-            duration=CLOCK.now() - self._t0, steps=self.counts().completed, outcomes=outcomes,
-            worker_count=self.worker_count, writer_stats=self.stats,
-        ))
+        self.extensions.execution_finish(
+            ExecutionSummary(
+                execution_id=self.started.id,
+                number=self.number,
+                db_path=str(self.settings.db_path),
+                status=status,
+                exit_code=exit_code,
+                duration=CLOCK.now() - self._t0,
+                steps=self.counts().completed,
+                outcomes=outcomes,
+                worker_count=self.worker_count,
+                writer_stats=self.stats,
+            )
+        )
 
     def before_finish(self) -> None:
         """Hook for the controller: check the workers' work before the final record."""
@@ -299,14 +338,23 @@ class Owner(Recording):
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         writer = self.writer
-        write_summary(terminalreporter, SessionEnd(
-            db_path=self.settings.db_path, problem=self.problem, number=self.number,
-            steps=self.counts().completed, stats=self.stats or {},
-            setup_only=setup_only(self.config), worker_count=self.worker_count,
-            imported=writer.imported if writer is not None else 0, mismatch=self.mismatch,
-            dead_runs=writer.dead_runs if writer is not None else (),
-            notices=self.notices.lines(), html_note=self.html_note,
-        ))
+        write_summary(
+            terminalreporter,
+            SessionEnd(
+                db_path=self.settings.db_path,
+                problem=self.problem,
+                number=self.number,
+                steps=self.counts().completed,
+                stats=self.stats or {},
+                setup_only=setup_only(self.config),
+                worker_count=self.worker_count,
+                imported=writer.imported if writer is not None else 0,
+                mismatch=self.mismatch,
+                dead_runs=writer.dead_runs if writer is not None else (),
+                notices=self.notices.lines(),
+                html_note=self.html_note,
+            ),
+        )
 
 
 class Standalone(Owner):
@@ -321,7 +369,8 @@ class Standalone(Owner):
             return StepCounts()
         outcomes = recorder.outcomes
         return StepCounts(
-            total=recorder.collected + recorder.collect_steps, completed=recorder.steps,
+            total=recorder.collected + recorder.collect_steps,
+            completed=recorder.steps,
             collect_errors=recorder.collect_errors,
             failures=outcomes.get("failed", 0) + outcomes.get("error", 0),
         )
@@ -336,8 +385,9 @@ class Worker(Recording):
 
     def start(self) -> None:
         self._start_writer()
-        self._start_recorder(self.received.execution_id, worker_id(self.config),
-                             self.received.artifact_total_note)
+        self._start_recorder(
+            self.received.execution_id, worker_id(self.config), self.received.artifact_total_note
+        )
         assert self.recorder is not None
         self.recorder.record_collection = False  # the controller records collection errors
 
@@ -345,7 +395,11 @@ class Worker(Recording):
         assert self.writer is not None
         self.stats = self.writer.close(drain_timeout(self.settings))
         recorder = self.recorder
-        send_output(self.config, WorkerOutput(
-            stats=self.stats, vetoed=recorder.vetoed if recorder else 0,
-            notices=self.notices.counts,
-        ))
+        send_output(
+            self.config,
+            WorkerOutput(
+                stats=self.stats,
+                vetoed=recorder.vetoed if recorder else 0,
+                notices=self.notices.counts,
+            ),
+        )

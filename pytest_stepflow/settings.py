@@ -38,9 +38,12 @@ OPTIONS = (
     Option("db", f"database file (env {DB_ENV}; default <rootdir>/{DEFAULT_DB})", metavar="PATH"),
     Option("name", "a name for this execution", metavar="NAME"),
     Option("tag", "tag the execution, repeatable", "linelist", "KEY=VALUE", repeatable=True),
-    Option("batch-size", "records handed to the writer process at once, at most; they are "
-           "handed over every flush interval or as soon as this many wait (default 1000)",
-           metavar="N"),
+    Option(
+        "batch-size",
+        "records handed to the writer process at once, at most; they are "
+        "handed over every flush interval or as soon as this many wait (default 1000)",
+        metavar="N",
+    ),
     Option("flush-interval", "seconds between writes (default 1.0)", metavar="SECONDS"),
     Option(
         "capture",
@@ -55,8 +58,11 @@ OPTIONS = (
         "(default 30)",
         metavar="SECONDS",
     ),
-    Option("max-artifact-size", "largest artifact stored, e.g. 10MiB (default "
-           f"{DEFAULT_MAX_ARTIFACT_SIZE // MIB}MiB)", metavar="SIZE"),
+    Option(
+        "max-artifact-size",
+        f"largest artifact stored, e.g. 10MiB (default {DEFAULT_MAX_ARTIFACT_SIZE // MIB}MiB)",
+        metavar="SIZE",
+    ),
     Option(
         "max-artifact-total",
         "total size of the artifacts one run stores, e.g. 2GiB (default "
@@ -73,7 +79,9 @@ OPTIONS = (
         "attach-on-failure",
         "attach the files of a failed test's tmp_path that match GLOB (e.g. '*.png', "
         "'**/*.log'), repeatable",
-        "linelist", "GLOB", repeatable=True,
+        "linelist",
+        "GLOB",
+        repeatable=True,
     ),
 )
 
@@ -87,12 +95,18 @@ def add_options(parser: pytest.Parser) -> None:
     for option in OPTIONS:
         flag = "--stepflow" + (f"-{option.name}" if option.name else "")
         if option.flag:
-            group.addoption(flag, action="store_true", default=None, dest=dest(option),
-                            help=option.help)
+            group.addoption(
+                flag, action="store_true", default=None, dest=dest(option), help=option.help
+            )
         else:
-            group.addoption(flag, action="append" if option.repeatable else "store",
-                            default=None, dest=dest(option), metavar=option.metavar,
-                            help=option.help)
+            group.addoption(
+                flag,
+                action="append" if option.repeatable else "store",
+                default=None,
+                dest=dest(option),
+                metavar=option.metavar,
+                help=option.help,
+            )
         parser.addini(dest(option), option.help, type=option.ini_type)  # type: ignore[arg-type]
 
 
@@ -146,8 +160,19 @@ def _number(name: str, value: Any, kind: Callable[[str], float], low: float, acc
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1 << 20, "mb": 10**6,
-          "mib": 1 << 20, "g": 1 << 30, "gb": 10**9, "gib": 1 << 30}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1 << 20,
+    "mb": 10**6,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gb": 10**9,
+    "gib": 1 << 30,
+}
 
 
 def parse_size(value: str) -> int | None:
@@ -172,8 +197,11 @@ def parse_globs(values: list[str]) -> tuple[str, ...]:
         pattern = str(value).strip()
         parts = pattern.replace("\\", "/").split("/")
         if not pattern or pattern.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
-            raise _fail("attach-on-failure", value,
-                        "a glob relative to the test's tmp_path, e.g. '*.png' or '**/*.log'")
+            raise _fail(
+                "attach-on-failure",
+                value,
+                "a glob relative to the test's tmp_path, e.g. '*.png' or '**/*.log'",
+            )
         if pattern not in globs:
             globs.append(pattern)
     return tuple(globs)
@@ -193,7 +221,8 @@ def _path(config: pytest.Config, name: str, raw: object) -> Path:
     path = Path(os.path.expanduser(str(raw)))
     if not path.is_absolute():  # tests may chdir later, so resolve now
         from_ini = config.getoption("stepflow_" + name) is None and not (
-            name == "db" and os.environ.get(DB_ENV))
+            name == "db" and os.environ.get(DB_ENV)
+        )
         # A path in an ini file is relative to that file, as pytest's own path options are.
         base = config.inipath.parent if from_ini and config.inipath else None
         path = (base or Path(config.invocation_params.dir)) / path
@@ -218,20 +247,29 @@ def resolve(config: pytest.Config) -> Settings:
     ini_tags = config.getini("stepflow_tag") or []
     cli_tags = config.getoption("stepflow_tag") or []
     # Repeatable and additive like tags: the ini's patterns and the command line's.
-    globs = [*(config.getini("stepflow_attach_on_failure") or []),
-             *(config.getoption("stepflow_attach_on_failure") or [])]
+    globs = [
+        *(config.getini("stepflow_attach_on_failure") or []),
+        *(config.getoption("stepflow_attach_on_failure") or []),
+    ]
     return Settings(
         db_path=Path(os.path.abspath(db)),
         name=_raw(config, "name"),
         tags=parse_tags([*ini_tags, *cli_tags]),  # CLI tags override ini tags of the same key
-        batch_size=_number("batch-size", _raw(config, "batch-size") or 1000, int, 1,
-                           "a whole number of at least 1"),
-        flush_interval=_number("flush-interval", _raw(config, "flush-interval") or 1.0, float,
-                               0.01, "seconds, at least 0.01"),
+        batch_size=_number(
+            "batch-size", _raw(config, "batch-size") or 1000, int, 1, "a whole number of at least 1"
+        ),
+        flush_interval=_number(
+            "flush-interval",
+            _raw(config, "flush-interval") or 1.0,
+            float,
+            0.01,
+            "seconds, at least 0.01",
+        ),
         capture=capture,
         max_output=max_output,
-        retry_budget=_number("retry-budget", _raw(config, "retry-budget") or 30, float, 0,
-                             "seconds, 0 or more"),
+        retry_budget=_number(
+            "retry-budget", _raw(config, "retry-budget") or 30, float, 0, "seconds, 0 or more"
+        ),
         max_artifact_size=_size(config, "max-artifact-size", DEFAULT_MAX_ARTIFACT_SIZE),
         max_artifact_total=_size(config, "max-artifact-total", DEFAULT_MAX_ARTIFACT_TOTAL),
         attach_on_failure=parse_globs(globs),

@@ -29,11 +29,31 @@ MAX_MESSAGE = 64 * 1024
 class Entry:
     """A sub-step while it is collected: mutable until it ends."""
 
-    __slots__ = ("batch", "duration", "index", "kind", "message", "outcome", "parameters",
-                 "parent", "phase", "started_at", "t0", "title")
+    __slots__ = (
+        "batch",
+        "duration",
+        "index",
+        "kind",
+        "message",
+        "outcome",
+        "parameters",
+        "parent",
+        "phase",
+        "started_at",
+        "t0",
+        "title",
+    )
 
-    def __init__(self, batch: list[Entry], parent: Entry | None, kind: str, phase: str,
-                 title: str, parameters: str | None, started_at: float) -> None:
+    def __init__(
+        self,
+        batch: list[Entry],
+        parent: Entry | None,
+        kind: str,
+        phase: str,
+        title: str,
+        parameters: str | None,
+        started_at: float,
+    ) -> None:
         self.batch = batch  # the collector's list it belongs to: a stale parent is ignored
         self.index = len(batch)
         self.parent = parent
@@ -54,8 +74,17 @@ class Entry:
             message = "[stepflow: the sub-step had not ended when the test ended]"
             duration = time.perf_counter() - self.t0
         parent = self.parent.index if self.parent is not None else None
-        return SubStep(parent, self.kind, self.phase, self.title, self.parameters, outcome,
-                       message, self.started_at, duration)
+        return SubStep(
+            parent,
+            self.kind,
+            self.phase,
+            self.title,
+            self.parameters,
+            outcome,
+            message,
+            self.started_at,
+            duration,
+        )
 
 
 _open: ContextVar[Entry | None] = ContextVar("stepflow_open_substep", default=None)
@@ -78,8 +107,9 @@ def outcome_of(exc: BaseException | None) -> tuple[str, str | None]:
 class Collector:
     """What the running test adds: sub-steps (in start order) and artifacts."""
 
-    def __init__(self, clock: RealClock, store: ArtifactStore | None,
-                 notices: Notices | None) -> None:
+    def __init__(
+        self, clock: RealClock, store: ArtifactStore | None, notices: Notices | None
+    ) -> None:
         self.clock = clock
         self.store = store
         self.notices = notices
@@ -116,10 +146,20 @@ class Collector:
         substeps = [entry.freeze() for entry in self.entries]
         if self.dropped:
             now = self.clock.now()
-            substeps.append(SubStep(None, "step", self.phase,
-                                    f"[stepflow: {self.dropped} more sub-steps dropped; the "
-                                    f"limit is {MAX_SUBSTEPS} per test]", None, "skipped", None,
-                                    now, 0.0))
+            substeps.append(
+                SubStep(
+                    None,
+                    "step",
+                    self.phase,
+                    f"[stepflow: {self.dropped} more sub-steps dropped; the "
+                    f"limit is {MAX_SUBSTEPS} per test]",
+                    None,
+                    "skipped",
+                    None,
+                    now,
+                    0.0,
+                )
+            )
         artifacts = tuple(self.artifacts)
         self._clear()
         return tuple(substeps), artifacts
@@ -135,8 +175,9 @@ class Collector:
         if len(self.entries) >= MAX_SUBSTEPS:
             self.dropped += 1
             return None
-        entry = Entry(self.entries, self._parent(), kind, self.phase, title, parameters,
-                      self.clock.now())
+        entry = Entry(
+            self.entries, self._parent(), kind, self.phase, title, parameters, self.clock.now()
+        )
         self.entries.append(entry)
         return entry
 
@@ -145,8 +186,15 @@ class Collector:
         entry.duration = time.perf_counter() - entry.t0
         entry.outcome, entry.message = outcome_of(exc)
 
-    def add_finished(self, kind: str, title: str, parameters: str | None, outcome: str,
-                     message: str | None, duration: float) -> None:
+    def add_finished(
+        self,
+        kind: str,
+        title: str,
+        parameters: str | None,
+        outcome: str,
+        message: str | None,
+        duration: float,
+    ) -> None:
         """A sub-step reported only once it ended (a subtest): placed where it ended."""
         entry = self.open(kind, title, parameters)
         if entry is not None:
@@ -155,8 +203,9 @@ class Collector:
 
     # ---- attach() -----------------------------------------------------------------------
 
-    def attach(self, source: Source, name: str | None, mime: str | None,
-               inside: bool = True) -> Artifact | None:
+    def attach(
+        self, source: Source, name: str | None, mime: str | None, inside: bool = True
+    ) -> Artifact | None:
         """Store `source` and keep its row for the step (and the open sub-step, `inside`)."""
         from pytest_stepflow.artifacts import Refused
 
@@ -170,9 +219,15 @@ class Collector:
                 self.notices.add(refused.summary, refused.detail)
             return None
         parent = self._parent() if inside else None
-        artifact = Artifact(parent.index if parent is not None else None, stored.name,
-                            stored.mime_type, stored.size, stored.sha256, stored.stored_path,
-                            self.clock.now())
+        artifact = Artifact(
+            parent.index if parent is not None else None,
+            stored.name,
+            stored.mime_type,
+            stored.size,
+            stored.sha256,
+            stored.stored_path,
+            self.clock.now(),
+        )
         self.artifacts.append(artifact)
         self.used = True
         return artifact

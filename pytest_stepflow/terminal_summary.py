@@ -45,8 +45,10 @@ def summary_lines(end: SessionEnd) -> list[Line]:
     if end.problem:
         return [Line(f"stepflow: nothing recorded: {end.problem}", yellow=True, bold=True)]
     stats = end.stats
-    line = (f"stepflow: execution #{end.number} recorded {end.steps} steps in "
-            f"{display_path(end.db_path)}")
+    line = (
+        f"stepflow: execution #{end.number} recorded {end.steps} steps in "
+        f"{display_path(end.db_path)}"
+    )
     extras = []
     if end.setup_only:
         extras.append("--setup-only and --setup-plan run no tests: none recorded")
@@ -64,22 +66,30 @@ def summary_lines(end: SessionEnd) -> list[Line]:
     lines = [Line(line)]
     if stats.get("spilled"):
         files = ", ".join(display_path(Path(f)) for f in stats.get("spill_files", []))
-        lines.append(Line(
-            f"stepflow: warning: {stats['spilled']} records could not be written and were "
-            f"spilled to {files}; the next run imports them ({stats.get('last_error')})",
-            yellow=True,
-        ))
+        lines.append(
+            Line(
+                f"stepflow: warning: {stats['spilled']} records could not be written and were "
+                f"spilled to {files}; the next run imports them ({stats.get('last_error')})",
+                yellow=True,
+            )
+        )
     if stats.get("lost"):
-        lines.append(Line(
-            f"stepflow: warning: {stats['lost']} records were lost: {stats.get('last_error')}",
-            yellow=True, bold=True,
-        ))
+        lines.append(
+            Line(
+                f"stepflow: warning: {stats['lost']} records were lost: {stats.get('last_error')}",
+                yellow=True,
+                bold=True,
+            )
+        )
     if end.mismatch:
-        lines.append(Line(
-            f"stepflow: warning: the workers reported {end.mismatch['reported']} steps but "
-            f"the database holds {end.mismatch['recorded']} (difference stored in the "
-            f"execution's metadata)", yellow=True,
-        ))
+        lines.append(
+            Line(
+                f"stepflow: warning: the workers reported {end.mismatch['reported']} steps but "
+                f"the database holds {end.mismatch['recorded']} (difference stored in the "
+                f"execution's metadata)",
+                yellow=True,
+            )
+        )
     if end.dead_runs:
         runs = ", ".join(f"#{n}" for n in end.dead_runs)
         lines.append(Line(f"stepflow: marked {runs} interrupted (its process is gone)"))

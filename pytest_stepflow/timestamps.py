@@ -20,6 +20,4 @@ def parse_iso(text: str) -> datetime:
 
 def iso_utc(moment: datetime) -> str:
     """`moment` in UTC as stored: microseconds and a `Z` ('2026-11-24T09:03:28.123456Z')."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z"
-    )
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")

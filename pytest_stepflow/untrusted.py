@@ -22,7 +22,6 @@ MAX_PROPERTY_TEXT = 64 * 1024  # record_property values that are not JSON scalar
 _JSON_INT_BITS = 13_000  # about 3,900 digits: below int-to-str's 4,300-digit limit
 
 
-
 def clip(text: str | None, limit: int) -> str | None:
     """Return `text` as valid UTF-8 of at most about `limit` bytes; None when empty.
 
@@ -144,8 +143,9 @@ def json_value(value: object, limit: int = MAX_REPR, *, as_text: Any = safe_repr
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
 _make_c_encoder = getattr(json.encoder, "c_make_encoder", None)
 if _make_c_encoder is not None:
-    _encode = _make_c_encoder(None, _ENCODER.default, json.encoder.encode_basestring, None,
-                              ": ", ", ", False, False, True)
+    _encode = _make_c_encoder(
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True
+    )
 
     def to_json(value: object) -> str:
         return "".join(_encode(value, 0))
@@ -180,10 +180,13 @@ def _stable_repr(value: object) -> str:
 
 def _plain_scalar(value: Any, cls: type) -> bool:
     """A value that JSON holds as it is, and that json_value() and clip() would not change."""
-    return ((cls is str and len(value) <= MAX_REPR and value.isascii())
-            or value is None or cls is bool
-            or (cls is int and -_FAST_INT <= value < _FAST_INT)
-            or (cls is float and value - value == 0.0))  # finite: inf - inf and NaN are NaN
+    return (
+        (cls is str and len(value) <= MAX_REPR and value.isascii())
+        or value is None
+        or cls is bool
+        or (cls is int and -_FAST_INT <= value < _FAST_INT)
+        or (cls is float and value - value == 0.0)
+    )  # finite: inf - inf and NaN are NaN
 
 
 def params_json(values: Mapping[str, object]) -> str | None:

@@ -31,8 +31,13 @@ def encode_record(record: Record) -> tuple[Any, ...]:
     if type(record) is Step:
         step: Step = record
         if step.logs or step.substeps or step.artifacts:
-            return ("Step", *step[:-3], tuple(map(tuple, step.logs)),
-                    tuple(map(tuple, step.substeps)), tuple(map(tuple, step.artifacts)))
+            return (
+                "Step",
+                *step[:-3],
+                tuple(map(tuple, step.logs)),
+                tuple(map(tuple, step.substeps)),
+                tuple(map(tuple, step.artifacts)),
+            )
         return ("Step", *step)
     return (type(record).__name__, *record)
 
@@ -42,9 +47,11 @@ def decode_record(item: tuple[Any, ...]) -> Record:
     if name == "Step":
         step = Step(*fields)
         if step.logs or step.substeps or step.artifacts:
-            step = step._replace(logs=tuple(LogRecord(*r) for r in step.logs),
-                                 substeps=tuple(SubStep(*r) for r in step.substeps),
-                                 artifacts=tuple(Artifact(*r) for r in step.artifacts))
+            step = step._replace(
+                logs=tuple(LogRecord(*r) for r in step.logs),
+                substeps=tuple(SubStep(*r) for r in step.substeps),
+                artifacts=tuple(Artifact(*r) for r in step.artifacts),
+            )
         return step
     record: Record = RECORD_TYPES[name](*fields)
     return record
@@ -76,7 +83,7 @@ class Reader:
             end = start + HEADER.size + length
             if len(buffer) < end:
                 break
-            message = marshal.loads(bytes(buffer[start + HEADER.size:end]))
+            message = marshal.loads(bytes(buffer[start + HEADER.size : end]))
             start = end
             yield message
         del buffer[:start]

@@ -92,9 +92,13 @@ class WriterClient:
         self.stats: dict[str, Any] = {}
         self.problem: str | None = None  # why the writer process could not do its job
         self._config = {
-            "db_path": str(db_path), "batch_size": batch_size,
-            "flush_interval": min(flush_interval, 0.2), "retry_budget": retry_budget,
-            "execution": execution, "parent": os.getpid(), "started": started,
+            "db_path": str(db_path),
+            "batch_size": batch_size,
+            "flush_interval": min(flush_interval, 0.2),
+            "retry_budget": retry_budget,
+            "execution": execution,
+            "parent": os.getpid(),
+            "started": started,
             "metadata_root": str(metadata_root) if metadata_root else None,
             # The writer process creates the execution (migrating, importing spills first).
             "start": encode_record(start) if start is not None else None,
@@ -138,10 +142,21 @@ class WriterClient:
         env.pop("PYTHONWARNINGS", None)  # -W error in the tests' environment is not ours
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-S", "-W", "ignore", "-c", _BOOT, str(_PACKAGE),
-                 json.dumps(self._config)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                close_fds=True, env=env,
+                [
+                    sys.executable,
+                    "-S",
+                    "-W",
+                    "ignore",
+                    "-c",
+                    _BOOT,
+                    str(_PACKAGE),
+                    json.dumps(self._config),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+                env=env,
             )
         except OSError as exc:
             self._died(f"the writer process could not start: {exc}")
@@ -172,8 +187,12 @@ class WriterClient:
         request = self._request(("flush", self._next_seq(), timeout))
         return bool(request.done.wait(timeout + 2.0) and request.answer)
 
-    def close(self, timeout: float, final: ExecutionFinished | None = None,
-              merge: dict[str, Any] | None = None) -> dict[str, Any]:
+    def close(
+        self,
+        timeout: float,
+        final: ExecutionFinished | None = None,
+        merge: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Drain within `timeout` seconds and stop the writer process; its statistics.
 
         `final` is the execution's last row: the writer process adds its statistics (and
@@ -197,8 +216,9 @@ class WriterClient:
         self._reap()
         return self.stats
 
-    def _request(self, message: tuple[Any, ...], final: ExecutionFinished | None = None
-                 ) -> _Request:
+    def _request(
+        self, message: tuple[Any, ...], final: ExecutionFinished | None = None
+    ) -> _Request:
         request = _Request(message)
         request.answer = final
         self._pending.append((self._submitted, request))
@@ -362,7 +382,7 @@ class WriterClient:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         except OSError:
             self._died(self._exit_reason())
 
@@ -387,8 +407,7 @@ class WriterClient:
         self.stats.setdefault("errors", 0)
         self.stats["errors"] += 1
         self.stats["last_error"] = reason
-        left = [decode_record(item) for _, data in self._unacked
-                for item in _records_of(data)]
+        left = [decode_record(item) for _, data in self._unacked for item in _records_of(data)]
         self._unacked.clear()
         for request in list(self._requests.values()):
             if request.message[0] == "flush":

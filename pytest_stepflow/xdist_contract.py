@@ -45,15 +45,26 @@ class WorkerInput:
     def for_workers(cls, settings: Settings, execution_id: str, workers: int) -> WorkerInput:
         """The run's artifact total is split evenly: no process has to ask another."""
         workers = max(1, workers)
-        note = (f" per xdist worker ({size_text(settings.max_artifact_total)} for the run, "
-                f"split between {workers} workers)") if workers > 1 else ""
+        note = (
+            (
+                f" per xdist worker ({size_text(settings.max_artifact_total)} for the run, "
+                f"split between {workers} workers)"
+            )
+            if workers > 1
+            else ""
+        )
         return cls(
-            execution_id=execution_id, db_path=str(settings.db_path),
-            batch_size=settings.batch_size, flush_interval=settings.flush_interval,
-            retry_budget=settings.retry_budget, capture=settings.capture,
-            max_output=settings.max_output, max_artifact_size=settings.max_artifact_size,
+            execution_id=execution_id,
+            db_path=str(settings.db_path),
+            batch_size=settings.batch_size,
+            flush_interval=settings.flush_interval,
+            retry_budget=settings.retry_budget,
+            capture=settings.capture,
+            max_output=settings.max_output,
+            max_artifact_size=settings.max_artifact_size,
             max_artifact_total=settings.max_artifact_total // workers,
-            artifact_total_note=note, attach_on_failure=settings.attach_on_failure,
+            artifact_total_note=note,
+            attach_on_failure=settings.attach_on_failure,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,8 +118,11 @@ class WorkerOutput:
 
     @classmethod
     def from_dict(cls, output: Mapping[str, Any]) -> WorkerOutput:
-        return cls(stats=dict(output["stats"]), vetoed=int(output.get("vetoed", 0)),
-                   notices=output.get("notices", {}))
+        return cls(
+            stats=dict(output["stats"]),
+            vetoed=int(output.get("vetoed", 0)),
+            notices=output.get("notices", {}),
+        )
 
 
 # ---- controller side ---------------------------------------------------------------------

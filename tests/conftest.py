@@ -32,8 +32,7 @@ pytest.register_assert_rewrite("twin_runs")  # its assertions explain themselves
 
 # pytest's summary nouns, as RunResult.parseoutcomes() reports them ("3 subtests passed" is
 # parsed as "subtests").
-SUMMARY_KEYS = ("passed", "failed", "errors", "skipped", "xfailed", "xpassed", "rerun",
-                "subtests")
+SUMMARY_KEYS = ("passed", "failed", "errors", "skipped", "xfailed", "xpassed", "rerun", "subtests")
 
 
 def connect_ro(path: Path) -> sqlite3.Connection:
@@ -129,17 +128,19 @@ class StepflowRun:
     def substeps(self, step_id: int | None = None) -> list[dict[str, Any]]:
         """Sub-steps of one step, or of the whole (latest) execution, in position order."""
         if step_id is not None:
-            return self.query("SELECT * FROM substeps WHERE step_id = ? ORDER BY position",
-                              step_id)
+            return self.query("SELECT * FROM substeps WHERE step_id = ? ORDER BY position", step_id)
         return self.query(
             "SELECT x.* FROM substeps x JOIN steps s ON s.id = x.step_id WHERE s.execution = ? "
-            "ORDER BY x.step_id, x.position", self.execution["number"])
+            "ORDER BY x.step_id, x.position",
+            self.execution["number"],
+        )
 
     def artifacts(self, step_id: int | None = None) -> list[dict[str, Any]]:
         if step_id is not None:
             return self.query("SELECT * FROM artifacts WHERE step_id = ? ORDER BY id", step_id)
-        return self.query("SELECT * FROM artifacts WHERE execution = ? ORDER BY id",
-                          self.execution["number"])
+        return self.query(
+            "SELECT * FROM artifacts WHERE execution = ? ORDER BY id", self.execution["number"]
+        )
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -182,8 +183,12 @@ def check_invariants(run: StepflowRun, executions_before: int) -> None:
     outcomes = run.result.parseoutcomes() if run.result.outlines else {}
     pytest_counts = {key: outcomes.get(key, 0) for key in SUMMARY_KEYS}
     ours = expected_summary(steps)
-    subtests = query(db, "SELECT x.outcome FROM substeps x JOIN steps s ON s.id = x.step_id "
-                         "WHERE x.kind = 'subtest' AND s.execution = ?", execution["number"])
+    subtests = query(
+        db,
+        "SELECT x.outcome FROM substeps x JOIN steps s ON s.id = x.step_id "
+        "WHERE x.kind = 'subtest' AND s.execution = ?",
+        execution["number"],
+    )
     ours.update(subtest_summary(subtests, run.verbosity))
     assert {key: ours.get(key, 0) for key in SUMMARY_KEYS} == pytest_counts
     stats = json.loads(execution["writer_stats"])
@@ -240,9 +245,7 @@ def stepflow_db(pytester: pytest.Pytester) -> Path:
 
 
 @pytest.fixture
-def run_stepflow(
-    pytester: pytest.Pytester, stepflow_db: Path
-) -> Callable[..., StepflowRun]:
+def run_stepflow(pytester: pytest.Pytester, stepflow_db: Path) -> Callable[..., StepflowRun]:
     def run(*args: str, subprocess: bool = False, check: bool = True) -> StepflowRun:
         before = _count_executions(stepflow_db)
         argv = ("--stepflow", f"--stepflow-db={stepflow_db}", "-p", "no:cacheprovider", *args)

@@ -84,15 +84,22 @@ def test_attach_paths_bytes_and_text(
     step = run.step("test_kinds")
     for name, (mime, content) in expected.items():
         row = rows[name]
-        assert (row["mime_type"], row["size"], row["sha256"]) == (mime, len(content),
-                                                                   sha(content)), name
+        assert (row["mime_type"], row["size"], row["sha256"]) == (
+            mime,
+            len(content),
+            sha(content),
+        ), name
         digest = sha(content)
         assert row["stored_path"] == f"artifacts/{digest[:2]}/{digest}"
         assert (stepflow_db.parent / str(row["stored_path"])).read_bytes() == content
         assert row["execution"] == run.execution["number"]
         created = float(str(row["created_at"]))
-        assert step["started_at"] <= run.query(  # within the step, on the real clock
-            "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ?, 'unixepoch') AS t", created)[0]["t"]
+        assert (
+            step["started_at"]
+            <= run.query(  # within the step, on the real clock
+                "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ?, 'unixepoch') AS t", created
+            )[0]["t"]
+        )
     inside = run.substeps(step["id"])[0]
     assert rows["inner.txt"]["substep_id"] == inside["id"]
     assert all(rows[n]["substep_id"] is None for n in expected if n != "inner.txt")
@@ -104,13 +111,15 @@ def test_attach_paths_bytes_and_text(
 def test_identical_content_is_stored_once_across_runs(
     pytester: pytest.Pytester, run_stepflow: Run, stepflow_db: Path
 ) -> None:
-    pytester.makepyfile(test_same="""
+    pytester.makepyfile(
+        test_same="""
         from pytest_stepflow import attach
 
         def test_same(tmp_path):
             (tmp_path / "report.txt").write_bytes(b"identical content")
             attach(tmp_path / "report.txt")
-    """)
+    """
+    )
     first = run_stepflow().execution["number"]
     files = stored_files(stepflow_db.parent)
     assert len(files) == 1
@@ -126,20 +135,23 @@ def test_identical_content_is_stored_once_across_runs(
 # ---- names ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("../../etc/passwd", "etc/passwd"),
-    ("/etc/shadow", "etc/shadow"),
-    ("a/../../b.txt", "a/b.txt"),
-    ("C:\\Windows\\win.ini", "Windows/win.ini"),
-    ("\\\\server\\share\\x.log", "server/share/x.log"),
-    ("bell\x07 and\x00nul\n.txt", "bell andnul.txt"),
-    ("evil\u202etxt.exe", "eviltxt.exe"),  # a right-to-left override hides the extension
-    ("..", "attachment"),
-    ("", "attachment"),
-    ("  ./ ", "attachment"),
-    ("résumé ☃.pdf", "résumé ☃.pdf"),
-    ("logs/app.log", "logs/app.log"),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("../../etc/passwd", "etc/passwd"),
+        ("/etc/shadow", "etc/shadow"),
+        ("a/../../b.txt", "a/b.txt"),
+        ("C:\\Windows\\win.ini", "Windows/win.ini"),
+        ("\\\\server\\share\\x.log", "server/share/x.log"),
+        ("bell\x07 and\x00nul\n.txt", "bell andnul.txt"),
+        ("evil\u202etxt.exe", "eviltxt.exe"),  # a right-to-left override hides the extension
+        ("..", "attachment"),
+        ("", "attachment"),
+        ("  ./ ", "attachment"),
+        ("résumé ☃.pdf", "résumé ☃.pdf"),
+        ("logs/app.log", "logs/app.log"),
+    ],
+)
 def test_names_are_sanitised(name: str, expected: str) -> None:
     assert safe_name(name, "attachment") == expected
 
@@ -167,8 +179,12 @@ def test_bad_names_never_leave_the_store(
     pytester.makepyfile(test_names=BAD_NAMES)
     run = run_stepflow("-n", workers)
     run.result.assert_outcomes(passed=1)
-    assert set(by_name(run, "test_names")) == {"escape.txt", "abs/olute.txt", "ctrl[31m.txt",
-                                               "attachment"}
+    assert set(by_name(run, "test_names")) == {
+        "escape.txt",
+        "abs/olute.txt",
+        "ctrl[31m.txt",
+        "attachment",
+    }
     assert not (pytester.path.parent / "escape.txt").exists()
     assert [p.parent.parent.name for p in stored_files(stepflow_db.parent)] == ["artifacts"] * 4
 
@@ -197,8 +213,11 @@ OVERSIZE = """
 """
 
 
-@pytest.mark.parametrize("args", [("-n", "0"), ("-n", "2"), ("-n", "0", "-W", "error")],
-                         ids=["serial", "xdist", "warnings-as-errors"])
+@pytest.mark.parametrize(
+    "args",
+    [("-n", "0"), ("-n", "2"), ("-n", "0", "-W", "error")],
+    ids=["serial", "xdist", "warnings-as-errors"],
+)
 def test_oversize_artifact_is_refused_with_a_warning(
     pytester: pytest.Pytester, run_stepflow: Run, stepflow_db: Path, args: tuple[str, ...]
 ) -> None:
@@ -207,11 +226,15 @@ def test_oversize_artifact_is_refused_with_a_warning(
     assert run.step("test_big")["outcome"] == "passed"  # never fails the test
     assert list(by_name(run, "test_big")) == ["small.txt"]
     assert len(stored_files(stepflow_db.parent)) == 1
-    assert ("stepflow: warning: artifacts larger than the per-artifact limit of 2.0 KiB "
-            "were not stored (--stepflow-max-artifact-size) (2 times)") in run.output
+    assert (
+        "stepflow: warning: artifacts larger than the per-artifact limit of 2.0 KiB "
+        "were not stored (--stepflow-max-artifact-size) (2 times)"
+    ) in run.output
     if "error" not in args:  # -W error: the warning is dropped, never raised into the test
-        assert "StepflowWarning: stepflow: artifact 'big.bin' was not stored: 2.9 KiB is " \
-               "more than the per-artifact limit of 2.0 KiB" in run.output
+        assert (
+            "StepflowWarning: stepflow: artifact 'big.bin' was not stored: 2.9 KiB is "
+            "more than the per-artifact limit of 2.0 KiB" in run.output
+        )
         assert "artifact 'big-bytes.bin' was not stored" in run.output
 
 
@@ -235,20 +258,27 @@ def test_run_total_limit(
     stored = run.artifacts()
     if workers == "0":  # 2 x 1500 bytes fit in 4 KiB, a third does not
         assert [r["name"] for r in stored] == ["part0.bin", "part1.bin"]
-        assert ("stepflow: warning: artifacts beyond the run's total limit of 4.0 KiB were "
-                "not stored (--stepflow-max-artifact-total) (2 times)") in run.output
+        assert (
+            "stepflow: warning: artifacts beyond the run's total limit of 4.0 KiB were "
+            "not stored (--stepflow-max-artifact-total) (2 times)"
+        ) in run.output
     else:  # 2 KiB per worker: each worker stores one part, refuses the next
         workers_used = {s["worker"] for s in run.steps}
         assert len(stored) == len(workers_used)
-        assert ("total limit of 2.0 KiB per xdist worker (4.0 KiB for the run, split "
-                "between 2 workers)") in run.output
+        assert (
+            "total limit of 2.0 KiB per xdist worker (4.0 KiB for the run, split between 2 workers)"
+        ) in run.output
     assert len(stored_files(stepflow_db.parent)) == len(stored)
 
 
 def test_limits_are_checked_options(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_x="def test_x(): pass")
-    for arg in ("--stepflow-max-artifact-size=lots", "--stepflow-max-artifact-total=-1",
-                "--stepflow-attach-on-failure=/etc/*", "--stepflow-attach-on-failure=../*.png"):
+    for arg in (
+        "--stepflow-max-artifact-size=lots",
+        "--stepflow-max-artifact-total=-1",
+        "--stepflow-attach-on-failure=/etc/*",
+        "--stepflow-attach-on-failure=../*.png",
+    ):
         result = pytester.runpytest_inprocess("--stepflow", arg, "-p", "no:cacheprovider")
         assert result.ret == pytest.ExitCode.USAGE_ERROR, arg
         assert "is not valid; expected" in "\n".join(result.errlines)
@@ -295,8 +325,9 @@ def test_missing_files_and_symlinks(
     assert list(links) == ["to-file.txt"]  # stored as the content it points to
     path = stepflow_db.parent / str(links["to-file.txt"]["stored_path"])
     assert not path.is_symlink() and path.read_text() == "real content"
-    assert ("stepflow: warning: artifacts that are not regular files were not stored "
-            "(2 times)") in run.output
+    assert (
+        "stepflow: warning: artifacts that are not regular files were not stored (2 times)"
+    ) in run.output
     assert len(stored_files(stepflow_db.parent)) == 1
 
 
@@ -357,8 +388,9 @@ def test_attach_on_failure_collects_matching_files_of_failed_tests(
     pytester.makeini("[pytest]\nstepflow_attach_on_failure =\n    *.png\n")
     pytester.makepyfile(test_failure=ON_FAILURE)
     basetemp = pytester.path / "basetemp"
-    run = run_stepflow("-n", workers, "--stepflow-attach-on-failure=**/*.log",
-                       f"--basetemp={basetemp}")
+    run = run_stepflow(
+        "-n", workers, "--stepflow-attach-on-failure=**/*.log", f"--basetemp={basetemp}"
+    )
     run.result.assert_outcomes(passed=1, failed=2, errors=1)
     assert sorted(by_name(run, "test_fails")) == ["screen.png", "sub/trace.log"]
     assert len(run.artifacts(run.step("test_fails")["id"])) == 2

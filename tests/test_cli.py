@@ -34,7 +34,7 @@ from pytest_stepflow.storage.connection import open_for_writing
 from pytest_stepflow.storage.operations import WriteCache, apply_batch
 from pytest_stepflow.storage.schema import SCHEMA_VERSION
 
-SUITE = '''
+SUITE = """
 import logging
 import os
 
@@ -71,10 +71,15 @@ def test_skipped():
 def test_logs():
     logging.getLogger("shop.payments").warning("payment gateway timeout after %ds", 30)
     print("receipt printed for order 17")
-'''
+"""
 RUNS = 7
-GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"}
+GIT_ENV = {
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@e",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@e",
+}
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +100,23 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if run <= 6:
             git("commit", "-q", "--allow-empty", "-m", f"commit {run}")
         result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--stepflow",
-             "--stepflow-name", f"run-{run}", "--stepflow-tag", f"parity={run % 2}"],
-            cwd=root, env={**env, "SF_RUN": str(run)}, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--stepflow",
+                "--stepflow-name",
+                f"run-{run}",
+                "--stepflow-tag",
+                f"parity={run % 2}",
+            ],
+            cwd=root,
+            env={**env, "SF_RUN": str(run)},
+            capture_output=True,
+            text=True,
         )
         assert result.returncode == (0 if run == 4 else 1), result.stdout + result.stderr
     return root / ".stepflow" / "stepflow.db"
@@ -131,8 +150,9 @@ def as_json(db: Path, capsys: pytest.CaptureFixture[str], *args: str) -> Any:
 # -- runs and references ------------------------------------------------------------------
 
 
-def test_runs_lists_newest_first_with_counts(history: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_runs_lists_newest_first_with_counts(
+    history: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     runs = as_json(history, capsys, "runs")
     assert [r["number"] for r in runs] == list(range(RUNS, 0, -1))
     latest = runs[0]
@@ -160,8 +180,9 @@ def test_runs_filters(history: Path, capsys: pytest.CaptureFixture[str]) -> None
 @pytest.mark.parametrize(
     ("ref", "number"), [("latest", 7), ("latest~0", 7), ("latest~2", 5), ("3", 3)]
 )
-def test_run_references(history: Path, capsys: pytest.CaptureFixture[str], ref: str,
-                        number: int) -> None:
+def test_run_references(
+    history: Path, capsys: pytest.CaptureFixture[str], ref: str, number: int
+) -> None:
     assert as_json(history, capsys, "show", ref)["number"] == number
 
 
@@ -172,8 +193,9 @@ def test_run_reference_by_id_prefix(history: Path, capsys: pytest.CaptureFixture
 
 
 @pytest.mark.parametrize("ref", ["99", "latest~7", "zzzz", "0"])
-def test_unknown_run_is_a_one_line_error(history: Path, capsys: pytest.CaptureFixture[str],
-                                         ref: str) -> None:
+def test_unknown_run_is_a_one_line_error(
+    history: Path, capsys: pytest.CaptureFixture[str], ref: str
+) -> None:
     code, out, err = stepflow(history, "show", ref, capsys=capsys)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("stepflow: error: ") and ref in err
@@ -182,8 +204,9 @@ def test_unknown_run_is_a_one_line_error(history: Path, capsys: pytest.CaptureFi
 # -- show, steps, slowest -----------------------------------------------------------------
 
 
-def test_show_lists_failures_with_tracebacks(history: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_show_lists_failures_with_tracebacks(
+    history: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = stepflow(history, "show", "6", capsys=capsys)
     assert code == 0
     assert re.search(r"^run #6 .* failed$", out.splitlines()[0])
@@ -193,16 +216,24 @@ def test_show_lists_failures_with_tracebacks(history: Path,
     assert "writer: steps 7" in out
     data = as_json(history, capsys, "show", "6")
     assert {f["step"]["nodeid"].split("::")[1] for f in data["failures"]} == {
-        "test_sometimes", "test_regressed"}
+        "test_sometimes",
+        "test_regressed",
+    }
     assert all("AssertionError" in f["longrepr"] for f in data["failures"])
     assert data["workers"][0]["worker"] == "main" and data["workers"][0]["steps"] == 7
 
 
-@pytest.mark.parametrize(("fail_on", "ref", "code"), [
-    ("failures", "latest", 1), ("errors", "latest", 0), ("not-passed", "latest", 1),
-])
-def test_show_fail_on(history: Path, capsys: pytest.CaptureFixture[str], fail_on: str,
-                      ref: str, code: int) -> None:
+@pytest.mark.parametrize(
+    ("fail_on", "ref", "code"),
+    [
+        ("failures", "latest", 1),
+        ("errors", "latest", 0),
+        ("not-passed", "latest", 1),
+    ],
+)
+def test_show_fail_on(
+    history: Path, capsys: pytest.CaptureFixture[str], fail_on: str, ref: str, code: int
+) -> None:
     assert stepflow(history, "show", ref, "--fail-on", fail_on, capsys=capsys)[0] == code
 
 
@@ -210,26 +241,32 @@ def test_steps_filters_and_pages(history: Path, capsys: pytest.CaptureFixture[st
     every = as_json(history, capsys, "steps", "5")
     assert len(every) == 7 and {s["execution"] for s in every} == {5}
     failed = as_json(history, capsys, "steps", "5", "--outcome", "failed")
-    assert sorted(s["nodeid"].split("::")[1] for s in failed) == [
-        "test_flaky", "test_regressed"]
+    assert sorted(s["nodeid"].split("::")[1] for s in failed) == ["test_flaky", "test_regressed"]
     assert [s["nodeid"] for s in as_json(history, capsys, "steps", "5", "--match", "stab")] == [
-        "test_shop.py::test_stable"]
+        "test_shop.py::test_stable"
+    ]
     assert as_json(history, capsys, "steps", "5", "--match", "*::test_f*") != []
     assert as_json(history, capsys, "steps", "5", "--worker", "gw0") == []
     page = as_json(history, capsys, "steps", "5", "--limit", "3", "--offset", "2")
     assert [s["id"] for s in page] == [s["id"] for s in every[2:5]]
     code, out, _ = stepflow(history, "steps", "5", "--outcome", "skipped", capsys=capsys)
     assert code == 0 and "test_skipped" in out and "test_stable" not in out
-    assert stepflow(history, "steps", "--outcome", "error", "--fail-on", "any",
-                    capsys=capsys)[0] == 0
-    assert stepflow(history, "steps", "--outcome", "failed", "--fail-on", "any",
-                    capsys=capsys)[0] == 1
+    assert (
+        stepflow(history, "steps", "--outcome", "error", "--fail-on", "any", capsys=capsys)[0] == 0
+    )
+    assert (
+        stepflow(history, "steps", "--outcome", "failed", "--fail-on", "any", capsys=capsys)[0] == 1
+    )
 
 
-def test_slowest_orders_by_the_stored_durations(history: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    stored = query(history, "SELECT t.nodeid, s.duration FROM steps s JOIN tests t "
-                            "ON t.id = s.test_id WHERE s.execution = 7")
+def test_slowest_orders_by_the_stored_durations(
+    history: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stored = query(
+        history,
+        "SELECT t.nodeid, s.duration FROM steps s JOIN tests t "
+        "ON t.id = s.test_id WHERE s.execution = 7",
+    )
     expected = [r["nodeid"] for r in sorted(stored, key=lambda r: -r["duration"])][:3]
     data = as_json(history, capsys, "slowest", "-n", "3")
     assert data["runs"] == [7] and [t["nodeid"] for t in data["tests"]] == expected
@@ -252,7 +289,11 @@ def test_flaky_applies_both_rules(history: Path, capsys: pytest.CaptureFixture[s
     assert found["test_flaky"]["failure_rate"] == pytest.approx(3 / 7)
     loose = as_json(history, capsys, "flaky", "--min-flips", "1")
     assert {t["nodeid"].split("::")[1] for t in loose["tests"]} == {
-        "test_flaky", "test_sometimes", "test_fixed", "test_regressed"}
+        "test_flaky",
+        "test_sometimes",
+        "test_fixed",
+        "test_regressed",
+    }
     recent = as_json(history, capsys, "flaky", "--last", "2")  # runs 6 and 7, one commit
     assert {t["nodeid"].split("::")[1] for t in recent["tests"]} == {"test_sometimes"}
     assert stepflow(history, "flaky", "--fail-on", "flaky", capsys=capsys)[0] == 1
@@ -272,8 +313,9 @@ def test_history_of_one_test(history: Path, capsys: pytest.CaptureFixture[str]) 
     assert [e["run"] for e in entries] == list(range(RUNS, 0, -1))
     assert [e["outcome"] for e in entries] == ["passed"] * 4 + ["failed"] * 3
     assert all(e["attempts"] == 1 and len(e["commit"]) == 40 for e in entries)
-    code, out, _ = stepflow(history, "history", "test_shop.py::test_fixed", "--limit", "2",
-                            capsys=capsys)
+    code, out, _ = stepflow(
+        history, "history", "test_shop.py::test_fixed", "--limit", "2", capsys=capsys
+    )
     assert code == 0 and len(out.splitlines()) == 3 and "#7" in out and "#5" not in out
     code, _, err = stepflow(history, "history", "test_shop.py::test_fixd", capsys=capsys)
     assert code == 2 and "no test 'test_shop.py::test_fixd'" in err
@@ -281,22 +323,24 @@ def test_history_of_one_test(history: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_diff_between_runs(history: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = as_json(history, capsys, "diff", "3", "4")
-    names = {k: [c["nodeid"].split("::")[1] for c in v] for k, v in data.items()
-             if isinstance(v, list)}
+    names = {
+        k: [c["nodeid"].split("::")[1] for c in v] for k, v in data.items() if isinstance(v, list)
+    }
     assert names["fixed"] == ["test_fixed", "test_flaky"] and names["new_failures"] == []
     assert names["still_failing"] == [] and names["added"] == names["removed"] == []
     data = as_json(history, capsys, "diff", "4", "5")
-    names = {k: [c["nodeid"].split("::")[1] for c in v] for k, v in data.items()
-             if isinstance(v, list)}
+    names = {
+        k: [c["nodeid"].split("::")[1] for c in v] for k, v in data.items() if isinstance(v, list)
+    }
     assert names["new_failures"] == ["test_flaky", "test_regressed"]
-    code, out, _ = stepflow(history, "diff", "latest~1", "latest", "--fail-on", "new-failures",
-                            capsys=capsys)
+    code, out, _ = stepflow(
+        history, "diff", "latest~1", "latest", "--fail-on", "new-failures", capsys=capsys
+    )
     assert code == 0
     assert "run #6 -> run #7" in out and "new failures" not in out
     assert "fixed (1)\n  test_shop.py::test_sometimes  (failed -> passed)" in out
     assert "still failing (1)\n  test_shop.py::test_regressed" in out
-    assert stepflow(history, "diff", "4", "5", "--fail-on", "new-failures",
-                    capsys=capsys)[0] == 1
+    assert stepflow(history, "diff", "4", "5", "--fail-on", "new-failures", capsys=capsys)[0] == 1
 
 
 def _apply(path: Path, steps: list[Any]) -> None:
@@ -304,26 +348,33 @@ def _apply(path: Path, steps: list[Any]) -> None:
         apply_batch(conn, steps, WriteCache())
 
 
-def test_diff_added_removed_slower_faster(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_diff_added_removed_slower_faster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     db = tmp_path / "stepflow.db"
     first, second = make_started(), make_started()
     start_execution(db, first)
-    _apply(db, [
-        make_step(first.id, "t.py::same", duration=1.0),
-        make_step(first.id, "t.py::slow", duration=1.0),
-        make_step(first.id, "t.py::fast", duration=2.0),
-        make_step(first.id, "t.py::noise", duration=0.01),
-        make_step(first.id, "t.py::gone"),
-    ])
+    _apply(
+        db,
+        [
+            make_step(first.id, "t.py::same", duration=1.0),
+            make_step(first.id, "t.py::slow", duration=1.0),
+            make_step(first.id, "t.py::fast", duration=2.0),
+            make_step(first.id, "t.py::noise", duration=0.01),
+            make_step(first.id, "t.py::gone"),
+        ],
+    )
     start_execution(db, second)
-    _apply(db, [
-        make_step(second.id, "t.py::same", duration=1.2),
-        make_step(second.id, "t.py::slow", duration=3.0),
-        make_step(second.id, "t.py::fast", duration=0.5),
-        make_step(second.id, "t.py::noise", duration=0.05),  # 5x, but only 40 ms more
-        make_step(second.id, "t.py::new"),
-    ])
+    _apply(
+        db,
+        [
+            make_step(second.id, "t.py::same", duration=1.2),
+            make_step(second.id, "t.py::slow", duration=3.0),
+            make_step(second.id, "t.py::fast", duration=0.5),
+            make_step(second.id, "t.py::noise", duration=0.05),  # 5x, but only 40 ms more
+            make_step(second.id, "t.py::new"),
+        ],
+    )
     data = as_json(db, capsys, "diff", "1", "2")
     pick = {k: [c["nodeid"] for c in v] for k, v in data.items() if isinstance(v, list)}
     assert pick["slower"] == ["t.py::slow"] and pick["faster"] == ["t.py::fast"]
@@ -341,19 +392,23 @@ def test_logs_of_one_test(history: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert code == 0
     assert "payment gateway timeout after 30s" in out and "WARNING" in out
     assert "receipt printed for order 17" in out and "shop.payments" in out
-    code, out, _ = stepflow(history, "logs", "test_shop.py::test_logs", "2", "--level",
-                            "error", capsys=capsys)
+    code, out, _ = stepflow(
+        history, "logs", "test_shop.py::test_logs", "2", "--level", "error", capsys=capsys
+    )
     assert code == 0 and "run #2" in out and "payment gateway" not in out
     code, out, _ = stepflow(history, "logs", "test_shop.py::test_regressed", capsys=capsys)
     assert "broken by commit five" in out and "-- traceback" in out
     code, _, err = stepflow(history, "logs", "test_logs", capsys=capsys)
     assert code == 2 and "similar: test_shop.py::test_logs" in err
-    assert stepflow(history, "logs", "test_shop.py::test_logs", "--level", "LOUD",
-                    capsys=capsys)[0] == 2
+    assert (
+        stepflow(history, "logs", "test_shop.py::test_logs", "--level", "LOUD", capsys=capsys)[0]
+        == 2
+    )
 
 
-def test_search_finds_tracebacks_logs_and_output(history: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_search_finds_tracebacks_logs_and_output(
+    history: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     hits = as_json(history, capsys, "search", "gateway timeout")
     assert {h["field"] for h in hits} == {"log"} and len(hits) == RUNS
     assert "[gateway] [timeout]" in hits[0]["snippet"]
@@ -367,11 +422,14 @@ def test_search_finds_tracebacks_logs_and_output(history: Path,
     assert stepflow(history, "search", "zebra", "--fail-on", "any", capsys=capsys)[0] == 0
 
 
-def test_search_without_a_full_text_index_scans(history: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_search_without_a_full_text_index_scans(
+    history: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     copy = tmp_path / "copy.db"
-    with contextlib.closing(sqlite3.connect(history)) as src, \
-            contextlib.closing(sqlite3.connect(copy)) as dst:
+    with (
+        contextlib.closing(sqlite3.connect(history)) as src,
+        contextlib.closing(sqlite3.connect(copy)) as dst,
+    ):
         src.backup(dst)
         dst.executescript("DROP TABLE steps_fts; DROP TABLE logs_fts;")
     code, out, err = stepflow(copy, "search", "Gateway", "--json", capsys=capsys)
@@ -401,7 +459,9 @@ def test_artifacts_and_artifact_copy(tmp_path: Path, capsys: pytest.CaptureFixtu
         )
     listed = as_json(db, capsys, "artifacts")
     assert [(a["name"], a["nodeid"], a["size"]) for a in listed] == [
-        ("shot.png", "t.py::shot", len(content)), ("evil", "t.py::shot", 1)]
+        ("shot.png", "t.py::shot", len(content)),
+        ("evil", "t.py::shot", 1),
+    ]
     assert as_json(db, capsys, "artifacts", "latest", "t.py::other") == []
     target = tmp_path / "out.png"
     code, _, err = stepflow(db, "artifact", "1", "-o", str(target), capsys=capsys)
@@ -417,9 +477,12 @@ def test_artifacts_and_artifact_copy(tmp_path: Path, capsys: pytest.CaptureFixtu
 # -- finding the database, bad input, output ------------------------------------------------
 
 
-def test_database_is_found_from_a_subfolder(history: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_database_is_found_from_a_subfolder(
+    history: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("STEPFLOW_DB", raising=False)
     nested = history.parent.parent / "deep" / "er"
     nested.mkdir(parents=True, exist_ok=True)
@@ -448,16 +511,23 @@ def _foreign(path: Path) -> None:
         conn.execute("CREATE TABLE notes (x)")
 
 
-@pytest.mark.parametrize(("make", "expected"), [
-    (lambda p: p.write_bytes(b"not a database at all, just text" * 10), "not an SQLite database"),
-    (_foreign, "did not create"),
-    (_newer, "newer than version"),
-    (lambda p: p.mkdir(), "is a directory"),
-    (lambda p: None, "does not exist"),
-    (lambda p: sqlite3.connect(p).close(), "no stepflow data"),
-])
-def test_bad_database_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                          make: Any, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (
+            lambda p: p.write_bytes(b"not a database at all, just text" * 10),
+            "not an SQLite database",
+        ),
+        (_foreign, "did not create"),
+        (_newer, "newer than version"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: None, "does not exist"),
+        (lambda p: sqlite3.connect(p).close(), "no stepflow data"),
+    ],
+)
+def test_bad_database_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, expected: str
+) -> None:
     db = tmp_path / "stepflow.db"
     make(db)
     before = db.read_bytes() if db.is_file() else None
@@ -469,19 +539,23 @@ def test_bad_database_is_a_one_line_error(tmp_path: Path, capsys: pytest.Capture
         assert db.read_bytes() == before
 
 
-def test_storage_errors_name_the_db_option(tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_storage_errors_name_the_db_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     db = tmp_path / "stepflow.db"
     _foreign(db)
     code, _, err = stepflow(db, "runs", capsys=capsys)
     assert code == 2 and err.rstrip().endswith("; pass another --db")
 
 
-def test_corrupt_pages_are_a_one_line_error(history: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_pages_are_a_one_line_error(
+    history: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     copy = tmp_path / "corrupt.db"
-    with contextlib.closing(sqlite3.connect(history)) as src, \
-            contextlib.closing(sqlite3.connect(copy)) as dst:
+    with (
+        contextlib.closing(sqlite3.connect(history)) as src,
+        contextlib.closing(sqlite3.connect(copy)) as dst,
+    ):
         src.backup(dst)
         dst.execute("PRAGMA journal_mode = DELETE")
     data = bytearray(copy.read_bytes())
@@ -495,8 +569,13 @@ def test_corrupt_pages_are_a_one_line_error(history: Path, tmp_path: Path,
 
 
 def test_bad_option_values_exit_2(history: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["runs", "--limit", "0"], ["runs", "--limit", "x"], ["steps", "--outcome", "meh"],
-                 ["nope"], []):
+    for argv in (
+        ["runs", "--limit", "0"],
+        ["runs", "--limit", "x"],
+        ["steps", "--outcome", "meh"],
+        ["nope"],
+        [],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main([*argv, "--db", str(history)] if argv else argv)
         assert exit_info.value.code == 2, argv
@@ -504,7 +583,8 @@ def test_bad_option_values_exit_2(history: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_commands_never_write_and_work_while_a_session_writes(
-        history: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    history: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     before = history.read_bytes()
     writer = open_for_writing(history)
     try:
@@ -554,25 +634,42 @@ def test_console_script_runs_without_importing_pytest(history: Path) -> None:
         " if m in sys.modules)\n"
         "print('HEAVY', heavy, code)\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
     assert "HEAVY [] 0" in result.stdout
-    module = subprocess.run([sys.executable, "-m", "pytest_stepflow", "show", "--db",
-                             str(history), "--fail-on", "failures"], capture_output=True,
-                            text=True)
+    module = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_stepflow",
+            "show",
+            "--db",
+            str(history),
+            "--fail-on",
+            "failures",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert module.returncode == 1 and "run #7" in module.stdout
 
 
-def test_show_and_steps_of_an_xdist_run(pytester: pytest.Pytester, run_stepflow: Any,
-                                        stepflow_db: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
-    pytester.makepyfile(test_many="""
+def test_show_and_steps_of_an_xdist_run(
+    pytester: pytest.Pytester,
+    run_stepflow: Any,
+    stepflow_db: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytester.makepyfile(
+        test_many="""
         import pytest
 
         @pytest.mark.parametrize("i", range(12))
         def test_i(i):
             assert i != 5
-    """)
+    """
+    )
     run_stepflow("-n", "2", subprocess=True)
     capsys.readouterr()  # pytester echoes the run's output
     data = as_json(stepflow_db, capsys, "show")

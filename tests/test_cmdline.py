@@ -69,8 +69,7 @@ def test_the_separate_word_form_is_refused_on_every_run(
     assert "it uses rootdir" in second.errlines[0]
 
 
-def test_the_equals_form_keeps_the_configuration(pytester: pytest.Pytester,
-                                                 project: Path) -> None:
+def test_the_equals_form_keeps_the_configuration(pytester: pytest.Pytester, project: Path) -> None:
     for _ in range(2):  # the second run is the one pytest would get wrong
         result = run(pytester, "--stepflow", "--stepflow-db=../elsewhere/x.db")
         result.assert_outcomes(passed=1, deselected=1)
@@ -86,8 +85,7 @@ def test_the_environment_variable_keeps_the_configuration(
     assert (project.parent / "elsewhere" / "x.db").exists()
 
 
-def test_a_harmless_separate_word_is_accepted(pytester: pytest.Pytester,
-                                              project: Path) -> None:
+def test_a_harmless_separate_word_is_accepted(pytester: pytest.Pytester, project: Path) -> None:
     """Inside the project the value cannot move the rootdir: no reason to refuse it."""
     for _ in range(2):
         result = run(pytester, "--stepflow", "--stepflow-db", ".stepflow/in.db")
@@ -95,8 +93,7 @@ def test_a_harmless_separate_word_is_accepted(pytester: pytest.Pytester,
     assert (project / ".stepflow" / "in.db").exists()
 
 
-def test_an_explicit_test_path_keeps_the_rootdir(pytester: pytest.Pytester,
-                                                 project: Path) -> None:
+def test_an_explicit_test_path_keeps_the_rootdir(pytester: pytest.Pytester, project: Path) -> None:
     """With a test path on the command line pytest still finds proj/pytest.ini."""
     (project.parent / "elsewhere" / "x.db").write_bytes(b"")
     result = run(pytester, "--stepflow", "--stepflow-db", "../elsewhere/x.db", "test_x.py")
@@ -104,10 +101,13 @@ def test_an_explicit_test_path_keeps_the_rootdir(pytester: pytest.Pytester,
     result.assert_outcomes(passed=1, deselected=1)
 
 
-@pytest.mark.parametrize(("flag", "value"), [
-    ("--stepflow-html", "../elsewhere/report.html"),
-    ("--stepflow-name", "../elsewhere"),  # not a path option, but an existing folder
-])
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--stepflow-html", "../elsewhere/report.html"),
+        ("--stepflow-name", "../elsewhere"),  # not a path option, but an existing folder
+    ],
+)
 def test_every_option_with_a_value_is_checked(
     pytester: pytest.Pytester, project: Path, flag: str, value: str
 ) -> None:
@@ -127,6 +127,6 @@ def test_refused_even_when_recording_is_enabled_only_by_the_ini(
     """The wrong rootdir would not read `stepflow = true` either: still refused."""
     (project / "pytest.ini").write_text(INI + "stepflow = true\n")
     (project.parent / "elsewhere" / "x.db").write_bytes(b"")
-    assert_refused(run(pytester, "--stepflow-db", "../elsewhere/x.db"),
-                   "--stepflow-db", "../elsewhere/x.db")
-
+    assert_refused(
+        run(pytester, "--stepflow-db", "../elsewhere/x.db"), "--stepflow-db", "../elsewhere/x.db"
+    )

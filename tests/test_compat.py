@@ -84,15 +84,16 @@ def mode_args(mode: str) -> tuple[str, ...]:
 def twin(pytester: pytest.Pytester, mode: str, *args: str, **kwargs: object) -> Twin:
     """xdist needs real processes; serial runs stay in-process unless told otherwise."""
     subprocess = bool(kwargs.pop("subprocess", mode == "xdist"))
-    return run_twice(pytester, *mode_args(mode), *args, subprocess=subprocess,
-                     **kwargs)  # type: ignore[arg-type]
+    return run_twice(pytester, *mode_args(mode), *args, subprocess=subprocess, **kwargs)  # type: ignore[arg-type]
 
 
 # ---- capture, plugins off, collection-only modes --------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("capture", ["-s", "--capture=no", "--capture=sys", "--capture=tee-sys",
-                                     "--capture=fd"])
+@pytest.mark.parametrize(
+    "capture", ["-s", "--capture=no", "--capture=sys", "--capture=tee-sys", "--capture=fd"]
+)
 def test_capture_modes(pytester: pytest.Pytester, mode: str, capture: str) -> None:
     pytester.makepyfile(test_basic=BASIC)
     result = twin(pytester, mode, capture)
@@ -104,8 +105,7 @@ def test_capture_modes(pytester: pytest.Pytester, mode: str, capture: str) -> No
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("plugin", ["no:logging", "no:cacheprovider", "no:warnings",
-                                    "no:junitxml"])
+@pytest.mark.parametrize("plugin", ["no:logging", "no:cacheprovider", "no:warnings", "no:junitxml"])
 def test_builtin_plugins_off(pytester: pytest.Pytester, mode: str, plugin: str) -> None:
     pytester.makepyfile(test_basic=BASIC)
     result = twin(pytester, mode, "-p", plugin)
@@ -113,8 +113,10 @@ def test_builtin_plugins_off(pytester: pytest.Pytester, mode: str, plugin: str) 
     assert (logs == 0) == (plugin == "no:logging")
 
 
-@pytest.mark.parametrize("option", ["--collect-only", "--collect-only -q", "--setup-plan",
-                                    "--setup-only", "--fixtures-per-test"])
+@pytest.mark.parametrize(
+    "option",
+    ["--collect-only", "--collect-only -q", "--setup-plan", "--setup-only", "--fixtures-per-test"],
+)
 def test_modes_that_run_no_tests(pytester: pytest.Pytester, option: str) -> None:
     pytester.makepyfile(test_basic=BASIC)
     setup_only = option in ("--setup-plan", "--setup-only")
@@ -130,6 +132,7 @@ def test_modes_that_run_no_tests(pytester: pytest.Pytester, option: str) -> None
 
 
 # ---- the cache: --lf, --ff, --nf, --sw ----------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("option", ["--lf", "--ff", "--nf", "--lf --lfnf=none"])
@@ -154,6 +157,7 @@ def test_stepwise(pytester: pytest.Pytester) -> None:
 
 # ---- how tests are found and imported -----------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODES)
 def test_import_mode_importlib(pytester: pytest.Pytester, mode: str) -> None:
     pytester.makepyfile(**{"pkg/test_one": BASIC, "other/test_one": BASIC})
@@ -162,8 +166,9 @@ def test_import_mode_importlib(pytester: pytest.Pytester, mode: str) -> None:
 
 
 @pytest.mark.parametrize("plugin", ["stepflow", "pytest_stepflow"])
-def test_plugin_autoload_disabled(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
-                                  plugin: str) -> None:
+def test_plugin_autoload_disabled(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, plugin: str
+) -> None:
     """PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 loads only what `-p` names: the entry point's name
     or the package's."""
     pytester.makepyfile(test_basic=BASIC)
@@ -174,7 +179,8 @@ def test_plugin_autoload_disabled(pytester: pytest.Pytester, monkeypatch: pytest
 
 @pytest.mark.parametrize("mode", MODES)
 def test_doctest_items(pytester: pytest.Pytester, mode: str) -> None:
-    pytester.makepyfile(shop='''
+    pytester.makepyfile(
+        shop='''
         def total(prices):
             """
             >>> total([1, 2])
@@ -183,11 +189,14 @@ def test_doctest_items(pytester: pytest.Pytester, mode: str) -> None:
             1
             """
             return sum(prices)
-    ''')
-    pytester.maketxtfile(guide="""
+    '''
+    )
+    pytester.maketxtfile(
+        guide="""
         >>> 1 + 1
         2
-    """)
+    """
+    )
     result = twin(pytester, mode, "--doctest-modules", "--doctest-glob=*.txt")
     outcomes = {s["nodeid"]: s["outcome"] for s in result.run.steps}
     assert outcomes == {"shop.py::shop.total": "failed", "guide.txt::guide.txt": "passed"}
@@ -233,7 +242,10 @@ def test_non_python_items(pytester: pytest.Pytester, mode: str) -> None:
     result = twin(pytester, mode)
     beta = result.run.step("checks.spec::beta")
     assert (beta["outcome"], beta["line"], beta["longrepr"]) == (
-        "failed", 1, "spec failed: beta is broken")  # location line 0 is line 1
+        "failed",
+        1,
+        "spec failed: beta is broken",
+    )  # location line 0 is line 1
 
 
 UNITTEST = """
@@ -313,12 +325,14 @@ def plugin_on(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("asyncio_mode", ["strict", "auto"])
-def test_pytest_asyncio(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str,
-                        asyncio_mode: str) -> None:
+def test_pytest_asyncio(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str, asyncio_mode: str
+) -> None:
     pytest.importorskip("pytest_asyncio")
     plugin_on(monkeypatch, "asyncio")
-    pytester.makeini(f"[pytest]\nasyncio_mode = {asyncio_mode}\n"
-                     "asyncio_default_fixture_loop_scope = function\n")
+    pytester.makeini(
+        f"[pytest]\nasyncio_mode = {asyncio_mode}\nasyncio_default_fixture_loop_scope = function\n"
+    )
     pytester.makepyfile(test_async=ASYNC)
     result = twin(pytester, mode, subprocess=True)
     unmarked = result.run.step("test_unmarked")["outcome"]
@@ -337,8 +351,9 @@ def test_draw(i):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_pytest_randomly(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
-                         mode: str) -> None:
+def test_pytest_randomly(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
     """The same order and the same random numbers: stepflow draws nothing from `random`."""
     pytest.importorskip("pytest_randomly")
     plugin_on(monkeypatch, "randomly")
@@ -352,8 +367,10 @@ def test_pytest_randomly(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPa
         assert recorded == plain
     else:
         assert sorted(recorded) == sorted(plain)
-    order = [int(s["nodeid"].split("[")[1][:-1]) for s in
-             sorted(result.run.steps, key=lambda s: s["item_index"] or 0)]
+    order = [
+        int(s["nodeid"].split("[")[1][:-1])
+        for s in sorted(result.run.steps, key=lambda s: s["item_index"] or 0)
+    ]
     assert order != sorted(order)  # pytest-randomly did reorder them
 
 
@@ -388,13 +405,21 @@ def test_pytest_timeout_thread_serial(pytester: pytest.Pytester) -> None:
     to a flush interval before), and it marks the execution interrupted."""
     pytest.importorskip("pytest_timeout")
     pytester.makepyfile(test_timeout=TIMEOUT)
-    result = run_twice(pytester, "--timeout=2", "--timeout-method=thread",
-                       "--stepflow-flush-interval=0.05", subprocess=True, check=False)
+    result = run_twice(
+        pytester,
+        "--timeout=2",
+        "--timeout-method=thread",
+        "--stepflow-flush-interval=0.05",
+        subprocess=True,
+        check=False,
+    )
     assert result.plain.result.ret == result.recorded.result.ret == 1
     assert sorted(result.plain.reports) == sorted(result.recorded.reports)
     db = result.run.db
-    wait_for(lambda: query(db, "SELECT status FROM executions")[0]["status"] != "running",
-             "the writer process to mark the run")
+    wait_for(
+        lambda: query(db, "SELECT status FROM executions")[0]["status"] != "running",
+        "the writer process to mark the run",
+    )
     [execution] = query(db, "SELECT number, status, error_message FROM executions")
     assert execution["status"] == "interrupted"
     assert "os._exit" in execution["error_message"]
@@ -406,8 +431,9 @@ def test_pytest_timeout_thread_xdist(pytester: pytest.Pytester) -> None:
     """Under xdist the worker dies and xdist reports the test: nothing is lost."""
     pytest.importorskip("pytest_timeout")
     pytester.makepyfile(test_timeout=TIMEOUT)
-    result = run_twice(pytester, "-n", "2", "--timeout=2", "--timeout-method=thread",
-                       subprocess=True)
+    result = run_twice(
+        pytester, "-n", "2", "--timeout=2", "--timeout-method=thread", subprocess=True
+    )
     assert result.run.step("test_hangs")["outcome"] == "failed"
 
 
@@ -470,15 +496,17 @@ os.register_at_fork(before=_count)
 
 @pytest.mark.skipif(sys.platform != "linux", reason="fork, and /proc for the thread count")
 @pytest.mark.parametrize("mode", MODES)
-def test_forking_tests(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
-                       mode: str) -> None:
+def test_forking_tests(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
     pytester.makepyfile(test_forks=FORKS)
     if mode == "serial":
         pytester.makeconftest(THREAD_COUNTER)
         monkeypatch.setenv("FORK_THREADS", str(pytester.path / "threads.jsonl"))
     # pytest-rerunfailures runs a server thread in every session it is installed in.
-    result = twin(pytester, mode, "-W", "error::DeprecationWarning", "-p", "no:rerunfailures",
-                  subprocess=True)
+    result = twin(
+        pytester, mode, "-W", "error::DeprecationWarning", "-p", "no:rerunfailures", subprocess=True
+    )
     run = result.run
     assert len(run.steps) == 6
     # Nothing of the children reached the database: their records were theirs alone.
@@ -488,8 +516,9 @@ def test_forking_tests(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatc
     assert log["message"] == "still recorded"
     assert not list(pytester.path.glob("*.spill*")), "no child wrote a spill journal"
     if mode == "serial":
-        counts = [json.loads(line) for line in
-                  (pytester.path / "threads.jsonl").read_text().splitlines()]
+        counts = [
+            json.loads(line) for line in (pytester.path / "threads.jsonl").read_text().splitlines()
+        ]
         assert counts and set(counts) == {1}, counts  # plain and recorded alike
 
 
@@ -542,8 +571,9 @@ def test_many_after(i):
 @pytest.mark.parametrize("mode", MODES)
 def test_tests_that_change_the_process(pytester: pytest.Pytester, mode: str) -> None:
     pytester.makepyfile(test_hostile=HOSTILE_PROCESS)
-    result = twin(pytester, mode, "--stepflow-batch-size=5",
-                  "--stepflow-html=report.html", subprocess=True)
+    result = twin(
+        pytester, mode, "--stepflow-batch-size=5", "--stepflow-html=report.html", subprocess=True
+    )
     assert len(result.run.steps) == 69
     assert (pytester.path / "report.html").exists()  # written after all of it
 
@@ -562,7 +592,8 @@ xfail_strict = true
 @pytest.mark.parametrize("mode", MODES)
 def test_warnings_as_errors_and_strict_config(pytester: pytest.Pytester, mode: str) -> None:
     pytester.makeini(STRICT_INI)
-    pytester.makepyfile(test_strict="""
+    pytester.makepyfile(
+        test_strict="""
         import logging, warnings
         import pytest
 
@@ -580,9 +611,11 @@ def test_warnings_as_errors_and_strict_config(pytester: pytest.Pytester, mode: s
         @pytest.mark.parametrize("i", range(30))
         def test_many(i):
             pass
-    """)
-    result = twin(pytester, mode, "--stepflow-batch-size=3", "--stepflow-flush-interval=0.01",
-                  subprocess=True)
+    """
+    )
+    result = twin(
+        pytester, mode, "--stepflow-batch-size=3", "--stepflow-flush-interval=0.01", subprocess=True
+    )
     assert result.run.execution["name"] == "strict"
     assert result.run.step("test_unexpected_warning")["outcome"] == "failed"
 
@@ -593,8 +626,15 @@ def test_recorded_database_is_the_only_new_file(pytester: pytest.Pytester) -> No
     before = {p.name for p in pytester.path.iterdir()}
     run_twice(pytester, "-p", "no:cacheprovider")
     after = {p.name for p in Path(pytester.path).iterdir()}
-    assert after - before <= {"twin.db", "twin.db-wal", "twin.db-shm", ".twin-plain.jsonl",
-                              ".twin-recorded.jsonl", "twin_probe.py", "__pycache__"}
+    assert after - before <= {
+        "twin.db",
+        "twin.db-wal",
+        "twin.db-shm",
+        ".twin-plain.jsonl",
+        ".twin-recorded.jsonl",
+        "twin_probe.py",
+        "__pycache__",
+    }
 
 
 @pytest.mark.parametrize("option", ["--help", "--markers", "--version"])

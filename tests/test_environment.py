@@ -23,10 +23,24 @@ needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not i
 
 
 def git(cwd: Path, *args: str) -> str:
-    identity = ["-c", "user.email=test@example.com", "-c", "user.name=Test", "-c",
-                "commit.gpgsign=false", "-c", "init.defaultBranch=main"]
-    result = subprocess.run(["git", *identity, *args], cwd=cwd, check=True,
-                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    identity = [
+        "-c",
+        "user.email=test@example.com",
+        "-c",
+        "user.name=Test",
+        "-c",
+        "commit.gpgsign=false",
+        "-c",
+        "init.defaultBranch=main",
+    ]
+    result = subprocess.run(
+        ["git", *identity, *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     return result.stdout.strip()
 
 
@@ -113,9 +127,7 @@ def test_git_info_missing_directory(isolated_git: Path) -> None:
     assert git_info(isolated_git / "does-not-exist") is None
 
 
-def test_git_info_git_not_installed(
-    isolated_git: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_git_info_git_not_installed(isolated_git: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(isolated_git))  # a directory without a git executable
     assert git_info(isolated_git) is None
 
@@ -127,10 +139,29 @@ def test_git_info_timeout_returns_none(repo: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "MY_API_KEY", "STRIPE_APIKEY",
-     "DB_PASSWORD", "DB_PASS", "pgpasswd", "GPG_PASSPHRASE", "GOOGLE_APPLICATION_CREDENTIALS",
-     "NPM_AUTH", "SSH_PRIVATE_KEY", "SSH_KEY", "signing-key", "KEY", "HTTP_COOKIE",
-     "SESSION_ID", "SIGNATURE", "SSL_CERT_FILE", "PASSWORD_SALT", "CI_JOB_TOKEN"],
+    [
+        "GITHUB_TOKEN",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "MY_API_KEY",
+        "STRIPE_APIKEY",
+        "DB_PASSWORD",
+        "DB_PASS",
+        "pgpasswd",
+        "GPG_PASSPHRASE",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "NPM_AUTH",
+        "SSH_PRIVATE_KEY",
+        "SSH_KEY",
+        "signing-key",
+        "KEY",
+        "HTTP_COOKIE",
+        "SESSION_ID",
+        "SIGNATURE",
+        "SSL_CERT_FILE",
+        "PASSWORD_SALT",
+        "CI_JOB_TOKEN",
+    ],
 )
 def test_looks_secret(name: str) -> None:
     assert looks_secret(name)
@@ -138,8 +169,19 @@ def test_looks_secret(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["KEYBOARD_LAYOUT", "KEYBOARD", "MONKEY", "MONKEYPATCH_MODE", "TURKEY_KEYS", "BYPASS_CACHE",
-     "PATH", "LANG", "PYTHONHASHSEED", "GITHUB_SHA", "CIRCLE_BUILD_NUM"],
+    [
+        "KEYBOARD_LAYOUT",
+        "KEYBOARD",
+        "MONKEY",
+        "MONKEYPATCH_MODE",
+        "TURKEY_KEYS",
+        "BYPASS_CACHE",
+        "PATH",
+        "LANG",
+        "PYTHONHASHSEED",
+        "GITHUB_SHA",
+        "CIRCLE_BUILD_NUM",
+    ],
 )
 def test_looks_secret_false_positives(name: str) -> None:
     assert not looks_secret(name)
@@ -150,15 +192,30 @@ def test_allow_list_has_no_secret_looking_names() -> None:
 
 
 def test_collect_environment_keeps_only_allow_listed() -> None:
-    environ = {"LANG": "C.UTF-8", "TZ": "UTC", "PYTHONHASHSEED": "0", "HOME": "/home/me",
-               "PATH": "/usr/bin", "GITHUB_RUN_ID": "42", "SHELL": "/bin/zsh"}
+    environ = {
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+        "PYTHONHASHSEED": "0",
+        "HOME": "/home/me",
+        "PATH": "/usr/bin",
+        "GITHUB_RUN_ID": "42",
+        "SHELL": "/bin/zsh",
+    }
     assert collect_environment(environ) == {
-        "GITHUB_RUN_ID": "42", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "TZ": "UTC",
+        "GITHUB_RUN_ID": "42",
+        "LANG": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+        "TZ": "UTC",
     }
 
 
-SECRETS = {"GITHUB_TOKEN": "ghp_x", "AWS_SECRET_ACCESS_KEY": "aws_x", "MY_API_KEY": "key_x",
-           "DB_PASSWORD": "pw_x", "CI_JOB_TOKEN": "job_x"}
+SECRETS = {
+    "GITHUB_TOKEN": "ghp_x",
+    "AWS_SECRET_ACCESS_KEY": "aws_x",
+    "MY_API_KEY": "key_x",
+    "DB_PASSWORD": "pw_x",
+    "CI_JOB_TOKEN": "job_x",
+}
 
 
 def test_collect_environment_drops_secrets_even_if_allow_listed(
@@ -197,67 +254,154 @@ def test_long_values_truncated_after_redaction() -> None:
 
 PROVIDER_CASES = [
     pytest.param(
-        {"CI": "true", "GITHUB_ACTIONS": "true", "GITHUB_SERVER_URL": "https://github.com",
-         "GITHUB_REPOSITORY": "acme/app", "GITHUB_RUN_ID": "9876543210",
-         "GITHUB_RUN_NUMBER": "77", "GITHUB_RUN_ATTEMPT": "2", "GITHUB_JOB": "test",
-         "GITHUB_WORKFLOW": "CI", "GITHUB_REF": "refs/pull/42/merge", "GITHUB_REF_NAME": "42/merge",
-         "GITHUB_HEAD_REF": "feature", "GITHUB_SHA": "a" * 40, "GITHUB_TOKEN": "ghs_secret"},
-        {"provider": "github-actions", "run_id": "9876543210", "run_number": "77",
-         "run_attempt": "2", "job": "test", "workflow": "CI",
-         "url": "https://github.com/acme/app/actions/runs/9876543210", "branch": "feature",
-         "commit": "a" * 40, "pull_request": "42"},
+        {
+            "CI": "true",
+            "GITHUB_ACTIONS": "true",
+            "GITHUB_SERVER_URL": "https://github.com",
+            "GITHUB_REPOSITORY": "acme/app",
+            "GITHUB_RUN_ID": "9876543210",
+            "GITHUB_RUN_NUMBER": "77",
+            "GITHUB_RUN_ATTEMPT": "2",
+            "GITHUB_JOB": "test",
+            "GITHUB_WORKFLOW": "CI",
+            "GITHUB_REF": "refs/pull/42/merge",
+            "GITHUB_REF_NAME": "42/merge",
+            "GITHUB_HEAD_REF": "feature",
+            "GITHUB_SHA": "a" * 40,
+            "GITHUB_TOKEN": "ghs_secret",
+        },
+        {
+            "provider": "github-actions",
+            "run_id": "9876543210",
+            "run_number": "77",
+            "run_attempt": "2",
+            "job": "test",
+            "workflow": "CI",
+            "url": "https://github.com/acme/app/actions/runs/9876543210",
+            "branch": "feature",
+            "commit": "a" * 40,
+            "pull_request": "42",
+        },
         id="github-actions",
     ),
     pytest.param(
-        {"CI": "true", "GITLAB_CI": "true", "CI_PIPELINE_ID": "1001", "CI_JOB_ID": "2002",
-         "CI_JOB_NAME": "pytest", "CI_JOB_URL": "https://gitlab.com/acme/app/-/jobs/2002",
-         "CI_PIPELINE_URL": "https://gitlab.com/acme/app/-/pipelines/1001",
-         "CI_COMMIT_SHA": "b" * 40, "CI_COMMIT_REF_NAME": "main", "CI_JOB_TOKEN": "secret"},
-        {"provider": "gitlab-ci", "run_id": "1001", "job_id": "2002", "job": "pytest",
-         "url": "https://gitlab.com/acme/app/-/pipelines/1001",
-         "job_url": "https://gitlab.com/acme/app/-/jobs/2002", "commit": "b" * 40,
-         "branch": "main"},
+        {
+            "CI": "true",
+            "GITLAB_CI": "true",
+            "CI_PIPELINE_ID": "1001",
+            "CI_JOB_ID": "2002",
+            "CI_JOB_NAME": "pytest",
+            "CI_JOB_URL": "https://gitlab.com/acme/app/-/jobs/2002",
+            "CI_PIPELINE_URL": "https://gitlab.com/acme/app/-/pipelines/1001",
+            "CI_COMMIT_SHA": "b" * 40,
+            "CI_COMMIT_REF_NAME": "main",
+            "CI_JOB_TOKEN": "secret",
+        },
+        {
+            "provider": "gitlab-ci",
+            "run_id": "1001",
+            "job_id": "2002",
+            "job": "pytest",
+            "url": "https://gitlab.com/acme/app/-/pipelines/1001",
+            "job_url": "https://gitlab.com/acme/app/-/jobs/2002",
+            "commit": "b" * 40,
+            "branch": "main",
+        },
         id="gitlab-ci",
     ),
     pytest.param(
-        {"JENKINS_URL": "https://ci.example/", "BUILD_NUMBER": "15", "BUILD_ID": "15",
-         "BUILD_URL": "https://ci.example/job/app/15/", "JOB_NAME": "app", "GIT_COMMIT": "c" * 40,
-         "GIT_BRANCH": "origin/main"},
-        {"provider": "jenkins", "run_id": "15", "run_number": "15", "job": "app",
-         "url": "https://ci.example/job/app/15/", "commit": "c" * 40, "branch": "origin/main"},
+        {
+            "JENKINS_URL": "https://ci.example/",
+            "BUILD_NUMBER": "15",
+            "BUILD_ID": "15",
+            "BUILD_URL": "https://ci.example/job/app/15/",
+            "JOB_NAME": "app",
+            "GIT_COMMIT": "c" * 40,
+            "GIT_BRANCH": "origin/main",
+        },
+        {
+            "provider": "jenkins",
+            "run_id": "15",
+            "run_number": "15",
+            "job": "app",
+            "url": "https://ci.example/job/app/15/",
+            "commit": "c" * 40,
+            "branch": "origin/main",
+        },
         id="jenkins",
     ),
     pytest.param(
-        {"CI": "true", "CIRCLECI": "true", "CIRCLE_WORKFLOW_ID": "wf-uuid",
-         "CIRCLE_BUILD_NUM": "321", "CIRCLE_BUILD_URL": "https://circleci.com/gh/acme/app/321",
-         "CIRCLE_JOB": "build", "CIRCLE_SHA1": "d" * 40, "CIRCLE_BRANCH": "dev",
-         "CIRCLE_PULL_REQUEST": "https://github.com/acme/app/pull/7"},
-        {"provider": "circleci", "run_id": "wf-uuid", "run_number": "321", "job": "build",
-         "url": "https://circleci.com/gh/acme/app/321", "commit": "d" * 40, "branch": "dev",
-         "pull_request": "7"},
+        {
+            "CI": "true",
+            "CIRCLECI": "true",
+            "CIRCLE_WORKFLOW_ID": "wf-uuid",
+            "CIRCLE_BUILD_NUM": "321",
+            "CIRCLE_BUILD_URL": "https://circleci.com/gh/acme/app/321",
+            "CIRCLE_JOB": "build",
+            "CIRCLE_SHA1": "d" * 40,
+            "CIRCLE_BRANCH": "dev",
+            "CIRCLE_PULL_REQUEST": "https://github.com/acme/app/pull/7",
+        },
+        {
+            "provider": "circleci",
+            "run_id": "wf-uuid",
+            "run_number": "321",
+            "job": "build",
+            "url": "https://circleci.com/gh/acme/app/321",
+            "commit": "d" * 40,
+            "branch": "dev",
+            "pull_request": "7",
+        },
         id="circleci",
     ),
     pytest.param(
-        {"CI": "true", "BUILDKITE": "true", "BUILDKITE_BUILD_ID": "bk-uuid",
-         "BUILDKITE_BUILD_NUMBER": "88", "BUILDKITE_JOB_ID": "job-uuid",
-         "BUILDKITE_LABEL": ":pytest: tests",
-         "BUILDKITE_BUILD_URL": "https://buildkite.com/acme/app/builds/88",
-         "BUILDKITE_COMMIT": "e" * 40, "BUILDKITE_BRANCH": "main",
-         "BUILDKITE_PULL_REQUEST": "false", "BUILDKITE_AGENT_ACCESS_TOKEN": "secret"},
-        {"provider": "buildkite", "run_id": "bk-uuid", "run_number": "88", "job_id": "job-uuid",
-         "job": ":pytest: tests", "url": "https://buildkite.com/acme/app/builds/88",
-         "commit": "e" * 40, "branch": "main"},
+        {
+            "CI": "true",
+            "BUILDKITE": "true",
+            "BUILDKITE_BUILD_ID": "bk-uuid",
+            "BUILDKITE_BUILD_NUMBER": "88",
+            "BUILDKITE_JOB_ID": "job-uuid",
+            "BUILDKITE_LABEL": ":pytest: tests",
+            "BUILDKITE_BUILD_URL": "https://buildkite.com/acme/app/builds/88",
+            "BUILDKITE_COMMIT": "e" * 40,
+            "BUILDKITE_BRANCH": "main",
+            "BUILDKITE_PULL_REQUEST": "false",
+            "BUILDKITE_AGENT_ACCESS_TOKEN": "secret",
+        },
+        {
+            "provider": "buildkite",
+            "run_id": "bk-uuid",
+            "run_number": "88",
+            "job_id": "job-uuid",
+            "job": ":pytest: tests",
+            "url": "https://buildkite.com/acme/app/builds/88",
+            "commit": "e" * 40,
+            "branch": "main",
+        },
         id="buildkite",
     ),
     pytest.param(
-        {"TF_BUILD": "True", "BUILD_BUILDID": "1234", "BUILD_BUILDNUMBER": "20240101.1",
-         "SYSTEM_JOBID": "job-guid", "SYSTEM_COLLECTIONURI": "https://dev.azure.com/acme/",
-         "SYSTEM_TEAMPROJECT": "Web Shop", "BUILD_SOURCEVERSION": "f" * 40,
-         "BUILD_SOURCEBRANCHNAME": "main", "SYSTEM_PULLREQUEST_PULLREQUESTID": "55"},
-        {"provider": "azure-pipelines", "run_id": "1234", "run_number": "20240101.1",
-         "job_id": "job-guid",
-         "url": "https://dev.azure.com/acme/Web%20Shop/_build/results?buildId=1234",
-         "commit": "f" * 40, "branch": "main", "pull_request": "55"},
+        {
+            "TF_BUILD": "True",
+            "BUILD_BUILDID": "1234",
+            "BUILD_BUILDNUMBER": "20240101.1",
+            "SYSTEM_JOBID": "job-guid",
+            "SYSTEM_COLLECTIONURI": "https://dev.azure.com/acme/",
+            "SYSTEM_TEAMPROJECT": "Web Shop",
+            "BUILD_SOURCEVERSION": "f" * 40,
+            "BUILD_SOURCEBRANCHNAME": "main",
+            "SYSTEM_PULLREQUEST_PULLREQUESTID": "55",
+        },
+        {
+            "provider": "azure-pipelines",
+            "run_id": "1234",
+            "run_number": "20240101.1",
+            "job_id": "job-guid",
+            "url": "https://dev.azure.com/acme/Web%20Shop/_build/results?buildId=1234",
+            "commit": "f" * 40,
+            "branch": "main",
+            "pull_request": "55",
+        },
         id="azure-pipelines",
     ),
 ]
@@ -278,14 +422,21 @@ def test_collect_environment_keeps_ci_run_variables(
 
 
 def test_ci_info_github_push_uses_ref_name_and_has_no_pull_request() -> None:
-    info = ci_info({"GITHUB_ACTIONS": "true", "GITHUB_REF": "refs/heads/release-2",
-                    "GITHUB_REF_NAME": "release-2", "GITHUB_HEAD_REF": ""})
+    info = ci_info(
+        {
+            "GITHUB_ACTIONS": "true",
+            "GITHUB_REF": "refs/heads/release-2",
+            "GITHUB_REF_NAME": "release-2",
+            "GITHUB_HEAD_REF": "",
+        }
+    )
     assert info == {"provider": "github-actions", "branch": "release-2"}
 
 
 def test_ci_info_redacts_url_credentials() -> None:
-    info = ci_info({"JENKINS_URL": "https://ci.example/",
-                    "BUILD_URL": "https://bot:hunter2@ci.example/job/1/"})
+    info = ci_info(
+        {"JENKINS_URL": "https://ci.example/", "BUILD_URL": "https://bot:hunter2@ci.example/job/1/"}
+    )
     assert info == {"provider": "jenkins", "url": "https://***@ci.example/job/1/"}
 
 
@@ -337,7 +488,8 @@ def _outside_ci_and_git(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
 
 @needs_git
 def test_recorded_metadata_with_git_and_ci(
-    pytester: pytest.Pytester, run_stepflow: Callable[..., StepflowRun],
+    pytester: pytest.Pytester,
+    run_stepflow: Callable[..., StepflowRun],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _outside_ci_and_git(monkeypatch, pytester.path)
@@ -354,7 +506,8 @@ def test_recorded_metadata_with_git_and_ci(
 
 
 def test_recorded_metadata_omits_unknown_git_and_ci(
-    pytester: pytest.Pytester, run_stepflow: Callable[..., StepflowRun],
+    pytester: pytest.Pytester,
+    run_stepflow: Callable[..., StepflowRun],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _outside_ci_and_git(monkeypatch, pytester.path)

@@ -32,7 +32,7 @@ SCHEMA_PATH = Path(__file__).parent / "data" / "junit-10.xsd"
 
 # Every outcome pytest has, output that XML 1.0 cannot carry as is, markup characters,
 # log records and a NaN parameter (which strict JSON cannot carry either).
-SUITE = r'''
+SUITE = r"""
 import logging
 import sys
 
@@ -99,7 +99,7 @@ class TestGroup:
     @pytest.mark.parametrize("value", [1, "a<b&c", float("nan")])
     def test_param(self, value):
         assert value == value or value != value
-'''
+"""
 BROKEN = "def oops(:\n    pass\n"
 
 
@@ -114,8 +114,13 @@ def recorded(pytester: pytest.Pytester, run_stepflow: Run) -> StepflowRun:
     pytester.path / "pytest.xml" from the same session."""
     pytester.makepyfile(test_suite=SUITE, test_broken=BROKEN)
     run = run_stepflow(
-        "--continue-on-collection-errors", "-o", "junit_family=xunit2",
-        "-o", "junit_logging=all", "-o", "log_level=INFO",
+        "--continue-on-collection-errors",
+        "-o",
+        "junit_family=xunit2",
+        "-o",
+        "junit_logging=all",
+        "-o",
+        "log_level=INFO",
         f"--junitxml={pytester.path / 'pytest.xml'}",
     )
     assert run.result.ret == pytest.ExitCode.TESTS_FAILED
@@ -169,12 +174,13 @@ def final_steps(run: StepflowRun) -> list[dict[str, Any]]:
 
 
 def test_junit_validates_and_counts_match_pytest(
-    recorded: StepflowRun, schema: xmlschema.XMLSchema, tmp_path: Path,
+    recorded: StepflowRun,
+    schema: xmlschema.XMLSchema,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     target = tmp_path / "reports" / "junit.xml"  # the folder is made
-    code, out, err = stepflow(recorded.db, "--format", "junit", "-o", str(target),
-                              capsys=capsys)
+    code, out, err = stepflow(recorded.db, "--format", "junit", "-o", str(target), capsys=capsys)
     assert (code, out, err) == (0, "", "")
     schema.validate(str(target))
     suite = suite_of(target)
@@ -196,8 +202,11 @@ def test_junit_validates_and_counts_match_pytest(
 
 
 def test_junit_matches_pytest_junitxml_test_by_test(
-    recorded: StepflowRun, pytester: pytest.Pytester, schema: xmlschema.XMLSchema,
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    recorded: StepflowRun,
+    pytester: pytest.Pytester,
+    schema: xmlschema.XMLSchema,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Same classname/name, same failure/error/skipped messages and texts as pytest's
     junitxml; the same suite counts (pytest repeats a testcase whose call failed and whose
@@ -213,8 +222,11 @@ def test_junit_matches_pytest_junitxml_test_by_test(
 
 
 def test_junit_output_with_control_characters_and_markup(
-    recorded: StepflowRun, pytester: pytest.Pytester, schema: xmlschema.XMLSchema,
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    recorded: StepflowRun,
+    pytester: pytest.Pytester,
+    schema: xmlschema.XMLSchema,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     target = tmp_path / "junit.xml"
     assert stepflow(recorded.db, "-o", str(target), capsys=capsys)[0] == 0
@@ -227,8 +239,11 @@ def test_junit_output_with_control_characters_and_markup(
     assert "log <x> & y#x01" in out and "WARNING " in out
     assert "err <b>&amp;#x0C" in err
     # pytest writes the same sections for the same test (junit_logging=all).
-    theirs = next(c for c in suite_of(pytester.path / "pytest.xml").iter("testcase")
-                  if c.get("name") == "test_output")
+    theirs = next(
+        c
+        for c in suite_of(pytester.path / "pytest.xml").iter("testcase")
+        if c.get("name") == "test_output"
+    )
     assert out == theirs.findtext("system-out")
     assert err == theirs.findtext("system-err")
     names = {c.get("name") for c in suite_of(target).iter("testcase")}
@@ -236,8 +251,11 @@ def test_junit_output_with_control_characters_and_markup(
 
 
 def test_junit_reruns_as_flaky_and_rerun_elements(
-    pytester: pytest.Pytester, run_stepflow: Run, schema: xmlschema.XMLSchema,
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    pytester: pytest.Pytester,
+    run_stepflow: Run,
+    schema: xmlschema.XMLSchema,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     pytest.importorskip("pytest_rerunfailures")
     pytester.makepyfile(
@@ -270,13 +288,18 @@ def test_junit_reruns_as_flaky_and_rerun_elements(
     assert "first attempt fails" in (flaky[0].findtext("stackTrace") or "")
     broken = cases["test_broken"]
     assert [c.tag for c in broken if c.tag != "system-out"] == [
-        "failure", "rerunFailure", "rerunFailure"]
+        "failure",
+        "rerunFailure",
+        "rerunFailure",
+    ]
     assert all(c.get("type") == "ValueError" for c in broken.findall("rerunFailure"))
     assert "attempt output" in (broken.findtext("rerunFailure/system-out") or "")
 
 
 def test_junit_xunit1_has_pytest_legacy_attributes(
-    pytester: pytest.Pytester, run_stepflow: Run, tmp_path: Path,
+    pytester: pytest.Pytester,
+    run_stepflow: Run,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     pytester.makepyfile(
@@ -289,38 +312,55 @@ def test_junit_xunit1_has_pytest_legacy_attributes(
                 assert 0
         """
     )
-    run = run_stepflow("-o", "junit_family=xunit1",
-                       f"--junitxml={pytester.path / 'pytest.xml'}")
+    run = run_stepflow("-o", "junit_family=xunit1", f"--junitxml={pytester.path / 'pytest.xml'}")
     target = tmp_path / "junit.xml"
-    code, _, _ = stepflow(run.db, "-o", str(target), "--junit-family", "xunit1",
-                          "--suite-name", "unit", capsys=capsys)
+    code, _, _ = stepflow(
+        run.db, "-o", str(target), "--junit-family", "xunit1", "--suite-name", "unit", capsys=capsys
+    )
     assert code == 0
     ours, theirs = suite_of(target), suite_of(pytester.path / "pytest.xml")
     assert ours.get("name") == "unit"
 
     def legacy(suite: ET.Element) -> list[tuple[Any, ...]]:
         return [
-            (c.get("classname"), c.get("name"), c.get("file"), c.get("line"),
-             [(p.get("name"), p.get("value")) for p in c.iter("property")])
+            (
+                c.get("classname"),
+                c.get("name"),
+                c.get("file"),
+                c.get("line"),
+                [(p.get("name"), p.get("value")) for p in c.iter("property")],
+            )
             for c in suite.iter("testcase")
         ]
 
     assert legacy(ours) == legacy(theirs)
-    assert legacy(ours)[0][2:] == ("test_junit_xunit1_has_pytest_legacy_attributes.py", "0",
-                                   [("ticket", "SF-5")])
+    assert legacy(ours)[0][2:] == (
+        "test_junit_xunit1_has_pytest_legacy_attributes.py",
+        "0",
+        [("ticket", "SF-5")],
+    )
 
 
 def test_junit_suite_properties_from_the_execution(
-    pytester: pytest.Pytester, run_stepflow: Run, tmp_path: Path,
+    pytester: pytest.Pytester,
+    run_stepflow: Run,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(pytester.path),
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@e"}
+    env = {
+        **os.environ,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "HOME": str(pytester.path),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+    }
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=pytester.path, env=env, check=True,
-                              capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=pytester.path, env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
 
     git("init", "-q", "-b", "release")
     pytester.makepyfile("def test_one():\n    pass\n")
@@ -388,7 +428,10 @@ def test_json_document_round_trip(
     assert by_name["test_output"]["stdout"] == "out \x00\x07\x1b\x7f <tag> & done\n"
     [log] = by_name["test_output"]["logs"]
     assert (log["level_name"], log["logger"], log["message"]) == (
-        "WARNING", "shop", "log <x> & y\x01")
+        "WARNING",
+        "shop",
+        "log <x> & y\x01",
+    )
     assert by_name["test_param[nan]"]["parameters"] == {"value": "NaN"}
     assert by_name["test_fails_and_teardown_error"]["teardown_outcome"] == "failed"
 
@@ -405,7 +448,8 @@ def test_jsonl_one_line_per_step(
     assert {r["type"] for r in records[1:]} == {"step"}
     assert sorted(r["id"] for r in records[1:]) == sorted(s["id"] for s in recorded.steps)
     assert Counter(r["outcome"] for r in records[1:] if r["final"]) == Counter(
-        s["outcome"] for s in final_steps(recorded))
+        s["outcome"] for s in final_steps(recorded)
+    )
     # `-o -` is stdout too, and the file form is byte for byte the same text.
     assert stepflow(recorded.db, "--format", "jsonl", "-o", "-", capsys=capsys)[1] == out
     target = tmp_path / "run.jsonl"
@@ -477,7 +521,9 @@ def test_missing_database_is_a_one_line_error(
 
 
 def test_failure_while_writing_keeps_the_old_file(
-    recorded: StepflowRun, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    recorded: StepflowRun,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The file is replaced whole or not at all; no temporary file is left behind."""
@@ -503,8 +549,11 @@ def test_failure_while_writing_keeps_the_old_file(
 
 
 def test_xdist_run_exports_every_step(
-    pytester: pytest.Pytester, run_stepflow: Run, schema: xmlschema.XMLSchema,
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    pytester: pytest.Pytester,
+    run_stepflow: Run,
+    schema: xmlschema.XMLSchema,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     pytest.importorskip("xdist")
     pytester.makepyfile(
@@ -523,8 +572,12 @@ def test_xdist_run_exports_every_step(
     )
     run = run_stepflow("-n", "2")
     assert run.result.parseoutcomes() == {"passed": 8, "failed": 2, "skipped": 1}
-    workers = {row["worker"] for row in run.query(
-        "SELECT DISTINCT worker FROM steps WHERE execution = ?", run.execution["number"])}
+    workers = {
+        row["worker"]
+        for row in run.query(
+            "SELECT DISTINCT worker FROM steps WHERE execution = ?", run.execution["number"]
+        )
+    }
     assert workers <= {"gw0", "gw1"} and workers
     junit = tmp_path / "junit.xml"
     assert stepflow(run.db, "-o", str(junit), capsys=capsys)[0] == 0

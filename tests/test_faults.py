@@ -40,12 +40,21 @@ pytest.importorskip("xdist")
 
 Run = Callable[..., StepflowRun]
 
-WORKERS = [pytest.param(["-n", "0"], id="n0"), pytest.param(["-n", "2"], id="n2"),
-           pytest.param(["-n", "4"], id="n4")]
+WORKERS = [
+    pytest.param(["-n", "0"], id="n0"),
+    pytest.param(["-n", "2"], id="n2"),
+    pytest.param(["-n", "4"], id="n4"),
+]
 
 # Variables of the outer session that must not leak into the runs we start.
-_DROPPED_ENV = ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT",
-                "PYTEST_XDIST_TESTRUNUID", "PYTEST_CURRENT_TEST", "STEPFLOW_DB")
+_DROPPED_ENV = (
+    "PYTEST_ADDOPTS",
+    "PYTEST_XDIST_WORKER",
+    "PYTEST_XDIST_WORKER_COUNT",
+    "PYTEST_XDIST_TESTRUNUID",
+    "PYTEST_CURRENT_TEST",
+    "STEPFLOW_DB",
+)
 WAL_BOUND = 16 << 20
 # `wal_autocheckpoint = 1000` pages and the writer's TRUNCATE checkpoint past 4 MiB keep the
 # WAL bounded. Under continuous readers with one step per transaction, schema v2 (two more
@@ -86,8 +95,9 @@ class Background:
 
     def finish(self, timeout: float = 180.0) -> StepflowRun:
         ret = self.proc.wait(timeout)
-        result = pytest.RunResult(ret, lines_of(self.out), lines_of(self.err),
-                                  time.monotonic() - self.t0)
+        result = pytest.RunResult(
+            ret, lines_of(self.out), lines_of(self.err), time.monotonic() - self.t0
+        )
         return StepflowRun(result, self.db)
 
 
@@ -96,18 +106,38 @@ class Spawner:
         self.base = base
         self.started: list[Background] = []
 
-    def __call__(self, db: Path, *args: str, cwd: Path | None = None,
-                 env: dict[str, str] | None = None, new_session: bool = False) -> Background:
+    def __call__(
+        self,
+        db: Path,
+        *args: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        new_session: bool = False,
+    ) -> Background:
         n = len(self.started)
         out, err = self.base / f".run{n}.out", self.base / f".run{n}.err"
         environment = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
         environment["PYTEST_ADDOPTS"] = INNER_ADDOPTS
         environment.update(env or {})
-        argv = [sys.executable, "-m", "pytest", "--stepflow", f"--stepflow-db={db}",
-                "-p", "no:cacheprovider", *args]
+        argv = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--stepflow",
+            f"--stepflow-db={db}",
+            "-p",
+            "no:cacheprovider",
+            *args,
+        ]
         with out.open("wb") as stdout, err.open("wb") as stderr:
-            proc = subprocess.Popen(argv, cwd=cwd or self.base, env=environment, stdout=stdout,
-                                    stderr=stderr, start_new_session=new_session)
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd or self.base,
+                env=environment,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=new_session,
+            )
         background = Background(proc, out, err, db, new_session, time.monotonic())
         self.started.append(background)
         return background
@@ -159,8 +189,11 @@ def execution_row(db: Path, number: int) -> dict[str, Any]:
 
 
 def step_keys(db: Path, number: int) -> list[tuple[str, str, int]]:
-    rows = query(db, "SELECT nodeid, worker, attempt FROM step_details "
-                     "WHERE execution_number = ? ORDER BY id", number)
+    rows = query(
+        db,
+        "SELECT nodeid, worker, attempt FROM step_details WHERE execution_number = ? ORDER BY id",
+        number,
+    )
     return [(r["nodeid"], r["worker"], r["attempt"]) for r in rows]
 
 
@@ -180,8 +213,10 @@ def spilled_steps(path: Path) -> list[dict[str, Any]]:
 
 
 def parametrized_suite(count: int, body: str = "pass", imports: str = "") -> str:
-    return (f"import pytest\n{imports}\n\n@pytest.mark.parametrize('i', range({count}))\n"
-            f"def test_item(i):\n    {body}\n")
+    return (
+        f"import pytest\n{imports}\n\n@pytest.mark.parametrize('i', range({count}))\n"
+        f"def test_item(i):\n    {body}\n"
+    )
 
 
 TINY = "def test_tiny(): pass\n"
@@ -195,8 +230,7 @@ def test_lock_held_mid_run_is_ridden_out(
     pytester: pytest.Pytester, stepflow_db: Path, spawn: Spawner, workers: list[str]
 ) -> None:
     pytester.makepyfile(test_slow=parametrized_suite(200, "time.sleep(0.01)", "import time"))
-    run = spawn(stepflow_db, *workers, "--stepflow-batch-size=5",
-                "--stepflow-flush-interval=0.05")
+    run = spawn(stepflow_db, *workers, "--stepflow-batch-size=5", "--stepflow-flush-interval=0.05")
     wait_for(lambda: steps_in(stepflow_db) >= 5, "the first steps")
     with write_lock(stepflow_db):
         time.sleep(3.0)  # hold the lock; not a timing assertion
@@ -235,16 +269,25 @@ def test_gated(i):
 
 @pytest.mark.parametrize("workers", WORKERS)
 def test_lock_beyond_retry_budget_spills_then_next_run_imports(
-    pytester: pytest.Pytester, stepflow_db: Path, spawn: Spawner, run_stepflow: Run,
+    pytester: pytest.Pytester,
+    stepflow_db: Path,
+    spawn: Spawner,
+    run_stepflow: Run,
     workers: list[str],
 ) -> None:
     pytester.makepyfile(test_gated=GATED_SUITE, test_tiny=TINY)
     gates = pytester.mkdir("gates")
     # Tests 0-39 run at once; 40-159 run while we hold the lock; 160-199 after we let go,
     # so the run (and its final record) ends after the lock is released.
-    first = spawn(stepflow_db, *workers, "test_gated.py", "--stepflow-batch-size=5",
-                  "--stepflow-flush-interval=0.05", "--stepflow-retry-budget=0.5",
-                  env={"STEPFLOW_GATES": str(gates)})
+    first = spawn(
+        stepflow_db,
+        *workers,
+        "test_gated.py",
+        "--stepflow-batch-size=5",
+        "--stepflow-flush-interval=0.05",
+        "--stepflow-retry-budget=0.5",
+        env={"STEPFLOW_GATES": str(gates)},
+    )
     wait_for(lambda: steps_in(stepflow_db) >= 5, "the first steps")
     with write_lock(stepflow_db):
         (gates / "locked").touch()
@@ -341,10 +384,16 @@ def test_sigkill_of_the_process_tree(
 ) -> None:
     pytester.makepyfile(test_kill=KILL_SUITE, test_tiny=TINY)
     blocking = pytester.path / "blocking"
-    run = spawn(stepflow_db, "-n", "2", "test_kill.py", "--stepflow-flush-interval=0.05",
-                "--stepflow-batch-size=1", new_session=True,
-                env={"STEPFLOW_BLOCKING": str(blocking),
-                     "STEPFLOW_RELEASE": str(pytester.path / "never")})
+    run = spawn(
+        stepflow_db,
+        "-n",
+        "2",
+        "test_kill.py",
+        "--stepflow-flush-interval=0.05",
+        "--stepflow-batch-size=1",
+        new_session=True,
+        env={"STEPFLOW_BLOCKING": str(blocking), "STEPFLOW_RELEASE": str(pytester.path / "never")},
+    )
     wait_for(lambda: blocking.exists() and steps_in(stepflow_db) >= 5, "steps and the block")
     seen = step_keys(stepflow_db, 1)
     os.killpg(run.proc.pid, signal.SIGKILL)
@@ -360,8 +409,7 @@ def test_sigkill_of_the_process_tree(
     assert len(nodeids) == len(set(nodeids)), "a step was written twice"
     expected = {f"test_kill.py::test_step[{i}]" for i in range(40)}
     assert set(nodeids) <= expected - {"test_kill.py::test_step[20]"}
-    assert all(s["final"] == 1 and s["attempt"] == 1 and s["outcome"] == "passed"
-               for s in steps)
+    assert all(s["final"] == 1 and s["attempt"] == 1 and s["outcome"] == "passed" for s in steps)
     assert set(seen) <= set(step_keys(stepflow_db, 1)), "steps seen before the kill vanished"
     # Each worker runs its tests in collection order and writes them in that order: what
     # reached the database is, per worker, an ordered prefix of what it ran.
@@ -379,9 +427,13 @@ def test_sigkill_of_the_process_tree(
 
 # ---- 4. two runs at once on one database ---------------------------------------------------
 
+
 @pytest.mark.parametrize("database", ["fresh", "existing"])
 def test_two_concurrent_runs_share_a_database(
-    pytester: pytest.Pytester, spawn: Spawner, run_stepflow: Run, stepflow_db: Path,
+    pytester: pytest.Pytester,
+    spawn: Spawner,
+    run_stepflow: Run,
+    stepflow_db: Path,
     database: str,
 ) -> None:
     if database == "existing":
@@ -390,7 +442,8 @@ def test_two_concurrent_runs_share_a_database(
     before = 1 if database == "existing" else 0
     job_a, job_b = pytester.mkdir("job_a"), pytester.mkdir("job_b")
     (job_a / "test_a.py").write_text(
-        parametrized_suite(150, "time.sleep(0.005); assert i != 77", "import time"))
+        parametrized_suite(150, "time.sleep(0.005); assert i != 77", "import time")
+    )
     (job_b / "test_b.py").write_text(parametrized_suite(120, "time.sleep(0.005)", "import time"))
     jobs = {
         "job-a": spawn(stepflow_db, "-n", "2", "--stepflow-name=job-a", cwd=job_a),
@@ -449,7 +502,8 @@ def test_start_waits_for_a_write_lock_on_a_new_database(
     result = run.finish()
     assert_clean_output(result)
     assert "not recording" not in result.output and "nothing recorded" not in result.output, (
-        result.output)
+        result.output
+    )
     check_invariants(result, 0)
     assert len(result.steps) == 10
 
@@ -476,10 +530,12 @@ def test_schema_check_is_one_snapshot_while_another_session_migrates(tmp_path: P
     from pytest_stepflow.storage.schema import APPLICATION_ID, check_schema, migrate
 
     db = tmp_path / "stepflow.db"
-    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as other, \
-            contextlib.closing(sqlite3.connect(
-                db, isolation_level=None, factory=_OtherSessionCommitsBetweenStatements
-            )) as conn:
+    with (
+        contextlib.closing(sqlite3.connect(db, isolation_level=None)) as other,
+        contextlib.closing(
+            sqlite3.connect(db, isolation_level=None, factory=_OtherSessionCommitsBetweenStatements)
+        ) as conn,
+    ):
         other.execute("PRAGMA journal_mode = WAL")  # what B's open_for_writing did
         assert isinstance(conn, _OtherSessionCommitsBetweenStatements)
         conn.other_session = lambda: migrate(other, db)
@@ -531,7 +587,8 @@ class ReportReader(threading.Thread):
                             rows = conn.execute(sql).fetchall()
                             if sql.startswith("SELECT outcome"):
                                 self.largest_count = max(
-                                    self.largest_count, sum(int(r[1]) for r in rows))
+                                    self.largest_count, sum(int(r[1]) for r in rows)
+                                )
                         conn.execute("COMMIT")
                         self.rounds += 1
                     except sqlite3.Error as exc:
@@ -539,8 +596,7 @@ class ReportReader(threading.Thread):
                         if conn.in_transaction:
                             conn.execute("ROLLBACK")
                     with contextlib.suppress(OSError):
-                        self.peak_wal = max(self.peak_wal,
-                                            os.path.getsize(f"{self.db}-wal"))
+                        self.peak_wal = max(self.peak_wal, os.path.getsize(f"{self.db}-wal"))
         except BaseException as exc:  # reported by the test, never a thread exception
             self.errors.append(repr(exc))
 
@@ -570,7 +626,8 @@ def test_report_readers_during_a_parallel_run(
     wal = Path(f"{stepflow_db}-wal")
     wal_after = wal.stat().st_size if wal.exists() else 0
     assert wal_after < WAL_BOUND_UNDER_READERS, (
-        f"WAL {wal_after} bytes after the run (peak {reader.peak_wal}): checkpoints starved")
+        f"WAL {wal_after} bytes after the run (peak {reader.peak_wal}): checkpoints starved"
+    )
     assert reader.peak_wal < WAL_BOUND_UNDER_READERS, f"WAL reached {reader.peak_wal} bytes"
 
 
@@ -589,9 +646,7 @@ def test_writer_stats_report_wal_bytes(
 
 
 @pytest.mark.parametrize("workers", [4, 8])
-def test_maximum_contention(
-    pytester: pytest.Pytester, run_stepflow: Run, workers: int
-) -> None:
+def test_maximum_contention(pytester: pytest.Pytester, run_stepflow: Run, workers: int) -> None:
     for n in range(50):
         pytester.makepyfile(**{f"test_many_{n:02}": parametrized_suite(100)})
     t0 = time.monotonic()

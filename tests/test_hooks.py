@@ -117,13 +117,13 @@ def test_step_prepare_changes_steps_attaches_and_vetoes(
     run.result.assert_outcomes(passed=3, failed=1)
     steps = {s["nodeid"].split("::")[1]: s for s in run.steps}
     assert set(steps) == {"test_add", "test_badge", "test_charge"}
-    assert json.loads(steps["test_add"]["properties"]) == [["sku", "APL-1"],
-                                                           ["owner", "team-cart"]]
+    assert json.loads(steps["test_add"]["properties"]) == [["sku", "APL-1"], ["owner", "team-cart"]]
     assert json.loads(steps["test_charge"]["properties"]) == [["owner", "team-pay"]]
     assert json.loads(steps["test_badge"]["markers"]) == ["flaky_ui", "quarantined"]
     shots = run.artifacts()
     assert [(a["step_id"], a["name"], a["mime_type"]) for a in shots] == [
-        (steps["test_badge"]["id"], "screenshot.png", "image/png")]
+        (steps["test_badge"]["id"], "screenshot.png", "image/png")
+    ]
     assert (stepflow_db.parent / shots[0]["stored_path"]).read_bytes().endswith(b"test_badge")
     # The vetoed step is not counted as recorded anywhere, and xdist sees no mismatch.
     assert run.execution["completed_steps"] == 3
@@ -185,12 +185,16 @@ def test_step_recorded_is_told_of_every_step(
     pytester.makeconftest(RECORDED)
     pytester.makepyfile(test_suite=SUITE)
     run = run_stepflow("-n", workers)
-    told = [line for path in sorted(pytester.path.glob("recorded-*.jsonl"))
-            for line in lines_of(path)]
+    told = [
+        line for path in sorted(pytester.path.glob("recorded-*.jsonl")) for line in lines_of(path)
+    ]
     by_test = {str(t["nodeid"]).split("::")[1]: t for t in told}
     assert len(told) == 3 == len(run.steps)
     assert {k: t["outcome"] for k, t in by_test.items()} == {
-        "test_ok": "passed", "test_broken": "failed", "test_later": "skipped"}
+        "test_ok": "passed",
+        "test_broken": "failed",
+        "test_later": "skipped",
+    }
     assert {t["item"] for t in told} == {"test_ok", "test_broken", "test_later"}
     # It sees the step as written: after every prepare implementation.
     assert {t["owner"] for t in told} == {'[["owner", "qa"]]'}
@@ -223,8 +227,11 @@ def test_execution_finish_is_told_the_statistics(
     assert summary["execution_id"] == execution["id"]
     assert summary["number"] == execution["number"]
     assert summary["db_path"] == str(stepflow_db)
-    assert (summary["status"], summary["exit_code"]) == ("failed", 1) == (
-        execution["status"], execution["exit_code"])
+    assert (
+        (summary["status"], summary["exit_code"])
+        == ("failed", 1)
+        == (execution["status"], execution["exit_code"])
+    )
     assert summary["outcomes"] == {"failed": 1, "passed": 1, "skipped": 1}
     assert summary["steps"] == 3
     assert summary["worker_count"] == int(workers)
@@ -262,8 +269,11 @@ BAD_PLUGIN = """
 """
 
 
-@pytest.mark.parametrize("args", [("-n", "0"), ("-n", "2"), ("-n", "0", "-W", "error")],
-                         ids=["serial", "xdist", "warnings-as-errors"])
+@pytest.mark.parametrize(
+    "args",
+    [("-n", "0"), ("-n", "2"), ("-n", "0", "-W", "error")],
+    ids=["serial", "xdist", "warnings-as-errors"],
+)
 def test_a_raising_implementation_is_named_and_changes_nothing(
     pytester: pytest.Pytester, run_stepflow: Run, args: tuple[str, ...]
 ) -> None:
@@ -292,8 +302,10 @@ def test_a_raising_implementation_is_named_and_changes_nothing(
     summary = [line for line in run.result.outlines if line.startswith("stepflow: warning")]
     assert sorted(summary) == sorted(f"stepflow: warning: {e}" for e in errors)
     if "error" not in args:  # and a pytest warning, inside the test where it happened
-        assert "StepflowWarning: hook pytest_stepflow_step_prepare of plugin 'badplugin' " \
-               "raised KeyError" in run.output
+        assert (
+            "StepflowWarning: hook pytest_stepflow_step_prepare of plugin 'badplugin' "
+            "raised KeyError" in run.output
+        )
     # The attached-then-abandoned content may be in the store, but no row names it.
     assert run.query("SELECT count(*) AS n FROM artifacts")[0]["n"] == 0
 
@@ -348,8 +360,15 @@ def test_testsuite_properties_go_to_the_execution(
     run = run_stepflow("-n", workers, "--junitxml=junit.xml", "-o", "junit_family=xunit1")
     run.result.assert_outcomes(passed=5)
     assert run.metadata["testsuite_properties"] == {
-        "ARCH": "x86_64", "STORAGE": "CEPH", "node0": 0, "node1": 1, "node2": 2, "node3": 3,
-        "ratio": 0.5, "odd": "NaN"}
+        "ARCH": "x86_64",
+        "STORAGE": "CEPH",
+        "node0": 0,
+        "node1": 1,
+        "node2": 2,
+        "node3": 3,
+        "ratio": 0.5,
+        "odd": "NaN",
+    }
     # record_property stays on the step.
     assert json.loads(run.step("test_node[2]")["properties"]) == [["i", 2]]
     xml = (pytester.path / "junit.xml").read_text()
@@ -360,8 +379,9 @@ def test_testsuite_properties_go_to_the_execution(
 
 def test_testsuite_properties_without_stepflow_are_pytests(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_props=PROPERTIES)
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--junitxml=junit.xml",
-                                          "-o", "junit_family=xunit1")
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "--junitxml=junit.xml", "-o", "junit_family=xunit1"
+    )
     result.assert_outcomes(passed=5)
     assert '<property name="ARCH" value="x86_64" />' in (pytester.path / "junit.xml").read_text()
 
@@ -375,19 +395,23 @@ def test_examples_show_the_hooks(pytester: pytest.Pytester, stepflow_db: Path) -
     for path in EXAMPLES.iterdir():
         if path.suffix in (".py", ".ini"):
             shutil.copy(path, pytester.path / path.name)
-    result = pytester.runpytest_subprocess("--stepflow", f"--stepflow-db={stepflow_db}",
-                                           "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(
+        "--stepflow", f"--stepflow-db={stepflow_db}", "-p", "no:cacheprovider"
+    )
     result.assert_outcomes(failed=2, passed=16, skipped=3, xfailed=1, xpassed=1, errors=2)
     run = StepflowRun(result, stepflow_db)
     check_invariants(run, 0)
     steps = {s["nodeid"]: s for s in run.steps}
     assert len(steps) == 24
-    owners = {nodeid: dict(json.loads(s["properties"] or "[]")).get("owner")
-              for nodeid, s in steps.items()}
+    owners = {
+        nodeid: dict(json.loads(s["properties"] or "[]")).get("owner")
+        for nodeid, s in steps.items()
+    }
     assert set(owners.values()) == {"team-cart", "team-checkout", "team-inventory"}
     failed = {s["id"] for s in steps.values() if s["outcome"] in ("failed", "error")}
-    shots = run.query("SELECT step_id, name, mime_type FROM artifacts WHERE name = ?",
-                      "screenshot.png")
+    shots = run.query(
+        "SELECT step_id, name, mime_type FROM artifacts WHERE name = ?", "screenshot.png"
+    )
     assert {a["step_id"] for a in shots} == failed
     assert {a["mime_type"] for a in shots} == {"image/png"}
     assert run.query("SELECT count(*) AS n FROM substeps")[0]["n"] > 0

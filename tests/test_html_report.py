@@ -55,16 +55,18 @@ CHROMEDRIVER = shutil.which("chromedriver")
 needs_chromium = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
     reason="Debian's chromium and chromium-driver are not installed "
-           "(apt-get install chromium chromium-driver; .ci/run installs them)",
+    "(apt-get install chromium chromium-driver; .ci/run installs them)",
 )
 Browser = webdriver.Chrome
 WAIT = 20.0  # seconds a browser condition may take before the test fails
 
-PWN_STDOUT = ['<script>window.__pwned=1</script>',
-              '</script><img src=x onerror="window.__pwned=1">']
+PWN_STDOUT = [
+    "<script>window.__pwned=1</script>",
+    '</script><img src=x onerror="window.__pwned=1">',
+]
 HOSTILE_ID = "<b>bold</b>"
 HOSTILE_ARTIFACT = "<img src=x onerror=window.__pwned=1>.txt"
-SUITE = '''
+SUITE = """
 import logging
 import os
 
@@ -98,13 +100,24 @@ def test_many(i):
 @pytest.mark.skip(reason="not on this platform")
 def test_skipped():
     pass
-'''
+"""
 RUNS = 5
-_SCRUBBED = frozenset({
-    "STEPFLOW_DB", "PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "CI", "GITHUB_ACTIONS",
-    "GITLAB_CI", "JENKINS_URL", "CIRCLECI", "BUILDKITE", "TF_BUILD", "GIT_DIR",
-    "GIT_WORK_TREE",
-})
+_SCRUBBED = frozenset(
+    {
+        "STEPFLOW_DB",
+        "PYTEST_ADDOPTS",
+        "PYTEST_XDIST_WORKER",
+        "CI",
+        "GITHUB_ACTIONS",
+        "GITLAB_CI",
+        "JENKINS_URL",
+        "CIRCLECI",
+        "BUILDKITE",
+        "TF_BUILD",
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+    }
+)
 XDIST_RUN = 5
 SERIAL_RUN = 4
 # A 2x2 red PNG, made here so the test needs no image library.
@@ -112,11 +125,20 @@ SERIAL_RUN = 4
 
 def _png() -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return (struct.pack(">I", len(body)) + kind + body
-                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
+
     raw = b"".join(b"\x00" + b"\xff\x00\x00" * 2 for _ in range(2))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 @dataclass
@@ -128,13 +150,20 @@ class Project:
         return str(query(self.db, "SELECT id FROM executions WHERE number = ?", number)[0]["id"])
 
     def workers(self, number: int) -> list[str]:
-        rows = query(self.db, "SELECT DISTINCT worker FROM steps WHERE execution = ? "
-                              "ORDER BY worker", number)
+        rows = query(
+            self.db, "SELECT DISTINCT worker FROM steps WHERE execution = ? ORDER BY worker", number
+        )
         return [r["worker"] for r in rows]
 
     def count(self, number: int, outcome: str) -> int:
-        return int(query(self.db, "SELECT count(*) AS n FROM steps WHERE execution = ? AND "
-                                  "outcome = ?", number, outcome)[0]["n"])
+        return int(
+            query(
+                self.db,
+                "SELECT count(*) AS n FROM steps WHERE execution = ? AND outcome = ?",
+                number,
+                outcome,
+            )[0]["n"]
+        )
 
     def report(self, number: int) -> Path:
         path = self.root / "reports" / f"run-{number}.html"
@@ -157,19 +186,33 @@ def _add_extras(db: Path, number: int) -> None:
     try:
         step_id, execution = conn.execute(
             "SELECT s.id, s.execution FROM steps s JOIN tests t ON t.id = s.test_id "
-            "WHERE s.execution = ? AND t.nodeid LIKE '%test_param%'", (number,)).fetchone()
+            "WHERE s.execution = ? AND t.nodeid LIKE '%test_param%'",
+            (number,),
+        ).fetchone()
         conn.execute(
             "INSERT INTO substeps (id, step_id, parent_id, position, kind, phase, title, "
             "outcome, message, started_at, duration) VALUES "
             "(:s * 10, :s, NULL, 0, 'step', 'call', 'log in', 'failed', NULL, 0, 0.002), "
             "(:s * 10 + 1, :s, :s * 10, 1, 'step', 'call', 'submit <form onsubmit=x>', "
-            "'failed', 'ValueError: </script>', 0, 0.001)", {"s": step_id})
+            "'failed', 'ValueError: </script>', 0, 0.001)",
+            {"s": step_id},
+        )
         conn.executemany(
             "INSERT INTO artifacts (step_id, execution, name, mime_type, size, sha256, "
             "stored_path, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-            [(step_id, execution, "screen <1>.png", "image/png", len(png), sha, stored),
-             (step_id, execution, HOSTILE_ARTIFACT, "text/plain", 8, "0" * 64,
-              "javascript:alert(1)")])
+            [
+                (step_id, execution, "screen <1>.png", "image/png", len(png), sha, stored),
+                (
+                    step_id,
+                    execution,
+                    HOSTILE_ARTIFACT,
+                    "text/plain",
+                    8,
+                    "0" * 64,
+                    "javascript:alert(1)",
+                ),
+            ],
+        )
         conn.commit()
     finally:
         conn.close()
@@ -187,9 +230,22 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     for run in range(1, RUNS + 1):
         extra = ["-n", "2"] if run == XDIST_RUN else []
         result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--stepflow",
-             "--stepflow-name", f"run-{run}", *extra],
-            cwd=root, env={**env, "SF_RUN": str(run)}, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--stepflow",
+                "--stepflow-name",
+                f"run-{run}",
+                *extra,
+            ],
+            cwd=root,
+            env={**env, "SF_RUN": str(run)},
+            capture_output=True,
+            text=True,
         )
         assert result.returncode == 1, result.stdout + result.stderr
     db = root / ".stepflow" / "stepflow.db"
@@ -204,12 +260,20 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("Debian's chromium and chromium-driver are not installed "
-                    "(apt-get install chromium chromium-driver; .ci/run installs them)")
+        pytest.skip(
+            "Debian's chromium and chromium-driver are not installed "
+            "(apt-get install chromium chromium-driver; .ci/run installs them)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000", "--allow-file-access-from-files"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--allow-file-access-from-files",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
@@ -233,8 +297,11 @@ def load(driver: Browser, path: Path) -> None:
     console_errors(driver)  # drop what an earlier page logged
     driver.get("about:blank")
     driver.get(path.resolve().as_uri())
-    wait(driver, lambda d: d.execute_script(
-        "return document.documentElement.dataset.ready === '1'"), "report ready")
+    wait(
+        driver,
+        lambda d: d.execute_script("return document.documentElement.dataset.ready === '1'"),
+        "report ready",
+    )
 
 
 def js(driver: Browser, script: str, *args: Any) -> Any:
@@ -242,10 +309,15 @@ def js(driver: Browser, script: str, *args: Any) -> Any:
 
 
 def visible_rows(driver: Browser) -> list[dict[str, str]]:
-    return list(js(driver, """
+    return list(
+        js(
+            driver,
+            """
         return [...document.querySelectorAll('#rows-body .row:not([hidden])')].map((r) => ({
             row: r.dataset.row, outcome: r.dataset.outcome, worker: r.dataset.worker,
-            text: r.querySelector('.c-test').textContent}));"""))
+            text: r.querySelector('.c-test').textContent}));""",
+        )
+    )
 
 
 def shown_count(driver: Browser) -> int:
@@ -264,10 +336,14 @@ def open_row(driver: Browser, text: str) -> WebElement:
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", row)
     # Click the row's left end: an open detail panel covers the right of the page.
     ActionChains(driver).move_to_element_with_offset(
-        row, -row.size["width"] // 2 + 30, 0).click().perform()
+        row, -row.size["width"] // 2 + 30, 0
+    ).click().perform()
     panel = driver.find_element(By.ID, "detail")
-    wait(driver, lambda d: panel.is_displayed() and text in d.find_element(
-        By.ID, "detail-title").text, f"detail of {text}")
+    wait(
+        driver,
+        lambda d: panel.is_displayed() and text in d.find_element(By.ID, "detail-title").text,
+        f"detail of {text}",
+    )
     return panel
 
 
@@ -295,16 +371,22 @@ def test_page_loads_with_one_lane_per_worker(
     assert console_errors(browser) == []
     workers = project.workers(number)
     assert workers == (["main"] if number == SERIAL_RUN else ["gw0", "gw1"])
-    lanes = js(browser, "return [...document.querySelectorAll('#lanes .lane')]"
-                        ".map((e) => e.dataset.worker)")
+    lanes = js(
+        browser,
+        "return [...document.querySelectorAll('#lanes .lane')].map((e) => e.dataset.worker)",
+    )
     assert lanes == workers
     assert browser.find_element(By.ID, "run-title").text == f"Run #{number} · run-{number}"
     assert browser.find_element(By.ID, "run-status").text == "failed"
-    counts = {e.get_attribute("data-outcome"): e.text for e in
-              browser.find_elements(By.CSS_SELECTOR, "#counts [data-outcome]")}
-    assert counts == {"passed": "14 passed" if number % 2 == 0 else "13 passed",
-                      "failed": "1 failed" if number % 2 == 0 else "2 failed",
-                      "skipped": "1 skipped"}
+    counts = {
+        e.get_attribute("data-outcome"): e.text
+        for e in browser.find_elements(By.CSS_SELECTOR, "#counts [data-outcome]")
+    }
+    assert counts == {
+        "passed": "14 passed" if number % 2 == 0 else "13 passed",
+        "failed": "1 failed" if number % 2 == 0 else "2 failed",
+        "skipped": "1 skipped",
+    }
     meta = browser.find_element(By.ID, "run-meta").text
     assert f"pytest {pytest.__version__}" in meta and "Python " in meta
     assert "writer" in meta and "steps 16" in meta
@@ -345,15 +427,27 @@ def test_timeline_zoom_pan_hover_and_click(project: Project, browser: Browser) -
     # Zoom onto test_fails' bar (a millisecond among a second of xdist start-up), hover it
     # for the tooltip, click it for the detail.
     row = int(next(r["row"] for r in visible_rows(browser) if "test_fails" in r["text"]))
-    bar_start, bar_ms = js(browser, """const d = JSON.parse(
+    bar_start, bar_ms = js(
+        browser,
+        """const d = JSON.parse(
         document.getElementById('stepflow-data').textContent).steps;
-        return [d.s[arguments[0]], d.d[arguments[0]] / 1000];""", row)
-    js(browser, "window.stepflowReport.setView(arguments[0], arguments[1])",
-       bar_start - bar_ms, bar_start + 2 * bar_ms)
+        return [d.s[arguments[0]], d.d[arguments[0]] / 1000];""",
+        row,
+    )
+    js(
+        browser,
+        "window.stepflowReport.setView(arguments[0], arguments[1])",
+        bar_start - bar_ms,
+        bar_start + 2 * bar_ms,
+    )
     wait(browser, lambda d: abs(width() - 3 * bar_ms) < 1e-3, "zoomed onto the bar")
     point = js(browser, "return window.stepflowReport.barCenter(arguments[0])", row)
-    box = js(browser, "const r = arguments[0].getBoundingClientRect();"
-                      "return {x: r.left + r.width / 2, y: r.top + r.height / 2}", canvas)
+    box = js(
+        browser,
+        "const r = arguments[0].getBoundingClientRect();"
+        "return {x: r.left + r.width / 2, y: r.top + r.height / 2}",
+        canvas,
+    )
     dx, dy = round(point["x"] - box["x"]), round(point["y"] - box["y"])
     ActionChains(browser).move_to_element_with_offset(canvas, dx, dy).perform()
     tooltip = browser.find_element(By.ID, "tooltip")
@@ -366,8 +460,7 @@ def test_timeline_zoom_pan_hover_and_click(project: Project, browser: Browser) -
 
 
 @needs_chromium
-def test_filters_and_search_change_the_visible_rows(project: Project, browser: Browser
-                                                    ) -> None:
+def test_filters_and_search_change_the_visible_rows(project: Project, browser: Browser) -> None:
     load(browser, project.report(XDIST_RUN))
     assert len(visible_rows(browser)) == 16
     Select(browser.find_element(By.ID, "f-outcome")).select_by_value("failed")
@@ -396,8 +489,14 @@ def test_filters_and_search_change_the_visible_rows(project: Project, browser: B
 
     worker = project.workers(XDIST_RUN)[1]
     Select(browser.find_element(By.ID, "f-worker")).select_by_visible_text(worker)
-    expected = int(query(project.db, "SELECT count(*) AS n FROM steps WHERE execution = ? "
-                                     "AND worker = ?", XDIST_RUN, worker)[0]["n"])
+    expected = int(
+        query(
+            project.db,
+            "SELECT count(*) AS n FROM steps WHERE execution = ? AND worker = ?",
+            XDIST_RUN,
+            worker,
+        )[0]["n"]
+    )
     wait(browser, lambda d: shown_count(d) == expected, "worker")
     assert {r["worker"] for r in visible_rows(browser)} == {worker}
     Select(browser.find_element(By.ID, "f-worker")).select_by_value("")
@@ -410,9 +509,12 @@ def test_filters_and_search_change_the_visible_rows(project: Project, browser: B
 @needs_chromium
 def test_sorting_by_column(project: Project, browser: Browser) -> None:
     load(browser, project.report(SERIAL_RUN))
-    slowest = query(project.db, "SELECT t.nodeid FROM steps s JOIN tests t ON t.id = s.test_id"
-                                " WHERE s.execution = ? ORDER BY s.duration DESC LIMIT 1",
-                    SERIAL_RUN)[0]["nodeid"]
+    slowest = query(
+        project.db,
+        "SELECT t.nodeid FROM steps s JOIN tests t ON t.id = s.test_id"
+        " WHERE s.execution = ? ORDER BY s.duration DESC LIMIT 1",
+        SERIAL_RUN,
+    )[0]["nodeid"]
     header = browser.find_element(By.CSS_SELECTOR, '#thead [data-sort="duration"]')
     header.click()
     wait(browser, lambda d: header.get_attribute("aria-sort") == "descending", "sorted")
@@ -429,15 +531,15 @@ def test_sorting_by_column(project: Project, browser: Browser) -> None:
 
 
 @needs_chromium
-def test_row_click_opens_the_detail_with_the_traceback(project: Project, browser: Browser
-                                                       ) -> None:
+def test_row_click_opens_the_detail_with_the_traceback(project: Project, browser: Browser) -> None:
     load(browser, project.report(SERIAL_RUN))
     panel = open_row(browser, "test_fails")
     traceback = panel.find_element(By.CSS_SELECTOR, "#detail-traceback pre").text
     assert "AssertionError: broken | `tick` </script><!-- <i>" in traceback
     assert "def test_fails():" in traceback
     assert panel.find_element(By.CSS_SELECTOR, "#detail-reason pre").text.startswith(
-        "AssertionError: broken")
+        "AssertionError: broken"
+    )
     assert "stepflow logs 'test_hostile.py::test_fails' 4" in panel.text
     browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
     wait(browser, lambda d: not panel.is_displayed(), "Escape closes the detail")
@@ -471,8 +573,11 @@ def test_hostile_payload_is_shown_as_text(project: Project, browser: Browser) ->
     assert f"test_param[{HOSTILE_ID}]" in row.text
     # The page makes no <b>; its only <i> are the history cells.
     assert js(browser, "return document.querySelectorAll('b').length") == 0
-    assert js(browser, "return [...document.querySelectorAll('i')].every("
-                       "(e) => e.parentElement.classList.contains('hist'))")
+    assert js(
+        browser,
+        "return [...document.querySelectorAll('i')].every("
+        "(e) => e.parentElement.classList.contains('hist'))",
+    )
     panel = open_row(browser, "test_fails")
     assert panel.find_element(By.CSS_SELECTOR, "#detail-stdout pre").text.splitlines() == PWN_STDOUT
     panel = open_row(browser, HOSTILE_ID)
@@ -480,14 +585,21 @@ def test_hostile_payload_is_shown_as_text(project: Project, browser: Browser) ->
     assert "link javascript:alert(1)" in properties
     logs = panel.find_element(By.ID, "detail-logs").text
     assert "javascript:alert(1) <img src=x onerror=window.__pwned=1>" in logs
-    hrefs = js(browser, "return [...document.body.querySelectorAll('[href]')].map("
-                        "(a) => a.getAttribute('href'))")
+    hrefs = js(
+        browser,
+        "return [...document.body.querySelectorAll('[href]')].map((a) => a.getAttribute('href'))",
+    )
     assert hrefs and all(not re.match(r"\s*[a-z][a-z0-9+.-]*:", h, re.I) for h in hrefs), hrefs
-    srcs = js(browser, "return [...document.body.querySelectorAll('[src]')].map("
-                       "(a) => a.getAttribute('src'))")
+    srcs = js(
+        browser,
+        "return [...document.body.querySelectorAll('[src]')].map((a) => a.getAttribute('src'))",
+    )
     assert all(not re.match(r"[a-z][a-z0-9+.-]*:", s, re.I) and s != "x" for s in srcs), srcs
-    handlers = js(browser, "return [...document.querySelectorAll('*')].filter((e) => "
-                           "[...e.attributes].some((a) => a.name.startsWith('on'))).length")
+    handlers = js(
+        browser,
+        "return [...document.querySelectorAll('*')].filter((e) => "
+        "[...e.attributes].some((a) => a.name.startsWith('on'))).length",
+    )
     assert handlers == 0
     assert js(browser, "return typeof window.__pwned") == "undefined"
     assert len(js(browser, "return document.scripts")) == 2
@@ -507,17 +619,27 @@ def test_detail_shows_artifacts_and_substeps(project: Project, browser: Browser)
     assert js(browser, "return document.querySelectorAll('form').length") == 0
     image = panel.find_element(By.CSS_SELECTOR, "#detail-artifacts .thumb img")
     src = image.get_attribute("src") or ""
-    assert (report.parent / js(browser, "return arguments[0].getAttribute('src')", image)
-            ).resolve().read_bytes() == _png()
+    assert (
+        report.parent / js(browser, "return arguments[0].getAttribute('src')", image)
+    ).resolve().read_bytes() == _png()
     assert src.startswith("file://")
-    wait(browser, lambda d: d.execute_script(
-        "return arguments[0].complete && arguments[0].naturalWidth", image) == 2,
-        "thumbnail loaded")
-    links = {a.text: a.get_attribute("href") for a in
-             panel.find_elements(By.CSS_SELECTOR, "#detail-artifacts .artifact-list a")}
+    wait(
+        browser,
+        lambda d: (
+            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image)
+            == 2
+        ),
+        "thumbnail loaded",
+    )
+    links = {
+        a.text: a.get_attribute("href")
+        for a in panel.find_elements(By.CSS_SELECTOR, "#detail-artifacts .artifact-list a")
+    }
     assert list(links) == [HOSTILE_ARTIFACT]
-    raw = js(browser, "return document.querySelector('#detail-artifacts .artifact-list a')"
-                      ".getAttribute('href')")
+    raw = js(
+        browser,
+        "return document.querySelector('#detail-artifacts .artifact-list a').getAttribute('href')",
+    )
     assert raw == "../.stepflow/javascript%3Aalert%281%29"
     assert (links[HOSTILE_ARTIFACT] or "").startswith("file://")
     assert console_errors(browser) == []
@@ -533,8 +655,10 @@ def test_virtual_scrolling_renders_only_visible_rows(tmp_path: Path, browser: Br
     assert shown_count(browser) == 6000
     assert 0 < len(visible_rows(browser)) < 100
     assert js(browser, "return document.querySelectorAll('#rows-body .row').length") < 100
-    lanes = js(browser, "return [...document.querySelectorAll('#lanes .lane')]"
-                        ".map((e) => e.dataset.worker)")
+    lanes = js(
+        browser,
+        "return [...document.querySelectorAll('#lanes .lane')].map((e) => e.dataset.worker)",
+    )
     assert lanes == ["gw0", "gw1", "gw2"]
     js(browser, "const b = document.getElementById('rows'); b.scrollTop = b.scrollHeight;")
     wait(browser, lambda d: any(r["row"] == "5999" for r in visible_rows(d)), "last row")
@@ -558,12 +682,17 @@ def test_run_without_steps_renders(tmp_path: Path, browser: Browser) -> None:
 @needs_chromium
 def test_header_links_the_ci_run_only_over_http(tmp_path: Path, browser: Browser) -> None:
     links = {}
-    for name, url in (("safe", "https://ci.example/org/repo/actions/runs/7?a=1&b=<2>"),
-                      ("hostile", "javascript:alert(1)")):
+    for name, url in (
+        ("safe", "https://ci.example/org/repo/actions/runs/7?a=1&b=<2>"),
+        ("hostile", "javascript:alert(1)"),
+    ):
         db = tmp_path / name / "stepflow.db"
-        metadata = {"python": "3.11.7", "pytest": "9.2.0",
-                    "git": {"branch": "feature/<x>", "commit": "a" * 40, "dirty": True},
-                    "ci": {"provider": "github-actions", "url": url, "job": "tests"}}
+        metadata = {
+            "python": "3.11.7",
+            "pytest": "9.2.0",
+            "git": {"branch": "feature/<x>", "commit": "a" * 40, "dirty": True},
+            "ci": {"provider": "github-actions", "url": url, "job": "tests"},
+        }
         execution_id = _synthetic(db, 2, started=make_started(metadata=json.dumps(metadata)))
         report = tmp_path / f"{name}.html"
         write_html_report(db, execution_id, report)
@@ -571,12 +700,19 @@ def test_header_links_the_ci_run_only_over_http(tmp_path: Path, browser: Browser
         meta = browser.find_element(By.ID, "run-meta").text
         assert "feature/<x> @ aaaaaaaaaaaa (uncommitted changes)" in meta
         assert "github-actions · job tests" in meta and "Python 3.11.7 · pytest 9.2.0" in meta
-        links[name] = [(a.get_attribute("href"), a.get_attribute("rel"), a.get_attribute("target"))
-                       for a in browser.find_elements(By.ID, "ci-link")]
+        links[name] = [
+            (a.get_attribute("href"), a.get_attribute("rel"), a.get_attribute("target"))
+            for a in browser.find_elements(By.ID, "ci-link")
+        ]
         assert console_errors(browser) == []
     assert links == {
-        "safe": [("https://ci.example/org/repo/actions/runs/7?a=1&b=%3C2%3E",
-                  "noopener noreferrer", "_blank")],
+        "safe": [
+            (
+                "https://ci.example/org/repo/actions/runs/7?a=1&b=%3C2%3E",
+                "noopener noreferrer",
+                "_blank",
+            )
+        ],
         "hostile": [],
     }
 
@@ -584,16 +720,27 @@ def test_header_links_the_ci_run_only_over_http(tmp_path: Path, browser: Browser
 # -- the file ------------------------------------------------------------------------------
 
 
-def _synthetic(db: Path, count: int, *, workers: int = 1, started: ExecutionStarted | None = None,
-               **changes: Any) -> str:
+def _synthetic(
+    db: Path,
+    count: int,
+    *,
+    workers: int = 1,
+    started: ExecutionStarted | None = None,
+    **changes: Any,
+) -> str:
     started = started or make_started()
     start_execution(db, started)
     steps = [
-        make_step(started.id, f"tests/test_m{i // 100:03d}.py::test_{i:05d}",
-                  worker=f"gw{i % workers}" if workers > 1 else "main", item_index=i,
-                  started_at=1_700_000_000.5 + (i // workers) * 0.01,
-                  completed_at=1_700_000_000.5 + (i // workers) * 0.01 + 0.005, duration=0.005,
-                  **changes)
+        make_step(
+            started.id,
+            f"tests/test_m{i // 100:03d}.py::test_{i:05d}",
+            worker=f"gw{i % workers}" if workers > 1 else "main",
+            item_index=i,
+            started_at=1_700_000_000.5 + (i // workers) * 0.01,
+            completed_at=1_700_000_000.5 + (i // workers) * 0.01 + 0.005,
+            duration=0.005,
+            **changes,
+        )
         for i in range(count)
     ]
     conn = open_for_writing(db)
@@ -605,17 +752,22 @@ def _synthetic(db: Path, count: int, *, workers: int = 1, started: ExecutionStar
 
 
 def _embedded(text: str) -> str:
-    match = re.search(r'<script type="application/json" id="stepflow-data">(.*?)</script>',
-                      text, re.S)
+    match = re.search(
+        r'<script type="application/json" id="stepflow-data">(.*?)</script>', text, re.S
+    )
     assert match, "no data element"
     return match.group(1)
 
 
 def test_embedded_json_cannot_end_the_script_element() -> None:
-    hostile = ("</script><script>window.__pwned=1</script><!--<script>&amp;"
-               "\u2028\u2029 </SCRIPT > <\u0000/script>")
-    payload = {"run": {"number": 1, "name": hostile, "status": "failed"},
-               hostile: [hostile, {"x": hostile}]}
+    hostile = (
+        "</script><script>window.__pwned=1</script><!--<script>&amp;"
+        "\u2028\u2029 </SCRIPT > <\u0000/script>"
+    )
+    payload = {
+        "run": {"number": 1, "name": hostile, "status": "failed"},
+        hostile: [hostile, {"x": hostile}],
+    }
     text = embed_json(payload)
     assert not set("<>&\u2028\u2029") & set(text)
     assert json.loads(text) == payload
@@ -628,16 +780,31 @@ def test_embedded_json_cannot_end_the_script_element() -> None:
 
 
 def test_urls_and_reasons() -> None:
-    assert report_data.safe_http_url("https://ci.example/run/1?a=b") == "https://ci.example/run/1?a=b"
-    for bad in ("javascript:alert(1)", "JAVASCRIPT:alert(1)", "data:text/html,x", "//evil",
-                "https://", "http://a b", "http://x\n", None, 7):
+    assert (
+        report_data.safe_http_url("https://ci.example/run/1?a=b") == "https://ci.example/run/1?a=b"
+    )
+    for bad in (
+        "javascript:alert(1)",
+        "JAVASCRIPT:alert(1)",
+        "data:text/html,x",
+        "//evil",
+        "https://",
+        "http://a b",
+        "http://x\n",
+        None,
+        7,
+    ):
         assert report_data.safe_http_url(bad) is None, bad
     href = report_data.artifact_href(Path("/p/.stepflow"), "javascript:alert(1)", Path("/p/r"))
     assert href == "../.stepflow/javascript%3Aalert%281%29"
-    assert report_data.artifact_href(Path("/p/.stepflow"), "a/b c#?.png", Path("/p")) == \
-        ".stepflow/a/b%20c%23%3F.png"
-    tb = ("def test():\n>       assert x\nE       AssertionError: bad\nE       more\n\n"
-          "t.py:3: AssertionError")
+    assert (
+        report_data.artifact_href(Path("/p/.stepflow"), "a/b c#?.png", Path("/p"))
+        == ".stepflow/a/b%20c%23%3F.png"
+    )
+    tb = (
+        "def test():\n>       assert x\nE       AssertionError: bad\nE       more\n\n"
+        "t.py:3: AssertionError"
+    )
     assert report_data.one_line_reason(tb, None) == "AssertionError: bad"
     assert report_data.one_line_reason("boom\nlast line", None) == "last line"
     assert report_data.one_line_reason(None, "  skip\n reason ") == "skip reason"
@@ -666,13 +833,13 @@ def test_details_are_clipped_and_budgeted(tmp_path: Path) -> None:
     big = "x" * 5000
     execution_id = _synthetic(db, 6, stdout=big, logs=[make_log("m" * 3000)])
     with ReportReader(db) as reader:
-        data = report_data.build(reader, reader.number_of(execution_id), tmp_path,
-                                 clip=1000, budget=4100)
+        data = report_data.build(
+            reader, reader.number_of(execution_id), tmp_path, clip=1000, budget=4100
+        )
     details = data["details"]
     assert len(details) == 6
     embedded = [d for d in details.values() if "out" in d]
-    assert len(embedded) == 2 and data["detailStats"] == {"embedded": 2, "clipped": 2,
-                                                          "omitted": 4}
+    assert len(embedded) == 2 and data["detailStats"] == {"embedded": 2, "clipped": 2, "omitted": 4}
     assert embedded[0]["out"] == "x" * 1000 and embedded[0]["clip"] == {"stdout": 5000}
     assert embedded[0]["logs"][0][4].startswith("m" * 1000 + "… [clipped at 1000")
     omitted = [d for d in details.values() if "omitted" in d]
@@ -705,49 +872,54 @@ def stepflow(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, out, err
 
 
-def test_report_command(project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                        ) -> None:
+def test_report_command(
+    project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     output = tmp_path / "x.html"
-    code, out, err = stepflow("report", "--db", str(project.db), "-o", str(output),
-                              capsys=capsys)
+    code, out, err = stepflow("report", "--db", str(project.db), "-o", str(output), capsys=capsys)
     assert (code, err) == (0, "")
     assert out.startswith(f"wrote {output}: run #{XDIST_RUN}, 16 steps")
     data = json.loads(_embedded(output.read_text()))
     assert data["run"]["number"] == XDIST_RUN and data["workers"] == ["gw0", "gw1"]
-    code, out, _ = stepflow("report", "2", "--db", str(project.db), "-o", str(output),
-                            capsys=capsys)
+    code, out, _ = stepflow(
+        "report", "2", "--db", str(project.db), "-o", str(output), capsys=capsys
+    )
     assert code == 0 and json.loads(_embedded(output.read_text()))["run"]["number"] == 2
 
 
 @pytest.mark.parametrize("ref", ["99", "latest~9", "zzzz"])
-def test_report_unknown_run_exits_2(project: Project, tmp_path: Path,
-                                    capsys: pytest.CaptureFixture[str], ref: str) -> None:
-    code, out, err = stepflow("report", ref, "--db", str(project.db), "-o",
-                              str(tmp_path / "x.html"), capsys=capsys)
+def test_report_unknown_run_exits_2(
+    project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str], ref: str
+) -> None:
+    code, out, err = stepflow(
+        "report", ref, "--db", str(project.db), "-o", str(tmp_path / "x.html"), capsys=capsys
+    )
     assert code == 2 and out == "" and err.count("\n") == 1 and ref in err
     assert not (tmp_path / "x.html").exists()
 
 
 @pytest.mark.parametrize("where", ["parent is a file", "a directory"])
-def test_report_unwritable_output_exits_2(project: Project, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str], where: str) -> None:
+def test_report_unwritable_output_exits_2(
+    project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
     (tmp_path / "file").write_text("")
     output = tmp_path / "file" / "x.html" if where == "parent is a file" else tmp_path
-    code, out, err = stepflow("report", "--db", str(project.db), "-o", str(output),
-                              capsys=capsys)
+    code, out, err = stepflow("report", "--db", str(project.db), "-o", str(output), capsys=capsys)
     assert code == 2 and out == ""
     assert err.startswith("stepflow: error: ") and err.count("\n") == 1 and str(output) in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
-def test_report_without_database_exits_2(tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = stepflow("report", "--db", str(tmp_path / "none.db"), "-o",
-                            str(tmp_path / "x.html"), capsys=capsys)
+def test_report_without_database_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = stepflow(
+        "report", "--db", str(tmp_path / "none.db"), "-o", str(tmp_path / "x.html"), capsys=capsys
+    )
     assert code == 2 and "does not exist" in err
 
 
-SUMMARY_SUITE = '''
+SUMMARY_SUITE = """
 import time
 import pytest
 
@@ -764,11 +936,12 @@ def test_error(missing_fixture):
 @pytest.mark.skip(reason="later")
 def test_later():
     pass
-'''
+"""
 
 
 def test_summary_markdown_for_a_run_with_failures(
-    run_stepflow: Callable[..., StepflowRun], pytester: pytest.Pytester,
+    run_stepflow: Callable[..., StepflowRun],
+    pytester: pytest.Pytester,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     pytester.makepyfile(test_summary=SUMMARY_SUITE)
@@ -785,7 +958,8 @@ def test_summary_markdown_for_a_run_with_failures(
     assert pipes == (
         "| test\\_summary.py::test\\_pipes\\[a\\|b\\`c&lt;d&gt;\\] | failed | AssertionError: "
         "bad \\| value \\`x\\` &lt;script&gt;alert(1)&lt;/script&gt; \\[link\\](javascript:x) "
-        "\\$math\\$ |")
+        "\\$math\\$ |"
+    )
     assert pipes.count(" | ") == 2  # three cells: no pipe of the payload splits the row
     error = next(line for line in lines if "test\\_error" in line)
     assert "| error |" in error and "missing\\_fixture" in error
@@ -798,16 +972,24 @@ def test_summary_markdown_for_a_run_with_failures(
     code, out, _ = stepflow("summary", "--json", "--db", str(run.db), capsys=capsys)
     data = json.loads(out)
     assert code == 0 and data["failure_count"] == 2 and data["counts"]["error"] == 1
-    code, _, err = stepflow("summary", "--json", "--markdown", "--db", str(run.db),
-                            capsys=capsys)
+    code, _, err = stepflow("summary", "--json", "--markdown", "--db", str(run.db), capsys=capsys)
     assert code == 2 and "exclude" in err
 
 
 def test_summary_lists_flaky_tests_and_limits_failures(
     project: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = stepflow("summary", "--markdown", "--failures", "1", "--slowest", "2",
-                            "--db", str(project.db), capsys=capsys)
+    code, out, _ = stepflow(
+        "summary",
+        "--markdown",
+        "--failures",
+        "1",
+        "--slowest",
+        "2",
+        "--db",
+        str(project.db),
+        capsys=capsys,
+    )
     assert code == 0
     assert "#### Failures (2)" in out and "…and 1 more: `stepflow show 5`" in out
     assert "#### Slowest 2" in out
@@ -819,16 +1001,19 @@ def test_markdown_escape() -> None:
     assert markdown.escape("a|b") == "a\\|b"
     assert markdown.escape("<img src=x onerror=y>") == "&lt;img src=x onerror=y&gt;"
     assert markdown.escape("`code` *em* _u_ [l](u) ~s~ $m$ \\") == (
-        "\\`code\\` \\*em\\* \\_u\\_ \\[l\\](u) \\~s\\~ \\$m\\$ \\\\")
+        "\\`code\\` \\*em\\* \\_u\\_ \\[l\\](u) \\~s\\~ \\$m\\$ \\\\"
+    )
     assert markdown.escape("two\nlines\r\n") == "two lines"
     assert markdown.escape("x" * 500, 10) == "x" * 9 + "…"
 
 
-
-@pytest.mark.parametrize(("url", "shown"), [
-    ("https://ci.example/x_(1)", "CI: [github-actions](https://ci.example/x_%281%29)"),
-    ("javascript:alert(1)", "CI: github-actions ·"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://ci.example/x_(1)", "CI: [github-actions](https://ci.example/x_%281%29)"),
+        ("javascript:alert(1)", "CI: github-actions ·"),
+    ],
+)
 def test_summary_links_the_ci_run_only_over_http(tmp_path: Path, url: str, shown: str) -> None:
     db = tmp_path / "stepflow.db"
     metadata = {"python": "3.11.7", "ci": {"provider": "github-actions", "url": url}}

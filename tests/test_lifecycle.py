@@ -31,14 +31,27 @@ def test_after(): pass
 """
 
 
-def start_blocking_run(pytester: pytest.Pytester, db: Path, *, new_session: bool = False
-                       ) -> subprocess.Popen[bytes]:
+def start_blocking_run(
+    pytester: pytest.Pytester, db: Path, *, new_session: bool = False
+) -> subprocess.Popen[bytes]:
     pytester.makepyfile(test_blocking=BLOCKING_SUITE)
     env = {**os.environ, "STEPFLOW_RELEASE": str(pytester.path / "never")}
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "--stepflow", f"--stepflow-db={db}",
-         "--stepflow-flush-interval=0.05", "--stepflow-batch-size=1", "-p", "no:cacheprovider"],
-        cwd=pytester.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--stepflow",
+            f"--stepflow-db={db}",
+            "--stepflow-flush-interval=0.05",
+            "--stepflow-batch-size=1",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=pytester.path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=new_session,
     )
 
@@ -72,8 +85,7 @@ def test_sigkill_of_pytest_alone_is_marked_interrupted_by_its_writer(
     proc.communicate(timeout=60)
 
     def marked() -> bool:
-        return bool(query(stepflow_db, "SELECT status FROM executions")[0]["status"]
-                    != "running")
+        return bool(query(stepflow_db, "SELECT status FROM executions")[0]["status"] != "running")
 
     wait_for(marked, "the writer process to mark the run")
     [killed] = query(stepflow_db, "SELECT * FROM executions")
@@ -130,9 +142,15 @@ def test_reruns_are_separate_attempts(pytester: pytest.Pytester, run_stepflow: R
     run = run_stepflow("--reruns=3", "-p", "rerunfailures")
     flaky = [s for s in run.steps if s["nodeid"].endswith("test_flaky")]
     assert [(s["attempt"], s["final"], s["outcome"]) for s in flaky] == [
-        (1, 0, "failed"), (2, 0, "failed"), (3, 1, "passed")]
+        (1, 0, "failed"),
+        (2, 0, "failed"),
+        (3, 1, "passed"),
+    ]
     assert [[r["message"] for r in run.logs(s["id"])] for s in flaky] == [
-        ["attempt 1"], ["attempt 2"], ["attempt 3"]]
+        ["attempt 1"],
+        ["attempt 2"],
+        ["attempt 3"],
+    ]
     assert "assert 0 >= 2" in flaky[0]["longrepr"]
     assert run.execution["status"] == "passed"
 
@@ -143,8 +161,9 @@ def test_timestamps_use_the_real_clock_while_tests_freeze_time(
 ) -> None:
     pytest.importorskip(library)
     freeze = (
-        'freezegun.freeze_time("2001-02-03 04:05:06")' if library == "freezegun"
-        else 'time_machine.travel(datetime.datetime(2001, 2, 3, 4, 5, 6), tick=False)'
+        'freezegun.freeze_time("2001-02-03 04:05:06")'
+        if library == "freezegun"
+        else "time_machine.travel(datetime.datetime(2001, 2, 3, 4, 5, 6), tick=False)"
     )
     pytester.makeconftest(
         f"""
@@ -185,8 +204,9 @@ def test_no_tests_collected(pytester: pytest.Pytester, run_stepflow: Run) -> Non
     assert (run.execution["status"], run.execution["total_steps"]) == ("no_tests", 0)
 
 
-def test_writer_stats_are_stored(pytester: pytest.Pytester, run_stepflow: Run,
-                                 stepflow_db: Path) -> None:
+def test_writer_stats_are_stored(
+    pytester: pytest.Pytester, run_stepflow: Run, stepflow_db: Path
+) -> None:
     # The middle test waits until the first batch is in the database, so the run cannot be
     # written in one transaction however the threads are scheduled.
     pytester.makepyfile(f"""

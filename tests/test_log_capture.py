@@ -121,17 +121,22 @@ def stored_sections(run: StepflowRun, form: str = FORMAT) -> dict[tuple[str, str
     return {key: "\n".join(lines).strip() for key, lines in sections.items()}
 
 
-@pytest.mark.parametrize("options", [
-    (),
-    ("--log-level=INFO",),
-    ("-o", "log_level=DEBUG"),
-    ("--log-disable=noisy",),
-    ("--log-level=DEBUG", "--log-format=%(message)s"),  # the format does not matter
-    ("-p", "no:logging"),
-], ids=["default", "log-level", "ini-log-level", "log-disable", "format", "no-logging"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        (),
+        ("--log-level=INFO",),
+        ("-o", "log_level=DEBUG"),
+        ("--log-disable=noisy",),
+        ("--log-level=DEBUG", "--log-format=%(message)s"),  # the format does not matter
+        ("-p", "no:logging"),
+    ],
+    ids=["default", "log-level", "ini-log-level", "log-disable", "format", "no-logging"],
+)
 @pytest.mark.parametrize("protocol", ["pytest", "rerunfailures"])
-def test_logs_are_what_pytest_shows(pytester: pytest.Pytester, run_stepflow: Run,
-                                    options: tuple[str, ...], protocol: str) -> None:
+def test_logs_are_what_pytest_shows(
+    pytester: pytest.Pytester, run_stepflow: Run, options: tuple[str, ...], protocol: str
+) -> None:
     """Read from the report hook under pytest's own protocol, at each phase's
     makereport where another plugin runs the protocol (and may log reports late)."""
     pytester.makepyfile(test_logs=SUITE)
@@ -160,7 +165,8 @@ def test_logs_are_what_pytest_shows(pytester: pytest.Pytester, run_stepflow: Run
 def test_rerun_attempts_keep_their_phases(pytester: pytest.Pytester, run_stepflow: Run) -> None:
     """pytest-rerunfailures logs an attempt's reports only after the whole attempt."""
     pytest.importorskip("pytest_rerunfailures")
-    pytester.makepyfile(test_rerun="""
+    pytester.makepyfile(
+        test_rerun="""
         import logging, pytest
         log = logging.getLogger("app")
         tries = []
@@ -175,25 +181,34 @@ def test_rerun_attempts_keep_their_phases(pytester: pytest.Pytester, run_stepflo
             tries.append(1)
             log.warning("call %d", len(tries))
             assert len(tries) > 1
-    """)
+    """
+    )
     run = run_stepflow("--reruns=1")
-    rows = [(s["attempt"], r["phase"], r["message"]) for s in run.steps
-            for r in run.logs(s["id"])]
-    assert rows == [(1, "setup", "setup 0"), (1, "call", "call 1"), (1, "teardown", "teardown 1"),
-                    (2, "setup", "setup 1"), (2, "call", "call 2"), (2, "teardown", "teardown 2")]
+    rows = [(s["attempt"], r["phase"], r["message"]) for s in run.steps for r in run.logs(s["id"])]
+    assert rows == [
+        (1, "setup", "setup 0"),
+        (1, "call", "call 1"),
+        (1, "teardown", "teardown 1"),
+        (2, "setup", "setup 1"),
+        (2, "call", "call 2"),
+        (2, "teardown", "teardown 2"),
+    ]
 
 
-def test_log_times_are_real_under_a_frozen_clock(pytester: pytest.Pytester,
-                                                 run_stepflow: Run) -> None:
+def test_log_times_are_real_under_a_frozen_clock(
+    pytester: pytest.Pytester, run_stepflow: Run
+) -> None:
     pytest.importorskip("freezegun")
-    pytester.makepyfile(test_frozen="""
+    pytester.makepyfile(
+        test_frozen="""
         import logging
         from freezegun import freeze_time
 
         @freeze_time("2001-01-01")
         def test_frozen():
             logging.getLogger("app").warning("frozen")
-    """)
+    """
+    )
     run = run_stepflow()
     [step] = run.query("SELECT id, started_at, completed_at FROM steps")
     [row] = run.logs(step["id"])

@@ -94,16 +94,29 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def add_run(db: Path, tag: str, *, steps: int = 2, started_at: datetime | None = None,
-            status: str | None = "passed", pid: int | None = None) -> int:
+def add_run(
+    db: Path,
+    tag: str,
+    *,
+    steps: int = 2,
+    started_at: datetime | None = None,
+    status: str | None = "passed",
+    pid: int | None = None,
+) -> int:
     """A run with `steps` steps whose traceback, output and logs carry `tag`; `status=None`
     leaves it running."""
     started = make_started(started_at=started_at, pid=pid)
     records: list[Record] = [started]
     records += [
-        make_step(started.id, f"tests/test_{tag}.py::test_{i}", item_index=i, outcome="failed",
-                  longrepr=f"AssertionError: {tag} broke", stdout=f"{tag} output",
-                  logs=[make_log(f"{tag} logged {i}")])
+        make_step(
+            started.id,
+            f"tests/test_{tag}.py::test_{i}",
+            item_index=i,
+            outcome="failed",
+            longrepr=f"AssertionError: {tag} broke",
+            stdout=f"{tag} output",
+            logs=[make_log(f"{tag} logged {i}")],
+        )
         for i in range(steps)
     ]
     if status is not None:
@@ -159,15 +172,18 @@ def fts_integrity(db: Path) -> None:
 def search(db: Path, word: str) -> int:
     """Index hits for a word across tracebacks, output and log messages."""
     phrase = f'"{word}"'
-    return int(scalar(db, "SELECT count(*) FROM steps_fts WHERE steps_fts MATCH ?", phrase)
-               + scalar(db, "SELECT count(*) FROM logs_fts WHERE logs_fts MATCH ?", phrase))
+    return int(
+        scalar(db, "SELECT count(*) FROM steps_fts WHERE steps_fts MATCH ?", phrase)
+        + scalar(db, "SELECT count(*) FROM logs_fts WHERE logs_fts MATCH ?", phrase)
+    )
 
 
 def write_spill(db: Path, pid: int, records: list[Record], name: str = "0123456789ab") -> Path:
     path = db.with_name(f"{db.name}-spill-{name}.jsonl")
     header = {"type": "header", "format": 1, "host": HOST, "pid": pid}
-    path.write_text("".join(line + "\n" for line in
-                            [json.dumps(header), *(encode(r) for r in records)]))
+    path.write_text(
+        "".join(line + "\n" for line in [json.dumps(header), *(encode(r) for r in records)])
+    )
     return path
 
 
@@ -186,8 +202,9 @@ class Holder:
             print("ready", flush=True)
             sys.stdin.readline()
         """)
-        self.proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         assert line == "ready\n", f"holder failed: {line!r}"
@@ -247,7 +264,9 @@ def db(tmp_path: Path) -> Path:
 
 
 def test_stats_match_the_files_and_rows(
-    pytester: pytest.Pytester, run_stepflow: Run, stepflow_db: Path,
+    pytester: pytest.Pytester,
+    run_stepflow: Run,
+    stepflow_db: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     numbers = real_runs(pytester, run_stepflow, ["alpha", "beta"])
@@ -301,7 +320,9 @@ def checks(result: Result) -> dict[str, dict[str, Any]]:
 
 
 def test_doctor_is_healthy_after_real_runs(
-    pytester: pytest.Pytester, run_stepflow: Run, stepflow_db: Path,
+    pytester: pytest.Pytester,
+    run_stepflow: Run,
+    stepflow_db: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     real_runs(pytester, run_stepflow, ["alpha"])
@@ -330,8 +351,7 @@ def sick(db: Path) -> dict[str, Any]:
     alive = add_run(db, "gamma", status=None)  # our own pid: alive
     started = make_started()
     spill = write_spill(db, dead_pid(), [started, make_step(started.id, "t.py::test_spilled")])
-    return {"dead": dead, "alive": alive, "spill": spill, "missing": missing,
-            "present": present}
+    return {"dead": dead, "alive": alive, "spill": spill, "missing": missing, "present": present}
 
 
 def test_doctor_finds_problems_and_says_what_to_do(
@@ -462,8 +482,15 @@ def test_optimize_vacuum_returns_free_pages_and_waits_for_live_runs(
     assert refused.out == ""
     assert scalar(db, "PRAGMA freelist_count") > 0
 
-    apply(db, [make_finished(query(db, "SELECT id FROM executions WHERE number = ?",
-                                   live)[0]["id"], status="passed")])
+    apply(
+        db,
+        [
+            make_finished(
+                query(db, "SELECT id FROM executions WHERE number = ?", live)[0]["id"],
+                status="passed",
+            )
+        ],
+    )
     result = cli(capsys, "optimize", "--db", db, "--vacuum", "--json")
     assert result.code == 0, result.err
     value = result.json
@@ -477,9 +504,16 @@ def test_optimize_vacuum_returns_free_pages_and_waits_for_live_runs(
 # ---- locked database -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [
-    ["optimize"], ["prune", "--keep", "1"], ["import-spill"], ["doctor", "--fix"],
-], ids=lambda a: "-".join(a))
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["optimize"],
+        ["prune", "--keep", "1"],
+        ["import-spill"],
+        ["doctor", "--fix"],
+    ],
+    ids=lambda a: "-".join(a),
+)
 def test_writing_commands_give_up_on_a_held_lock_with_one_line(
     db: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -519,12 +553,20 @@ def test_wait_for_go():
 def test_after(i):
     print(f"after {i}")
 """
-_DROPPED_ENV = ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT",
-                "PYTEST_XDIST_TESTRUNUID", "PYTEST_CURRENT_TEST", "STEPFLOW_DB")
+_DROPPED_ENV = (
+    "PYTEST_ADDOPTS",
+    "PYTEST_XDIST_WORKER",
+    "PYTEST_XDIST_WORKER_COUNT",
+    "PYTEST_XDIST_TESTRUNUID",
+    "PYTEST_CURRENT_TEST",
+    "STEPFLOW_DB",
+)
 
 
 def test_commands_beside_a_running_session_lose_nothing(
-    pytester: pytest.Pytester, run_stepflow: Run, stepflow_db: Path,
+    pytester: pytest.Pytester,
+    run_stepflow: Run,
+    stepflow_db: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     db = stepflow_db
@@ -535,11 +577,20 @@ def test_commands_beside_a_running_session_lose_nothing(
     env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
     env["PYTEST_ADDOPTS"] = INNER_ADDOPTS
     out = pytester.path / "session.out"
-    argv = [sys.executable, "-m", "pytest", "--stepflow", f"--stepflow-db={db}",
-            "-p", "no:cacheprovider", str(suite)]
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--stepflow",
+        f"--stepflow-db={db}",
+        "-p",
+        "no:cacheprovider",
+        str(suite),
+    ]
     with out.open("wb") as stdout:
-        proc = subprocess.Popen(argv, cwd=pytester.path, env=env, stdout=stdout,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            argv, cwd=pytester.path, env=env, stdout=stdout, stderr=subprocess.STDOUT
+        )
     try:
         wait_for(lambda: len(query(db, "SELECT 1 FROM executions")) == 3, "the session's run")
         live = int(scalar(db, "SELECT max(number) FROM executions"))
@@ -579,7 +630,9 @@ def test_commands_beside_a_running_session_lose_nothing(
 
 
 def test_prune_keep_removes_old_runs_their_files_and_their_text(
-    pytester: pytest.Pytester, run_stepflow: Run, stepflow_db: Path,
+    pytester: pytest.Pytester,
+    run_stepflow: Run,
+    stepflow_db: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     db = stepflow_db
@@ -614,8 +667,7 @@ def test_prune_keep_removes_old_runs_their_files_and_their_text(
     assert [r["number"] for r in query(db, "SELECT number FROM executions")] == [three]
     left = counts(db)
     assert (left["steps"], left["logs"], left["artifacts"], left["tests"]) == (3, 1, 1, 3)
-    assert scalar(db, "SELECT count(*) FROM tests WHERE id NOT IN "
-                      "(SELECT test_id FROM steps)") == 0
+    assert scalar(db, "SELECT count(*) FROM tests WHERE id NOT IN (SELECT test_id FROM steps)") == 0
     assert not (db.parent / only_one).exists()
     assert (db.parent / shared).read_bytes() == b"same screenshot"
     fts_integrity(db)
@@ -668,8 +720,9 @@ def test_prune_leaves_files_while_a_run_is_going_on(
     named = store(db, b"of the old run")
     add_artifact(db, old, named, content=b"of the old run")
     orphan = store(db, b"a live run may be about to name this")
-    live_id = query(db, "SELECT id FROM executions WHERE number = ?",
-                    add_run(db, "live", status=None))[0]["id"]
+    live_id = query(
+        db, "SELECT id FROM executions WHERE number = ?", add_run(db, "live", status=None)
+    )[0]["id"]
 
     result = cli(capsys, "prune", "--db", db, "--keep", "2")
     assert result.code == 0
@@ -714,11 +767,18 @@ def test_prune_needs_a_rule(db: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert_one_line_error(cli(capsys, "prune", "--db", db), "--keep", "--older-than")
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), ("2w", timedelta(weeks=2)),
-    ("1d12h", timedelta(days=1, hours=12)), ("90m", timedelta(minutes=90)),
-    ("45s", timedelta(seconds=45)), (" 7D ", timedelta(days=7)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30d", timedelta(days=30)),
+        ("12h", timedelta(hours=12)),
+        ("2w", timedelta(weeks=2)),
+        ("1d12h", timedelta(days=1, hours=12)),
+        ("90m", timedelta(minutes=90)),
+        ("45s", timedelta(seconds=45)),
+        (" 7D ", timedelta(days=7)),
+    ],
+)
 def test_durations(text: str, expected: timedelta) -> None:
     assert duration_arg(text) == expected
 
@@ -741,8 +801,13 @@ def test_import_spill_imports_once(db: Path, capsys: pytest.CaptureFixture[str])
     add_run(db, "alpha")
     started = make_started()
     journal = SpillJournal(db)
-    journal.append([started, *(make_step(started.id, f"t.py::test_{i}") for i in range(3)),
-                    make_finished(started.id, status="passed")])
+    journal.append(
+        [
+            started,
+            *(make_step(started.id, f"t.py::test_{i}") for i in range(3)),
+            make_finished(started.id, status="passed"),
+        ]
+    )
 
     result = cli(capsys, "import-spill", "--db", db)
     assert result.code == 0, result.err
@@ -763,8 +828,15 @@ def test_import_spill_imports_once(db: Path, capsys: pytest.CaptureFixture[str])
 
 # ---- missing and bad files -----------------------------------------------------------------
 
-COMMANDS = [["stats"], ["doctor"], ["doctor", "--fix"], ["optimize"], ["prune", "--keep", "1"],
-            ["prune", "--keep", "1", "--dry-run"], ["import-spill"]]
+COMMANDS = [
+    ["stats"],
+    ["doctor"],
+    ["doctor", "--fix"],
+    ["optimize"],
+    ["prune", "--keep", "1"],
+    ["prune", "--keep", "1", "--dry-run"],
+    ["import-spill"],
+]
 COMMAND_IDS = ["-".join(c) for c in COMMANDS]
 
 

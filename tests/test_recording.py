@@ -103,7 +103,10 @@ def test_outcomes_and_phases(run_stepflow: Run) -> None:
     }
     teardown = steps["test_teardown_error"]
     assert (teardown["setup_outcome"], teardown["call_outcome"], teardown["teardown_outcome"]) == (
-        "passed", "passed", "failed")
+        "passed",
+        "passed",
+        "failed",
+    )
     assert "teardown exploded" in teardown["longrepr"]
     setup = steps["test_setup_error"]
     assert setup["call_outcome"] is None and "no database" in setup["longrepr"]
@@ -126,7 +129,10 @@ def test_identity_parameters_markers_properties(run_stepflow: Run) -> None:
     run = run_stepflow()
     param = run.step("test_param[b::c]")
     assert (param["file"], param["name"], param["class_name"]) == (
-        "test_suite.py", "test_param[b::c]", None)
+        "test_suite.py",
+        "test_param[b::c]",
+        None,
+    )
     assert json.loads(param["parameters"]) == {"n": 2, "word": "two"}
     method = run.step("TestGroup::test_method")
     assert method["class_name"] == "TestGroup"
@@ -149,7 +155,11 @@ def test_output_and_logs(run_stepflow: Run) -> None:
     assert passing["stderr"] == "hello stderr\n"
     [record] = run.logs(passing["id"])
     assert (record["phase"], record["level"], record["level_name"], record["logger"]) == (
-        "call", 30, "WARNING", "shop.tests")
+        "call",
+        30,
+        "WARNING",
+        "shop.tests",
+    )
     assert record["message"] == "stock low for APL-1"
     assert record["file"].endswith("test_suite.py") and record["function"] == "test_pass"
     failing = run.step("::test_fail")
@@ -161,7 +171,10 @@ def test_output_and_logs(run_stepflow: Run) -> None:
     [("all", True, True), ("failed", False, True), ("none", False, False)],
 )
 def test_capture_policy(
-    pytester: pytest.Pytester, run_stepflow: Run, capture: str, passing_kept: bool,
+    pytester: pytest.Pytester,
+    run_stepflow: Run,
+    capture: str,
+    passing_kept: bool,
     failing_kept: bool,
 ) -> None:
     pytester.makepyfile(
@@ -249,13 +262,15 @@ def test_collection_error_stops_session(pytester: pytest.Pytester, run_stepflow:
     assert [s["outcome"] for s in run.steps] == ["error"]
 
 
-def test_execution_row(pytester: pytest.Pytester, run_stepflow: Run,
-                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_execution_row(
+    pytester: pytest.Pytester, run_stepflow: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PYTHONHASHSEED", "123")
     monkeypatch.setenv("SHOP_API_TOKEN", "hunter2")
     pytester.makepyfile("def test_a(): pass")
-    run = run_stepflow("--stepflow-name=nightly", "--stepflow-tag=suite=smoke",
-                       "--stepflow-tag", "owner=qa")
+    run = run_stepflow(
+        "--stepflow-name=nightly", "--stepflow-tag=suite=smoke", "--stepflow-tag", "owner=qa"
+    )
     e = run.execution
     assert (e["number"], e["status"], e["exit_code"], e["name"]) == (1, "passed", 0, "nightly")
     assert json.loads(e["tags"]) == {"suite": "smoke", "owner": "qa"}
@@ -280,8 +295,11 @@ def test_execution_row(pytester: pytest.Pytester, run_stepflow: Run,
 def test_git_metadata(pytester: pytest.Pytester, run_stepflow: Run) -> None:
     env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(pytester.path)}
     pytester.makepyfile("def test_a(): pass")
-    for args in (["init", "-q", "-b", "trunk"], ["add", "."],
-                 ["-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "x"]):
+    for args in (
+        ["init", "-q", "-b", "trunk"],
+        ["add", "."],
+        ["-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "x"],
+    ):
         subprocess.run(["git", *args], cwd=pytester.path, env=env, check=True)
     run = run_stepflow()
     git = run.metadata["git"]

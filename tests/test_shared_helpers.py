@@ -19,19 +19,34 @@ from pytest_stepflow.text import duration_text, size_text
 from pytest_stepflow.timestamps import iso_utc, parse_iso
 
 
-@pytest.mark.parametrize(("size", "text"), [
-    (0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"),
-    (512 << 10, "512.0 KiB"), (50 << 20, "50.0 MiB"), (1 << 30, "1.0 GiB"),
-    (3 << 40, "3.0 TiB"),
-])
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.0 KiB"),
+        (1536, "1.5 KiB"),
+        (512 << 10, "512.0 KiB"),
+        (50 << 20, "50.0 MiB"),
+        (1 << 30, "1.0 GiB"),
+        (3 << 40, "3.0 TiB"),
+    ],
+)
 def test_size_text(size: int, text: str) -> None:
     assert size_text(size) == text
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (None, "-"), (0.0004, "400us"), (0.012, "12ms"), (1.25, "1.25s"), (125, "2m05s"),
-    (3720, "1h02m"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "-"),
+        (0.0004, "400us"),
+        (0.012, "12ms"),
+        (1.25, "1.25s"),
+        (125, "2m05s"),
+        (3720, "1h02m"),
+    ],
+)
 def test_duration_text(seconds: float | None, text: str) -> None:
     assert duration_text(seconds) == text
 
@@ -97,6 +112,7 @@ def test_storage_errors_leave_the_option_to_the_front_end(tmp_path: Path) -> Non
     assert both.path == db and both.problem == f"{db} is corrupt"
     only_elsewhere = StorageError(f"{db} is a directory", elsewhere=ANOTHER)
     assert only_elsewhere.message("--stepflow-db") == (
-        f"{db} is a directory; pass another --stepflow-db")
+        f"{db} is a directory; pass another --stepflow-db"
+    )
     no_option = StorageError(f"{db} stayed locked", "try again")
     assert no_option.message("--db") == str(no_option) == f"{db} stayed locked; try again"

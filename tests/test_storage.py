@@ -133,8 +133,9 @@ def foreign_live_pid() -> Iterator[int]:
 def write_spill(path: Path, pid: int, records: Sequence[Record]) -> None:
     header = {"type": "header", "format": 1, "host": HOST, "pid": pid}
     lines = [json.dumps(header), *(encode(r) for r in records)]
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8",
-                    errors="surrogatepass")
+    path.write_text(
+        "".join(line + "\n" for line in lines), encoding="utf-8", errors="surrogatepass"
+    )
 
 
 # ---- schema and file checks -----------------------------------------------------------------
@@ -170,9 +171,7 @@ def test_migrating_twice_is_a_no_op(tmp_path: Path) -> None:
     # Two sessions on one database: the second start migrates nothing and adds a run.
     assert start_execution(path, make_started()).number == 1
     assert start_execution(path, make_started()).number == 2
-    assert query(path, schema_sql) == [
-        {"type": t, "name": n, "sql": s} for t, n, s in first
-    ]
+    assert query(path, schema_sql) == [{"type": t, "name": n, "sql": s} for t, n, s in first]
 
 
 def _schema_v1(path: Path) -> None:
@@ -204,17 +203,24 @@ def test_version_1_is_migrated_and_its_text_indexed(tmp_path: Path) -> None:
     assert start_execution(path, started).number == 2
     assert scalar(path, "PRAGMA user_version") == SCHEMA_VERSION == 2
     assert scalar(path, "SELECT count(*) FROM substeps") == 0
-    assert scalar(
-        path, "SELECT rowid FROM steps_fts WHERE steps_fts MATCH 'zerodivisionerror'"
-    ) == 1
+    assert (
+        scalar(path, "SELECT rowid FROM steps_fts WHERE steps_fts MATCH 'zerodivisionerror'") == 1
+    )
 
 
 def test_full_text_index_follows_inserts_and_cascading_deletes(db: Db) -> None:
-    apply(db.path, [
-        make_step(db.execution_id, "t.py::a", longrepr="KeyError: 'basket'",
-                  logs=[make_log("checkout started")]),
-        make_step(db.execution_id, "t.py::b"),
-    ])
+    apply(
+        db.path,
+        [
+            make_step(
+                db.execution_id,
+                "t.py::a",
+                longrepr="KeyError: 'basket'",
+                logs=[make_log("checkout started")],
+            ),
+            make_step(db.execution_id, "t.py::b"),
+        ],
+    )
     match = "SELECT count(*) FROM {0} WHERE {0} MATCH ?"
     assert scalar(db.path, match.format("steps_fts"), "basket") == 1
     assert scalar(db.path, match.format("logs_fts"), "checkout") == 1
@@ -252,11 +258,12 @@ def _foreign_application_id(path: Path) -> None:
         conn.execute("PRAGMA application_id = 1234")
 
 
-@pytest.mark.parametrize("make", [_foreign_with_table, _foreign_application_id],
-                         ids=["other-tables", "other-application-id"])
-def test_foreign_database_is_refused_and_untouched(
-    tmp_path: Path, make: Any
-) -> None:
+@pytest.mark.parametrize(
+    "make",
+    [_foreign_with_table, _foreign_application_id],
+    ids=["other-tables", "other-application-id"],
+)
+def test_foreign_database_is_refused_and_untouched(tmp_path: Path, make: Any) -> None:
     path = tmp_path / "app.db"
     make(path)
     before = path.read_bytes()
@@ -313,11 +320,19 @@ def test_empty_file_is_accepted_and_initialised(tmp_path: Path) -> None:
 
 def test_apply_batch_writes_steps_and_logs(db: Db) -> None:
     failing = make_step(
-        db.execution_id, "tests/test_shop.py::TestCart::test_total[€-1]", item_index=3,
+        db.execution_id,
+        "tests/test_shop.py::TestCart::test_total[€-1]",
+        item_index=3,
         logs=[make_log("adding item"), make_log("total is wrong", phase="teardown", level=30)],
-        outcome="failed", call_outcome="failed", longrepr="AssertionError: 3 != 4",
-        stdout="Grüße\nline two", stderr="warn", parameters='{"currency": "€"}',
-        markers='["slow"]', properties='[["ticket", "SHOP-1"]]', worker="gw1",
+        outcome="failed",
+        call_outcome="failed",
+        longrepr="AssertionError: 3 != 4",
+        stdout="Grüße\nline two",
+        stderr="warn",
+        parameters='{"currency": "€"}',
+        markers='["slow"]',
+        properties='[["ticket", "SHOP-1"]]',
+        worker="gw1",
     )
     passing = make_step(db.execution_id, "tests/test_shop.py::test_empty", item_index=4)
     counts = apply(db.path, [failing, passing])
@@ -328,17 +343,36 @@ def test_apply_batch_writes_steps_and_logs(db: Db) -> None:
     row = rows[0]
     assert row["execution_id"] == db.execution_id and row["execution_number"] == db.number
     assert (row["file"], row["class_name"], row["name"]) == (
-        "tests/test_shop.py", "TestCart", "test_total[€-1]")
+        "tests/test_shop.py",
+        "TestCart",
+        "test_total[€-1]",
+    )
     assert (row["worker"], row["attempt"], row["final"], row["kind"], row["item_index"]) == (
-        "gw1", 1, 1, "test", 3)
-    assert (row["outcome"], row["setup_outcome"], row["call_outcome"],
-            row["teardown_outcome"]) == ("failed", "passed", "failed", "passed")
-    assert (row["setup_duration"], row["call_duration"], row["teardown_duration"],
-            row["duration"]) == (0.125, 0.25, 0.125, 0.5)
+        "gw1",
+        1,
+        1,
+        "test",
+        3,
+    )
+    assert (row["outcome"], row["setup_outcome"], row["call_outcome"], row["teardown_outcome"]) == (
+        "failed",
+        "passed",
+        "failed",
+        "passed",
+    )
+    assert (
+        row["setup_duration"],
+        row["call_duration"],
+        row["teardown_duration"],
+        row["duration"],
+    ) == (0.125, 0.25, 0.125, 0.5)
     assert row["started_at"] == view_time(STEP_START) == "2023-11-14T22:13:20.500Z"
     assert row["completed_at"] == view_time(STEP_START + 0.5)
     assert (row["longrepr"], row["stdout"], row["stderr"]) == (
-        "AssertionError: 3 != 4", "Grüße\nline two", "warn")
+        "AssertionError: 3 != 4",
+        "Grüße\nline two",
+        "warn",
+    )
     assert json.loads(row["parameters"]) == {"currency": "€"}
     assert json.loads(row["markers"]) == ["slow"]
     assert json.loads(row["properties"]) == [["ticket", "SHOP-1"]]
@@ -347,10 +381,16 @@ def test_apply_batch_writes_steps_and_logs(db: Db) -> None:
     logs = query(db.path, "SELECT * FROM logs ORDER BY id")
     assert [log["step_id"] for log in logs] == [row["id"], row["id"]]
     assert [(log["phase"], log["level"], log["level_name"], log["message"]) for log in logs] == [
-        ("call", 20, "INFO", "adding item"), ("teardown", 30, "WARNING", "total is wrong")]
-    assert (logs[0]["created"], logs[0]["logger"], logs[0]["file"], logs[0]["line"],
-            logs[0]["function"]) == (STEP_START + 0.25, "shop.tests", "tests/test_shop.py", 42,
-                                     "test_it")
+        ("call", 20, "INFO", "adding item"),
+        ("teardown", 30, "WARNING", "total is wrong"),
+    ]
+    assert (
+        logs[0]["created"],
+        logs[0]["logger"],
+        logs[0]["file"],
+        logs[0]["line"],
+        logs[0]["function"],
+    ) == (STEP_START + 0.25, "shop.tests", "tests/test_shop.py", 42, "test_it")
     assert count_steps(db.path, db.execution_id) == 2
 
 
@@ -374,8 +414,10 @@ def test_replayed_batch_is_idempotent(db: Db) -> None:
     assert (mixed.steps, mixed.logs, mixed.duplicates) == (3, 3, 2)
     assert step_count(db.path) == 5
     assert log_messages(db.path) == {
-        "t.py::test_a#1": ["a1", "a2"], "t.py::test_b#1": ["b1"],
-        "t.py::test_c#1": ["c1", "c2"], "t.py::test_a#2": ["a-retry"],
+        "t.py::test_a#1": ["a1", "a2"],
+        "t.py::test_b#1": ["b1"],
+        "t.py::test_c#1": ["c1", "c2"],
+        "t.py::test_a#2": ["a-retry"],
     }
     assert scalar(db.path, "SELECT count(*) FROM tests") == 4
     orphans = "SELECT count(*) FROM logs WHERE step_id NOT IN (SELECT id FROM steps)"
@@ -398,7 +440,9 @@ def test_replay_across_executions_keeps_logs_with_their_step(db: Db) -> None:
         "ORDER BY l.id",
     )
     assert [(r["execution_id"], r["message"]) for r in rows] == [
-        (db.execution_id, "first run"), (other.id, "second run")]
+        (db.execution_id, "first run"),
+        (other.id, "second run"),
+    ]
 
 
 def test_unknown_execution_rolls_back_the_whole_batch(db: Db) -> None:
@@ -416,21 +460,25 @@ def test_unknown_execution_rolls_back_the_whole_batch(db: Db) -> None:
         assert not conn.in_transaction
         # The connection stays usable after the rollback.
         assert apply_batch(conn, [make_step(e, "t.py::test_after")], WriteCache()).steps == 1
-    assert [r["nodeid"] for r in query(db.path, "SELECT nodeid FROM tests")] == [
-        "t.py::test_after"]
+    assert [r["nodeid"] for r in query(db.path, "SELECT nodeid FROM tests")] == ["t.py::test_after"]
     assert step_count(db.path) == 1
     assert scalar(db.path, "SELECT count(*) FROM logs") == 0
     assert execution(db.path, e) == before
 
 
 def test_metadata_is_merged_key_by_key(db: Db) -> None:
-    counts = apply(db.path, [
-        ExecutionMetadata(db.execution_id, '{"git": {"commit": "abc123"}, "ci": "gitlab"}'),
-        ExecutionMetadata(db.execution_id, '{"ci": "github", "python": null}'),
-    ])
+    counts = apply(
+        db.path,
+        [
+            ExecutionMetadata(db.execution_id, '{"git": {"commit": "abc123"}, "ci": "gitlab"}'),
+            ExecutionMetadata(db.execution_id, '{"ci": "github", "python": null}'),
+        ],
+    )
     assert counts.steps == 0
     assert json.loads(execution(db.path, db.execution_id)["metadata"]) == {
-        "git": {"branch": "main", "commit": "abc123"}, "ci": "github"}
+        "git": {"branch": "main", "commit": "abc123"},
+        "ci": "github",
+    }
 
 
 def test_heartbeat_updates_running_executions_only(db: Db) -> None:
@@ -438,13 +486,19 @@ def test_heartbeat_updates_running_executions_only(db: Db) -> None:
     apply(db.path, [done])
     apply(db.path, [make_finished(done.id, completed_steps=9)])
     finished_before = execution(db.path, done.id)
-    apply(db.path, [
-        Heartbeat(db.execution_id, "2030-01-01T00:00:01.000000Z", 3, 2),
-        Heartbeat(db.execution_id, "2030-01-01T00:00:02.000000Z", 5, 4),
-    ])
+    apply(
+        db.path,
+        [
+            Heartbeat(db.execution_id, "2030-01-01T00:00:01.000000Z", 3, 2),
+            Heartbeat(db.execution_id, "2030-01-01T00:00:02.000000Z", 5, 4),
+        ],
+    )
     running = execution(db.path, db.execution_id)
-    assert (running["heartbeat_at"], running["completed_steps"],
-            running["current_step_index"]) == ("2030-01-01T00:00:02.000000Z", 5, 4)
+    assert (running["heartbeat_at"], running["completed_steps"], running["current_step_index"]) == (
+        "2030-01-01T00:00:02.000000Z",
+        5,
+        4,
+    )
     assert running["status"] == "running"
     apply(db.path, [Heartbeat(done.id, "2030-01-01T00:00:03.000000Z", 99, 98)])
     assert execution(db.path, done.id) == finished_before
@@ -452,22 +506,41 @@ def test_heartbeat_updates_running_executions_only(db: Db) -> None:
 
 def test_execution_finished_sets_status_and_counts(db: Db) -> None:
     stats = {"steps": 9, "transactions": 2, "spilled": 0}
-    apply(db.path, [make_finished(db.execution_id, writer_stats=json.dumps(stats),
-                                  metadata='{"ci": "github"}')])
+    apply(
+        db.path,
+        [
+            make_finished(
+                db.execution_id, writer_stats=json.dumps(stats), metadata='{"ci": "github"}'
+            )
+        ],
+    )
     row = execution(db.path, db.execution_id)
     assert (row["status"], row["exit_code"], row["error_message"]) == ("failed", 1, None)
     assert row["completed_at"] == row["heartbeat_at"] == "2030-01-02T03:04:05.000000Z"
     assert (row["duration"], row["total_steps"], row["completed_steps"]) == (12.5, 10, 9)
     assert json.loads(row["writer_stats"]) == stats
     assert json.loads(row["metadata"]) == {
-        "python": "3.11", "git": {"branch": "main"}, "ci": "github"}
+        "python": "3.11",
+        "git": {"branch": "main"},
+        "ci": "github",
+    }
 
     other = make_started(metadata='{"keep": 1}')
-    apply(db.path, [other, make_finished(other.id, status="error", exit_code=None,
-                                         error_message="database is locked")])
+    apply(
+        db.path,
+        [
+            other,
+            make_finished(
+                other.id, status="error", exit_code=None, error_message="database is locked"
+            ),
+        ],
+    )
     row = execution(db.path, other.id)
     assert (row["status"], row["exit_code"], row["error_message"]) == (
-        "error", None, "database is locked")
+        "error",
+        None,
+        "database is locked",
+    )
     assert json.loads(row["metadata"]) == {"keep": 1}
 
 
@@ -493,9 +566,13 @@ def test_mark_interrupted(db: Db) -> None:
     assert sorted(gone) == sorted(number[r.id] for r in (dead, ours_stale, remote_stale))
     status = {r["id"]: r["status"] for r in query(db.path, "SELECT id, status FROM executions")}
     assert status == {
-        db.execution_id: "running", dead.id: "interrupted", ours.id: "running",
-        ours_stale.id: "interrupted", remote_fresh.id: "running",
-        remote_stale.id: "interrupted", dead_finished.id: "passed",
+        db.execution_id: "running",
+        dead.id: "interrupted",
+        ours.id: "running",
+        ours_stale.id: "interrupted",
+        remote_fresh.id: "running",
+        remote_stale.id: "interrupted",
+        dead_finished.id: "passed",
     }
     for r in (dead, ours_stale, remote_stale):
         assert execution(db.path, r.id)["error_message"], r
@@ -526,9 +603,17 @@ ROUND_TRIP: list[Record] = [
     make_finished("e-1", metadata='{"x": 1}', error_message="stopped: \udcff"),
     make_step("e-1", "t.py::test_plain"),
     make_step(
-        "e-1", "t.py::test_text[\u00e9]", attempt=2, final=False, item_index=None, line=None,
-        stdout=SURROGATE_TEXT + "\nsecond line\r\n", stderr="\x00\x1b[31mred\x1b[0m",
-        longrepr='E   assert "\u2603" == "\udcff"', setup_duration=None, call_duration=None,
+        "e-1",
+        "t.py::test_text[\u00e9]",
+        attempt=2,
+        final=False,
+        item_index=None,
+        line=None,
+        stdout=SURROGATE_TEXT + "\nsecond line\r\n",
+        stderr="\x00\x1b[31mred\x1b[0m",
+        longrepr='E   assert "\u2603" == "\udcff"',
+        setup_duration=None,
+        call_duration=None,
         logs=[make_log(SURROGATE_TEXT), make_log("line\nbreak", phase="setup", level=30)],
     ),
 ]
@@ -557,8 +642,7 @@ def test_spill_journal_writes_header_then_records(tmp_path: Path) -> None:
     assert fnmatch.fnmatch(journal.path.name, spill_glob(db_path))
     assert spill_files(db_path) == [journal.path]
     lines = journal.path.read_text(encoding="utf-8", errors="surrogatepass").splitlines()
-    assert json.loads(lines[0]) == {"type": "header", "format": 1, "host": HOST,
-                                    "pid": os.getpid()}
+    assert json.loads(lines[0]) == {"type": "header", "format": 1, "host": HOST, "pid": os.getpid()}
     assert [decode(line) for line in lines[1:]] == ROUND_TRIP
 
 
@@ -569,8 +653,12 @@ def test_import_spills_replays_and_deletes(db: Db) -> None:
     apply(db.path, steps[:5])  # committed, but the writer did not know: replayed below
     journal = SpillJournal(db.path)
     journal.append(steps)
-    journal.append([Heartbeat(e, "2030-01-01T00:00:00.000000Z", 20, 19),
-                    make_finished(e, status="passed", completed_steps=20, total_steps=20)])
+    journal.append(
+        [
+            Heartbeat(e, "2030-01-01T00:00:00.000000Z", 20, 19),
+            make_finished(e, status="passed", completed_steps=20, total_steps=20),
+        ]
+    )
 
     with writing(db.path) as conn:
         result = import_spills(conn, db.path)
@@ -613,8 +701,7 @@ def test_spill_of_a_live_process_is_skipped(db: Db, foreign_live_pid: int, text:
 
 def test_spill_of_a_finished_process_is_imported(db: Db) -> None:
     path = db.path.with_name(f"{db.path.name}-spill-0123456789ab.jsonl")
-    write_spill(path, dead_pid(), [make_step(db.execution_id, f"t.py::test_{i}")
-                                   for i in range(3)])
+    write_spill(path, dead_pid(), [make_step(db.execution_id, f"t.py::test_{i}") for i in range(3)])
     with writing(db.path) as conn:
         result = import_spills(conn, db.path)
     assert (result.files, result.steps, result.skipped_files) == (1, 3, [])
@@ -641,8 +728,11 @@ def test_torn_last_line_is_ignored(db: Db, cut: str) -> None:
         result = import_spills(conn, db.path)
     assert result.errors == []
     assert (result.files, result.steps) == (1, 3)
-    assert [r["nodeid"] for r in query(db.path, "SELECT nodeid FROM step_details ORDER BY id")
-            ] == ["t.py::test_0", "t.py::test_1", "t.py::test_2"]
+    assert [r["nodeid"] for r in query(db.path, "SELECT nodeid FROM step_details ORDER BY id")] == [
+        "t.py::test_0",
+        "t.py::test_1",
+        "t.py::test_2",
+    ]
     assert spill_files(db.path) == []
 
 
@@ -652,10 +742,12 @@ def test_steps_are_imported_after_their_execution_start(db: Db, batch_rows: int)
     lost = make_started()
     steps = [make_step(lost.id, f"t.py::test_{i}", logs=[make_log(f"m{i}")]) for i in range(4)]
     # Sorted by name, the steps' file comes first.
-    write_spill(db.path.with_name(f"{db.path.name}-spill-aaaaaaaaaaaa.jsonl"), dead_pid(),
-                steps)
-    write_spill(db.path.with_name(f"{db.path.name}-spill-bbbbbbbbbbbb.jsonl"), dead_pid(),
-                [lost, make_finished(lost.id, status="passed", completed_steps=4)])
+    write_spill(db.path.with_name(f"{db.path.name}-spill-aaaaaaaaaaaa.jsonl"), dead_pid(), steps)
+    write_spill(
+        db.path.with_name(f"{db.path.name}-spill-bbbbbbbbbbbb.jsonl"),
+        dead_pid(),
+        [lost, make_finished(lost.id, status="passed", completed_steps=4)],
+    )
     with writing(db.path) as conn:
         result = import_spills(conn, db.path, batch_rows=batch_rows)
     assert result.errors == [] and result.files == 2
@@ -666,14 +758,17 @@ def test_steps_are_imported_after_their_execution_start(db: Db, batch_rows: int)
 
 
 def test_steps_of_a_lost_execution_are_dropped(db: Db) -> None:
-    write_spill(db.path.with_name(f"{db.path.name}-spill-aaaaaaaaaaaa.jsonl"), dead_pid(),
-                [make_step("never-started", "t.py::test_x"),
-                 make_step(db.execution_id, "t.py::test_y")])
+    write_spill(
+        db.path.with_name(f"{db.path.name}-spill-aaaaaaaaaaaa.jsonl"),
+        dead_pid(),
+        [make_step("never-started", "t.py::test_x"), make_step(db.execution_id, "t.py::test_y")],
+    )
     with writing(db.path) as conn:
         result = import_spills(conn, db.path)
     assert (result.errors, result.files, result.steps) == ([], 1, 1)
     assert [r["nodeid"] for r in query(db.path, "SELECT nodeid FROM step_details")] == [
-        "t.py::test_y"]
+        "t.py::test_y"
+    ]
     assert spill_files(db.path) == []
 
 

@@ -68,15 +68,29 @@ def test_nested_substeps_fail_in_the_middle(
     run.result.assert_outcomes(failed=1, passed=1)
     subs = run.substeps(run.step("test_checkout")["id"])
     assert [(s["position"], s["title"]) for s in subs] == [
-        (0, "log in"), (1, "open form"), (2, "submit"), (3, "validate"), (4, "charge card"),
+        (0, "log in"),
+        (1, "open form"),
+        (2, "submit"),
+        (3, "validate"),
+        (4, "charge card"),
     ]
     ids = {s["title"]: s["id"] for s in subs}
     parents = {s["title"]: s["parent_id"] for s in subs}
-    assert parents == {"log in": None, "open form": ids["log in"], "submit": ids["log in"],
-                       "validate": ids["submit"], "charge card": ids["submit"]}
+    assert parents == {
+        "log in": None,
+        "open form": ids["log in"],
+        "submit": ids["log in"],
+        "validate": ids["submit"],
+        "charge card": ids["submit"],
+    }
     outcomes = {s["title"]: s["outcome"] for s in subs}
-    assert outcomes == {"log in": "failed", "open form": "passed", "submit": "failed",
-                        "validate": "passed", "charge card": "failed"}
+    assert outcomes == {
+        "log in": "failed",
+        "open form": "passed",
+        "submit": "failed",
+        "validate": "passed",
+        "charge card": "failed",
+    }
     # The exception that went through a sub-step is its message, on every level it left.
     for title in ("log in", "submit", "charge card"):
         message = next(s["message"] for s in subs if s["title"] == title)
@@ -162,9 +176,15 @@ def test_decorator_records_each_call_with_formatted_titles(
     run.result.assert_outcomes(passed=1)
     subs = run.substeps(run.step("test_decorated")["id"])
     assert [s["title"] for s in subs] == [
-        "add 1 and 2", "add 5 and 10", "add 2 and 3", "reset database",
-        "report {missing} as it is", "literal {} braces", "deposit 7 into savings",
-        "fetch a.example", "divide 1 by 0",
+        "add 1 and 2",
+        "add 5 and 10",
+        "add 2 and 3",
+        "reset database",
+        "report {missing} as it is",
+        "literal {} braces",
+        "deposit 7 into savings",
+        "fetch a.example",
+        "divide 1 by 0",
     ]
     params = [json.loads(s["parameters"]) if s["parameters"] else None for s in subs]
     assert params[0] == {"a": 1, "b": 2, "scale": 1}
@@ -214,11 +234,23 @@ def test_substeps_in_fixtures_carry_their_phase(
     run = run_stepflow()
     run.result.assert_outcomes(passed=1, errors=1)
     subs = by_title(run, "test_uses_fixtures")
-    assert list(subs) == ["start server", "open session", "transaction", "query",
-                          "close session", "stop server"]
+    assert list(subs) == [
+        "start server",
+        "open session",
+        "transaction",
+        "query",
+        "close session",
+        "stop server",
+    ]
     phases = {title: s["phase"] for title, s in subs.items()}
-    assert phases == {"start server": "setup", "open session": "setup", "transaction": "setup",
-                      "query": "call", "close session": "teardown", "stop server": "teardown"}
+    assert phases == {
+        "start server": "setup",
+        "open session": "setup",
+        "transaction": "setup",
+        "query": "call",
+        "close session": "teardown",
+        "stop server": "teardown",
+    }
     assert subs["query"]["parent_id"] == subs["transaction"]["id"]
     assert subs["transaction"]["outcome"] == "passed"
     assert subs["close session"]["outcome"] == "failed"
@@ -253,7 +285,9 @@ def test_skip_inside_a_substep(pytester: pytest.Pytester, run_stepflow: Run) -> 
     run.result.assert_outcomes(skipped=1, xfailed=1, failed=1)
     skipped = by_title(run, "test_skips_inside")
     assert {t: (s["outcome"], s["message"]) for t, s in skipped.items()} == {
-        "needs network": ("skipped", "no network here"), "probe": ("skipped", "no network here")}
+        "needs network": ("skipped", "no network here"),
+        "probe": ("skipped", "no network here"),
+    }
     assert run.step("test_skips_inside")["outcome"] == "skipped"
     xfailed = by_title(run, "test_xfails_inside")["known bug"]
     assert (xfailed["outcome"], xfailed["message"]) == ("xfailed", "bug 42")
@@ -285,9 +319,11 @@ def test_each_rerun_attempt_has_its_own_substeps_and_artifacts(
     attempts = {s["attempt"]: s for s in run.steps}
     assert [attempts[a]["outcome"] for a in (1, 2)] == ["failed", "passed"]
     assert [(x["title"], x["outcome"]) for x in run.substeps(attempts[1]["id"])] == [
-        ("attempt 1", "failed")]
+        ("attempt 1", "failed")
+    ]
     assert [(x["title"], x["outcome"]) for x in run.substeps(attempts[2]["id"])] == [
-        ("attempt 2", "passed")]
+        ("attempt 2", "passed")
+    ]
     logs = run.artifacts(attempts[1]["id"])  # the failed attempt's files, not the passing one's
     assert [a["name"] for a in logs] == ["state.log"] and run.artifacts(attempts[2]["id"]) == []
 
@@ -354,8 +390,9 @@ SUBTESTS = """
 """
 
 
-@pytest.mark.parametrize("args", [("-n", "0"), ("-n", "2"), ("-n", "0", "-v")],
-                         ids=["serial", "xdist", "verbose"])
+@pytest.mark.parametrize(
+    "args", [("-n", "0"), ("-n", "2"), ("-n", "0", "-v")], ids=["serial", "xdist", "verbose"]
+)
 def test_subtests_become_substeps(
     pytester: pytest.Pytester, run_stepflow: Run, args: tuple[str, ...]
 ) -> None:
@@ -371,8 +408,10 @@ def test_subtests_become_substeps(
     assert numbers["longrepr"] == "contains 1 failed subtest"
     subs = run.substeps(numbers["id"])
     assert [(s["kind"], s["title"], s["outcome"]) for s in subs] == [
-        ("subtest", "check", "passed"), ("subtest", "check", "failed"),
-        ("subtest", "check", "skipped"), ("subtest", "check", "passed"),
+        ("subtest", "check", "passed"),
+        ("subtest", "check", "failed"),
+        ("subtest", "check", "skipped"),
+        ("subtest", "check", "passed"),
     ]
     assert [json.loads(s["parameters"]) for s in subs] == [{"i": str(i)} for i in range(4)]
     assert "one is odd" in subs[1]["message"] and "diagnostics for one" in subs[1]["message"]
@@ -388,7 +427,9 @@ def test_subtests_become_substeps(
     fixture = run.step("test_fixture_subtests")
     assert (fixture["outcome"], fixture["attempt"]) == ("passed", 1)
     assert {t: s["phase"] for t, s in by_title(run, "test_fixture_subtests").items()} == {
-        "in setup": "setup", "in teardown": "teardown"}
+        "in setup": "setup",
+        "in teardown": "teardown",
+    }
 
 
 # ---- without --stepflow ---------------------------------------------------------------------
@@ -432,8 +473,9 @@ def test_importing_the_package_stays_light() -> None:
                                   "pytest_stepflow.roles", "pytest_stepflow.storage")
                      if m in sys.modules))
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
@@ -462,15 +504,22 @@ def test_collector_closes_what_was_left_open_and_caps_the_count() -> None:
 
 
 def _substep_rows(db: Path) -> list[dict[str, object]]:
-    return query(db, "SELECT s.nodeid, x.title, x.position, x.parent_id, x.id, x.step_id "
-                     "FROM substeps x JOIN step_details s ON s.id = x.step_id ORDER BY x.id")
+    return query(
+        db,
+        "SELECT s.nodeid, x.title, x.position, x.parent_id, x.id, x.step_id "
+        "FROM substeps x JOIN step_details s ON s.id = x.step_id ORDER BY x.id",
+    )
 
 
 def _steps_with_children(execution_id: str, count: int) -> list[Step]:
     steps = []
     for i in range(count):
-        subs = (make_substep(f"outer {i}"), make_substep(f"inner {i}", parent=0),
-                make_substep(f"deeper {i}", parent=1), make_substep(f"sibling {i}", parent=0))
+        subs = (
+            make_substep(f"outer {i}"),
+            make_substep(f"inner {i}", parent=0),
+            make_substep(f"deeper {i}", parent=1),
+            make_substep(f"sibling {i}", parent=0),
+        )
         arts = (make_artifact(f"shot{i}.png", substep=2), make_artifact(f"log{i}.txt"))
         steps.append(make_step(execution_id, f"t.py::test_{i}", substeps=subs, artifacts=arts))
     return steps
@@ -491,12 +540,18 @@ def test_substep_parents_and_artifact_links_are_resolved_to_ids(tmp_path: Path) 
     ids = {(r["nodeid"], r["title"]): r["id"] for r in rows}
     for r in rows:
         i = str(r["nodeid"]).rpartition("_")[2]
-        expected_parent = {"outer": None, "inner": ids[(r["nodeid"], f"outer {i}")],
-                           "deeper": ids[(r["nodeid"], f"inner {i}")],
-                           "sibling": ids[(r["nodeid"], f"outer {i}")]}
+        expected_parent = {
+            "outer": None,
+            "inner": ids[(r["nodeid"], f"outer {i}")],
+            "deeper": ids[(r["nodeid"], f"inner {i}")],
+            "sibling": ids[(r["nodeid"], f"outer {i}")],
+        }
         assert r["parent_id"] == expected_parent[str(r["title"]).split()[0]]
-    links = query(db, "SELECT a.name, x.title, s.nodeid FROM artifacts a JOIN step_details s "
-                      "ON s.id = a.step_id LEFT JOIN substeps x ON x.id = a.substep_id")
+    links = query(
+        db,
+        "SELECT a.name, x.title, s.nodeid FROM artifacts a JOIN step_details s "
+        "ON s.id = a.step_id LEFT JOIN substeps x ON x.id = a.substep_id",
+    )
     for link in links:
         i = str(link["nodeid"]).rpartition("_")[2]
         expected = f"deeper {i}" if str(link["name"]).startswith("shot") else None
@@ -546,6 +601,15 @@ def test_spill_round_trip_keeps_substeps_and_artifacts(tmp_path: Path) -> None:
         conn.close()
     assert (result.steps, result.errors) == (3, [])
     titles = [r["title"] for r in _substep_rows(db)]
-    assert titles == ["outer 0", "inner 0", "deeper 0", "sibling 0", "Grüße ☃",
-                      "outer 2", "inner 2", "deeper 2", "sibling 2"]
+    assert titles == [
+        "outer 0",
+        "inner 0",
+        "deeper 0",
+        "sibling 0",
+        "Grüße ☃",
+        "outer 2",
+        "inner 2",
+        "deeper 2",
+        "sibling 2",
+    ]
     assert query(db, "SELECT count(*) AS n FROM artifacts")[0]["n"] == 6

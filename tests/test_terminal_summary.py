@@ -11,14 +11,12 @@ DB = Path("/nowhere/stepflow.db")
 
 
 def _end(**changes: Any) -> SessionEnd:
-    fields: dict[str, Any] = {"db_path": DB, "problem": None, "number": 7, "steps": 12,
-                              "stats": {}}
+    fields: dict[str, Any] = {"db_path": DB, "problem": None, "number": 7, "steps": 12, "stats": {}}
     return SessionEnd(**{**fields, **changes})
 
 
 def test_a_clean_run_is_one_line() -> None:
-    assert summary_lines(_end()) == [
-        Line(f"stepflow: execution #7 recorded 12 steps in {DB}")]
+    assert summary_lines(_end()) == [Line(f"stepflow: execution #7 recorded 12 steps in {DB}")]
 
 
 def test_a_problem_is_the_only_line() -> None:
@@ -27,13 +25,18 @@ def test_a_problem_is_the_only_line() -> None:
 
 
 def test_the_first_line_names_what_is_worth_knowing() -> None:
-    (line,) = summary_lines(_end(
-        setup_only=True, worker_count=4, imported=5,
-        stats={"retries": 2, "wal_bytes": 3 << 20},
-    ))
+    (line,) = summary_lines(
+        _end(
+            setup_only=True,
+            worker_count=4,
+            imported=5,
+            stats={"retries": 2, "wal_bytes": 3 << 20},
+        )
+    )
     assert line.text.endswith(
         " (--setup-only and --setup-plan run no tests: none recorded, 4 workers, 2 retries, "
-        "WAL 3.0 MiB, imported 5 spilled records of earlier runs)")
+        "WAL 3.0 MiB, imported 5 spilled records of earlier runs)"
+    )
 
 
 def test_a_small_wal_is_not_mentioned() -> None:
@@ -42,19 +45,34 @@ def test_a_small_wal_is_not_mentioned() -> None:
 
 
 def test_warnings_follow_in_order() -> None:
-    lines = summary_lines(_end(
-        stats={"spilled": 2, "spill_files": ["/nowhere/x.jsonl"], "lost": 1,
-               "last_error": "disk I/O error"},
-        mismatch={"reported": 10, "recorded": 9}, dead_runs=[3, 4],
-        notices=["stepflow: warning: an artifact was refused"],
-        html_note="stepflow: HTML report written to r.html",
-    ))
+    lines = summary_lines(
+        _end(
+            stats={
+                "spilled": 2,
+                "spill_files": ["/nowhere/x.jsonl"],
+                "lost": 1,
+                "last_error": "disk I/O error",
+            },
+            mismatch={"reported": 10, "recorded": 9},
+            dead_runs=[3, 4],
+            notices=["stepflow: warning: an artifact was refused"],
+            html_note="stepflow: HTML report written to r.html",
+        )
+    )
     assert [line.text.split(":")[1].strip().split()[0] for line in lines[1:]] == [
-        "warning", "warning", "warning", "marked", "warning", "HTML"]
+        "warning",
+        "warning",
+        "warning",
+        "marked",
+        "warning",
+        "HTML",
+    ]
     assert "spilled to /nowhere/x.jsonl; the next run imports them (disk I/O error)" in (
-        lines[1].text)
-    assert lines[2] == Line("stepflow: warning: 1 records were lost: disk I/O error",
-                            yellow=True, bold=True)
+        lines[1].text
+    )
+    assert lines[2] == Line(
+        "stepflow: warning: 1 records were lost: disk I/O error", yellow=True, bold=True
+    )
     assert "reported 10 steps but the database holds 9" in lines[3].text
     assert lines[4] == Line("stepflow: marked #3, #4 interrupted (its process is gone)")
     assert lines[5].yellow and not lines[6].yellow

@@ -62,7 +62,9 @@ ListNamedList.__name__ = "list"  # reprlib dispatches on the type's name
 BIG = 10 ** 5000
 """
 
-SUITE = HOSTILE + """
+SUITE = (
+    HOSTILE
+    + """
 import pytest
 
 @pytest.mark.parametrize("value", [Bad(), Exits(), Sneaky("s"), Liar(), ListNamedList(), BIG,
@@ -85,6 +87,7 @@ def test_testsuite_property(record_testsuite_property):
 def test_after():
     pass
 """
+)
 
 
 def test_hostile_values_change_nothing(pytester: pytest.Pytester) -> None:
@@ -92,11 +95,13 @@ def test_hostile_values_change_nothing(pytester: pytest.Pytester) -> None:
     twin = run_twice(pytester)
     twin.plain.result.assert_outcomes(passed=11)
     run = twin.run
-    params = {s["name"]: json.loads(s["parameters"]) for s in run.steps
-              if s["name"].startswith("test_param")}
+    params = {
+        s["name"]: json.loads(s["parameters"])
+        for s in run.steps
+        if s["name"].startswith("test_param")
+    }
     assert params["test_param[bad]"] == {"value": "<unrepresentable Bad: ValueError in repr()>"}
-    assert params["test_param[exits]"] == {"value":
-                                          "<unrepresentable Exits: SystemExit in repr()>"}
+    assert params["test_param[exits]"] == {"value": "<unrepresentable Exits: SystemExit in repr()>"}
     assert params["test_param[sneaky]"] == {"value": "s"}  # its str data, not its methods
     assert params["test_param[big]"] == {"value": "<int of 16610 bits>"}
     assert params["test_param[nan]"] == {"value": "NaN"}
@@ -125,7 +130,9 @@ def test_hostile_values_under_xdist(pytester: pytest.Pytester) -> None:
     assert twin.run.metadata["testsuite_properties"]["big"] == "<int of 16610 bits>"
 
 
-SUBSTEPS = HOSTILE + """
+SUBSTEPS = (
+    HOSTILE
+    + """
 import pytest
 from pytest_stepflow import step
 
@@ -145,6 +152,7 @@ def test_subtests(subtests):
     with subtests.test(msg="hostile", value=Bad()):  # pytest itself formats msg
         pass
 """
+)
 
 
 def test_hostile_substep_titles_and_parameters(pytester: pytest.Pytester) -> None:
@@ -154,16 +162,23 @@ def test_hostile_substep_titles_and_parameters(pytester: pytest.Pytester) -> Non
     subs = run.substeps(run.step("test_substeps")["id"])
     # A str subclass whose __str__ raises cannot be formatted either: the title as written.
     assert [s["title"] for s in subs] == [
-        "with {value}", "<unprintable Bad: ValueError in str()>", "add {item}", "add {item}"]
+        "with {value}",
+        "<unprintable Bad: ValueError in str()>",
+        "add {item}",
+        "add {item}",
+    ]
     assert json.loads(subs[0]["parameters"]) == {
-        "value": "<unrepresentable Bad: ValueError in repr()>"}
+        "value": "<unrepresentable Bad: ValueError in repr()>"
+    }
     assert all(s["outcome"] == "passed" for s in subs)
     [subtest] = run.substeps(run.step("test_subtests")["id"])
     assert subtest["title"] == "hostile"
     assert "Bad" in json.loads(subtest["parameters"])["value"]
 
 
-HOOKS = HOSTILE + """
+HOOKS = (
+    HOSTILE
+    + """
 def pytest_stepflow_execution_start(config, execution):
     return {"ratio": math.nan}
 
@@ -181,17 +196,20 @@ def pytest_stepflow_step_prepare(step, item):
         return step._replace(started_at=math.inf)
     return step.with_property("owner", Bad())
 """
+)
 
 
 def test_hostile_hook_results(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(HOOKS)
-    pytester.makepyfile(test_hooked="""
+    pytester.makepyfile(
+        test_hooked="""
         def test_a(): pass
         def test_b(): pass
         def test_c(): pass
         def test_d(): pass
         def test_e(): pass
-    """)
+    """
+    )
     # stepflow warns about each failing implementation (only a recorded run calls them).
     twin = run_twice(pytester, "-W", "ignore::pytest_stepflow.notices.StepflowWarning")
     run = twin.run
@@ -204,7 +222,8 @@ def test_hostile_hook_results(pytester: pytest.Pytester) -> None:
     assert "ratio" not in run.metadata
     assert [s["duration"] >= 0 for s in run.steps] == [True] * 5  # every step as recorded
     assert json.loads(run.step("test_e")["properties"]) == [
-        ["owner", "<unrepresentable Bad: ValueError in repr()>"]]
+        ["owner", "<unrepresentable Bad: ValueError in repr()>"]
+    ]
 
 
 @pytest.mark.parametrize("value", [1, 2.5, "text", None, True])
@@ -247,12 +266,42 @@ def _function() -> None:
     """A plain function: its repr is cached by params_json."""
 
 
-@pytest.mark.parametrize("value", [
-    "", "a", "x" * MAX_REPR, "x" * (MAX_REPR + 1), "é", "\udcff", _Named("n"), None, True,
-    False, 0, -1, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 10**5000, 0.5, -0.0,
-    float("nan"), float("inf"), float("-inf"), len, _function, int, _Named, [1, 2], {"a": 1},
-    b"bytes", 1 + 2j,
-], ids=lambda value: type(value).__name__)
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "a",
+        "x" * MAX_REPR,
+        "x" * (MAX_REPR + 1),
+        "é",
+        "\udcff",
+        _Named("n"),
+        None,
+        True,
+        False,
+        0,
+        -1,
+        2**63 - 1,
+        2**63,
+        -(2**63),
+        -(2**63) - 1,
+        10**5000,
+        0.5,
+        -0.0,
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        len,
+        _function,
+        int,
+        _Named,
+        [1, 2],
+        {"a": 1},
+        b"bytes",
+        1 + 2j,
+    ],
+    ids=lambda value: type(value).__name__,
+)
 def test_params_json_short_paths_agree_with_the_general_path(value: object) -> None:
     for name in ("v", "k" * (MAX_REPR + 5)):
         values: dict[object, object] = {name: value, "other": 1}

@@ -40,8 +40,10 @@ WAIT = 10.0  # generous upper bound for flush/close; never reached when things w
 
 
 def steps_for(execution_id: str, count: int, prefix: str = "test") -> list[Step]:
-    return [make_step(execution_id, f"t.py::{prefix}_{i}", logs=[make_log(f"log {i}")])
-            for i in range(count)]
+    return [
+        make_step(execution_id, f"t.py::{prefix}_{i}", logs=[make_log(f"log {i}")])
+        for i in range(count)
+    ]
 
 
 # ---- fixtures and helpers -------------------------------------------------------------------
@@ -214,10 +216,16 @@ def test_final_record_is_written_last_with_final_stats(db: Db) -> None:
     def finish(stats: WriterStats) -> Record:
         seen.append(dataclasses.replace(stats))
         return ExecutionFinished(
-            execution_id=db.execution_id, status="passed", exit_code=0, error_message=None,
-            completed_at=iso_utc(datetime.now(timezone.utc)), duration=1.0,
-            total_steps=stats.steps, completed_steps=stats.steps,
-            writer_stats=json.dumps(stats.as_dict()), metadata='{"finished": true}',
+            execution_id=db.execution_id,
+            status="passed",
+            exit_code=0,
+            error_message=None,
+            completed_at=iso_utc(datetime.now(timezone.utc)),
+            duration=1.0,
+            total_steps=stats.steps,
+            completed_steps=stats.steps,
+            writer_stats=json.dumps(stats.as_dict()),
+            metadata='{"finished": true}',
         )
 
     with running(db.path, batch_size=10) as writer:
@@ -227,7 +235,11 @@ def test_final_record_is_written_last_with_final_stats(db: Db) -> None:
     assert_clean(stats)
     row = query(db.path, "SELECT * FROM executions WHERE id = ?", db.execution_id)[0]
     assert (row["status"], row["exit_code"], row["total_steps"], row["completed_steps"]) == (
-        "passed", 0, 64, 64)
+        "passed",
+        0,
+        64,
+        64,
+    )
     recorded = json.loads(row["writer_stats"])
     assert recorded["steps"] == 64 and recorded["logs"] == 64 and recorded["spilled"] == 0
     # The final record was its own, last transaction.
@@ -286,8 +298,11 @@ def test_heartbeat_updates_the_execution(db: Db) -> None:
         return Heartbeat(db.execution_id, beat_at, completed_steps=17, current_step_index=16)
 
     def beaten() -> bool:
-        row = query(db.path, "SELECT heartbeat_at, completed_steps, current_step_index "
-                             "FROM executions WHERE id = ?", db.execution_id)[0]
+        row = query(
+            db.path,
+            "SELECT heartbeat_at, completed_steps, current_step_index FROM executions WHERE id = ?",
+            db.execution_id,
+        )[0]
         return row == {"heartbeat_at": beat_at, "completed_steps": 17, "current_step_index": 16}
 
     assert not beaten()

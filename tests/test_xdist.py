@@ -143,8 +143,11 @@ def test_reruns_under_xdist(pytester: pytest.Pytester, run_stepflow: Run) -> Non
         """
     )
     run = run_stepflow("-n", "2", "--reruns=2", "-p", "rerunfailures")
-    flaky = [(s["attempt"], s["final"], s["outcome"]) for s in run.steps
-             if s["nodeid"].endswith("test_flaky")]
+    flaky = [
+        (s["attempt"], s["final"], s["outcome"])
+        for s in run.steps
+        if s["nodeid"].endswith("test_flaky")
+    ]
     assert flaky == [(1, 0, "failed"), (2, 1, "passed")]
 
 
@@ -153,15 +156,17 @@ def test_collection_error_recorded_once(pytester: pytest.Pytester, run_stepflow:
     run = run_stepflow("-n", "2")
     collect = [s for s in run.steps if s["kind"] == "collect"]
     assert [(s["nodeid"], s["outcome"], s["worker"]) for s in collect] == [
-        ("test_broken.py", "error", "main")]
+        ("test_broken.py", "error", "main")
+    ]
     # xdist runs the other tests and exits 1 (pytest alone stops with 2: status `error`).
     assert (run.result.ret, run.execution["status"]) == (1, "failed")
     assert run.execution["error_message"] == "1 error during collection"
 
 
 @pytest.mark.parametrize("crash", ["os._exit(3)", "ctypes.string_at(0)"], ids=["exit", "segv"])
-def test_worker_crash_loses_nothing(pytester: pytest.Pytester, run_stepflow: Run,
-                                    crash: str) -> None:
+def test_worker_crash_loses_nothing(
+    pytester: pytest.Pytester, run_stepflow: Run, crash: str
+) -> None:
     """A worker dies inside a test with its finished steps still unwritten in its buffer:
     the controller writes them from the reports it received, records the crashed test with
     xdist's message, and the replacement worker records normally."""
@@ -183,8 +188,15 @@ def test_worker_crash_loses_nothing(pytester: pytest.Pytester, run_stepflow: Run
         """
     )
     # A huge batch and interval: nothing is flushed before the crash.
-    run = run_stepflow("-n", "1", "-p", "no:randomly", "--stepflow-batch-size=100000",
-                       "--stepflow-flush-interval=600", "--max-worker-restart=1")
+    run = run_stepflow(
+        "-n",
+        "1",
+        "-p",
+        "no:randomly",
+        "--stepflow-batch-size=100000",
+        "--stepflow-flush-interval=600",
+        "--max-worker-restart=1",
+    )
     crashed = run.step("::test_crash")
     assert crashed["outcome"] == "failed"
     assert "crashed while running" in crashed["longrepr"]

@@ -19,9 +19,17 @@ from pytest_stepflow.xdist_contract import (
 )
 
 SETTINGS = Settings(
-    db_path=Path("/tmp/x/stepflow.db"), name="nightly", tags={"team": "a"}, batch_size=7,
-    flush_interval=0.5, capture="failed", max_output=4096, retry_budget=3.0,
-    max_artifact_size=1 << 20, max_artifact_total=3 << 20, attach_on_failure=("*.png",),
+    db_path=Path("/tmp/x/stepflow.db"),
+    name="nightly",
+    tags={"team": "a"},
+    batch_size=7,
+    flush_interval=0.5,
+    capture="failed",
+    max_output=4096,
+    retry_budget=3.0,
+    max_artifact_size=1 << 20,
+    max_artifact_total=3 << 20,
+    attach_on_failure=("*.png",),
 )
 
 
@@ -41,7 +49,10 @@ def test_input_gives_the_worker_the_controllers_settings_and_its_share() -> None
     settings = WorkerInput.for_workers(SETTINGS, "exec-1", workers=3).settings()
     assert settings.max_artifact_total == 1 << 20  # a third of the run's total
     assert (settings.db_path, settings.batch_size, settings.capture) == (
-        SETTINGS.db_path, 7, "failed")
+        SETTINGS.db_path,
+        7,
+        "failed",
+    )
     assert settings.attach_on_failure == ("*.png",)
     assert settings.name is None and settings.tags == {}  # the execution's: the controller's
 

@@ -21,7 +21,7 @@ from collections import defaultdict
 import pytest
 from conftest import StepflowRun, check_invariants, verbosity_of
 
-PROBE = '''
+PROBE = """
 import json, os
 
 _config = None
@@ -47,7 +47,7 @@ def pytest_runtest_logreport(report):
 def pytest_collectreport(report):
     if not report.passed:
         _write(["collect", report.nodeid, "collect", report.outcome])
-'''
+"""
 
 _DURATION = re.compile(r" in \d+(\.\d+)?s( \(\d+:\d\d:\d\d\))?")
 
@@ -73,7 +73,9 @@ class Twin:
     def assert_same(self) -> None:
         plain, recorded = self.plain, self.recorded
         assert recorded.result.ret == plain.result.ret, (
-            recorded.result.stdout.str(), plain.result.stdout.str())
+            recorded.result.stdout.str(),
+            plain.result.stdout.str(),
+        )
         assert recorded.summary == plain.summary
         assert sorted(recorded.reports) == sorted(plain.reports)
 
@@ -83,8 +85,7 @@ def _probe(pytester: pytest.Pytester) -> None:
         pytester.makepyfile(twin_probe=PROBE)
 
 
-def _side(pytester: pytest.Pytester, args: tuple[str, ...], name: str,
-          subprocess: bool) -> Side:
+def _side(pytester: pytest.Pytester, args: tuple[str, ...], name: str, subprocess: bool) -> Side:
     probe = pytester.path / f".twin-{name}.jsonl"
     probe.unlink(missing_ok=True)
     os.environ["TWIN_PROBE"] = str(probe)
@@ -105,22 +106,32 @@ def _side(pytester: pytest.Pytester, args: tuple[str, ...], name: str,
     return Side(result, reports)
 
 
-def run_twice(pytester: pytest.Pytester, *args: str, subprocess: bool = False,
-              own_cache: bool = False, check: bool = True) -> Twin:
+def run_twice(
+    pytester: pytest.Pytester,
+    *args: str,
+    subprocess: bool = False,
+    own_cache: bool = False,
+    check: bool = True,
+) -> Twin:
     """Plain, then recorded; `own_cache` gives each side its cache folder (for --lf, --sw)."""
     _probe(pytester)
     db = pytester.path / "twin.db"
     before = 0
     if db.exists():
         from conftest import query
+
         before = int(query(db, "SELECT count(*) AS n FROM executions")[0]["n"])
 
     def cache(name: str) -> tuple[str, ...]:
         return ("-o", f"cache_dir=.cache-{name}") if own_cache else ()
 
     plain = _side(pytester, ("-p", "twin_probe", *cache("plain"), *args), "plain", subprocess)
-    recorded = _side(pytester, ("-p", "twin_probe", *cache("recorded"), "--stepflow",
-                                f"--stepflow-db={db}", *args), "recorded", subprocess)
+    recorded = _side(
+        pytester,
+        ("-p", "twin_probe", *cache("recorded"), "--stepflow", f"--stepflow-db={db}", *args),
+        "recorded",
+        subprocess,
+    )
     twin = Twin(plain, recorded, StepflowRun(recorded.result, db, verbosity_of(args)))
     if check:
         twin.assert_same()
@@ -153,8 +164,12 @@ def assert_steps_match_reports(twin: Twin) -> None:
         if step["kind"] == "collect":
             collected.add(step["nodeid"])
             continue
-        steps[step["nodeid"]].append({
-            when: step[f"{when}_outcome"] for when in ("setup", "call", "teardown")
-            if step[f"{when}_outcome"] is not None})
+        steps[step["nodeid"]].append(
+            {
+                when: step[f"{when}_outcome"]
+                for when in ("setup", "call", "teardown")
+                if step[f"{when}_outcome"] is not None
+            }
+        )
     assert dict(steps) == dict(attempts)
     assert collected == collect_errors  # errors and module-level skips

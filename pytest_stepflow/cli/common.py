@@ -22,8 +22,16 @@ Handler = Callable[[argparse.Namespace, "Output"], int]
 OK, FOUND, BAD_INPUT = 0, 1, 2
 
 _COLOURS = {
-    "passed": "32", "xpassed": "33", "xfailed": "33", "skipped": "33", "failed": "31",
-    "error": "31", "interrupted": "35", "running": "36", "no_tests": "33", "bold": "1",
+    "passed": "32",
+    "xpassed": "33",
+    "xfailed": "33",
+    "skipped": "33",
+    "failed": "31",
+    "error": "31",
+    "interrupted": "35",
+    "running": "36",
+    "no_tests": "33",
+    "bold": "1",
     "dim": "2",
 }
 
@@ -39,7 +47,9 @@ class Output:
         self.stream = stream
         self.json_mode = json_mode
         self.colour = (
-            not json_mode and stream.isatty() and not os.environ.get("NO_COLOR")
+            not json_mode
+            and stream.isatty()
+            and not os.environ.get("NO_COLOR")
             and os.environ.get("TERM") != "dumb"
         )
 
@@ -54,8 +64,9 @@ class Output:
         json.dump(to_jsonable(value), self.stream, indent=2, ensure_ascii=False)
         self.stream.write("\n")
 
-    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
-              right: Sequence[int] = ()) -> None:
+    def table(
+        self, headers: Sequence[str], rows: Sequence[Sequence[Any]], *, right: Sequence[int] = ()
+    ) -> None:
         """Aligned columns; cells that name an outcome or status get its colour."""
         cells = [[_cell(v) for v in row] for row in rows]
         widths = [len(h) for h in headers]
@@ -67,8 +78,11 @@ class Output:
         def fmt(row: Sequence[str], painter: Callable[[int, str], str]) -> str:
             parts = []
             for i, value in enumerate(row):
-                padded = value.rjust(widths[i]) if i in right else (
-                    value if i == last else value.ljust(widths[i]))
+                padded = (
+                    value.rjust(widths[i])
+                    if i in right
+                    else (value if i == last else value.ljust(widths[i]))
+                )
                 parts.append(painter(i, padded))
             return "  ".join(parts).rstrip()
 
@@ -125,19 +139,29 @@ def positive(text: str) -> int:
 
 
 def add_common(parser: argparse.ArgumentParser, *, json_output: bool = True) -> None:
-    parser.add_argument("--db", metavar="PATH",
-                        help=f"the database (default: ${DB_ENV}, then the nearest "
-                             f"{DEFAULT_DB} from here up)")
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        help=f"the database (default: ${DB_ENV}, then the nearest {DEFAULT_DB} from here up)",
+    )
     if json_output:
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
-def command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
-            handler: Handler, summary: str, examples: str, *, json_output: bool = True
-            ) -> argparse.ArgumentParser:
+def command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    handler: Handler,
+    summary: str,
+    examples: str,
+    *,
+    json_output: bool = True,
+) -> argparse.ArgumentParser:
     """Add one sub-command with its summary, examples and the shared options."""
     parser = sub.add_parser(
-        name, help=summary, description=summary,
+        name,
+        help=summary,
+        description=summary,
         epilog="examples:\n" + "\n".join(f"  {line}" for line in examples.strip().splitlines()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

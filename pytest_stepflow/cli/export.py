@@ -26,24 +26,40 @@ stepflow export latest --format jsonl | jq -c 'select(.outcome == "failed") | .n
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = command(
-        sub, "export", export,
+        sub,
+        "export",
+        export,
         "Write one run as JUnit XML (for CI test reports), one JSON document or JSON Lines.",
-        EXAMPLES, json_output=False,
+        EXAMPLES,
+        json_output=False,
     )
     parser.add_argument("run", nargs="?", metavar="RUN", help="the run (default: latest)")
     parser.add_argument(
-        "--format", choices=FORMATS,
+        "--format",
+        choices=FORMATS,
         help="junit: JUnit XML as pytest --junitxml writes it; json: one document with the run "
-             "and every step; jsonl: the run, then one step per line "
-             "(default: from the -o suffix .xml/.json/.jsonl, else junit)",
+        "and every step; jsonl: the run, then one step per line "
+        "(default: from the -o suffix .xml/.json/.jsonl, else junit)",
     )
-    parser.add_argument("-o", "--output", metavar="FILE", default="-",
-                        help="where to write; replaced atomically (default: - for stdout)")
-    parser.add_argument("--junit-family", choices=JUNIT_FAMILIES, default="xunit2",
-                        help="xunit2 (default) validates against the JUnit XSD; xunit1 adds "
-                             "pytest's legacy file, line and per-test properties")
-    parser.add_argument("--suite-name", metavar="NAME",
-                        help="the <testsuite> name (default: the run's name, else pytest)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        default="-",
+        help="where to write; replaced atomically (default: - for stdout)",
+    )
+    parser.add_argument(
+        "--junit-family",
+        choices=JUNIT_FAMILIES,
+        default="xunit2",
+        help="xunit2 (default) validates against the JUnit XSD; xunit1 adds "
+        "pytest's legacy file, line and per-test properties",
+    )
+    parser.add_argument(
+        "--suite-name",
+        metavar="NAME",
+        help="the <testsuite> name (default: the run's name, else pytest)",
+    )
 
 
 def _format(args: argparse.Namespace) -> str:

@@ -61,65 +61,110 @@ def _seconds(text: str) -> float:
 
 def _add_wait(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--wait", type=_seconds, default=maintenance.MAINTENANCE_WAIT, metavar="SECONDS",
+        "--wait",
+        type=_seconds,
+        default=maintenance.MAINTENANCE_WAIT,
+        metavar="SECONDS",
         help="wait this long for another session's write lock before giving up "
-             f"(default {maintenance.MAINTENANCE_WAIT:g})",
+        f"(default {maintenance.MAINTENANCE_WAIT:g})",
     )
 
 
 def register(sub: Sub[argparse.ArgumentParser]) -> None:
-    command(sub, "stats", cmd_stats, "database size, row counts and settings (read-only)", """
+    command(
+        sub,
+        "stats",
+        cmd_stats,
+        "database size, row counts and settings (read-only)",
+        """
 stepflow stats
 stepflow stats --db ci/stepflow.db --json
-""")
+""",
+    )
 
-    p = command(sub, "doctor", cmd_doctor,
-                "check the database's health; exit 1 when something needs attention", """
+    p = command(
+        sub,
+        "doctor",
+        cmd_doctor,
+        "check the database's health; exit 1 when something needs attention",
+        """
 stepflow doctor
 stepflow doctor --full        integrity_check and the search index too (slower)
 stepflow doctor --fix         import spill journals, mark dead runs interrupted (writes)
-""")
-    p.add_argument("--full", action="store_true",
-                   help="PRAGMA integrity_check instead of quick_check, and compare the "
-                        "full-text index with the tables")
-    p.add_argument("--fix", action="store_true",
-                   help="write: import waiting spill journals, mark runs whose process is "
-                        "gone as interrupted, rebuild a full-text index that drifted; then "
-                        "check")
-    p.add_argument("--wal-limit", type=positive, default=maintenance.WAL_LIMIT // 2**20,
-                   metavar="MIB", help="report a WAL file larger than this (default "
-                                       f"{maintenance.WAL_LIMIT // 2**20} MiB)")
+""",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="PRAGMA integrity_check instead of quick_check, and compare the "
+        "full-text index with the tables",
+    )
+    p.add_argument(
+        "--fix",
+        action="store_true",
+        help="write: import waiting spill journals, mark runs whose process is "
+        "gone as interrupted, rebuild a full-text index that drifted; then "
+        "check",
+    )
+    p.add_argument(
+        "--wal-limit",
+        type=positive,
+        default=maintenance.WAL_LIMIT // 2**20,
+        metavar="MIB",
+        help=f"report a WAL file larger than this (default {maintenance.WAL_LIMIT // 2**20} MiB)",
+    )
     _add_wait(p)
 
-    p = command(sub, "optimize", cmd_optimize,
-                "refresh planner statistics, merge the search index, truncate the WAL "
-                "(writes)", """
+    p = command(
+        sub,
+        "optimize",
+        cmd_optimize,
+        "refresh planner statistics, merge the search index, truncate the WAL (writes)",
+        """
 stepflow optimize
 stepflow optimize --vacuum    also rewrite the file to return free pages (no run going on)
-""")
-    p.add_argument("--vacuum", action="store_true",
-                   help="VACUUM: rewrite the file without its free pages; refused while a "
-                        "run is going on")
+""",
+    )
+    p.add_argument(
+        "--vacuum",
+        action="store_true",
+        help="VACUUM: rewrite the file without its free pages; refused while a run is going on",
+    )
     _add_wait(p)
 
-    p = command(sub, "prune", cmd_prune,
-                "delete old runs with their steps, logs and artifact files (writes)", """
+    p = command(
+        sub,
+        "prune",
+        cmd_prune,
+        "delete old runs with their steps, logs and artifact files (writes)",
+        """
 stepflow prune --keep 100
 stepflow prune --older-than 30d --dry-run
 stepflow prune --keep 20 --older-than 2w     only runs both rules let go
-""")
+""",
+    )
     p.add_argument("--keep", type=positive, metavar="N", help="keep the N newest runs")
-    p.add_argument("--older-than", type=duration_arg, metavar="DURATION",
-                   help="delete runs started longer ago than this: 30d, 12h, 2w, 1d12h")
-    p.add_argument("--dry-run", action="store_true",
-                   help="only report what would be deleted; change nothing")
+    p.add_argument(
+        "--older-than",
+        type=duration_arg,
+        metavar="DURATION",
+        help="delete runs started longer ago than this: 30d, 12h, 2w, 1d12h",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="only report what would be deleted; change nothing"
+    )
     _add_wait(p)
 
-    p = command(sub, "import-spill", cmd_import_spill,
-                "import the spill journals of runs that could not write (writes)", """
+    p = command(
+        sub,
+        "import-spill",
+        cmd_import_spill,
+        "import the spill journals of runs that could not write (writes)",
+        """
 stepflow import-spill
 stepflow import-spill --json
-""")
+""",
+    )
     _add_wait(p)
 
 
@@ -155,26 +200,36 @@ def cmd_stats(args: argparse.Namespace, out: Output) -> int:
     if out.json_mode:
         out.json(s)
         return OK
-    cache = (f"{size_text(-s.cache_size * 1024)}" if s.cache_size < 0
-             else f"{s.cache_size} pages")
+    cache = f"{size_text(-s.cache_size * 1024)}" if s.cache_size < 0 else f"{s.cache_size} pages"
     spills = f"{len(s.spill_files)}: {', '.join(s.spill_files)}" if s.spill_files else "none"
-    _pairs(out, [
-        ("database", s.database),
-        ("schema version", str(s.schema_version)),
-        ("database file", f"{size_text(s.database_bytes)} ({s.database_bytes:,} bytes)"),
-        ("WAL file", f"{size_text(s.wal_bytes)} ({s.wal_bytes:,} bytes)"),
-        ("shm file", f"{size_text(s.shm_bytes)} ({s.shm_bytes:,} bytes)"),
-        ("journal mode", s.journal_mode),
-        ("page size", f"{s.page_size:,} bytes"),
-        ("pages", f"{s.page_count:,} ({s.freelist_pages:,} free, "
-                  f"{size_text(s.freelist_pages * s.page_size)})"),
-        ("cache size", f"{cache} per connection"),
-        ("full-text index", "yes (FTS5)" if s.full_text_index else
-         "no (search scans the tables)" + ("" if s.fts5_available else "; no FTS5 in SQLite")),
-        ("bytes per step", "-" if s.bytes_per_step is None else f"{s.bytes_per_step:,.0f}"),
-        ("artifact store", f"{s.artifact_files:,} file(s), {size_text(s.artifact_bytes)}"),
-        ("spill journals", spills),
-    ])
+    _pairs(
+        out,
+        [
+            ("database", s.database),
+            ("schema version", str(s.schema_version)),
+            ("database file", f"{size_text(s.database_bytes)} ({s.database_bytes:,} bytes)"),
+            ("WAL file", f"{size_text(s.wal_bytes)} ({s.wal_bytes:,} bytes)"),
+            ("shm file", f"{size_text(s.shm_bytes)} ({s.shm_bytes:,} bytes)"),
+            ("journal mode", s.journal_mode),
+            ("page size", f"{s.page_size:,} bytes"),
+            (
+                "pages",
+                f"{s.page_count:,} ({s.freelist_pages:,} free, "
+                f"{size_text(s.freelist_pages * s.page_size)})",
+            ),
+            ("cache size", f"{cache} per connection"),
+            (
+                "full-text index",
+                "yes (FTS5)"
+                if s.full_text_index
+                else "no (search scans the tables)"
+                + ("" if s.fts5_available else "; no FTS5 in SQLite"),
+            ),
+            ("bytes per step", "-" if s.bytes_per_step is None else f"{s.bytes_per_step:,.0f}"),
+            ("artifact store", f"{s.artifact_files:,} file(s), {size_text(s.artifact_bytes)}"),
+            ("spill journals", spills),
+        ],
+    )
     out.line()
     out.table(["table", "rows"], [(t, f"{n:,}") for t, n in s.rows.items()], right=(1,))
     return OK
@@ -186,8 +241,7 @@ def cmd_stats(args: argparse.Namespace, out: Output) -> int:
 def _describe_repairs(r: Repairs) -> list[str]:
     done = []
     if r.imported.files:
-        done.append(f"imported {r.imported.files} spill journal(s), "
-                    f"{r.imported.records} record(s)")
+        done.append(f"imported {r.imported.files} spill journal(s), {r.imported.records} record(s)")
     if r.interrupted:
         done.append(f"marked run(s) {_runs(r.interrupted)} interrupted")
     if r.rebuilt_indexes:
@@ -199,8 +253,9 @@ def cmd_doctor(args: argparse.Namespace, out: Output) -> int:
     path = _db(args)
     host, now = socket.gethostname(), maintenance.utc_now()
     repairs = maintenance.repair(path, host=host, now=now, wait=args.wait) if args.fix else None
-    health = maintenance.diagnose(path, full=args.full, wal_limit=args.wal_limit * 2**20,
-                                  host=host, now=now)
+    health = maintenance.diagnose(
+        path, full=args.full, wal_limit=args.wal_limit * 2**20, host=host, now=now
+    )
     code = OK if health.healthy else FOUND
     if out.json_mode:
         value: dict[str, Any] = to_jsonable(health)
@@ -210,8 +265,11 @@ def cmd_doctor(args: argparse.Namespace, out: Output) -> int:
         return code
     if repairs is not None:
         done = _describe_repairs(repairs)
-        out.line(f"--fix wrote to {path}: {'; '.join(done)}" if done
-                 else f"--fix: nothing to repair in {path}")
+        out.line(
+            f"--fix wrote to {path}: {'; '.join(done)}"
+            if done
+            else f"--fix: nothing to repair in {path}"
+        )
     _print_health(out, health)
     return code
 
@@ -237,25 +295,35 @@ def _print_health(out: Output, health: Health) -> None:
 
 def cmd_optimize(args: argparse.Namespace, out: Output) -> int:
     path = _db(args)
-    result = maintenance.optimize(path, vacuum=args.vacuum, wait=args.wait,
-                                  host=socket.gethostname(), now=maintenance.utc_now())
+    result = maintenance.optimize(
+        path,
+        vacuum=args.vacuum,
+        wait=args.wait,
+        host=socket.gethostname(),
+        now=maintenance.utc_now(),
+    )
     if out.json_mode:
         out.json(result)
         return OK
     b, a = result.before, result.after
     out.line(f"optimize wrote to {path}")
     out.line("ran: " + "; ".join(result.done))
-    out.table(["", "before", "after"], [
-        ("database file", size_text(b.database), size_text(a.database)),
-        ("WAL file", size_text(b.wal), size_text(a.wal)),
-        ("shm file", size_text(b.shm), size_text(a.shm)),
-        ("free pages", f"{result.freelist_before:,}", f"{result.freelist_after:,}"),
-    ], right=(1, 2))
+    out.table(
+        ["", "before", "after"],
+        [
+            ("database file", size_text(b.database), size_text(a.database)),
+            ("WAL file", size_text(b.wal), size_text(a.wal)),
+            ("shm file", size_text(b.shm), size_text(a.shm)),
+            ("free pages", f"{result.freelist_before:,}", f"{result.freelist_after:,}"),
+        ],
+        right=(1, 2),
+    )
     if result.wal_truncated:
         out.line("WAL checkpointed and truncated")
     else:
-        out.line("WAL not truncated: another session was reading or writing; run again when "
-                 "it is done")
+        out.line(
+            "WAL not truncated: another session was reading or writing; run again when it is done"
+        )
     return OK
 
 
@@ -264,22 +332,30 @@ def cmd_optimize(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_prune(args: argparse.Namespace, out: Output) -> int:
     if args.keep is None and args.older_than is None:
-        raise UsageError("prune needs --keep N, --older-than DURATION or both "
-                         "(see `stepflow prune --help`)")
+        raise UsageError(
+            "prune needs --keep N, --older-than DURATION or both (see `stepflow prune --help`)"
+        )
     path = _db(args)
-    r = maintenance.prune(path, keep=args.keep, older_than=args.older_than,
-                          host=socket.gethostname(), now=maintenance.utc_now(),
-                          dry_run=args.dry_run, wait=args.wait)
+    r = maintenance.prune(
+        path,
+        keep=args.keep,
+        older_than=args.older_than,
+        host=socket.gethostname(),
+        now=maintenance.utc_now(),
+        dry_run=args.dry_run,
+        wait=args.wait,
+    )
     if out.json_mode:
         out.json(r)
         return OK
     verb = "would remove" if r.dry_run else "removed"
-    out.line(f"dry run on {path}: nothing was changed" if r.dry_run
-             else f"prune wrote to {path}")
+    out.line(f"dry run on {path}: nothing was changed" if r.dry_run else f"prune wrote to {path}")
     if r.runs:
         out.line(f"{verb} {len(r.runs)} run(s): {_runs([x.number for x in r.runs])}")
-        out.line(f"  {r.steps:,} step(s), {r.logs:,} log record(s), {r.substeps:,} sub-step(s), "
-                 f"{r.artifact_rows:,} artifact row(s)")
+        out.line(
+            f"  {r.steps:,} step(s), {r.logs:,} log record(s), {r.substeps:,} sub-step(s), "
+            f"{r.artifact_rows:,} artifact row(s)"
+        )
     else:
         out.line("no run matches: nothing to prune")
     out.line(f"{verb} {r.tests:,} unused test name(s)")
@@ -290,8 +366,7 @@ def cmd_prune(args: argparse.Namespace, out: Output) -> int:
     for problem in r.errors:
         out.line(f"could not delete {problem}")
     if r.runs and not r.dry_run:
-        out.line("the database file keeps its size; `stepflow optimize --vacuum` returns the "
-                 "space")
+        out.line("the database file keeps its size; `stepflow optimize --vacuum` returns the space")
     return OK
 
 
@@ -305,12 +380,16 @@ def cmd_import_spill(args: argparse.Namespace, out: Output) -> int:
         out.json(result)
         return OK
     if result.files:
-        out.line(f"import-spill wrote to {path}: {result.files} spill journal(s), "
-                 f"{result.records:,} record(s), {result.steps:,} new step(s), "
-                 f"{result.duplicates:,} already stored")
+        out.line(
+            f"import-spill wrote to {path}: {result.files} spill journal(s), "
+            f"{result.records:,} record(s), {result.steps:,} new step(s), "
+            f"{result.duplicates:,} already stored"
+        )
     else:
         out.line(f"no spill journal to import beside {path}")
     if result.skipped_files:
-        out.line(f"left {len(result.skipped_files)} journal(s) still being written by a running "
-                 f"session: {', '.join(result.skipped_files)}")
+        out.line(
+            f"left {len(result.skipped_files)} journal(s) still being written by a running "
+            f"session: {', '.join(result.skipped_files)}"
+        )
     return OK

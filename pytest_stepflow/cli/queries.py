@@ -34,59 +34,98 @@ Sub = argparse._SubParsersAction  # argparse has no public name for it
 
 
 def register(sub: Sub[argparse.ArgumentParser]) -> None:
-    p = command(sub, "runs", cmd_runs, "list recent runs", """
+    p = command(
+        sub,
+        "runs",
+        cmd_runs,
+        "list recent runs",
+        """
 stepflow runs
 stepflow runs --status failed --limit 5
 stepflow runs --tag team=payments --branch main --json
-""")
+""",
+    )
     p.add_argument("--limit", type=positive, default=20, help="at most this many (default 20)")
-    p.add_argument("--status", choices=["running", "passed", "failed", "interrupted", "error",
-                                        "no_tests"])
+    p.add_argument(
+        "--status", choices=["running", "passed", "failed", "interrupted", "error", "no_tests"]
+    )
     p.add_argument("--tag", metavar="KEY[=VALUE]", help="runs with this tag (and value)")
     p.add_argument("--branch", help="runs on this git branch")
     p.add_argument("--name", help="runs whose name matches this glob")
-    p.add_argument("--fail-on", choices=["failed"],
-                   help="exit 1 when a listed run did not pass")
+    p.add_argument("--fail-on", choices=["failed"], help="exit 1 when a listed run did not pass")
 
-    p = command(sub, "show", cmd_show, "one run: summary, metadata, workers, failures", """
+    p = command(
+        sub,
+        "show",
+        cmd_show,
+        "one run: summary, metadata, workers, failures",
+        """
 stepflow show                   the latest run
 stepflow show latest~1
 stepflow show 12 --json
 stepflow show latest --fail-on failures    in CI: exit 1 when the run had failures
-""")
+""",
+    )
     p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
-    p.add_argument("--fail-on", choices=["failures", "errors", "not-passed"],
-                   help="exit 1 when the run had failures/errors (failures includes errors), "
-                        "or did not pass")
+    p.add_argument(
+        "--fail-on",
+        choices=["failures", "errors", "not-passed"],
+        help="exit 1 when the run had failures/errors (failures includes errors), or did not pass",
+    )
     p.add_argument("--no-tracebacks", action="store_true", help="list failures without them")
 
-    p = command(sub, "steps", cmd_steps, "the steps (tests) of one run", """
+    p = command(
+        sub,
+        "steps",
+        cmd_steps,
+        "the steps (tests) of one run",
+        """
 stepflow steps
 stepflow steps latest --outcome failed --outcome error
 stepflow steps 7 --worker gw1 --match "test_api.py::*login*"
-""")
+""",
+    )
     p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
-    p.add_argument("--outcome", action="append", choices=OUTCOMES, default=[],
-                   help="only this outcome (repeatable)")
+    p.add_argument(
+        "--outcome",
+        action="append",
+        choices=OUTCOMES,
+        default=[],
+        help="only this outcome (repeatable)",
+    )
     p.add_argument("--worker", help="only this xdist worker (gw0...) or main")
-    p.add_argument("--match", metavar="PATTERN",
-                   help="node id glob; plain text matches anywhere in the node id")
+    p.add_argument(
+        "--match",
+        metavar="PATTERN",
+        help="node id glob; plain text matches anywhere in the node id",
+    )
     p.add_argument("--sort", choices=["item", "start", "duration"], default="item")
     p.add_argument("--limit", type=positive, default=None, help="at most this many")
     p.add_argument("--offset", type=int, default=0, help="skip this many (for paging)")
     p.add_argument("--fail-on", choices=["any"], help="exit 1 when any step matched")
 
-    p = command(sub, "slowest", cmd_slowest, "the slowest tests of a run or of the last runs", """
+    p = command(
+        sub,
+        "slowest",
+        cmd_slowest,
+        "the slowest tests of a run or of the last runs",
+        """
 stepflow slowest
 stepflow slowest latest -n 20 --phase setup
 stepflow slowest --last 10          mean over the last 10 runs
-""")
+""",
+    )
     p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
     p.add_argument("--last", type=positive, help="over the last N runs (mean and max)")
     p.add_argument("-n", type=positive, default=10, dest="count", help="how many (default 10)")
     p.add_argument("--phase", choices=["total", "setup", "call", "teardown"], default="total")
 
-    p = command(sub, "flaky", cmd_flaky, "flaky tests over the last runs", f"""
+    p = command(
+        sub,
+        "flaky",
+        cmd_flaky,
+        "flaky tests over the last runs",
+        f"""
 stepflow flaky
 stepflow flaky --last 100 --min-flips 2
 stepflow flaky --fail-on flaky --json
@@ -100,67 +139,122 @@ A test is flaky when either rule holds over the window:
                {queries.FLAKY_WINDOW}) -- the Chromium/Google dashboards' rule; three
                flips, so one regression and its fix are not flaky.
 Skips count as neither pass nor fail.
-""")
-    p.add_argument("--last", type=positive, default=queries.FLAKY_WINDOW,
-                   help=f"runs to look at (default {queries.FLAKY_WINDOW})")
-    p.add_argument("--min-flips", type=positive, default=queries.FLAKY_MIN_FLIPS,
-                   help=f"flips that make a test flaky (default {queries.FLAKY_MIN_FLIPS})")
+""",
+    )
+    p.add_argument(
+        "--last",
+        type=positive,
+        default=queries.FLAKY_WINDOW,
+        help=f"runs to look at (default {queries.FLAKY_WINDOW})",
+    )
+    p.add_argument(
+        "--min-flips",
+        type=positive,
+        default=queries.FLAKY_MIN_FLIPS,
+        help=f"flips that make a test flaky (default {queries.FLAKY_MIN_FLIPS})",
+    )
     p.add_argument("--limit", type=positive, default=50)
     p.add_argument("--fail-on", choices=["flaky"], help="exit 1 when a test is flaky")
 
-    p = command(sub, "history", cmd_history, "outcomes and durations of one test over runs", """
+    p = command(
+        sub,
+        "history",
+        cmd_history,
+        "outcomes and durations of one test over runs",
+        """
 stepflow history tests/test_api.py::test_login
 stepflow history "tests/test_api.py::test_get[2]" --limit 50 --json
-""")
+""",
+    )
     p.add_argument("nodeid", metavar="NODEID")
     p.add_argument("--limit", type=positive, default=20)
 
-    p = command(sub, "diff", cmd_diff, "what changed between two runs", """
+    p = command(
+        sub,
+        "diff",
+        cmd_diff,
+        "what changed between two runs",
+        """
 stepflow diff                   the run before the latest vs the latest
 stepflow diff 41 42
 stepflow diff latest~5 latest --ratio 2 --min-delta 0.5
 stepflow diff --fail-on new-failures
-""")
+""",
+    )
     p.add_argument("run_a", nargs="?", metavar="RUN_A", default="latest~1")
     p.add_argument("run_b", nargs="?", metavar="RUN_B", default="latest")
-    p.add_argument("--ratio", type=float, default=1.5,
-                   help="slower/faster when the duration changed by this factor (default 1.5)")
-    p.add_argument("--min-delta", type=float, default=0.1,
-                   help="... and by at least this many seconds (default 0.1)")
-    p.add_argument("--fail-on", choices=["new-failures", "slower"],
-                   help="exit 1 when there are new failures (or slower tests)")
+    p.add_argument(
+        "--ratio",
+        type=float,
+        default=1.5,
+        help="slower/faster when the duration changed by this factor (default 1.5)",
+    )
+    p.add_argument(
+        "--min-delta",
+        type=float,
+        default=0.1,
+        help="... and by at least this many seconds (default 0.1)",
+    )
+    p.add_argument(
+        "--fail-on",
+        choices=["new-failures", "slower"],
+        help="exit 1 when there are new failures (or slower tests)",
+    )
 
-    p = command(sub, "logs", cmd_logs, "captured output, log records and sub-steps of a test",
-                """
+    p = command(
+        sub,
+        "logs",
+        cmd_logs,
+        "captured output, log records and sub-steps of a test",
+        """
 stepflow logs tests/test_api.py::test_login
 stepflow logs tests/test_api.py::test_login 7 --level WARNING
-""")
+""",
+    )
     p.add_argument("nodeid", metavar="NODEID")
     p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
     p.add_argument("--level", default=None, help="only log records at this level or above")
 
-    p = command(sub, "search", cmd_search,
-                "full-text search over tracebacks, log messages and output", """
+    p = command(
+        sub,
+        "search",
+        cmd_search,
+        "full-text search over tracebacks, log messages and output",
+        """
 stepflow search ConnectionResetError
 stepflow search "timeout expired" --run latest --limit 50
-""")
+""",
+    )
     p.add_argument("text", metavar="TEXT")
     p.add_argument("--run", help="only in this run")
     p.add_argument("--last", type=positive, help="only in the last N runs")
     p.add_argument("--limit", type=positive, default=20)
     p.add_argument("--fail-on", choices=["any"], help="exit 1 when anything matched")
 
-    p = command(sub, "artifacts", cmd_artifacts, "files attached to the steps of a run", """
+    p = command(
+        sub,
+        "artifacts",
+        cmd_artifacts,
+        "files attached to the steps of a run",
+        """
 stepflow artifacts
 stepflow artifacts latest tests/test_ui.py::test_checkout
-""")
+""",
+    )
     p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
     p.add_argument("nodeid", nargs="?", metavar="NODEID", help="only this test's")
 
-    p = command(sub, "artifact", cmd_artifact, "copy one stored artifact out", """
+    p = command(
+        sub,
+        "artifact",
+        cmd_artifact,
+        "copy one stored artifact out",
+        """
 stepflow artifact 17 -o screenshot.png
 stepflow artifact 17 -o - > out.bin
-""", json_output=False)
+""",
+        json_output=False,
+    )
     p.add_argument("artifact_id", type=positive, metavar="ID")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to (- for stdout)")
 
@@ -169,9 +263,7 @@ stepflow artifact 17 -o - > out.bin
 
 
 def _counts_text(run: Run, out: Output) -> str:
-    parts = [
-        out.paint(f"{run.counts[o]} {o}", o) for o in OUTCOMES if run.counts.get(o)
-    ]
+    parts = [out.paint(f"{run.counts[o]} {o}", o) for o in OUTCOMES if run.counts.get(o)]
     return ", ".join(parts) or "no steps"
 
 
@@ -181,8 +273,9 @@ def cmd_runs(args: argparse.Namespace, out: Output) -> int:
         key, eq, value = args.tag.partition("=")
         tag = (key, value if eq else None)
     with open_db(args) as db:
-        runs = db.runs(limit=args.limit, status=args.status, name=args.name, tag=tag,
-                       branch=args.branch)
+        runs = db.runs(
+            limit=args.limit, status=args.status, name=args.name, tag=tag, branch=args.branch
+        )
     found = FOUND if args.fail_on and any(r.status != "passed" for r in runs) else OK
     if out.json_mode:
         out.json([_run_json(r) for r in runs])
@@ -191,11 +284,29 @@ def cmd_runs(args: argparse.Namespace, out: Output) -> int:
         out.line("no runs match")
         return found
     out.table(
-        ["#", "status", "started (UTC)", "duration", "tests", "outcomes", "name", "tags",
-         "branch@commit"],
         [
-            (r.number, r.status, iso_short(r.started_at), r.duration, r.total,
-             _counts_text(r, out), r.name, _tags(r), _revision(r))
+            "#",
+            "status",
+            "started (UTC)",
+            "duration",
+            "tests",
+            "outcomes",
+            "name",
+            "tags",
+            "branch@commit",
+        ],
+        [
+            (
+                r.number,
+                r.status,
+                iso_short(r.started_at),
+                r.duration,
+                r.total,
+                _counts_text(r, out),
+                r.name,
+                _tags(r),
+                _revision(r),
+            )
             for r in runs
         ],
         right=(0, 3, 4),
@@ -236,16 +347,22 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         data["failures"] = to_jsonable(failed)
         out.json(data)
         return found
-    out.line(out.paint(f"run #{run.number}", "bold") + f"  {run.id}  "
-             + out.paint(run.status, run.status))
+    out.line(
+        out.paint(f"run #{run.number}", "bold")
+        + f"  {run.id}  "
+        + out.paint(run.status, run.status)
+    )
     rows: list[tuple[str, object]] = [
-        ("name", run.name), ("started (UTC)", iso_short(run.started_at)),
+        ("name", run.name),
+        ("started (UTC)", iso_short(run.started_at)),
         ("duration", duration_text(run.duration)),
         ("steps", f"{run.total}: {_counts_text(run, out)}"),
-        ("exit code", run.exit_code), ("tags", _tags(run) or None),
-        ("git", _revision(run) or None), ("host", f"{run.user_name or '?'}@{run.host} pid "
-                                                  f"{run.pid}"),
-        ("command", " ".join(run.command)), ("rootdir", run.rootdir),
+        ("exit code", run.exit_code),
+        ("tags", _tags(run) or None),
+        ("git", _revision(run) or None),
+        ("host", f"{run.user_name or '?'}@{run.host} pid {run.pid}"),
+        ("command", " ".join(run.command)),
+        ("rootdir", run.rootdir),
     ]
     ci = run.metadata.get("ci") or {}
     if ci:
@@ -261,12 +378,18 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
             out.line(f"  {key + ':':15} {value}")
     if workers and (len(workers) > 1 or workers[0][0] != "main"):
         out.line()
-        out.table(["worker", "steps", "busy", "first start", "last end"],
-                  [(w, n, busy, local_time(first), local_time(last))
-                   for w, n, busy, first, last in workers], right=(1, 2))
+        out.table(
+            ["worker", "steps", "busy", "first start", "last end"],
+            [
+                (w, n, busy, local_time(first), local_time(last))
+                for w, n, busy, first, last in workers
+            ],
+            right=(1, 2),
+        )
     if run.writer_stats:
-        stats = ", ".join(f"{k} {v}" for k, v in run.writer_stats.items()
-                          if not isinstance(v, (dict, list)))
+        stats = ", ".join(
+            f"{k} {v}" for k, v in run.writer_stats.items() if not isinstance(v, (dict, list))
+        )
         out.line()
         out.line(f"writer: {stats}")
     if failed:
@@ -290,8 +413,10 @@ def _show_fails(fail_on: str | None, run: Run, failed: list[StepDetail]) -> int:
 def _print_failure(detail: StepDetail, out: Output, *, tracebacks: bool) -> None:
     step = detail.step
     attempt = f" (attempt {step.attempt})" if step.attempt > 1 else ""
-    out.line(f"{out.paint(step.outcome.upper(), step.outcome)} {step.nodeid}{attempt} "
-             f"[{step.worker}, {duration_text(step.duration)}]")
+    out.line(
+        f"{out.paint(step.outcome.upper(), step.outcome)} {step.nodeid}{attempt} "
+        f"[{step.worker}, {duration_text(step.duration)}]"
+    )
     if tracebacks and detail.longrepr:
         for line in detail.longrepr.splitlines():
             out.line(f"    {line}")
@@ -304,8 +429,15 @@ def _print_failure(detail: StepDetail, out: Output, *, tracebacks: bool) -> None
 def cmd_steps(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
         number = resolve(db, args.run)
-        steps = db.steps(number, outcomes=args.outcome, worker=args.worker, pattern=args.match,
-                         order=args.sort, limit=args.limit, offset=args.offset)
+        steps = db.steps(
+            number,
+            outcomes=args.outcome,
+            worker=args.worker,
+            pattern=args.match,
+            order=args.sort,
+            limit=args.limit,
+            offset=args.offset,
+        )
     found = FOUND if args.fail_on and steps else OK
     if out.json_mode:
         out.json(steps)
@@ -313,9 +445,11 @@ def cmd_steps(args: argparse.Namespace, out: Output) -> int:
     if not steps:
         out.line(f"no steps of run #{number} match")
         return found
-    out.table(["id", "outcome", "duration", "worker", "try", "node id"],
-              [(s.id, s.outcome, s.duration, s.worker, s.attempt, s.nodeid) for s in steps],
-              right=(0, 2, 4))
+    out.table(
+        ["id", "outcome", "duration", "worker", "try", "node id"],
+        [(s.id, s.outcome, s.duration, s.worker, s.attempt, s.nodeid) for s in steps],
+        right=(0, 2, 4),
+    )
     return found
 
 
@@ -332,8 +466,11 @@ def cmd_slowest(args: argparse.Namespace, out: Output) -> int:
     if len(runs) == 1:
         out.table([args.phase, "node id"], [(s.mean, s.nodeid) for s in slow], right=(0,))
     else:
-        out.table(["mean", "max", "runs", "node id"],
-                  [(s.mean, s.max, s.runs, s.nodeid) for s in slow], right=(0, 1, 2))
+        out.table(
+            ["mean", "max", "runs", "node id"],
+            [(s.mean, s.max, s.runs, s.nodeid) for s in slow],
+            right=(0, 1, 2),
+        )
     return OK
 
 
@@ -350,9 +487,17 @@ def cmd_flaky(args: argparse.Namespace, out: Output) -> int:
         return found
     out.table(
         ["flips", "fail rate", "runs", "last failure", "same commit", "node id"],
-        [(f.flips, f"{f.failure_rate:.0%}", f.runs,
-          f"#{f.last_failure}" if f.last_failure else None, "yes" if f.same_commit else "",
-          f.nodeid) for f in found_tests],
+        [
+            (
+                f.flips,
+                f"{f.failure_rate:.0%}",
+                f.runs,
+                f"#{f.last_failure}" if f.last_failure else None,
+                "yes" if f.same_commit else "",
+                f.nodeid,
+            )
+            for f in found_tests
+        ],
         right=(0, 1, 2),
     )
     return found
@@ -368,9 +513,21 @@ def cmd_history(args: argparse.Namespace, out: Output) -> int:
     if out.json_mode:
         out.json(entries)
         return OK
-    out.table(["run", "started (UTC)", "outcome", "duration", "tries", "commit"],
-              [(f"#{e.run}", iso_short(e.started_at), e.outcome, e.duration, e.attempts,
-                (e.commit or "")[:10] or None) for e in entries], right=(0, 3, 4))
+    out.table(
+        ["run", "started (UTC)", "outcome", "duration", "tries", "commit"],
+        [
+            (
+                f"#{e.run}",
+                iso_short(e.started_at),
+                e.outcome,
+                e.duration,
+                e.attempts,
+                (e.commit or "")[:10] or None,
+            )
+            for e in entries
+        ],
+        right=(0, 3, 4),
+    )
     return OK
 
 
@@ -380,16 +537,20 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
         result = queries.diff(db, a, b, ratio=args.ratio, min_delta=args.min_delta)
     found = OK
     if (args.fail_on == "new-failures" and result.new_failures) or (
-            args.fail_on == "slower" and result.slower):
+        args.fail_on == "slower" and result.slower
+    ):
         found = FOUND
     if out.json_mode:
         out.json(result)
         return found
     out.line(f"run #{a} -> run #{b}")
     sections = (
-        ("new failures", result.new_failures, "failed"), ("fixed", result.fixed, "passed"),
-        ("still failing", result.still_failing, "failed"), ("added", result.added, None),
-        ("removed", result.removed, None), ("slower", result.slower, "xfailed"),
+        ("new failures", result.new_failures, "failed"),
+        ("fixed", result.fixed, "passed"),
+        ("still failing", result.still_failing, "failed"),
+        ("added", result.added, None),
+        ("removed", result.removed, None),
+        ("slower", result.slower, "xfailed"),
         ("faster", result.faster, "passed"),
     )
     for title, changes, style in sections:
@@ -419,8 +580,9 @@ def cmd_logs(args: argparse.Namespace, out: Output) -> int:
     if args.level:
         level = args.level.upper()
         if level not in _LEVELS and not level.isdigit():
-            raise UsageError(f"--level {args.level!r}: use DEBUG, INFO, WARNING, ERROR, "
-                             "CRITICAL or a number")
+            raise UsageError(
+                f"--level {args.level!r}: use DEBUG, INFO, WARNING, ERROR, CRITICAL or a number"
+            )
         minimum = int(level) if level.isdigit() else _LEVELS[level]
     with open_db(args) as db:
         number = resolve(db, args.run)
@@ -444,17 +606,20 @@ def cmd_logs(args: argparse.Namespace, out: Output) -> int:
 
 def _print_step_logs(d: StepDetail, out: Output) -> None:
     s = d.step
-    out.line(out.paint(f"{s.nodeid}", "bold") + f"  run #{s.execution} {s.worker} attempt "
-             f"{s.attempt}: " + out.paint(s.outcome, s.outcome)
-             + f" in {duration_text(s.duration)}")
+    out.line(
+        out.paint(f"{s.nodeid}", "bold") + f"  run #{s.execution} {s.worker} attempt "
+        f"{s.attempt}: " + out.paint(s.outcome, s.outcome) + f" in {duration_text(s.duration)}"
+    )
     if d.substeps:
         out.line(out.paint("-- sub-steps", "dim"))
         depth: dict[int, int] = {}
         for sub in d.substeps:
             level = depth[sub.id] = depth.get(sub.parent_id, -1) + 1 if sub.parent_id else 0
             message = f": {sub.message}" if sub.message else ""
-            out.line(f"{'  ' * (level + 1)}{out.paint(sub.outcome, sub.outcome)} {sub.title} "
-                     f"[{sub.phase}, {duration_text(sub.duration)}]{message}")
+            out.line(
+                f"{'  ' * (level + 1)}{out.paint(sub.outcome, sub.outcome)} {sub.title} "
+                f"[{sub.phase}, {duration_text(sub.duration)}]{message}"
+            )
     if d.logs:
         out.line(out.paint("-- log records", "dim"))
         for g in d.logs:
@@ -494,9 +659,11 @@ def cmd_search(args: argparse.Namespace, out: Output) -> int:
     if not hits:
         out.line(f"nothing matches {args.text!r}")
         return found
-    out.table(["run", "outcome", "in", "node id", "snippet"],
-              [(f"#{h.execution}", h.outcome, h.field, h.nodeid, h.snippet) for h in hits],
-              right=(0,))
+    out.table(
+        ["run", "outcome", "in", "node id", "snippet"],
+        [(f"#{h.execution}", h.outcome, h.field, h.nodeid, h.snippet) for h in hits],
+        right=(0,),
+    )
     return found
 
 
@@ -511,9 +678,21 @@ def cmd_artifacts(args: argparse.Namespace, out: Output) -> int:
     if not found:
         out.line(f"no artifacts in run #{number}")
         return OK
-    out.table(["id", "size", "type", "name", "node id", "stored at"],
-              [(a.id, size_text(a.size), a.mime_type, a.name, a.nodeid,
-                os.path.relpath(base / a.stored_path)) for a in found], right=(0, 1))
+    out.table(
+        ["id", "size", "type", "name", "node id", "stored at"],
+        [
+            (
+                a.id,
+                size_text(a.size),
+                a.mime_type,
+                a.name,
+                a.nodeid,
+                os.path.relpath(base / a.stored_path),
+            )
+            for a in found
+        ],
+        right=(0, 1),
+    )
     return OK
 
 
@@ -521,8 +700,9 @@ def cmd_artifact(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
         found = db.artifacts(artifact_id=args.artifact_id)
         if not found:
-            raise UsageError(f"no artifact {args.artifact_id} in {db.path}; "
-                             "see `stepflow artifacts`")
+            raise UsageError(
+                f"no artifact {args.artifact_id} in {db.path}; see `stepflow artifacts`"
+            )
         source = _stored(db, found[0].stored_path)
     try:
         if args.output == "-":
@@ -531,8 +711,10 @@ def cmd_artifact(args: argparse.Namespace, out: Output) -> int:
             return OK
         shutil.copyfile(source, args.output)
     except FileNotFoundError as exc:
-        raise UsageError(f"{source} is missing from the artifact store (pruned or deleted); "
-                         "run `stepflow doctor`") from exc
+        raise UsageError(
+            f"{source} is missing from the artifact store (pruned or deleted); "
+            "run `stepflow doctor`"
+        ) from exc
     except OSError as exc:
         raise UsageError(f"cannot write {args.output}: {exc.strerror}") from exc
     sys.stderr.write(f"wrote {args.output} ({size_text(found[0].size)})\n")
@@ -542,6 +724,8 @@ def cmd_artifact(args: argparse.Namespace, out: Output) -> int:
 def _stored(db: Reader, stored_path: str) -> Path:
     path = stored_file(db.path, stored_path)
     if path is None:
-        raise UsageError(f"artifact path {stored_path!r} is outside "
-                         f"{artifacts_dir(db.path).resolve()}; refusing it")
+        raise UsageError(
+            f"artifact path {stored_path!r} is outside "
+            f"{artifacts_dir(db.path).resolve()}; refusing it"
+        )
     return path

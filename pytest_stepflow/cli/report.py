@@ -17,8 +17,12 @@ Sub = argparse._SubParsersAction  # argparse has no public name for it
 
 
 def register(sub: Sub[argparse.ArgumentParser]) -> None:
-    p = command(sub, "report", cmd_report,
-                "write one self-contained HTML report of a run (timeline, charts, steps)", """
+    p = command(
+        sub,
+        "report",
+        cmd_report,
+        "write one self-contained HTML report of a run (timeline, charts, steps)",
+        """
 stepflow report                          the latest run into stepflow-report.html
 stepflow report 12 -o reports/run-12.html
 stepflow report latest~1 -o before.html --db ci/.stepflow/stepflow.db
@@ -27,25 +31,49 @@ The file needs no network and opens from disk. It embeds every step, and the tra
 output and logs of the steps that have any (each text clipped at 65,536 characters);
 artifact files stay in the artifact store next to the database, linked relative to the
 report.
-""", json_output=False)
+""",
+        json_output=False,
+    )
     p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
-    p.add_argument("-o", "--output", metavar="FILE", default="stepflow-report.html",
-                   help="the HTML file to write, replaced atomically "
-                        "(default: stepflow-report.html)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        default="stepflow-report.html",
+        help="the HTML file to write, replaced atomically (default: stepflow-report.html)",
+    )
 
-    p = command(sub, "summary", cmd_summary,
-                "a short summary of a run: counts, failures, slowest, flaky", """
+    p = command(
+        sub,
+        "summary",
+        cmd_summary,
+        "a short summary of a run: counts, failures, slowest, flaky",
+        """
 stepflow summary
 stepflow summary latest --markdown >> "$GITHUB_STEP_SUMMARY"
 stepflow summary 12 --json
-""")
+""",
+    )
     p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
-    p.add_argument("--markdown", action="store_true",
-                   help="print Markdown (for CI job summaries such as $GITHUB_STEP_SUMMARY)")
-    p.add_argument("--failures", type=positive, default=20, metavar="N",
-                   help="list at most N failures (default 20)")
-    p.add_argument("--slowest", type=positive, default=5, metavar="N",
-                   help="list the N slowest tests (default 5)")
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print Markdown (for CI job summaries such as $GITHUB_STEP_SUMMARY)",
+    )
+    p.add_argument(
+        "--failures",
+        type=positive,
+        default=20,
+        metavar="N",
+        help="list at most N failures (default 20)",
+    )
+    p.add_argument(
+        "--slowest",
+        type=positive,
+        default=5,
+        metavar="N",
+        help="list the N slowest tests (default 5)",
+    )
 
 
 def _reader(args: argparse.Namespace) -> ReportReader:
@@ -62,8 +90,10 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
             written = write_report(db, number, output)
         except OSError as exc:
             raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from exc
-    out.line(f"wrote {written.path}: run #{number}, {written.steps} steps, "
-             f"{size_text(written.size)} in {duration_text(written.seconds)}")
+    out.line(
+        f"wrote {written.path}: run #{number}, {written.steps} steps, "
+        f"{size_text(written.size)} in {duration_text(written.seconds)}"
+    )
     return OK
 
 

@@ -46,10 +46,25 @@ REASON_CLIP = 300
 VALUE_CLIP = 4096  # a property or parameter value
 HISTORY_RUNS = 10
 TREND_RUNS = 20
-HISTORY_CODES = {"passed": "p", "failed": "f", "error": "e", "skipped": "s", "xfailed": "x",
-                 "xpassed": "X"}
-IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/svg+xml",
-                         "image/bmp", "image/avif"})
+HISTORY_CODES = {
+    "passed": "p",
+    "failed": "f",
+    "error": "e",
+    "skipped": "s",
+    "xfailed": "x",
+    "xpassed": "X",
+}
+IMAGE_TYPES = frozenset(
+    {
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/svg+xml",
+        "image/bmp",
+        "image/avif",
+    }
+)
 
 
 def safe_http_url(value: object) -> str | None:
@@ -113,7 +128,6 @@ def _natural(name: str) -> tuple[int, str]:
     return (int(digits) if digits else -1, name)
 
 
-
 def _text(value: Any, limit: int = VALUE_CLIP) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= limit else text[:limit] + f"… [clipped at {limit} characters]"
@@ -140,24 +154,46 @@ def run_header(run: Run) -> dict[str, Any]:
     url = safe_http_url((meta.get("ci") or {}).get("url"))
     if url:
         ci["url"] = url
-    versions = {k: str(meta[k]) for k in ("python", "python_implementation", "pytest",
-                                          "stepflow", "pluggy", "platform") if meta.get(k)}
+    versions = {
+        k: str(meta[k])
+        for k in ("python", "python_implementation", "pytest", "stepflow", "pluggy", "platform")
+        if meta.get(k)
+    }
     git = meta.get("git") or {}
     return {
-        "number": run.number, "id": run.id, "name": run.name, "status": run.status,
-        "exitCode": run.exit_code, "error": run.error_message, "startedAt": run.started_at,
-        "completedAt": run.completed_at, "duration": run.duration, "host": run.host,
-        "user": run.user_name, "pid": run.pid, "workerCount": run.worker_count,
-        "command": [str(c) for c in run.command], "rootdir": run.rootdir,
+        "number": run.number,
+        "id": run.id,
+        "name": run.name,
+        "status": run.status,
+        "exitCode": run.exit_code,
+        "error": run.error_message,
+        "startedAt": run.started_at,
+        "completedAt": run.completed_at,
+        "duration": run.duration,
+        "host": run.host,
+        "user": run.user_name,
+        "pid": run.pid,
+        "workerCount": run.worker_count,
+        "command": [str(c) for c in run.command],
+        "rootdir": run.rootdir,
         "tags": {str(k): _text(v, 256) for k, v in run.tags.items()},
-        "counts": run.counts, "total": run.total, "versions": versions,
+        "counts": run.counts,
+        "total": run.total,
+        "versions": versions,
         "git": {"branch": run.branch, "commit": run.commit, "dirty": git.get("dirty")},
-        "ci": ci, "writerStats": run.writer_stats or {},
+        "ci": ci,
+        "writerStats": run.writer_stats or {},
     }
 
 
-def build(db: ReportReader, number: int, report_dir: Path, *,
-          clip: int = CLIP, budget: int = DETAIL_BUDGET) -> dict[str, Any]:
+def build(
+    db: ReportReader,
+    number: int,
+    report_dir: Path,
+    *,
+    clip: int = CLIP,
+    budget: int = DETAIL_BUDGET,
+) -> dict[str, Any]:
     """The report's data for run `number`; artifact links relative to `report_dir`."""
     run = db.run(number)
     steps = db.report_steps(number)
@@ -198,7 +234,7 @@ def build(db: ReportReader, number: int, report_dir: Path, *,
         prefix = s.file + "::"
         if s.nodeid.startswith(prefix):
             col_f.append(files.add(s.file))
-            col_n.append(s.nodeid[len(prefix):])
+            col_n.append(s.nodeid[len(prefix) :])
         else:
             col_f.append(-1)
             col_n.append(s.nodeid)
@@ -228,8 +264,9 @@ def build(db: ReportReader, number: int, report_dir: Path, *,
             flaky_rows.append(row)
 
     artifacts = db.artifacts(number=number)
-    details, reasons, stats = _details(db, number, steps, row_of, artifacts, t0, report_dir,
-                                       clip, budget, run.rootdir)
+    details, reasons, stats = _details(
+        db, number, steps, row_of, artifacts, t0, report_dir, clip, budget, run.rootdir
+    )
     run_artifacts = [
         _artifact(a, db.path.parent, report_dir) for a in artifacts if a.step_id is None
     ]
@@ -245,19 +282,36 @@ def build(db: ReportReader, number: int, report_dir: Path, *,
         "markerSets": marker_sets,
         "histories": histories.values,
         "historyRuns": history_numbers,
-        "steps": {"f": col_f, "n": col_n, "w": col_w, "o": col_o, "s": col_s, "d": col_d,
-                  "m": col_m, "h": col_h},
-        "attempts": attempts, "nonfinal": nonfinal, "collect": collect,
+        "steps": {
+            "f": col_f,
+            "n": col_n,
+            "w": col_w,
+            "o": col_o,
+            "s": col_s,
+            "d": col_d,
+            "m": col_m,
+            "h": col_h,
+        },
+        "attempts": attempts,
+        "nonfinal": nonfinal,
+        "collect": collect,
         "reasons": [[row, reason_texts.add(text)] for row, text in reasons],
         "reasonTexts": reason_texts.values,
         "details": details,
         "detailStats": stats,
         "flaky": {
             "rows": flaky_rows,
-            "window": queries.FLAKY_WINDOW, "minFlips": queries.FLAKY_MIN_FLIPS,
+            "window": queries.FLAKY_WINDOW,
+            "minFlips": queries.FLAKY_MIN_FLIPS,
             "tests": [
-                {"nodeid": f.nodeid, "flips": f.flips, "failures": f.failures, "runs": f.runs,
-                 "lastFailure": f.last_failure, "sameCommit": f.same_commit}
+                {
+                    "nodeid": f.nodeid,
+                    "flips": f.flips,
+                    "failures": f.failures,
+                    "runs": f.runs,
+                    "lastFailure": f.last_failure,
+                    "sameCommit": f.same_commit,
+                }
                 for f in flaky
             ],
         },
@@ -267,8 +321,9 @@ def build(db: ReportReader, number: int, report_dir: Path, *,
     }
 
 
-def _histories(db: ReportReader, steps: Sequence[ReportStep], numbers: Sequence[int]
-                ) -> dict[int, str]:
+def _histories(
+    db: ReportReader, steps: Sequence[ReportStep], numbers: Sequence[int]
+) -> dict[int, str]:
     """Per test id of `steps`, one character per run of `numbers` (oldest first): its final
     outcome there (HISTORY_CODES), '-' when it did not run."""
     runs = [db.run_outcomes(n) for n in numbers]
@@ -283,8 +338,14 @@ def _histories(db: ReportReader, steps: Sequence[ReportStep], numbers: Sequence[
 def _trend(db: ReportReader, number: int) -> list[dict[str, Any]]:
     runs = db.runs(numbers=queries.window(db, number, TREND_RUNS), limit=TREND_RUNS)
     return [
-        {"number": r.number, "startedAt": r.started_at, "status": r.status,
-         "duration": r.duration, "total": r.total, "counts": r.counts}
+        {
+            "number": r.number,
+            "startedAt": r.started_at,
+            "status": r.status,
+            "duration": r.duration,
+            "total": r.total,
+            "counts": r.counts,
+        }
         for r in reversed(runs)
     ]
 
@@ -292,22 +353,34 @@ def _trend(db: ReportReader, number: int) -> list[dict[str, Any]]:
 def _artifact(a: Artifact, db_dir: Path, report_dir: Path) -> dict[str, Any]:
     mime = (a.mime_type or "").lower()
     return {
-        "name": a.name, "mime": a.mime_type, "size": a.size, "path": a.stored_path,
+        "name": a.name,
+        "mime": a.mime_type,
+        "size": a.size,
+        "path": a.stored_path,
         "href": artifact_href(db_dir, a.stored_path, report_dir),
-        "image": mime in IMAGE_TYPES, "substep": a.substep_id,
+        "image": mime in IMAGE_TYPES,
+        "substep": a.substep_id,
     }
 
 
-def _clip(value: str | None, length: int | None, clip: int, name: str,
-          clipped: dict[str, int]) -> str | None:
+def _clip(
+    value: str | None, length: int | None, clip: int, name: str, clipped: dict[str, int]
+) -> str | None:
     if value is not None and length is not None and length > clip:
         clipped[name] = length
     return value
 
 
 def _details(
-    db: ReportReader, number: int, steps: Sequence[ReportStep], row_of: dict[int, int],
-    all_artifacts: Sequence[Artifact], t0: float, report_dir: Path, clip: int, budget: int,
+    db: ReportReader,
+    number: int,
+    steps: Sequence[ReportStep],
+    row_of: dict[int, int],
+    all_artifacts: Sequence[Artifact],
+    t0: float,
+    report_dir: Path,
+    clip: int,
+    budget: int,
     rootdir: str,
 ) -> tuple[dict[str, dict[str, Any]], list[list[Any]], dict[str, int]]:
     by_id = {s.id: s for s in steps}
@@ -315,18 +388,37 @@ def _details(
     logs: dict[int, list[list[Any]]] = {}
     log_totals: dict[int, int] = {}
     for g in db.log_rows(number, clip, LOGS_PER_STEP):
-        message = g.message + (f"… [clipped at {clip} characters]"
-                               if g.message_length > clip else "")
+        message = g.message + (
+            f"… [clipped at {clip} characters]" if g.message_length > clip else ""
+        )
         logs.setdefault(g.step_id, []).append(
-            [g.phase, round((g.created - t0) * 1000), g.level_name, g.logger, message,
-             g.file[len(root):] if g.file and g.file.startswith(root) else g.file, g.line])
+            [
+                g.phase,
+                round((g.created - t0) * 1000),
+                g.level_name,
+                g.logger,
+                message,
+                g.file[len(root) :] if g.file and g.file.startswith(root) else g.file,
+                g.line,
+            ]
+        )
         log_totals[g.step_id] = g.total
     substeps: dict[int, list[list[Any]]] = {}
     for u in db.substep_rows(number, clip):
         substeps.setdefault(u.step_id, []).append(
-            [u.id, u.parent_id, u.kind, u.phase, u.title, u.outcome, u.message,
-             round((u.started_at - t0) * 1000), max(round(u.duration * 1_000_000), 0),
-             {str(k): _text(v) for k, v in parse_json(u.parameters, {}).items()}])
+            [
+                u.id,
+                u.parent_id,
+                u.kind,
+                u.phase,
+                u.title,
+                u.outcome,
+                u.message,
+                round((u.started_at - t0) * 1000),
+                max(round(u.duration * 1_000_000), 0),
+                {str(k): _text(v) for k, v in parse_json(u.parameters, {}).items()},
+            ]
+        )
     artifacts: dict[int, list[dict[str, Any]]] = {}
     for a in all_artifacts:
         if a.step_id is not None:
@@ -370,7 +462,8 @@ def _details(
             reasons.append([row, reason])
     with_detail = {d.step_id for d in rows}
     reasons.extend(
-        [row_of[s.id], one_line_reason(None, s.reason)] for s in steps
+        [row_of[s.id], one_line_reason(None, s.reason)]
+        for s in steps
         if s.reason and s.id not in with_detail
     )
     reasons.sort()

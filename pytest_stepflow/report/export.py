@@ -6,6 +6,7 @@ a file or a socket and never holds the whole run in memory::
 
     from pytest_stepflow.report.export import junit_xml
     from pytest_stepflow.report.queries import open_database
+
     with open_database() as db, open("junit.xml", "w", encoding="utf-8") as f:
         number = db.resolve("latest")
         f.writelines(junit_xml(db.run(number), db.iter_steps(number)))
@@ -123,9 +124,7 @@ def exception_type(longrepr: str | None, message: str = "") -> str | None:
     return match.group(1) if match else None
 
 
-def group_attempts(
-    steps: Iterable[T], row: Callable[[T], StepRow]
-) -> Iterator[tuple[T, list[T]]]:
+def group_attempts(steps: Iterable[T], row: Callable[[T], StepRow]) -> Iterator[tuple[T, list[T]]]:
     """(the attempt that stands for a test, the test's earlier attempts) in input order.
 
     Earlier attempts (not final) are held until the final one of the same test and worker
@@ -238,15 +237,18 @@ def _phase_texts(detail: StepDetail) -> dict[str, str]:
     """The traceback of each failed phase; the recorder joins several as `[phase]\\n...`."""
     text = detail.longrepr or ""
     failed = [
-        phase for phase, outcome in (
-            ("setup", detail.setup_outcome), ("call", detail.call_outcome),
+        phase
+        for phase, outcome in (
+            ("setup", detail.setup_outcome),
+            ("call", detail.call_outcome),
             ("teardown", detail.teardown_outcome),
-        ) if outcome == "failed"
+        )
+        if outcome == "failed"
     ]
     if len(failed) < 2 or not text.startswith(f"[{failed[0]}]\n"):
         return dict.fromkeys(failed, text)
     texts: dict[str, str] = {}
-    rest = text[len(f"[{failed[0]}]\n"):]
+    rest = text[len(f"[{failed[0]}]\n") :]
     for phase, following in zip(failed, [*failed[1:], None], strict=True):
         if following is None:
             texts[phase] = rest
@@ -254,7 +256,7 @@ def _phase_texts(detail: StepDetail) -> dict[str, str]:
         head, marker, tail = rest.partition(f"\n\n[{following}]\n")
         texts[phase] = head
         if not marker:  # clipped before the next phase's traceback
-            texts.update(dict.fromkeys(failed[failed.index(following):], text))
+            texts.update(dict.fromkeys(failed[failed.index(following) :], text))
             break
         rest = tail
     return texts
@@ -280,7 +282,7 @@ def _outcome_elements(detail: StepDetail) -> list[ET.Element]:
         elements.append(_problem("failure", texts["call"], failure_message(texts["call"])))
     if step.outcome == "xfailed":
         reason = step.reason or ""
-        reason = reason[len("reason: "):] if reason.startswith("reason: ") else reason
+        reason = reason[len("reason: ") :] if reason.startswith("reason: ") else reason
         elements.append(_element("skipped", type="pytest.xfail", message=reason))
     elif step.outcome == "skipped":
         elements.append(
@@ -288,9 +290,7 @@ def _outcome_elements(detail: StepDetail) -> list[ET.Element]:
         )
     if "teardown" in texts:
         reason = failure_message(texts["teardown"])
-        elements.append(
-            _problem("error", texts["teardown"], f'failed on teardown with "{reason}"')
-        )
+        elements.append(_problem("error", texts["teardown"], f'failed on teardown with "{reason}"'))
     if step.outcome in FAILING and not any(e.tag in ("failure", "error") for e in elements):
         # No phase outcome says which phase failed (e.g. a step rebuilt after a crash).
         tag = "failure" if step.outcome == "failed" else "error"
@@ -305,11 +305,15 @@ def _rerun_element(attempt: StepDetail, final_failing: bool) -> ET.Element:
     text = attempt.longrepr or ""
     message = failure_message(text)
     node = _element(
-        tag, message=message,
+        tag,
+        message=message,
         type=exception_type(text, message) or ("pytest.error" if error else "pytest.failure"),
     )
-    for child, value in (("stackTrace", text), ("system-out", attempt.stdout),
-                         ("system-err", attempt.stderr)):
+    for child, value in (
+        ("stackTrace", text),
+        ("system-out", attempt.stdout),
+        ("system-err", attempt.stderr),
+    ):
         if value:
             node.append(_element(child, value))
     return node
@@ -369,9 +373,12 @@ def _scalar(value: Any) -> str:
 def suite_properties(run: Run) -> list[tuple[str, str]]:
     """What a CI reader wants to know about the run, as `<property>` name/value pairs."""
     pairs: list[tuple[str, Any]] = [
-        ("stepflow.run", run.number), ("stepflow.execution_id", run.id),
-        ("stepflow.name", run.name), ("stepflow.status", run.status),
-        ("stepflow.exit_code", run.exit_code), ("stepflow.started_at", run.started_at),
+        ("stepflow.run", run.number),
+        ("stepflow.execution_id", run.id),
+        ("stepflow.name", run.name),
+        ("stepflow.status", run.status),
+        ("stepflow.exit_code", run.exit_code),
+        ("stepflow.started_at", run.started_at),
         ("stepflow.workers", run.worker_count or None),
     ]
     pairs += [(f"tag.{key}", value) for key, value in sorted(run.tags.items())]
@@ -431,14 +438,20 @@ def junit_xml(
             body.write(_xml(testcase))
         duration = run.duration if run.duration is not None else counts.time
         totals = {
-            "tests": str(counts.tests), "failures": str(counts.failures),
+            "tests": str(counts.tests),
+            "failures": str(counts.failures),
             "errors": str(counts.errors),
         }
         suite = _element(
-            "testsuite", name=suite_name or run.name or DEFAULT_SUITE_NAME,
-            errors=totals["errors"], failures=totals["failures"],
-            skipped=str(counts.skipped), tests=totals["tests"], time=f"{duration:.3f}",
-            timestamp=_timestamp(run.started_at), hostname=run.host,
+            "testsuite",
+            name=suite_name or run.name or DEFAULT_SUITE_NAME,
+            errors=totals["errors"],
+            failures=totals["failures"],
+            skipped=str(counts.skipped),
+            tests=totals["tests"],
+            time=f"{duration:.3f}",
+            timestamp=_timestamp(run.started_at),
+            hostname=run.host,
         )
         top = _element("testsuites", name="pytest tests", time=f"{duration:.3f}", **totals)
         yield '<?xml version="1.0" encoding="utf-8"?>\n'

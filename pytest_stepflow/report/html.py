@@ -30,8 +30,11 @@ _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 # terminators that are valid in JSON but were not in older JavaScript: as \u escapes they
 # stay the same characters once JSON.parse has read them.
 _JSON_ESCAPES = {
-    ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
-    0x2028: "\\u2028", 0x2029: "\\u2029",
+    ord("<"): "\\u003c",
+    ord(">"): "\\u003e",
+    ord("&"): "\\u0026",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
 }
 
 
@@ -77,8 +80,13 @@ def write_report(db: ReportReader, number: int, output: Path) -> Written:
     payload = report_data.build(db, number, output.parent)
     output.parent.mkdir(parents=True, exist_ok=True)
     size = write_atomically(output, [render(payload)])
-    return Written(output, size, len(payload["steps"]["o"]), len(payload["details"]),
-                   time.perf_counter() - began)
+    return Written(
+        output,
+        size,
+        len(payload["steps"]["o"]),
+        len(payload["details"]),
+        time.perf_counter() - began,
+    )
 
 
 def write_html_report(db_path: Path, execution_id: str, output: Path) -> None:

@@ -18,8 +18,14 @@ from pytest_stepflow.views import Run
 
 REASON_WIDTH = 200
 NODEID_WIDTH = 300
-_STATUS_MARK = {"passed": "✅", "failed": "❌", "error": "💥", "interrupted": "⚠️",
-                "running": "⏳", "no_tests": "⚪"}
+_STATUS_MARK = {
+    "passed": "✅",
+    "failed": "❌",
+    "error": "💥",
+    "interrupted": "⚠️",
+    "running": "⏳",
+    "no_tests": "⚪",
+}
 # Backslash-escaped: emphasis, code, links/images, tables, strikethrough, math, escapes.
 _MARKDOWN_SPECIAL = frozenset("\\`*_[]|~$")
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
@@ -49,10 +55,18 @@ def summarize(db: Reader, number: int, *, failures: int = 20, slowest: int = 5) 
     listed = []
     for step in failing[:failures]:
         detail = db.step_detail(step.id)
-        listed.append(Failure(step.nodeid, step.outcome, step.worker,
-                              one_line_reason(detail.longrepr, step.reason)))
+        listed.append(
+            Failure(
+                step.nodeid,
+                step.outcome,
+                step.worker,
+                one_line_reason(detail.longrepr, step.reason),
+            )
+        )
     return Summary(
-        run=run, failures=listed, failure_count=len(failing),
+        run=run,
+        failures=listed,
+        failure_count=len(failing),
         slowest=queries.slowest(db, [number], limit=slowest),
         flaky=queries.flaky(db, queries.window(db, number, queries.FLAKY_WINDOW)),
         flaky_window=queries.FLAKY_WINDOW,
@@ -81,14 +95,22 @@ def _facts(run: Run) -> list[tuple[str, str, str | None]]:
     if run.started_at:
         facts.append(("started", run.started_at[:19].replace("T", " ") + " UTC", None))
     if run.branch or run.commit:
-        facts.append(("git", f"{run.branch or '(detached)'}"
-                      + (f" @ {run.commit[:12]}" if run.commit else ""), None))
+        facts.append(
+            (
+                "git",
+                f"{run.branch or '(detached)'}" + (f" @ {run.commit[:12]}" if run.commit else ""),
+                None,
+            )
+        )
     ci = run.metadata.get("ci") or {}
     url = safe_http_url(ci.get("url"))
     if ci:
         facts.append(("CI", str(ci.get("provider") or "CI"), url))
-    versions = [f"{name} {run.metadata[key]}" for key, name in
-                (("python", "Python"), ("pytest", "pytest")) if run.metadata.get(key)]
+    versions = [
+        f"{name} {run.metadata[key]}"
+        for key, name in (("python", "Python"), ("pytest", "pytest"))
+        if run.metadata.get(key)
+    ]
     if versions:
         facts.append(("versions", ", ".join(versions), None))
     return facts
@@ -101,38 +123,62 @@ def markdown(summary: Summary) -> str:
     title = f"pytest run #{run.number}" + (f" {escape(run.name)}" if run.name else "")
     lines.append(f"### {mark + ' ' if mark else ''}{title}: {escape(run.status)}")
     lines.append("")
-    lines.append(f"**{run.total} steps in {duration_text(run.duration)}**: "
-                 f"{escape(counts_text(run.counts))}")
+    lines.append(
+        f"**{run.total} steps in {duration_text(run.duration)}**: {escape(counts_text(run.counts))}"
+    )
     facts = []
     for label, text, link in _facts(run):
         shown = escape(text)
         if link:
-            href = link.replace("(", "%28").replace(")", "%29").replace("<", "%3C") \
-                .replace(">", "%3E")
+            href = (
+                link.replace("(", "%28").replace(")", "%29").replace("<", "%3C").replace(">", "%3E")
+            )
             shown = f"[{shown}]({href})"
         facts.append(f"{label}: {shown}")
     if facts:
         lines.append("")
         lines.append(" · ".join(facts))
     if summary.failure_count:
-        lines += ["", f"#### Failures ({summary.failure_count})", "",
-                  "| Test | Outcome | Reason |", "| --- | --- | --- |"]
+        lines += [
+            "",
+            f"#### Failures ({summary.failure_count})",
+            "",
+            "| Test | Outcome | Reason |",
+            "| --- | --- | --- |",
+        ]
         for f in summary.failures:
-            lines.append(f"| {escape(f.nodeid, NODEID_WIDTH)} | {escape(f.outcome)} | "
-                         f"{escape(f.reason or '')} |")
+            lines.append(
+                f"| {escape(f.nodeid, NODEID_WIDTH)} | {escape(f.outcome)} | "
+                f"{escape(f.reason or '')} |"
+            )
         more = summary.failure_count - len(summary.failures)
         if more > 0:
             lines += ["", f"…and {more} more: `stepflow show {run.number}`"]
     if summary.slowest:
-        lines += ["", f"#### Slowest {len(summary.slowest)}", "", "| Test | Duration |",
-                  "| --- | ---: |"]
-        lines += [f"| {escape(s.nodeid, NODEID_WIDTH)} | {duration_text(s.max)} |"
-                  for s in summary.slowest]
+        lines += [
+            "",
+            f"#### Slowest {len(summary.slowest)}",
+            "",
+            "| Test | Duration |",
+            "| --- | ---: |",
+        ]
+        lines += [
+            f"| {escape(s.nodeid, NODEID_WIDTH)} | {duration_text(s.max)} |"
+            for s in summary.slowest
+        ]
     if summary.flaky:
-        lines += ["", f"#### Flaky ({len(summary.flaky)}, last {summary.flaky_window} runs)",
-                  "", "| Test | Flips | Failed | Same commit |", "| --- | ---: | ---: | --- |"]
-        lines += [f"| {escape(f.nodeid, NODEID_WIDTH)} | {f.flips} | {f.failures} of {f.runs} | "
-                  f"{'yes' if f.same_commit else 'no'} |" for f in summary.flaky[:20]]
+        lines += [
+            "",
+            f"#### Flaky ({len(summary.flaky)}, last {summary.flaky_window} runs)",
+            "",
+            "| Test | Flips | Failed | Same commit |",
+            "| --- | ---: | ---: | --- |",
+        ]
+        lines += [
+            f"| {escape(f.nodeid, NODEID_WIDTH)} | {f.flips} | {f.failures} of {f.runs} | "
+            f"{'yes' if f.same_commit else 'no'} |"
+            for f in summary.flaky[:20]
+        ]
         if len(summary.flaky) > 20:
             lines += ["", f"…and {len(summary.flaky) - 20} more: `stepflow flaky`"]
     return "\n".join(lines) + "\n"
@@ -140,15 +186,20 @@ def markdown(summary: Summary) -> str:
 
 def plain(summary: Summary) -> str:
     run = summary.run
-    lines = [f"run #{run.number}" + (f" {run.name}" if run.name else "") + f": {run.status}",
-             f"{run.total} steps in {duration_text(run.duration)}: {counts_text(run.counts)}"]
-    lines += [f"{label}: {text}" + (f" {link}" if link else "") for label, text, link in
-              _facts(run)]
+    lines = [
+        f"run #{run.number}" + (f" {run.name}" if run.name else "") + f": {run.status}",
+        f"{run.total} steps in {duration_text(run.duration)}: {counts_text(run.counts)}",
+    ]
+    lines += [
+        f"{label}: {text}" + (f" {link}" if link else "") for label, text, link in _facts(run)
+    ]
     if summary.failure_count:
         lines += ["", f"failures ({summary.failure_count}):"]
-        lines += [f"  {f.outcome.upper()} {f.nodeid}" + (f" - {' '.join(f.reason.split())}"
-                                                         if f.reason else "")
-                  for f in summary.failures]
+        lines += [
+            f"  {f.outcome.upper()} {f.nodeid}"
+            + (f" - {' '.join(f.reason.split())}" if f.reason else "")
+            for f in summary.failures
+        ]
         more = summary.failure_count - len(summary.failures)
         if more > 0:
             lines.append(f"  ...and {more} more (stepflow show {run.number})")
@@ -157,16 +208,23 @@ def plain(summary: Summary) -> str:
         lines += [f"  {duration_text(s.max):>10}  {s.nodeid}" for s in summary.slowest]
     if summary.flaky:
         lines += ["", f"flaky ({len(summary.flaky)}):"]
-        lines += [f"  {f.nodeid}  {f.flips} flips, failed {f.failures} of {f.runs}"
-                  + (", same commit" if f.same_commit else "") for f in summary.flaky]
+        lines += [
+            f"  {f.nodeid}  {f.flips} flips, failed {f.failures} of {f.runs}"
+            + (", same commit" if f.same_commit else "")
+            for f in summary.flaky
+        ]
     return "\n".join(lines) + "\n"
 
 
 def as_data(summary: Summary) -> dict[str, Any]:
     return {
-        "run": summary.run.number, "id": summary.run.id, "name": summary.run.name,
-        "status": summary.run.status, "duration": summary.run.duration,
-        "counts": summary.run.counts, "total": summary.run.total,
+        "run": summary.run.number,
+        "id": summary.run.id,
+        "name": summary.run.name,
+        "status": summary.run.status,
+        "duration": summary.run.duration,
+        "counts": summary.run.counts,
+        "total": summary.run.total,
         "failure_count": summary.failure_count,
         "failures": [dataclasses.asdict(f) for f in summary.failures],
         "slowest": [dataclasses.asdict(s) for s in summary.slowest],

@@ -3,6 +3,7 @@
 The `stepflow` command is a thin layer over these functions; they are as usable from Python::
 
     from pytest_stepflow.report.queries import open_database, failures, flaky
+
     with open_database() as db:
         for step in failures(db, db.resolve("latest")):
             print(step.nodeid)
@@ -32,9 +33,11 @@ FLAKY_WINDOW = 30
 FLAKY_MIN_FLIPS = 3
 
 
-def find_database(explicit: str | os.PathLike[str] | None = None,
-                  environ: Mapping[str, str] | None = None,
-                  cwd: Path | None = None) -> Path:
+def find_database(
+    explicit: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Path:
     """The database to read: `explicit`, then $STEPFLOW_DB, then `.stepflow/stepflow.db`
     in the current folder or its nearest parent that has one."""
     if explicit:
@@ -47,9 +50,11 @@ def find_database(explicit: str | os.PathLike[str] | None = None,
         candidate = folder / DEFAULT_DB
         if candidate.is_file():
             return candidate
-    raise StorageError(f"no {DEFAULT_DB} in {start} or any parent",
-                       "run `pytest --stepflow` first",
-                       elsewhere="pass {option} PATH (or set " + DB_ENV + ")")
+    raise StorageError(
+        f"no {DEFAULT_DB} in {start} or any parent",
+        "run `pytest --stepflow` first",
+        elsewhere="pass {option} PATH (or set " + DB_ENV + ")",
+    )
 
 
 def open_database(explicit: str | os.PathLike[str] | None = None) -> Reader:
@@ -76,8 +81,9 @@ class Slow:
     run_of_max: int
 
 
-def slowest(db: Reader, runs: Sequence[int], *, phase: str = "total", limit: int = 10
-            ) -> list[Slow]:
+def slowest(
+    db: Reader, runs: Sequence[int], *, phase: str = "total", limit: int = 10
+) -> list[Slow]:
     return [Slow(*row) for row in db.slowest(runs, phase=phase, limit=limit)]
 
 
@@ -92,8 +98,7 @@ class Flaky:
     same_commit: bool  # passed and failed on one commit (or within one run)
 
 
-def flaky(db: Reader, runs: Sequence[int], *, min_flips: int = FLAKY_MIN_FLIPS
-          ) -> list[Flaky]:
+def flaky(db: Reader, runs: Sequence[int], *, min_flips: int = FLAKY_MIN_FLIPS) -> list[Flaky]:
     return [
         Flaky(nodeid, flips, fails, count, fails / count if count else 0.0, last, same)
         for nodeid, flips, fails, count, last, same in db.flaky(runs, min_flips=min_flips)
@@ -127,13 +132,18 @@ def diff(db: Reader, a: int, b: int, *, ratio: float = 1.5, min_delta: float = 0
     grew (shrank) by `ratio` times and by at least `min_delta` seconds."""
     before = _by_test(db.outcomes([a]))
     after = _by_test(db.outcomes([b]))
-    groups: dict[str, list[Change]] = {k: [] for k in (
-        "new_failures", "fixed", "still_failing", "added", "removed", "slower", "faster")}
+    groups: dict[str, list[Change]] = {
+        k: []
+        for k in ("new_failures", "fixed", "still_failing", "added", "removed", "slower", "faster")
+    }
     for nodeid in sorted(before.keys() | after.keys()):
         old, new = before.get(nodeid), after.get(nodeid)
         change = Change(
-            nodeid, old.outcome if old else None, new.outcome if new else None,
-            old.duration if old else None, new.duration if new else None,
+            nodeid,
+            old.outcome if old else None,
+            new.outcome if new else None,
+            old.duration if old else None,
+            new.duration if new else None,
         )
         if old is None:
             groups["added"].append(change)
@@ -144,8 +154,12 @@ def diff(db: Reader, a: int, b: int, *, ratio: float = 1.5, min_delta: float = 0
             groups["still_failing" if failed_before else "new_failures"].append(change)
         elif old is not None and old.outcome in FAILING and new is not None:
             groups["fixed"].append(change)
-        if (old is not None and new is not None and old.outcome in PASSING
-                and new.outcome in PASSING):
+        if (
+            old is not None
+            and new is not None
+            and old.outcome in PASSING
+            and new.outcome in PASSING
+        ):
             if new.duration >= old.duration * ratio and new.duration - old.duration >= min_delta:
                 groups["slower"].append(change)
             elif old.duration >= new.duration * ratio and old.duration - new.duration >= min_delta:
@@ -178,8 +192,13 @@ class HistoryEntry:
 def history(db: Reader, nodeid: str, *, limit: int = 20) -> list[HistoryEntry]:
     """Final outcomes of one test over runs, newest first; [] when it never ran."""
     return [
-        HistoryEntry(o.execution, run.started_at if run else None, run.commit if run else None,
-                     o.outcome, o.duration, o.attempts)
+        HistoryEntry(
+            o.execution,
+            run.started_at if run else None,
+            run.commit if run else None,
+            o.outcome,
+            o.duration,
+            o.attempts,
+        )
         for o, run in db.history(nodeid, limit)
     ]
-

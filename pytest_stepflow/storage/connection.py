@@ -24,6 +24,7 @@ class _REAL:
     connect = staticmethod(sqlite3.connect)
     monotonic = staticmethod(time.monotonic)
 
+
 BUSY_TIMEOUT_MS = 250
 
 # Readers never block writers and writers never block readers; one writer at a time.
@@ -55,7 +56,6 @@ READER_PRAGMAS = (
 )
 
 
-
 def check_file(path: Path) -> bool:
     """Check what is at `path` before SQLite touches it; return True when it already exists
     (header.read_header: never while this process has a connection to it)."""
@@ -69,11 +69,19 @@ def describe_error(path: Path, exc: sqlite3.Error) -> StorageError:
     if is_busy(exc):
         return LockedError(f"{path} stayed locked by another session ({text})", path=path)
     if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
-        return NotADatabaseError(f"{path} is corrupt: {text} ({LEFT_ALONE})", "move it away",
-                                 path=path, elsewhere=ANOTHER)
+        return NotADatabaseError(
+            f"{path} is corrupt: {text} ({LEFT_ALONE})",
+            "move it away",
+            path=path,
+            elsewhere=ANOTHER,
+        )
     if "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
-        return UnwritableError(f"{path} cannot be written ({text})",
-                               "check the folder's permissions", path=path, elsewhere=ANOTHER)
+        return UnwritableError(
+            f"{path} cannot be written ({text})",
+            "check the folder's permissions",
+            path=path,
+            elsewhere=ANOTHER,
+        )
     return StorageError(f"{path}: {text}", path=path)
 
 
@@ -84,8 +92,11 @@ def open_for_writing(path: Path, busy_wait: float = BUSY_TIMEOUT_MS / 1000) -> s
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UnwritableError(f"{path.parent} cannot be created ({exc.strerror})", path=path,
-                              elsewhere="pass a writable {option}") from exc
+        raise UnwritableError(
+            f"{path.parent} cannot be created ({exc.strerror})",
+            path=path,
+            elsewhere="pass a writable {option}",
+        ) from exc
     try:
         conn = _REAL.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
@@ -155,8 +166,9 @@ def check_stepflow(conn: sqlite3.Connection, path: Path) -> int:
         raise
     if version == 0:
         conn.close()
-        raise StorageError(f"{path} holds no stepflow data yet", "run `pytest --stepflow`",
-                           path=path)
+        raise StorageError(
+            f"{path} holds no stepflow data yet", "run `pytest --stepflow`", path=path
+        )
     return version
 
 

@@ -16,8 +16,9 @@ ANOTHER = "pass another {option}"  # the usual `elsewhere`: another database fix
 class StorageError(Exception):
     """A database problem that is the user's to fix (never a bug in stepflow)."""
 
-    def __init__(self, problem: str, fix: str = "", *, path: Path | None = None,
-                 elsewhere: str = "") -> None:
+    def __init__(
+        self, problem: str, fix: str = "", *, path: Path | None = None, elsewhere: str = ""
+    ) -> None:
         self.problem = problem  # names the path and what is wrong with it
         self.fix = fix  # what the user can do about it, naming no option
         self.path = path

@@ -29,7 +29,8 @@ LEFT_ALONE = "the file was left untouched"
 def foreign(path: Path) -> ForeignDatabaseError:
     return ForeignDatabaseError(
         f"{path} is an SQLite database that pytest-stepflow did not create ({LEFT_ALONE})",
-        path=path, elsewhere=ANOTHER,
+        path=path,
+        elsewhere=ANOTHER,
     )
 
 
@@ -37,7 +38,9 @@ def newer(path: Path, version: int) -> NewerSchemaError:
     return NewerSchemaError(
         f"{path} has stepflow schema version {version}, newer than version "
         f"{SCHEMA_VERSION} of this pytest-stepflow",
-        "upgrade it (pip install -U pytest-stepflow)", path=path, elsewhere=ANOTHER,
+        "upgrade it (pip install -U pytest-stepflow)",
+        path=path,
+        elsewhere=ANOTHER,
     )
 
 
@@ -49,23 +52,31 @@ def read_header(path: Path) -> bytes | None:
     of a live connection, and another process may then delete the WAL under it.
     """
     if path.is_dir():
-        raise UnwritableError(f"{path} is a directory, not a database file", path=path,
-                              elsewhere=ANOTHER)
+        raise UnwritableError(
+            f"{path} is a directory, not a database file", path=path, elsewhere=ANOTHER
+        )
     try:
         with path.open("rb") as handle:
             header = handle.read(100)
     except FileNotFoundError:
         return None
     except NotADirectoryError as exc:
-        raise UnwritableError(f"{path}: a parent of this path is not a directory", path=path,
-                              elsewhere=ANOTHER) from exc
+        raise UnwritableError(
+            f"{path}: a parent of this path is not a directory", path=path, elsewhere=ANOTHER
+        ) from exc
     except OSError as exc:
-        raise UnwritableError(f"{path} cannot be read ({exc.strerror})",
-                              "check its permissions", path=path) from exc
-    if (header and not header.startswith(SQLITE_HEADER[:len(header)])) or (
-            0 < len(header) < len(SQLITE_HEADER)):
-        raise NotADatabaseError(f"{path} is not an SQLite database ({LEFT_ALONE})",
-                                "move it away", path=path, elsewhere=ANOTHER)
+        raise UnwritableError(
+            f"{path} cannot be read ({exc.strerror})", "check its permissions", path=path
+        ) from exc
+    if (header and not header.startswith(SQLITE_HEADER[: len(header)])) or (
+        0 < len(header) < len(SQLITE_HEADER)
+    ):
+        raise NotADatabaseError(
+            f"{path} is not an SQLite database ({LEFT_ALONE})",
+            "move it away",
+            path=path,
+            elsewhere=ANOTHER,
+        )
     return header
 
 

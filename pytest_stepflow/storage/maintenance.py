@@ -88,8 +88,9 @@ class Sizes:
 
 def sizes(path: Path) -> Sizes:
     """Bytes of the database file and its -wal and -shm files (0 when absent)."""
-    return Sizes(_file_size(path), _file_size(_sidecar(path, "-wal")),
-                 _file_size(_sidecar(path, "-shm")))
+    return Sizes(
+        _file_size(path), _file_size(_sidecar(path, "-wal")), _file_size(_sidecar(path, "-shm"))
+    )
 
 
 def _normalise(stored_path: str) -> str:
@@ -145,8 +146,11 @@ def open_writing(path: Path, wait: float = MAINTENANCE_WAIT) -> sqlite3.Connecti
 
 def _failure(path: Path, exc: sqlite3.Error, wait: float) -> StorageError:
     if is_busy(exc):
-        return LockedError(f"{path} stayed locked by another session for {wait:g}s",
-                           "try again when it is done, or wait longer", path=path)
+        return LockedError(
+            f"{path} stayed locked by another session for {wait:g}s",
+            "try again when it is done, or wait longer",
+            path=path,
+        )
     return describe_error(path, exc)
 
 
@@ -214,12 +218,22 @@ def stats(path: Path) -> Stats:
     store = [size for _, _, size in _store_files(path)]
     steps = rows.get("steps", 0)
     return Stats(
-        database=str(path), database_bytes=files.database, wal_bytes=files.wal,
-        shm_bytes=files.shm, rows=rows, schema_version=version, journal_mode=journal_mode,
-        page_size=page_size, page_count=page_count, freelist_pages=freelist,
-        cache_size=cache_size, full_text_index=all(t in tables for t in FTS_CONTENT),
-        fts5_available=fts5, bytes_per_step=files.database / steps if steps else None,
-        artifact_files=len(store), artifact_bytes=sum(store),
+        database=str(path),
+        database_bytes=files.database,
+        wal_bytes=files.wal,
+        shm_bytes=files.shm,
+        rows=rows,
+        schema_version=version,
+        journal_mode=journal_mode,
+        page_size=page_size,
+        page_count=page_count,
+        freelist_pages=freelist,
+        cache_size=cache_size,
+        full_text_index=all(t in tables for t in FTS_CONTENT),
+        fts5_available=fts5,
+        bytes_per_step=files.database / steps if steps else None,
+        artifact_files=len(store),
+        artifact_bytes=sum(store),
         spill_files=sorted(p.name for p in path.parent.glob(spill_glob(path))),
     )
 
@@ -253,8 +267,7 @@ class StaleRun:
     age: float  # seconds since the heartbeat
 
 
-def stale_runs(conn: sqlite3.Connection, host: str, now: datetime
-               ) -> tuple[list[StaleRun], int]:
+def stale_runs(conn: sqlite3.Connection, host: str, now: datetime) -> tuple[list[StaleRun], int]:
     """`running` executions whose process is gone (the rule of `mark_interrupted`), and how
     many running ones are alive."""
     running = conn.execute(
@@ -312,8 +325,9 @@ def _age(seconds: float) -> str:
     return f"{max(seconds, 0):.0f}s"
 
 
-def diagnose(path: Path, *, full: bool = False, wal_limit: int = WAL_LIMIT,
-             host: str, now: datetime) -> Health:
+def diagnose(
+    path: Path, *, full: bool = False, wal_limit: int = WAL_LIMIT, host: str, now: datetime
+) -> Health:
     """Health checks; read-only. `full`: integrity_check instead of quick_check, and the
     full-text indexes compared with their tables."""
     conn = open_reading(path)
@@ -341,7 +355,9 @@ def _integrity(conn: sqlite3.Connection, full: bool) -> Check:
     if found == ["ok"]:
         return Check("integrity", True, f"{pragma}: ok")
     return Check(
-        "integrity", False, f"{pragma} found damage ({len(found)} message(s))",
+        "integrity",
+        False,
+        f"{pragma} found damage ({len(found)} message(s))",
         "move the file away: the next `pytest --stepflow` run starts a new one (`sqlite3 "
         "FILE .recover` can salvage the old rows)",
         found,
@@ -355,10 +371,14 @@ def _index(conn: sqlite3.Connection) -> Check:
     if not drift:
         return Check("search index", True, "full-text index matches the tables")
     return Check(
-        "search index", False, "the full-text index does not match the tables",
+        "search index",
+        False,
+        "the full-text index does not match the tables",
         "run `stepflow doctor --fix` (rebuilds the index)",
-        [f"{d.table}: {d.missing} row(s) not indexed, {d.stale} entry(ies) for deleted rows"
-         for d in drift],
+        [
+            f"{d.table}: {d.missing} row(s) not indexed, {d.stale} entry(ies) for deleted rows"
+            for d in drift
+        ],
     )
 
 
@@ -368,7 +388,9 @@ def _wal(path: Path, limit: int) -> Check:
     if wal <= limit:
         return Check("wal", True, summary)
     return Check(
-        "wal", False, summary + ": checkpoints are held back, usually by a long-lived reader",
+        "wal",
+        False,
+        summary + ": checkpoints are held back, usually by a long-lived reader",
         "run `stepflow optimize` (checkpoints and truncates the WAL); close long-lived "
         "readers of the file",
     )
@@ -380,12 +402,12 @@ def _stale(conn: sqlite3.Connection, host: str, now: datetime) -> Check:
     if not stale:
         return Check("stale runs", True, going)
     return Check(
-        "stale runs", False,
+        "stale runs",
+        False,
         f"{len(stale)} run(s) marked running whose process is gone ({going})",
         "run `stepflow doctor --fix` to mark them interrupted (the next `pytest --stepflow` "
         "run does it too)",
-        [f"#{r.number}: pid {r.pid} on {r.host}, last heartbeat {_age(r.age)} ago"
-         for r in stale],
+        [f"#{r.number}: pid {r.pid} on {r.host}, last heartbeat {_age(r.age)} ago" for r in stale],
     )
 
 
@@ -397,7 +419,8 @@ def _spills(path: Path) -> Check:
     if not waiting:
         return Check("spill journals", True, f"none waiting{live}")
     return Check(
-        "spill journals", False,
+        "spill journals",
+        False,
         f"{len(waiting)} spill journal(s) waiting: records a run could not write{live}",
         "run `stepflow import-spill` (the next `pytest --stepflow` run imports them too)",
         waiting,
@@ -410,7 +433,8 @@ def _artifacts(conn: sqlite3.Connection, path: Path) -> Check:
         "GROUP BY stored_path ORDER BY min(id)"
     ).fetchall()
     missing = [
-        (stored, count, runs) for stored, count, runs in rows
+        (stored, count, runs)
+        for stored, count, runs in rows
         if not (_inside_store(stored) and (path.parent / _normalise(stored)).is_file())
     ]
     if not missing:
@@ -422,7 +446,8 @@ def _artifacts(conn: sqlite3.Connection, path: Path) -> Check:
     if len(missing) > len(shown):
         shown.append(f"... and {len(missing) - len(shown)} more")
     return Check(
-        "artifacts", False,
+        "artifacts",
+        False,
         f"{len(missing)} of {len(rows)} stored file(s) missing from {ARTIFACTS_DIR}/",
         "they were deleted outside stepflow: restore them from a backup, or remove the runs "
         "that own them with `stepflow prune`",
@@ -437,8 +462,7 @@ class Repairs:
     rebuilt_indexes: list[str]
 
 
-def repair(path: Path, *, host: str, now: datetime, wait: float = MAINTENANCE_WAIT
-           ) -> Repairs:
+def repair(path: Path, *, host: str, now: datetime, wait: float = MAINTENANCE_WAIT) -> Repairs:
     """What `doctor --fix` writes: import waiting spill journals, mark dead runs
     interrupted, rebuild full-text indexes that drifted from their tables."""
     conn = open_writing(path, wait)
@@ -447,8 +471,10 @@ def repair(path: Path, *, host: str, now: datetime, wait: float = MAINTENANCE_WA
         # status back instead of `interrupted`.
         imported = import_spills(conn, path) if has_spills(path) else ImportResult()
         if imported.errors:
-            raise StorageError(f"{path}: spill import stopped ({imported.errors[0]}); the "
-                               "journals were kept for another attempt")
+            raise StorageError(
+                f"{path}: spill import stopped ({imported.errors[0]}); the "
+                "journals were kept for another attempt"
+            )
         conn.execute("BEGIN IMMEDIATE")
         interrupted = mark_interrupted(conn, host, now)
         conn.execute("COMMIT")
@@ -479,8 +505,9 @@ class Optimized:
     freelist_after: int
 
 
-def optimize(path: Path, *, vacuum: bool = False, wait: float = MAINTENANCE_WAIT,
-             host: str, now: datetime) -> Optimized:
+def optimize(
+    path: Path, *, vacuum: bool = False, wait: float = MAINTENANCE_WAIT, host: str, now: datetime
+) -> Optimized:
     """ANALYZE, PRAGMA optimize, FTS5 merge, optional VACUUM, then a TRUNCATE checkpoint.
 
     Each statement is its own short transaction. VACUUM rewrites the whole file under the
@@ -496,7 +523,8 @@ def optimize(path: Path, *, vacuum: bool = False, wait: float = MAINTENANCE_WAIT
             if alive:
                 raise StorageError(
                     f"{path}: {alive} run(s) going on; --vacuum rewrites the whole file and "
-                    "would hold up their writes, so run it when they are done", path=path
+                    "would hold up their writes, so run it when they are done",
+                    path=path,
                 )
         conn.execute(f"PRAGMA analysis_limit = {ANALYSIS_LIMIT}")
         steps = [("ANALYZE", "ANALYZE"), ("PRAGMA optimize", "PRAGMA optimize")]
@@ -504,7 +532,8 @@ def optimize(path: Path, *, vacuum: bool = False, wait: float = MAINTENANCE_WAIT
             tables = _tables(conn)
             steps += [
                 (f"FTS5 optimize {fts}", f"INSERT INTO {fts} ({fts}) VALUES ('optimize')")
-                for fts in FTS_CONTENT if fts in tables
+                for fts in FTS_CONTENT
+                if fts in tables
             ]
         if vacuum:
             steps.append(("VACUUM", "VACUUM"))
@@ -521,8 +550,9 @@ def optimize(path: Path, *, vacuum: bool = False, wait: float = MAINTENANCE_WAIT
         raise _failure(path, exc, wait) from exc
     finally:
         conn.close()
-    return Optimized(str(path), before, after, done, not busy and after.wal == 0,
-                     freelist_before, freelist_after)
+    return Optimized(
+        str(path), before, after, done, not busy and after.wal == 0, freelist_before, freelist_after
+    )
 
 
 # -- prune --------------------------------------------------------------------------------
@@ -562,16 +592,21 @@ def _started_before(text: str, cutoff: datetime) -> bool:
         return False  # a time we cannot read is never taken for an old one
 
 
-def select_runs(conn: sqlite3.Connection, *, keep: int | None, older_than: timedelta | None,
-                now: datetime) -> list[PrunedRun]:
+def select_runs(
+    conn: sqlite3.Connection, *, keep: int | None, older_than: timedelta | None, now: datetime
+) -> list[PrunedRun]:
     """Runs to prune: outside the `keep` newest and started before `now - older_than` (each
     rule only when given; both must agree). Never a run whose status is `running`."""
     if keep is None and older_than is None:
         raise ValueError("give keep, older_than or both")
     kept: set[int] = set()
     if keep is not None:
-        kept = {n for (n,) in conn.execute(
-            "SELECT number FROM executions ORDER BY number DESC LIMIT ?", (keep,))}
+        kept = {
+            n
+            for (n,) in conn.execute(
+                "SELECT number FROM executions ORDER BY number DESC LIMIT ?", (keep,)
+            )
+        }
     cutoff = now - older_than if older_than is not None else None
     runs = []
     for number, run_id, status, started_at, steps in conn.execute(
@@ -601,12 +636,16 @@ def _batches(runs: Sequence[PrunedRun], batch_steps: int) -> Iterator[list[Prune
 _IN_RUNS = "IN (SELECT value FROM json_each(?))"
 
 
-def _count_rows(conn: sqlite3.Connection, numbers: str, tables: set[str]
-                ) -> tuple[int, int, int, int]:
+def _count_rows(
+    conn: sqlite3.Connection, numbers: str, tables: set[str]
+) -> tuple[int, int, int, int]:
     """(steps, logs, substeps, artifact rows) of the runs in the JSON list `numbers`."""
     steps = f"SELECT id FROM steps WHERE execution {_IN_RUNS}"
-    substeps = (f"(SELECT count(*) FROM substeps WHERE step_id IN ({steps}))"
-                if "substeps" in tables else "0")
+    substeps = (
+        f"(SELECT count(*) FROM substeps WHERE step_id IN ({steps}))"
+        if "substeps" in tables
+        else "0"
+    )
     row = conn.execute(
         f"SELECT (SELECT count(*) FROM steps WHERE execution {_IN_RUNS}), "
         f"(SELECT count(*) FROM logs WHERE step_id IN ({steps})), {substeps}, "
@@ -616,9 +655,17 @@ def _count_rows(conn: sqlite3.Connection, numbers: str, tables: set[str]
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
 
-def prune(path: Path, *, keep: int | None = None, older_than: timedelta | None = None,
-          host: str, now: datetime, dry_run: bool = False, wait: float = MAINTENANCE_WAIT,
-          batch_steps: int = PRUNE_BATCH_STEPS) -> Pruned:
+def prune(
+    path: Path,
+    *,
+    keep: int | None = None,
+    older_than: timedelta | None = None,
+    host: str,
+    now: datetime,
+    dry_run: bool = False,
+    wait: float = MAINTENANCE_WAIT,
+    batch_steps: int = PRUNE_BATCH_STEPS,
+) -> Pruned:
     """Delete old runs (their steps, logs, sub-steps and artifact rows go by cascade, the
     full-text index by its triggers), then the node ids and artifact files nothing names.
 
@@ -636,10 +683,13 @@ def prune(path: Path, *, keep: int | None = None, older_than: timedelta | None =
         numbers = _json_list([r.number for r in runs])
         if dry_run:
             counts = _count_rows(conn, numbers, tables)
-            result.tests = int(conn.execute(
-                "SELECT count(*) FROM tests t WHERE NOT EXISTS (SELECT 1 FROM steps s WHERE "
-                f"s.test_id = t.id AND s.execution NOT {_IN_RUNS})", (numbers,),
-            ).fetchone()[0])
+            result.tests = int(
+                conn.execute(
+                    "SELECT count(*) FROM tests t WHERE NOT EXISTS (SELECT 1 FROM steps s WHERE "
+                    f"s.test_id = t.id AND s.execution NOT {_IN_RUNS})",
+                    (numbers,),
+                ).fetchone()[0]
+            )
         else:
             totals = [0, 0, 0, 0]
             for batch in _batches(runs, batch_steps):
@@ -670,8 +720,9 @@ def prune(path: Path, *, keep: int | None = None, older_than: timedelta | None =
         conn.close()
 
 
-def _delete_runs(conn: sqlite3.Connection, batch: Sequence[PrunedRun], tables: set[str]
-                 ) -> tuple[int, int, int, int]:
+def _delete_runs(
+    conn: sqlite3.Connection, batch: Sequence[PrunedRun], tables: set[str]
+) -> tuple[int, int, int, int]:
     numbers = _json_list([r.number for r in batch])
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -690,8 +741,9 @@ def _delete_runs(conn: sqlite3.Connection, batch: Sequence[PrunedRun], tables: s
     return counts
 
 
-def _remove_files(conn: sqlite3.Connection, path: Path, numbers: str, result: Pruned,
-                  host: str, now: datetime) -> None:
+def _remove_files(
+    conn: sqlite3.Connection, path: Path, numbers: str, result: Pruned, host: str, now: datetime
+) -> None:
     """Inside the final transaction (the write lock held, so no row can be committed and no
     run can start meanwhile): delete the store's files that no remaining row names.
 
@@ -701,7 +753,8 @@ def _remove_files(conn: sqlite3.Connection, path: Path, numbers: str, result: Pr
     shared, so even a pruned run's file may be the one a live run just attached again.
     """
     remaining = {
-        _normalise(p) for (p,) in conn.execute(
+        _normalise(p)
+        for (p,) in conn.execute(
             "SELECT DISTINCT stored_path FROM artifacts"
             + (f" WHERE execution NOT {_IN_RUNS}" if result.dry_run else ""),
             (numbers,) if result.dry_run else (),
@@ -744,8 +797,10 @@ def import_spill(path: Path, *, wait: float = MAINTENANCE_WAIT) -> ImportResult:
     finally:
         conn.close()
     if result.errors:
-        raise StorageError(f"{path}: spill import stopped ({result.errors[0]}); the journals "
-                           "were kept for another attempt")
+        raise StorageError(
+            f"{path}: spill import stopped ({result.errors[0]}); the journals "
+            "were kept for another attempt"
+        )
     return result
 
 

@@ -58,10 +58,29 @@ VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING
 """
 _STEP_COLUMNS = (
-    "worker", "attempt", "final", "kind", "item_index", "line", "parameters", "markers",
-    "outcome", "setup_outcome", "call_outcome", "teardown_outcome", "setup_duration",
-    "call_duration", "teardown_duration", "duration", "started_at", "completed_at", "longrepr",
-    "reason", "stdout", "stderr", "properties",
+    "worker",
+    "attempt",
+    "final",
+    "kind",
+    "item_index",
+    "line",
+    "parameters",
+    "markers",
+    "outcome",
+    "setup_outcome",
+    "call_outcome",
+    "teardown_outcome",
+    "setup_duration",
+    "call_duration",
+    "teardown_duration",
+    "duration",
+    "started_at",
+    "completed_at",
+    "longrepr",
+    "reason",
+    "stdout",
+    "stderr",
+    "properties",
 )
 
 
@@ -112,7 +131,8 @@ class MultiRowInsert:
 
 
 _INSERT_TEST = MultiRowInsert(
-    "INSERT INTO tests (nodeid, file, name, class_name)", "(?, ?, ?, ?)",
+    "INSERT INTO tests (nodeid, file, name, class_name)",
+    "(?, ?, ?, ?)",
     "ON CONFLICT (nodeid) DO NOTHING",
 )
 # Rows are taken from the Step tuples by attrgetter (C code, no Python per row); SQLite
@@ -120,7 +140,8 @@ _INSERT_TEST = MultiRowInsert(
 _INSERT_STEP = MultiRowInsert(
     f"INSERT INTO steps (execution, test_id, {', '.join(_STEP_COLUMNS)})",
     "((SELECT number FROM executions WHERE id = ?), (SELECT id FROM tests WHERE nodeid = ?), "
-    + ", ".join("?" * len(_STEP_COLUMNS)) + ")",
+    + ", ".join("?" * len(_STEP_COLUMNS))
+    + ")",
     "ON CONFLICT (execution, test_id, worker, attempt) DO NOTHING",
 )
 _step_params = operator.attrgetter("execution_id", "nodeid", *_STEP_COLUMNS)
@@ -179,9 +200,23 @@ def _started(
     for r in rows:
         assert isinstance(r, ExecutionStarted)
         params.append(
-            (r.id, r.name, r.command, r.working_directory, r.rootdir, r.created_at,
-             r.started_at, r.environment, r.user_name, r.host, r.pid, r.tags, r.metadata,
-             r.worker_count, r.started_at)
+            (
+                r.id,
+                r.name,
+                r.command,
+                r.working_directory,
+                r.rootdir,
+                r.created_at,
+                r.started_at,
+                r.environment,
+                r.user_name,
+                r.host,
+                r.pid,
+                r.tags,
+                r.metadata,
+                r.worker_count,
+                r.started_at,
+            )
         )
     conn.executemany(_INSERT_EXECUTION, params)
     counts.executions += len(params)
@@ -225,8 +260,18 @@ def _steps(
         fresh = list(fresh)
         _children(conn, fresh, cache, counts)
     log_rows = [
-        (step_id, g.phase, g.created, g.level, g.level_name, g.logger, g.message, g.file, g.line,
-         g.function)
+        (
+            step_id,
+            g.phase,
+            g.created,
+            g.level,
+            g.level_name,
+            g.logger,
+            g.message,
+            g.file,
+            g.line,
+            g.function,
+        )
         for step_id, s in fresh
         for g in s.logs
     ]
@@ -237,7 +282,9 @@ def _steps(
 
 
 def _children(
-    conn: sqlite3.Connection, fresh: list[tuple[int, Step]], cache: WriteCache,
+    conn: sqlite3.Connection,
+    fresh: list[tuple[int, Step]],
+    cache: WriteCache,
     counts: BatchCounts,
 ) -> None:
     """Sub-steps and artifact rows of newly inserted steps."""
@@ -251,19 +298,41 @@ def _children(
             # A parent always starts before its child; anything else is not trusted.
             parent_id = first + parent if parent is not None and 0 <= parent < position else None
             sub_rows.append(
-                (first + position, step_id, parent_id, position, sub.kind, sub.phase, sub.title,
-                 sub.parameters, sub.outcome, sub.message, sub.started_at, sub.duration)
+                (
+                    first + position,
+                    step_id,
+                    parent_id,
+                    position,
+                    sub.kind,
+                    sub.phase,
+                    sub.title,
+                    sub.parameters,
+                    sub.outcome,
+                    sub.message,
+                    sub.started_at,
+                    sub.duration,
+                )
             )
         next_id += len(step.substeps)
         if step.artifacts:
             number = execution_number(conn, step.execution_id, cache)
             for a in step.artifacts:
                 index = a.substep
-                substep_id = (first + index if index is not None
-                              and 0 <= index < len(step.substeps) else None)
+                substep_id = (
+                    first + index if index is not None and 0 <= index < len(step.substeps) else None
+                )
                 art_rows.append(
-                    (step_id, substep_id, number, a.name, a.mime_type, a.size, a.sha256,
-                     a.stored_path, a.created_at)
+                    (
+                        step_id,
+                        substep_id,
+                        number,
+                        a.name,
+                        a.mime_type,
+                        a.size,
+                        a.sha256,
+                        a.stored_path,
+                        a.created_at,
+                    )
                 )
     if sub_rows:
         _INSERT_SUBSTEP.run(conn, sub_rows)
@@ -327,8 +396,19 @@ def _finished(
         assert isinstance(r, ExecutionFinished)
         conn.execute(
             _FINISH,
-            (r.status, r.exit_code, r.error_message, r.completed_at, r.completed_at, r.duration,
-             r.total_steps, r.completed_steps, r.writer_stats, r.metadata, r.execution_id),
+            (
+                r.status,
+                r.exit_code,
+                r.error_message,
+                r.completed_at,
+                r.completed_at,
+                r.duration,
+                r.total_steps,
+                r.completed_steps,
+                r.writer_stats,
+                r.metadata,
+                r.execution_id,
+            ),
         )
 
 
@@ -394,4 +474,3 @@ def mark_interrupted(conn: sqlite3.Connection, host: str, now: datetime) -> list
             [(n,) for n in gone],
         )
     return gone
-

@@ -38,16 +38,15 @@ class RunNotFoundError(StorageError):
     """A run reference that names no execution (or more than one)."""
 
 
-
-
 def _select(columns: Mapping[str, str]) -> str:
     """A SELECT list naming each column as the record field it fills, so that rows are read
     by name (`Reader._named_rows`) and a column is added in one place."""
     return ", ".join(f'{expression} AS "{name}"' for name, expression in columns.items())
 
 
-def _fields(record: type[Any], table: str, *, skip: tuple[str, ...] = (),
-            **expressions: str) -> dict[str, str]:
+def _fields(
+    record: type[Any], table: str, *, skip: tuple[str, ...] = (), **expressions: str
+) -> dict[str, str]:
     """Each field of a read-side record from the column of the same name in `table`, unless
     an expression is given for it."""
     return {
@@ -61,7 +60,9 @@ _RUN_COLUMNS = _select(_fields(Run, "executions", skip=("counts",)))
 _STEP_COLUMNS = _select(_fields(StepRow, "s", nodeid="t.nodeid"))
 _DETAIL_COLUMNS = _select(_fields(StepDetail, "s", skip=("step", "logs", "substeps", "artifacts")))
 _PHASE_COLUMNS = {
-    "total": "duration", "setup": "setup_duration", "call": "call_duration",
+    "total": "duration",
+    "setup": "setup_duration",
+    "call": "call_duration",
     "teardown": "teardown_duration",
 }
 _LATEST = re.compile(r"latest(?:~(\d+))?")
@@ -85,12 +86,21 @@ def parse_json(text: str | None, default: Any) -> Any:
 
 def _step_row(row: sqlite3.Row) -> StepRow:
     return StepRow(
-        id=row["id"], execution=row["execution"], nodeid=row["nodeid"], worker=row["worker"],
-        attempt=row["attempt"], final=bool(row["final"]), kind=row["kind"],
-        outcome=row["outcome"], setup_duration=row["setup_duration"],
-        call_duration=row["call_duration"], teardown_duration=row["teardown_duration"],
-        duration=row["duration"], started_at=row["started_at"],
-        completed_at=row["completed_at"], reason=row["reason"],
+        id=row["id"],
+        execution=row["execution"],
+        nodeid=row["nodeid"],
+        worker=row["worker"],
+        attempt=row["attempt"],
+        final=bool(row["final"]),
+        kind=row["kind"],
+        outcome=row["outcome"],
+        setup_duration=row["setup_duration"],
+        call_duration=row["call_duration"],
+        teardown_duration=row["teardown_duration"],
+        duration=row["duration"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        reason=row["reason"],
         markers=parse_json(row["markers"], []),
     )
 
@@ -103,9 +113,7 @@ class Reader:
         self._conn = open_read_only(path)
         try:
             version = check_schema(self._conn, path)
-            tables = {
-                name for (name,) in self._conn.execute("SELECT name FROM sqlite_master")
-            }
+            tables = {name for (name,) in self._conn.execute("SELECT name FROM sqlite_master")}
         except sqlite3.Error as exc:
             self._conn.close()
             raise describe_error(path, exc) from None
@@ -235,12 +243,22 @@ class Reader:
         outcomes = self._counts([int(r["number"]) for r in rows]) if counts else {}
         return [
             Run(
-                number=r["number"], id=r["id"], name=r["name"], status=r["status"],
-                exit_code=r["exit_code"], error_message=r["error_message"],
-                started_at=r["started_at"], completed_at=r["completed_at"],
-                duration=r["duration"], host=r["host"], user_name=r["user_name"], pid=r["pid"],
-                worker_count=r["worker_count"], command=parse_json(r["command"], []),
-                rootdir=r["rootdir"], tags=parse_json(r["tags"], {}),
+                number=r["number"],
+                id=r["id"],
+                name=r["name"],
+                status=r["status"],
+                exit_code=r["exit_code"],
+                error_message=r["error_message"],
+                started_at=r["started_at"],
+                completed_at=r["completed_at"],
+                duration=r["duration"],
+                host=r["host"],
+                user_name=r["user_name"],
+                pid=r["pid"],
+                worker_count=r["worker_count"],
+                command=parse_json(r["command"], []),
+                rootdir=r["rootdir"],
+                tags=parse_json(r["tags"], {}),
                 metadata=parse_json(r["metadata"], {}),
                 environment=parse_json(r["environment"], {}),
                 writer_stats=parse_json(r["writer_stats"], None),
@@ -333,7 +351,8 @@ class Reader:
     def matching_nodeids(self, text: str, limit: int = 5) -> list[str]:
         """Known node ids containing `text`, for "did you mean" messages."""
         return [
-            n for (n,) in self._rows(
+            n
+            for (n,) in self._rows(
                 "SELECT nodeid FROM tests WHERE instr(nodeid, ?) > 0 ORDER BY nodeid LIMIT ?",
                 (text, limit),
             )
@@ -357,11 +376,19 @@ class Reader:
             )
         ]
         return StepDetail(
-            step=_step_row(r), line=r["line"], parameters=parse_json(r["parameters"], {}),
-            properties=parse_json(r["properties"], []), setup_outcome=r["setup_outcome"],
-            call_outcome=r["call_outcome"], teardown_outcome=r["teardown_outcome"],
-            longrepr=r["longrepr"], stdout=r["stdout"], stderr=r["stderr"], logs=logs,
-            substeps=self.substeps(step_id), artifacts=self.artifacts(step_id=step_id),
+            step=_step_row(r),
+            line=r["line"],
+            parameters=parse_json(r["parameters"], {}),
+            properties=parse_json(r["properties"], []),
+            setup_outcome=r["setup_outcome"],
+            call_outcome=r["call_outcome"],
+            teardown_outcome=r["teardown_outcome"],
+            longrepr=r["longrepr"],
+            stdout=r["stdout"],
+            stderr=r["stderr"],
+            logs=logs,
+            substeps=self.substeps(step_id),
+            artifacts=self.artifacts(step_id=step_id),
         )
 
     def substeps(self, step_id: int) -> list[SubStep]:
@@ -387,14 +414,20 @@ class Reader:
         where: list[str] = []
         params: list[Any] = []
         for clause, value in (
-            ("a.execution = ?", number), ("a.step_id = ?", step_id), ("t.nodeid = ?", nodeid),
+            ("a.execution = ?", number),
+            ("a.step_id = ?", step_id),
+            ("t.nodeid = ?", nodeid),
             ("a.id = ?", artifact_id),
         ):
             if value is not None:
                 where.append(clause)
                 params.append(value)
-        columns = _fields(Artifact, "a", nodeid="t.nodeid",
-                          substep_id="a.substep_id" if self.has_substeps else "NULL")
+        columns = _fields(
+            Artifact,
+            "a",
+            nodeid="t.nodeid",
+            substep_id="a.substep_id" if self.has_substeps else "NULL",
+        )
         rows = self._named_rows(
             f"SELECT {_select(columns)} FROM artifacts a "
             "LEFT JOIN steps s ON s.id = a.step_id LEFT JOIN tests t ON t.id = s.test_id "
@@ -435,8 +468,9 @@ class Reader:
         )
         runs = {
             r.number: r
-            for r in self.runs(numbers=sorted({r[0] for r in rows}), limit=len(rows) or 1,
-                               counts=False)
+            for r in self.runs(
+                numbers=sorted({r[0] for r in rows}), limit=len(rows) or 1, counts=False
+            )
         }
         return [(Outcome(e, nodeid, o, d, a, o), runs.get(e)) for e, o, d, a in rows]
 
@@ -469,15 +503,18 @@ class Reader:
         wanted = set(numbers)
         low, high = min(numbers), max(numbers)
         commits = {
-            n: c for n, c in self._rows(
+            n: c
+            for n, c in self._rows(
                 f"SELECT number, {_COMMIT} FROM executions WHERE number BETWEEN ? AND ?",
                 (low, high),
-            ) if n in wanted
+            )
+            if n in wanted
         }
         # Both rules need a failure: only tests that failed in the window (a partial index
         # holds failing steps only) are read in full.
         candidates = [
-            t for (t,) in self._rows(
+            t
+            for (t,) in self._rows(
                 "SELECT DISTINCT test_id FROM steps WHERE outcome IN ('failed', 'error') "
                 "AND execution BETWEEN ? AND ?",
                 (low, high),
@@ -494,14 +531,21 @@ class Reader:
         )
         found = []
         for test_id, group in itertools.groupby(rows, operator.itemgetter(0)):
-            found_row = _flakiness(test_id, [r for r in group if r[1] in wanted], commits,
-                                   min_flips)
+            found_row = _flakiness(
+                test_id, [r for r in group if r[1] in wanted], commits, min_flips
+            )
             if found_row is not None:
                 found.append(found_row)
-        names = dict(self._rows(
-            f"SELECT id, nodeid FROM tests WHERE id IN ({', '.join('?' * len(found))})",
-            [f[0] for f in found],
-        )) if found else {}
+        names = (
+            dict(
+                self._rows(
+                    f"SELECT id, nodeid FROM tests WHERE id IN ({', '.join('?' * len(found))})",
+                    [f[0] for f in found],
+                )
+            )
+            if found
+            else {}
+        )
         result = [(names[t], *rest) for t, *rest in found]
         result.sort(key=lambda f: (-f[1], -f[2], f[0]))
         return result
@@ -524,8 +568,9 @@ class Reader:
         if numbers is not None:
             within = f" AND s.execution IN ({', '.join('?' * len(numbers))})"
             params.extend(numbers)
-            low, high = self._rows(
-                f"SELECT min(id), max(id) FROM steps s WHERE 1{within}", params)[0]
+            low, high = self._rows(f"SELECT min(id), max(id) FROM steps s WHERE 1{within}", params)[
+                0
+            ]
             if low is None:
                 return []
             bounds = f" AND rowid BETWEEN {int(low)} AND {int(high)}"
@@ -545,17 +590,21 @@ class Reader:
         hits = []
         for execution, step_id, nodeid, outcome, *found in rows:
             field, snippet = next(
-                ((f, text) for f, text in zip(("longrepr", "stdout", "stderr"), found,
-                                             strict=True) if text and "\x02" in text),
+                (
+                    (f, text)
+                    for f, text in zip(("longrepr", "stdout", "stderr"), found, strict=True)
+                    if text and "\x02" in text
+                ),
                 ("longrepr", found[0] or ""),
             )
-            hits.append(SearchHit(execution, step_id, nodeid, outcome, field,
-                                  _marked(snippet)))
+            hits.append(SearchHit(execution, step_id, nodeid, outcome, field, _marked(snippet)))
         log_bounds = ""
         if numbers is not None:
             low, high = self._rows(
                 "SELECT min(g.id), max(g.id) FROM logs g JOIN steps s ON s.id = g.step_id "
-                f"WHERE 1{within}", params)[0]
+                f"WHERE 1{within}",
+                params,
+            )[0]
             log_bounds = f" AND rowid BETWEEN {int(low or 0)} AND {int(high or -1)}"
         rows = self._rows(
             "SELECT s.execution, s.id, t.nodeid, s.outcome, f.snippet FROM "
@@ -569,9 +618,7 @@ class Reader:
         hits.sort(key=lambda h: (-h.execution, -h.step_id))
         return hits[:limit]
 
-    def _search_scan(
-        self, text: str, limit: int, numbers: Sequence[int] | None
-    ) -> list[SearchHit]:
+    def _search_scan(self, text: str, limit: int, numbers: Sequence[int] | None) -> list[SearchHit]:
         within = ""
         params: list[Any] = []
         if numbers is not None:

@@ -155,8 +155,10 @@ class ReportReader(Reader):
     def run_outcomes(self, number: int) -> dict[int, str]:
         """Test id -> final outcome in run `number` (test steps only). Where a test has
         several final steps (--dist each), a failure or error wins: those rows come last."""
-        return dict(self._rows(
-            "SELECT test_id, outcome FROM steps WHERE execution = ? AND final AND "
-            "kind = 'test' ORDER BY outcome IN ('failed', 'error')",
-            (number,),
-        ))
+        return dict(
+            self._rows(
+                "SELECT test_id, outcome FROM steps WHERE execution = ? AND final AND "
+                "kind = 'test' ORDER BY outcome IN ('failed', 'error')",
+                (number,),
+            )
+        )

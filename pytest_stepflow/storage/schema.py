@@ -169,8 +169,7 @@ _V2 = (
     "CREATE INDEX steps_test ON steps (test_id, execution)",
     # Only failing steps are in it (a few bytes per failure, nothing per pass): finds the
     # tests that can be flaky or new failures without reading every step of a window.
-    "CREATE INDEX steps_failing ON steps (execution, test_id) "
-    "WHERE outcome IN ('failed', 'error')",
+    "CREATE INDEX steps_failing ON steps (execution, test_id) WHERE outcome IN ('failed', 'error')",
     # Which sub-step an artifact was attached in; NULL when attached outside any.
     "ALTER TABLE artifacts ADD COLUMN substep_id INTEGER "
     "REFERENCES substeps (id) ON DELETE SET NULL",

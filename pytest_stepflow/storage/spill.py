@@ -80,8 +80,12 @@ class SpillJournal:
         new = not self.path.exists()
         with self.path.open("a", encoding="ascii") as handle:
             if new:
-                header = {"type": "header", "format": FORMAT, "host": socket.gethostname(),
-                          "pid": os.getpid()}
+                header = {
+                    "type": "header",
+                    "format": FORMAT,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                }
                 handle.write(json.dumps(header) + "\n")
             handle.writelines(encode(r) + "\n" for r in records)
             handle.flush()

@@ -66,7 +66,8 @@ class OwnRecords(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         ours = record.thread in self.threads or (
-            type(args) is tuple and bool(args) and args[0] is self.connector)
+            type(args) is tuple and bool(args) and args[0] is self.connector
+        )
         if ours and record.levelno >= logging.ERROR:
             with contextlib.suppress(Exception):
                 self.on_error(f"{record.name}: {record.getMessage()}")
@@ -260,8 +261,9 @@ class BatchWriter:
             if len(self._buffer) < self._batch_size and not self._closing:
                 # A timer that sets the event, rather than wait_for(): no task to create and
                 # cancel on every tick.
-                timer = loop.call_later(min(self._flush_interval, HEARTBEAT_INTERVAL),
-                                        self._wake.set)
+                timer = loop.call_later(
+                    min(self._flush_interval, HEARTBEAT_INTERVAL), self._wake.set
+                )
                 await self._wake.wait()
                 timer.cancel()
             self._wake.clear()
@@ -269,7 +271,8 @@ class BatchWriter:
             batch = self._take(MAX_TRANSACTION_RECORDS)
             beat_due, self._beat_due = self._beat_due, False
             if self._heartbeat is not None and (
-                    beat_due or self._monotonic() - last_beat >= HEARTBEAT_INTERVAL):
+                beat_due or self._monotonic() - last_beat >= HEARTBEAT_INTERVAL
+            ):
                 beat = self._heartbeat()
                 if beat is not None:
                     batch.append(beat)
@@ -339,12 +342,16 @@ class BatchWriter:
                 retry = is_busy(exc) or (
                     isinstance(exc, sqlite3.OperationalError) and attempt < OTHER_ERROR_ATTEMPTS
                 )
-                delay = self._random.uniform(0.5, 1.0) * min(BACKOFF_CAP,
-                                                             BACKOFF_FIRST * 2**attempt)
+                delay = self._random.uniform(0.5, 1.0) * min(
+                    BACKOFF_CAP, BACKOFF_FIRST * 2**attempt
+                )
                 end = min(deadline, self._close_deadline)
                 if not retry or self._monotonic() + delay > end:
-                    reason = str(describe_error(self.db_path, exc)) if isinstance(
-                        exc, sqlite3.Error) else str(exc)
+                    reason = (
+                        str(describe_error(self.db_path, exc))
+                        if isinstance(exc, sqlite3.Error)
+                        else str(exc)
+                    )
                     self._spill(batch, reason)
                     return
                 self.stats.retries += 1

@@ -56,14 +56,16 @@ class Replies:
                 return
             try:
                 while data:
-                    data = data[os.write(self.fd, data):]
+                    data = data[os.write(self.fd, data) :]
             except OSError:  # the pytest process is gone: nobody to tell
                 self.broken = True
 
 
 def _cpu_seconds() -> float:
-    mine, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
-        resource.RUSAGE_CHILDREN)
+    mine, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return round(mine.ru_utime + mine.ru_stime + children.ru_utime + children.ru_stime, 4)
 
 
@@ -99,7 +101,8 @@ class Session:
         self.off: str | None = None  # why this database cannot be used: records are dropped
         self.dropped = 0
         self.writer = BatchWriter(
-            self.db_path, batch_size=int(config["batch_size"]),
+            self.db_path,
+            batch_size=int(config["batch_size"]),
             flush_interval=float(config["flush_interval"]),
             retry_budget=float(config["retry_budget"]),
             heartbeat=self._heartbeat if self.execution else None,
@@ -111,8 +114,12 @@ class Session:
     def _heartbeat(self) -> Heartbeat | None:
         assert self.execution is not None
         completed, index = self.progress
-        return Heartbeat(execution_id=self.execution, at=CLOCK.iso(),
-                         completed_steps=completed, current_step_index=index)
+        return Heartbeat(
+            execution_id=self.execution,
+            at=CLOCK.iso(),
+            completed_steps=completed,
+            current_step_index=index,
+        )
 
     def gather_metadata(self, root: str) -> None:
         """The OS, git and CI details of the execution (subprocesses: slow, so not in
@@ -128,8 +135,9 @@ class Session:
             extra["ci"] = ci
         if extra and self.execution:
             self.own += 1
-            self.writer.submit(ExecutionMetadata(execution_id=self.execution,
-                                                 metadata=json.dumps(extra)))
+            self.writer.submit(
+                ExecutionMetadata(execution_id=self.execution, metadata=json.dumps(extra))
+            )
 
     def bootstrap(self, start: tuple[Any, ...]) -> None:
         """Migrate, import earlier runs' spills, mark dead runs, create the execution; tell
@@ -146,15 +154,24 @@ class Session:
             # execution and its steps go to the spill journal, and the next run imports them.
             self.own += 1
             self.writer.submit(started)
-            self.replies.send(("started", None, [], 0, f"{exc}; recording anyway, into the "
-                               "spill journal if the lock stays", False))
+            self.replies.send(
+                (
+                    "started",
+                    None,
+                    [],
+                    0,
+                    f"{exc}; recording anyway, into the spill journal if the lock stays",
+                    False,
+                )
+            )
             return
         except StorageError as exc:
             self.off = str(exc)
             self.replies.send(("started", None, [], 0, self.off, True))
             return
-        self.replies.send(("started", result.number, result.dead_runs,
-                           result.imported.records, None, False))
+        self.replies.send(
+            ("started", result.number, result.dead_runs, result.imported.records, None, False)
+        )
 
     def handle(self, message: tuple[Any, ...]) -> bool:
         """Act on one message; False once the session is closed."""
@@ -178,8 +195,9 @@ class Session:
             return False
         return True
 
-    def close(self, timeout: float, final: tuple[Any, ...] | None,
-              merge: dict[str, Any] | None) -> None:
+    def close(
+        self, timeout: float, final: tuple[Any, ...] | None, merge: dict[str, Any] | None
+    ) -> None:
         finished: dict[str, Any] = {}
         if self.off is not None:  # the writer never started: nothing to drain or spill
             self.closed_stats = {"problem": self.off, "dropped": self.dropped}
@@ -205,10 +223,19 @@ class Session:
         if self.execution:
             completed, _ = self.progress
             now = CLOCK.now()
-            final = ("ExecutionFinished", self.execution, "interrupted", None,
-                     "the pytest process ended before the run finished (killed, or it "
-                     "called os._exit)", CLOCK.iso(now), now - self.started, completed,
-                     completed, "{}", None)
+            final = (
+                "ExecutionFinished",
+                self.execution,
+                "interrupted",
+                None,
+                "the pytest process ended before the run finished (killed, or it called os._exit)",
+                CLOCK.iso(now),
+                now - self.started,
+                completed,
+                completed,
+                "{}",
+                None,
+            )
         self.close(timeout, final, None)
 
 
@@ -241,8 +268,9 @@ def main(argv: list[str]) -> int:
     if session.off is None:
         session.writer.start()
     if config.get("metadata_root") and session.execution and session.off is None:
-        session.metadata = threading.Thread(target=session.gather_metadata,
-                                            args=(config["metadata_root"],), daemon=True)
+        session.metadata = threading.Thread(
+            target=session.gather_metadata, args=(config["metadata_root"],), daemon=True
+        )
         session.metadata.start()
     serve(session)
     return 0
