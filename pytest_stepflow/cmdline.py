@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from pytest_stepflow.settings import DB_ENV, OPTIONS
+from pytest_stepflow.settings import DB_ENV, DB_OPTION, OPTIONS
 
 _PATH_OPTIONS = frozenset({"db", "html"})  # files stepflow creates: checked as if they exist
 _VALUE_FLAGS = {f"--stepflow-{o.name}": o.name for o in OPTIONS if not o.flag}
@@ -132,7 +132,7 @@ def _message(
 ) -> str:
     flag, value = culprit.flag, culprit.value
     exists = (invocation_dir / os.path.expanduser(value)).exists()
-    fix = f"write {flag}={value}" + (f" or set {DB_ENV}" if flag == "--stepflow-db" else "")
+    fix = f"write {flag}={value}" + (f" or set {DB_ENV}" if flag == DB_OPTION else "")
     verb = "uses" if exists else f"would use, once {value} exists,"
     return (
         f"{flag} {value}: pytest takes a value written as a separate word for a test path "

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_stepflow.execution import display_path
+from pytest_stepflow.text import size_text
 
 WAL_WORTH_SHOWING = 1 << 20  # past it, checkpoints are falling behind: worth knowing
 
@@ -58,7 +59,7 @@ def summary_lines(end: SessionEnd) -> list[Line]:
         extras.append(f"{stats['retries']} retries")
     wal_bytes = int(stats.get("wal_bytes") or 0)
     if wal_bytes >= WAL_WORTH_SHOWING:
-        extras.append(f"WAL {wal_bytes / (1 << 20):.1f} MiB")
+        extras.append(f"WAL {size_text(wal_bytes)}")
     if end.imported:
         extras.append(f"imported {end.imported} spilled records of earlier runs")
     if extras:
