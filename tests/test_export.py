@@ -22,10 +22,10 @@ from _pytest.junitxml import mangle_test_address
 from conftest import StepflowRun, query
 
 from pytest_stepflow.cli import main
+from pytest_stepflow.query.database import Reader
+from pytest_stepflow.query.records import StepDetail
 from pytest_stepflow.report.export import json_document, json_lines, junit_names
 from pytest_stepflow.storage.errors import StorageError
-from pytest_stepflow.storage.reader import Reader
-from pytest_stepflow.views import StepDetail
 
 Run = Callable[..., StepflowRun]
 SCHEMA_PATH = Path(__file__).parent / "data" / "junit-10.xsd"

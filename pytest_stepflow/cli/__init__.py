@@ -1,6 +1,6 @@
 """`stepflow`: post-run queries over the recorded history.
 
-Thin: parse, call the query API (`report.queries`), render, map errors to exit codes.
+Thin: parse, call the query layer (`pytest_stepflow.query`), render, map errors to exit codes.
 Never imports pytest, never writes unless a maintenance command says it does.
 """
 
@@ -14,6 +14,7 @@ from pytest_stepflow import __version__
 from pytest_stepflow.cli import export, maintenance, queries, report
 from pytest_stepflow.cli.common import BAD_INPUT, Output, UsageError, error
 from pytest_stepflow.locations import DB_ENV, DEFAULT_DB
+from pytest_stepflow.query.errors import QueryError
 from pytest_stepflow.storage.errors import LockedError, StorageError
 
 DESCRIPTION = f"""\
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StorageError as exc:
         error(_storage_message(exc, args))
         return BAD_INPUT
-    except UsageError as exc:
+    except (UsageError, QueryError) as exc:
         error(str(exc))  # one line, never the traceback of its cause
         return BAD_INPUT
     except BrokenPipeError:

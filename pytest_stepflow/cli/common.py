@@ -12,8 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from pytest_stepflow.locations import DB_ENV, DEFAULT_DB
-from pytest_stepflow.report.queries import open_database
-from pytest_stepflow.storage.reader import Reader
+from pytest_stepflow.query.database import Reader, open_database
 from pytest_stepflow.text import duration_text
 
 Handler = Callable[[argparse.Namespace, "Output"], int]

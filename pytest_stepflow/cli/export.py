@@ -10,8 +10,8 @@ from typing import TextIO
 
 from pytest_stepflow.cli.common import OK, Output, UsageError, command, open_db, resolve
 from pytest_stepflow.files import write_atomically
+from pytest_stepflow.query.database import Reader
 from pytest_stepflow.report.export import JUNIT_FAMILIES, json_document, json_lines, junit_xml
-from pytest_stepflow.storage.reader import Reader
 
 FORMATS = ("junit", "json", "jsonl")
 # Output suffixes that name a format when --format is not given.

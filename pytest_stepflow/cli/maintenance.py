@@ -23,7 +23,7 @@ from pytest_stepflow.cli.common import (
     positive,
     to_jsonable,
 )
-from pytest_stepflow.report.queries import find_database
+from pytest_stepflow.query.database import find_database
 from pytest_stepflow.storage import maintenance
 from pytest_stepflow.storage.maintenance import Health, Repairs
 from pytest_stepflow.storage.spill import ImportResult

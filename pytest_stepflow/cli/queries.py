@@ -1,16 +1,14 @@
 """The query commands: runs, show, steps, slowest, flaky, history, diff, logs, search,
-artifacts and artifact."""
+artifacts and artifact. Each parses its arguments, asks the query layer
+(`pytest_stepflow.query`) and prints the answer."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shutil
 import sys
-from pathlib import Path
 
-from pytest_stepflow.artifacts import stored_file
 from pytest_stepflow.cli.common import (
     FOUND,
     OK,
@@ -24,11 +22,13 @@ from pytest_stepflow.cli.common import (
     resolve,
     to_jsonable,
 )
-from pytest_stepflow.locations import artifacts_dir
-from pytest_stepflow.report import queries
-from pytest_stepflow.storage.reader import Reader
+from pytest_stepflow.query.artifacts import artifact_file
+from pytest_stepflow.query.compare import diff
+from pytest_stepflow.query.flakiness import FLAKY_MIN_FLIPS, FLAKY_WINDOW, flaky
+from pytest_stepflow.query.history import known_history
+from pytest_stepflow.query.records import FAILING, OUTCOMES, Run, StepDetail
+from pytest_stepflow.query.runs import LOG_LEVELS, logs_of_test, overview, slowest, window
 from pytest_stepflow.text import duration_text, size_text
-from pytest_stepflow.views import FAILING, OUTCOMES, Run, StepDetail
 
 Sub = argparse._SubParsersAction  # argparse has no public name for it
 
@@ -135,8 +135,8 @@ A test is flaky when either rule holds over the window:
                runs without a known commit count on their own) -- as GitLab, Buildkite
                and Datadog call a test flaky;
   flip rate:   its final outcome flipped between pass and fail at least --min-flips times
-               (default {queries.FLAKY_MIN_FLIPS}) in the last --last runs (default
-               {queries.FLAKY_WINDOW}) -- the Chromium/Google dashboards' rule; three
+               (default {FLAKY_MIN_FLIPS}) in the last --last runs (default
+               {FLAKY_WINDOW}) -- the Chromium/Google dashboards' rule; three
                flips, so one regression and its fix are not flaky.
 Skips count as neither pass nor fail.
 """,
@@ -144,14 +144,14 @@ Skips count as neither pass nor fail.
     p.add_argument(
         "--last",
         type=positive,
-        default=queries.FLAKY_WINDOW,
-        help=f"runs to look at (default {queries.FLAKY_WINDOW})",
+        default=FLAKY_WINDOW,
+        help=f"runs to look at (default {FLAKY_WINDOW})",
     )
     p.add_argument(
         "--min-flips",
         type=positive,
-        default=queries.FLAKY_MIN_FLIPS,
-        help=f"flips that make a test flaky (default {queries.FLAKY_MIN_FLIPS})",
+        default=FLAKY_MIN_FLIPS,
+        help=f"flips that make a test flaky (default {FLAKY_MIN_FLIPS})",
     )
     p.add_argument("--limit", type=positive, default=50)
     p.add_argument("--fail-on", choices=["flaky"], help="exit 1 when a test is flaky")
@@ -333,17 +333,12 @@ def _run_json(run: Run) -> dict[str, object]:
 
 def cmd_show(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
-        number = resolve(db, args.run)
-        run = db.run(number)
-        workers = db.workers(number)
-        failed = [db.step_detail(s.id) for s in queries.failures(db, number)]
+        shown = overview(db, resolve(db, args.run))
+    run, workers, failed = shown.run, shown.workers, shown.failures
     found = _show_fails(args.fail_on, run, failed)
     if out.json_mode:
         data = _run_json(run)
-        data["workers"] = [
-            {"worker": w, "steps": n, "busy": busy, "first_start": first, "last_end": last}
-            for w, n, busy, first, last in workers
-        ]
+        data["workers"] = to_jsonable(workers)
         data["failures"] = to_jsonable(failed)
         out.json(data)
         return found
@@ -376,13 +371,13 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     for key, value in rows:
         if value not in (None, ""):
             out.line(f"  {key + ':':15} {value}")
-    if workers and (len(workers) > 1 or workers[0][0] != "main"):
+    if workers and (len(workers) > 1 or workers[0].worker != "main"):
         out.line()
         out.table(
             ["worker", "steps", "busy", "first start", "last end"],
             [
-                (w, n, busy, local_time(first), local_time(last))
-                for w, n, busy, first, last in workers
+                (w.worker, w.steps, w.busy, local_time(w.first_start), local_time(w.last_end))
+                for w in workers
             ],
             right=(1, 2),
         )
@@ -456,8 +451,8 @@ def cmd_steps(args: argparse.Namespace, out: Output) -> int:
 def cmd_slowest(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
         end = resolve(db, args.run)
-        runs = queries.window(db, end, args.last or 1)
-        slow = queries.slowest(db, runs, phase=args.phase, limit=args.count)
+        runs = window(db, end, args.last or 1)
+        slow = slowest(db, runs, phase=args.phase, limit=args.count)
     if out.json_mode:
         out.json({"runs": runs, "phase": args.phase, "tests": slow})
         return OK
@@ -476,8 +471,8 @@ def cmd_slowest(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_flaky(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
-        runs = queries.window(db, None, args.last)
-        found_tests = queries.flaky(db, runs, min_flips=args.min_flips)[: args.limit]
+        runs = window(db, None, args.last)
+        found_tests = flaky(db, runs, min_flips=args.min_flips)[: args.limit]
     found = FOUND if args.fail_on and found_tests else OK
     if out.json_mode:
         out.json({"runs": runs, "min_flips": args.min_flips, "tests": found_tests})
@@ -505,11 +500,7 @@ def cmd_flaky(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_history(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
-        entries = queries.history(db, args.nodeid, limit=args.limit)
-        if not entries:
-            near = db.matching_nodeids(args.nodeid.rpartition("::")[2] or args.nodeid)
-            hint = f"; similar: {', '.join(near)}" if near else ""
-            raise UsageError(f"no test {args.nodeid!r} in {db.path}{hint}")
+        entries = known_history(db, args.nodeid, limit=args.limit)
     if out.json_mode:
         out.json(entries)
         return OK
@@ -534,7 +525,7 @@ def cmd_history(args: argparse.Namespace, out: Output) -> int:
 def cmd_diff(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
         a, b = resolve(db, args.run_a), resolve(db, args.run_b)
-        result = queries.diff(db, a, b, ratio=args.ratio, min_delta=args.min_delta)
+        result = diff(db, a, b, ratio=args.ratio, min_delta=args.min_delta)
     found = OK
     if (args.fail_on == "new-failures" and result.new_failures) or (
         args.fail_on == "slower" and result.slower
@@ -572,30 +563,17 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
 # -- logs, search, artifacts ---------------------------------------------------------------
 
 
-_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
-
-
 def cmd_logs(args: argparse.Namespace, out: Output) -> int:
     minimum = 0
     if args.level:
         level = args.level.upper()
-        if level not in _LEVELS and not level.isdigit():
+        if level not in LOG_LEVELS and not level.isdigit():
             raise UsageError(
                 f"--level {args.level!r}: use DEBUG, INFO, WARNING, ERROR, CRITICAL or a number"
             )
-        minimum = int(level) if level.isdigit() else _LEVELS[level]
+        minimum = int(level) if level.isdigit() else LOG_LEVELS[level]
     with open_db(args) as db:
-        number = resolve(db, args.run)
-        steps = db.find_steps(args.nodeid, number)
-        if not steps:
-            near = db.matching_nodeids(args.nodeid.rpartition("::")[2] or args.nodeid)
-            hint = f"; similar: {', '.join(near)}" if near else ""
-            raise UsageError(f"no test {args.nodeid!r} in run #{number}{hint}")
-        details = [db.step_detail(s.id) for s in steps]
-    details = [
-        dataclasses.replace(d, logs=[g for g in d.logs if _LEVELS.get(g.level_name, 0) >= minimum])
-        for d in details
-    ]
+        details = logs_of_test(db, args.nodeid, resolve(db, args.run), min_level=minimum)
     if out.json_mode:
         out.json(details)
         return OK
@@ -645,7 +623,7 @@ def cmd_search(args: argparse.Namespace, out: Output) -> int:
         if args.run:
             numbers = [resolve(db, args.run)]
         elif args.last:
-            numbers = queries.window(db, None, args.last)
+            numbers = window(db, None, args.last)
         if not db.has_full_text:
             sys.stderr.write(
                 f"stepflow: {db.path} has no full-text index (this SQLite has no FTS5): "
@@ -698,12 +676,7 @@ def cmd_artifacts(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_artifact(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
-        found = db.artifacts(artifact_id=args.artifact_id)
-        if not found:
-            raise UsageError(
-                f"no artifact {args.artifact_id} in {db.path}; see `stepflow artifacts`"
-            )
-        source = _stored(db, found[0].stored_path)
+        artifact, source = artifact_file(db, args.artifact_id)
     try:
         if args.output == "-":
             with source.open("rb") as handle:
@@ -717,15 +690,5 @@ def cmd_artifact(args: argparse.Namespace, out: Output) -> int:
         ) from exc
     except OSError as exc:
         raise UsageError(f"cannot write {args.output}: {exc.strerror}") from exc
-    sys.stderr.write(f"wrote {args.output} ({size_text(found[0].size)})\n")
+    sys.stderr.write(f"wrote {args.output} ({size_text(artifact.size)})\n")
     return OK
-
-
-def _stored(db: Reader, stored_path: str) -> Path:
-    path = stored_file(db.path, stored_path)
-    if path is None:
-        raise UsageError(
-            f"artifact path {stored_path!r} is outside "
-            f"{artifacts_dir(db.path).resolve()}; refusing it"
-        )
-    return path

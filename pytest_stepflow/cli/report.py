@@ -7,10 +7,9 @@ import argparse
 from pathlib import Path
 
 from pytest_stepflow.cli.common import OK, Output, UsageError, command, positive
+from pytest_stepflow.query.database import BulkReader, open_bulk
 from pytest_stepflow.report import markdown
 from pytest_stepflow.report.html import write_report
-from pytest_stepflow.report.queries import find_database
-from pytest_stepflow.storage.report_rows import ReportReader
 from pytest_stepflow.text import duration_text, size_text
 
 Sub = argparse._SubParsersAction  # argparse has no public name for it
@@ -76,8 +75,8 @@ stepflow summary 12 --json
     )
 
 
-def _reader(args: argparse.Namespace) -> ReportReader:
-    return ReportReader(find_database(args.db))
+def _reader(args: argparse.Namespace) -> BulkReader:
+    return open_bulk(args.db)
 
 
 def cmd_report(args: argparse.Namespace, out: Output) -> int:

@@ -1,5 +1,8 @@
 """What the HTML report embeds: one run as compact, columnar JSON-ready data.
 
+The query layer finds what to show (`query/report_inputs.py`: the rows, the history and
+trend windows, the flaky tests); this lays it out for the page (`encode`).
+
 Stored in the report (everything comes from the database, nothing from the network):
 
 - the run: status, counts, times, name, tags, git, CI (its URL only when http/https),
@@ -32,11 +35,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from pytest_stepflow.report import queries
-from pytest_stepflow.storage.reader import parse_json
-from pytest_stepflow.storage.report_rows import DetailRow, ReportReader, ReportStep
+from pytest_stepflow.query.database import BulkReader
+from pytest_stepflow.query.flakiness import FLAKY_MIN_FLIPS, FLAKY_WINDOW
+from pytest_stepflow.query.records import (
+    FAILING,
+    OUTCOMES,
+    DetailRow,
+    Run,
+    StoredArtifact,
+    parse_json,
+)
+from pytest_stepflow.query.report_inputs import ReportInputs, report_inputs
 from pytest_stepflow.timestamps import parse_iso
-from pytest_stepflow.views import FAILING, OUTCOMES, Artifact, Run
 
 FORMAT_VERSION = 1
 CLIP = 64 * 1024  # characters of one text field (traceback, stdout, stderr, log message)
@@ -46,14 +56,6 @@ REASON_CLIP = 300
 VALUE_CLIP = 4096  # a property or parameter value
 HISTORY_RUNS = 10
 TREND_RUNS = 20
-HISTORY_CODES = {
-    "passed": "p",
-    "failed": "f",
-    "error": "e",
-    "skipped": "s",
-    "xfailed": "x",
-    "xpassed": "X",
-}
 IMAGE_TYPES = frozenset(
     {
         "image/png",
@@ -187,7 +189,7 @@ def run_header(run: Run) -> dict[str, Any]:
 
 
 def build(
-    db: ReportReader,
+    db: BulkReader,
     number: int,
     report_dir: Path,
     *,
@@ -195,8 +197,22 @@ def build(
     budget: int = DETAIL_BUDGET,
 ) -> dict[str, Any]:
     """The report's data for run `number`; artifact links relative to `report_dir`."""
-    run = db.run(number)
-    steps = db.report_steps(number)
+    found = report_inputs(
+        db,
+        number,
+        clip=clip,
+        logs_per_step=LOGS_PER_STEP,
+        history_runs=HISTORY_RUNS,
+        trend_runs=TREND_RUNS,
+    )
+    return encode(found, report_dir, clip=clip, budget=budget)
+
+
+def encode(
+    found: ReportInputs, report_dir: Path, *, clip: int = CLIP, budget: int = DETAIL_BUDGET
+) -> dict[str, Any]:
+    """The report's data, laid out for the page, from what the query layer found."""
+    run, steps = found.run, found.steps
     run_start = epoch(run.started_at)
     starts = [s.started_at for s in steps]
     t0 = min([*starts, run_start] if run_start is not None else starts or [0.0])
@@ -211,9 +227,9 @@ def build(
     histories = _Interner()
     reason_texts = _Interner()  # skip reasons repeat a lot
 
-    history_numbers = sorted(queries.window(db, number, HISTORY_RUNS))
-    history = _histories(db, steps, history_numbers)
-    flaky = queries.flaky(db, queries.window(db, number, queries.FLAKY_WINDOW))
+    history_numbers = found.history_runs
+    history = found.histories
+    flaky = found.flaky
     flaky_ids = {f.nodeid for f in flaky}
 
     col_f: list[int] = []
@@ -263,17 +279,13 @@ def build(
         if s.nodeid in flaky_ids and s.kind == "test":
             flaky_rows.append(row)
 
-    artifacts = db.artifacts(number=number)
-    details, reasons, stats = _details(
-        db, number, steps, row_of, artifacts, t0, report_dir, clip, budget, run.rootdir
-    )
-    run_artifacts = [
-        _artifact(a, db.path.parent, report_dir) for a in artifacts if a.step_id is None
-    ]
+    db_dir = found.database.parent
+    details, reasons, stats = _details(found, row_of, t0, report_dir, clip, budget)
+    run_artifacts = [_artifact(a, db_dir, report_dir) for a in found.artifacts if a.step_id is None]
     return {
         "format": FORMAT_VERSION,
         "generatedAt": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "database": str(db.path),
+        "database": str(found.database),
         "run": run_header(run),
         "t0": t0,
         "files": files.values,
@@ -301,8 +313,8 @@ def build(
         "detailStats": stats,
         "flaky": {
             "rows": flaky_rows,
-            "window": queries.FLAKY_WINDOW,
-            "minFlips": queries.FLAKY_MIN_FLIPS,
+            "window": FLAKY_WINDOW,
+            "minFlips": FLAKY_MIN_FLIPS,
             "tests": [
                 {
                     "nodeid": f.nodeid,
@@ -315,28 +327,13 @@ def build(
                 for f in flaky
             ],
         },
-        "trend": _trend(db, number),
+        "trend": _trend(found.trend),
         "runArtifacts": run_artifacts,
         "limits": {"clip": clip, "logsPerStep": LOGS_PER_STEP, "budget": budget},
     }
 
 
-def _histories(
-    db: ReportReader, steps: Sequence[ReportStep], numbers: Sequence[int]
-) -> dict[int, str]:
-    """Per test id of `steps`, one character per run of `numbers` (oldest first): its final
-    outcome there (HISTORY_CODES), '-' when it did not run."""
-    runs = [db.run_outcomes(n) for n in numbers]
-    codes: dict[str | None, str] = {None: "-"}
-    codes.update(HISTORY_CODES)
-    return {
-        test_id: "".join([codes.get(run.get(test_id), "?") for run in runs])
-        for test_id in {s.test_id for s in steps}
-    }
-
-
-def _trend(db: ReportReader, number: int) -> list[dict[str, Any]]:
-    runs = db.runs(numbers=queries.window(db, number, TREND_RUNS), limit=TREND_RUNS)
+def _trend(runs: Sequence[Run]) -> list[dict[str, Any]]:
     return [
         {
             "number": r.number,
@@ -346,11 +343,11 @@ def _trend(db: ReportReader, number: int) -> list[dict[str, Any]]:
             "total": r.total,
             "counts": r.counts,
         }
-        for r in reversed(runs)
+        for r in runs
     ]
 
 
-def _artifact(a: Artifact, db_dir: Path, report_dir: Path) -> dict[str, Any]:
+def _artifact(a: StoredArtifact, db_dir: Path, report_dir: Path) -> dict[str, Any]:
     mime = (a.mime_type or "").lower()
     return {
         "name": a.name,
@@ -372,22 +369,19 @@ def _clip(
 
 
 def _details(
-    db: ReportReader,
-    number: int,
-    steps: Sequence[ReportStep],
+    found: ReportInputs,
     row_of: dict[int, int],
-    all_artifacts: Sequence[Artifact],
     t0: float,
     report_dir: Path,
     clip: int,
     budget: int,
-    rootdir: str,
 ) -> tuple[dict[str, dict[str, Any]], list[list[Any]], dict[str, int]]:
+    steps = found.steps
     by_id = {s.id: s for s in steps}
-    root = rootdir.rstrip("/\\") + os.sep
+    root = found.run.rootdir.rstrip("/\\") + os.sep
     logs: dict[int, list[list[Any]]] = {}
     log_totals: dict[int, int] = {}
-    for g in db.log_rows(number, clip, LOGS_PER_STEP):
+    for g in found.logs:
         message = g.message + (
             f"… [clipped at {clip} characters]" if g.message_length > clip else ""
         )
@@ -404,7 +398,7 @@ def _details(
         )
         log_totals[g.step_id] = g.total
     substeps: dict[int, list[list[Any]]] = {}
-    for u in db.substep_rows(number, clip):
+    for u in found.substeps:
         substeps.setdefault(u.step_id, []).append(
             [
                 u.id,
@@ -420,11 +414,13 @@ def _details(
             ]
         )
     artifacts: dict[int, list[dict[str, Any]]] = {}
-    for a in all_artifacts:
+    for a in found.artifacts:
         if a.step_id is not None:
-            artifacts.setdefault(a.step_id, []).append(_artifact(a, db.path.parent, report_dir))
+            artifacts.setdefault(a.step_id, []).append(
+                _artifact(a, found.database.parent, report_dir)
+            )
 
-    rows = db.detail_rows(number, clip)
+    rows = list(found.details)
     # Failures first, so a budget that runs out leaves out passing output, not tracebacks.
     rows.sort(key=lambda d: (by_id[d.step_id].outcome not in FAILING, d.step_id))
     details: dict[str, dict[str, Any]] = {}

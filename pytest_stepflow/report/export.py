@@ -1,11 +1,11 @@
 """Exports of one recorded run: JUnit XML, one JSON document, JSON Lines.
 
-Pure functions over the read-side records (`views.py`): they take a `Run` and an iterable of
+Pure functions over the read-side records (`query/records.py`): they take a `Run` and an iterable of
 `StepDetail` (e.g. `Reader.iter_steps`) and yield text chunks, so a caller streams them to
 a file or a socket and never holds the whole run in memory::
 
     from pytest_stepflow.report.export import junit_xml
-    from pytest_stepflow.report.queries import open_database
+    from pytest_stepflow.query.database import open_database
 
     with open_database() as db, open("junit.xml", "w", encoding="utf-8") as f:
         number = db.resolve("latest")
@@ -30,8 +30,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from pytest_stepflow.query.records import FAILING, LogLine, Run, StepDetail, StepRow
 from pytest_stepflow.timestamps import parse_iso
-from pytest_stepflow.views import FAILING, LogLine, Run, StepDetail, StepRow
 
 FORMAT = "stepflow-export"
 VERSION = 1

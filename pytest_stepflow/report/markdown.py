@@ -10,11 +10,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pytest_stepflow.report import queries
+from pytest_stepflow.query.database import Reader
+from pytest_stepflow.query.flakiness import FLAKY_WINDOW, flaky
+from pytest_stepflow.query.records import FlakyTest, Run, SlowTest
+from pytest_stepflow.query.runs import failures as failing_steps
+from pytest_stepflow.query.runs import slowest as slowest_tests
+from pytest_stepflow.query.runs import window
 from pytest_stepflow.report.data import counts_text, one_line_reason, safe_http_url
-from pytest_stepflow.storage.reader import Reader
 from pytest_stepflow.text import duration_text
-from pytest_stepflow.views import Run
 
 REASON_WIDTH = 200
 NODEID_WIDTH = 300
@@ -44,14 +47,14 @@ class Summary:
     run: Run
     failures: list[Failure]
     failure_count: int
-    slowest: list[queries.Slow]
-    flaky: list[queries.Flaky]
+    slowest: list[SlowTest]
+    flaky: list[FlakyTest]
     flaky_window: int
 
 
 def summarize(db: Reader, number: int, *, failures: int = 20, slowest: int = 5) -> Summary:
     run = db.run(number)
-    failing = [s for s in queries.failures(db, number) if s.final]
+    failing = [s for s in failing_steps(db, number) if s.final]
     listed = []
     for step in failing[:failures]:
         detail = db.step_detail(step.id)
@@ -67,9 +70,9 @@ def summarize(db: Reader, number: int, *, failures: int = 20, slowest: int = 5) 
         run=run,
         failures=listed,
         failure_count=len(failing),
-        slowest=queries.slowest(db, [number], limit=slowest),
-        flaky=queries.flaky(db, queries.window(db, number, queries.FLAKY_WINDOW)),
-        flaky_window=queries.FLAKY_WINDOW,
+        slowest=slowest_tests(db, [number], limit=slowest),
+        flaky=flaky(db, window(db, number, FLAKY_WINDOW)),
+        flaky_window=FLAKY_WINDOW,
     )
 
 

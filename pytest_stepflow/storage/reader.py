@@ -1,7 +1,9 @@
-"""Read-only queries: the recorded history as typed records (`views.py`).
+"""Read-only data questions: the recorded history as typed records (`query/records.py`).
 
 `Reader` opens the database read-only (never creating it, never taking a write lock, so it
-never blocks a running session) and answers with records free of SQLite specifics. The two
+never blocks a running session) and answers with records free of SQLite specifics. It
+answers data questions only: what is flaky, slower or worse is decided above it, in the
+query layer (`pytest_stepflow.query`). The two
 functions at the end serve the plugin while a run is going on: that process also has a
 writer connection open, so the file itself is never opened outside SQLite there (see
 `connection.check_file`).
@@ -10,28 +12,29 @@ writer connection open, so the file itself is never opened outside SQLite there 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import json
-import operator
 import re
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_stepflow.query.records import (
+    AttemptOutcome,
+    FinalOutcome,
+    LogLine,
+    Run,
+    SearchHit,
+    SlowTest,
+    StepDetail,
+    StepRow,
+    StoredArtifact,
+    StoredSubStep,
+    WorkerLoad,
+    parse_json,
+)
 from pytest_stepflow.storage.connection import describe_error, open_read_only
 from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.schema import check_schema
-from pytest_stepflow.views import (
-    Artifact,
-    LogLine,
-    Outcome,
-    Run,
-    SearchHit,
-    StepDetail,
-    StepRow,
-    SubStep,
-)
 
 
 class RunNotFoundError(StorageError):
@@ -72,16 +75,6 @@ _COMMIT = (
     "coalesce(json_extract(metadata, '$.git.commit'), json_extract(metadata, '$.ci.commit'), "
     "'run ' || number)"
 )
-
-
-def parse_json(text: str | None, default: Any) -> Any:
-    """A stored JSON column, or `default` when it is empty or not JSON."""
-    if not text:
-        return default
-    try:
-        return json.loads(text)
-    except ValueError:
-        return default
 
 
 def _step_row(row: sqlite3.Row) -> StepRow:
@@ -286,10 +279,10 @@ class Reader:
             counts[number][outcome] = count
         return counts
 
-    def workers(self, number: int) -> list[tuple[str, int, float, float, float]]:
-        """(worker, steps, busy seconds, first start, last end) of one run."""
+    def workers(self, number: int) -> list[WorkerLoad]:
+        """What each worker of one run did, by worker name."""
         return [
-            (w, n, busy, first, last)
+            WorkerLoad(w, n, busy, first, last)
             for w, n, busy, first, last in self._rows(
                 "SELECT worker, count(*), total(duration), min(started_at), max(completed_at) "
                 "FROM steps WHERE execution = ? GROUP BY worker ORDER BY worker",
@@ -391,13 +384,13 @@ class Reader:
             artifacts=self.artifacts(step_id=step_id),
         )
 
-    def substeps(self, step_id: int) -> list[SubStep]:
+    def substeps(self, step_id: int) -> list[StoredSubStep]:
         if not self.has_substeps:
             return []
         return [
-            SubStep(**{**row, "parameters": parse_json(row["parameters"], {})})
+            StoredSubStep(**{**row, "parameters": parse_json(row["parameters"], {})})
             for row in self._named_rows(
-                f"SELECT {_select(_fields(SubStep, 'substeps'))} FROM substeps "
+                f"SELECT {_select(_fields(StoredSubStep, 'substeps'))} FROM substeps "
                 "WHERE step_id = ? ORDER BY position",
                 (step_id,),
             )
@@ -410,7 +403,7 @@ class Reader:
         step_id: int | None = None,
         nodeid: str | None = None,
         artifact_id: int | None = None,
-    ) -> list[Artifact]:
+    ) -> list[StoredArtifact]:
         where: list[str] = []
         params: list[Any] = []
         for clause, value in (
@@ -423,7 +416,7 @@ class Reader:
                 where.append(clause)
                 params.append(value)
         columns = _fields(
-            Artifact,
+            StoredArtifact,
             "a",
             nodeid="t.nodeid",
             substep_id="a.substep_id" if self.has_substeps else "NULL",
@@ -435,11 +428,11 @@ class Reader:
             + " ORDER BY a.id",
             params,
         )
-        return [Artifact(**row) for row in rows]
+        return [StoredArtifact(**row) for row in rows]
 
     # -- across runs --------------------------------------------------------------------
 
-    def outcomes(self, numbers: Sequence[int], nodeid: str | None = None) -> list[Outcome]:
+    def outcomes(self, numbers: Sequence[int], nodeid: str | None = None) -> list[FinalOutcome]:
         """Final outcome of every test in the given runs (or of one test)."""
         if not numbers:
             return []
@@ -456,28 +449,23 @@ class Reader:
             f"FROM steps s JOIN tests t ON t.id = s.test_id WHERE {where}",
             params,
         )
-        return [Outcome(e, n, o, d, a, f or o) for e, n, o, d, a, f in rows]
+        return [FinalOutcome(e, n, o, d, a, f or o) for e, n, o, d, a, f in rows]
 
-    def history(self, nodeid: str, limit: int) -> list[tuple[Outcome, Run | None]]:
-        """The last `limit` final outcomes of one test, newest first."""
+    def history(self, nodeid: str, limit: int) -> list[FinalOutcome]:
+        """The last `limit` final outcomes of one test, newest first (`first_outcome` is
+        the final one: history does not need attempt 1's)."""
         rows = self._rows(
             "SELECT s.execution, s.outcome, s.duration, s.attempt FROM steps s "
             "WHERE s.test_id = (SELECT id FROM tests WHERE nodeid = ?) AND s.final "
             "ORDER BY s.execution DESC, s.worker LIMIT ?",
             (nodeid, limit),
         )
-        runs = {
-            r.number: r
-            for r in self.runs(
-                numbers=sorted({r[0] for r in rows}), limit=len(rows) or 1, counts=False
-            )
-        }
-        return [(Outcome(e, nodeid, o, d, a, o), runs.get(e)) for e, o, d, a in rows]
+        return [FinalOutcome(e, nodeid, o, d, a, o) for e, o, d, a in rows]
 
     def slowest(
         self, numbers: Sequence[int], *, phase: str = "total", limit: int = 10
-    ) -> list[tuple[str, float, float, int, int]]:
-        """(node id, mean, max, runs, run of the max) of the slowest tests, by the mean."""
+    ) -> list[SlowTest]:
+        """The slowest tests of the runs `numbers`, by the mean of their `phase` duration."""
         column = _PHASE_COLUMNS[phase]
         marks = ", ".join("?" * len(numbers))
         rows = self._rows(
@@ -487,31 +475,32 @@ class Reader:
             "GROUP BY s.test_id ORDER BY mean DESC LIMIT ?",
             (*numbers, limit),
         )
-        return [(n, mean, top, count, run) for n, mean, top, count, run in rows]
+        return [SlowTest(n, mean, top, count, run) for n, mean, top, count, run in rows]
 
-    def flaky(
-        self, numbers: Sequence[int], *, min_flips: int
-    ) -> list[tuple[str, int, int, int, int | None, bool]]:
-        """(node id, flips, failures, runs, last failing run, same-commit) of flaky tests.
+    def commits(self, numbers: Sequence[int]) -> dict[int, str]:
+        """The commit each of the runs `numbers` tested (the work tree's, else the CI's); a
+        run without one gets a key of its own, so it only matches itself."""
+        if not numbers:
+            return {}
+        wanted = set(numbers)
+        return {
+            n: c
+            for n, c in self._rows(
+                f"SELECT number, {_COMMIT} FROM executions WHERE number BETWEEN ? AND ?",
+                (min(numbers), max(numbers)),
+            )
+            if n in wanted
+        }
 
-        A test is flaky when it both passed and failed on one commit (reruns included), or
-        when its final outcome flipped between passing and failing `min_flips` or more
-        times over `numbers`. Skips are neither.
-        """
+    def failing_attempts(self, numbers: Sequence[int]) -> list[AttemptOutcome]:
+        """Every attempt (skips left out) of the tests that failed or errored in the runs
+        `numbers`, ordered by test, run, worker and attempt."""
         if not numbers:
             return []
         wanted = set(numbers)
         low, high = min(numbers), max(numbers)
-        commits = {
-            n: c
-            for n, c in self._rows(
-                f"SELECT number, {_COMMIT} FROM executions WHERE number BETWEEN ? AND ?",
-                (low, high),
-            )
-            if n in wanted
-        }
-        # Both rules need a failure: only tests that failed in the window (a partial index
-        # holds failing steps only) are read in full.
+        # Only tests that failed in the window (a partial index holds failing steps only)
+        # are read in full.
         candidates = [
             t
             for (t,) in self._rows(
@@ -529,26 +518,22 @@ class Reader:
             "ORDER BY test_id, execution, worker, attempt",
             (*candidates, low, high),
         )
-        found = []
-        for test_id, group in itertools.groupby(rows, operator.itemgetter(0)):
-            found_row = _flakiness(
-                test_id, [r for r in group if r[1] in wanted], commits, min_flips
+        return [
+            AttemptOutcome(test_id, execution, bool(final), bool(failing))
+            for test_id, execution, final, failing in rows
+            if execution in wanted
+        ]
+
+    def nodeids(self, test_ids: Sequence[int]) -> dict[int, str]:
+        """Test id -> node id."""
+        if not test_ids:
+            return {}
+        return dict(
+            self._rows(
+                f"SELECT id, nodeid FROM tests WHERE id IN ({', '.join('?' * len(test_ids))})",
+                list(test_ids),
             )
-            if found_row is not None:
-                found.append(found_row)
-        names = (
-            dict(
-                self._rows(
-                    f"SELECT id, nodeid FROM tests WHERE id IN ({', '.join('?' * len(found))})",
-                    [f[0] for f in found],
-                )
-            )
-            if found
-            else {}
         )
-        result = [(names[t], *rest) for t, *rest in found]
-        result.sort(key=lambda f: (-f[1], -f[2], f[0]))
-        return result
 
     def search(
         self, text: str, *, limit: int, numbers: Sequence[int] | None = None
@@ -647,30 +632,6 @@ class Reader:
         """Every step of a run with its details, in collection order (for exports)."""
         for step in self.steps(number):
             yield self.step_detail(step.id)
-
-
-def _flakiness(
-    test_id: int, rows: list[Any], commits: dict[int, str], min_flips: int
-) -> tuple[int, int, int, int, int | None, bool] | None:
-    """(test id, flips, failures, runs, last failure, same commit) when flaky, else None."""
-    outcomes_by_commit: dict[str, set[int]] = {}
-    flips = failures = runs = 0
-    last_failure = before = None
-    for _, execution, final, bad in rows:
-        outcomes_by_commit.setdefault(commits[execution], set()).add(bad)
-        if not final:
-            continue
-        runs += 1
-        if bad:
-            failures += 1
-            last_failure = execution
-        if before is not None and bad != before:
-            flips += 1
-        before = bad
-    same_commit = any(len(seen) == 2 for seen in outcomes_by_commit.values())
-    if flips >= min_flips or same_commit:
-        return test_id, flips, failures, runs, last_failure, same_commit
-    return None
 
 
 def _marked(snippet: str) -> str:

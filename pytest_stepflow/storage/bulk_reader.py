@@ -1,83 +1,15 @@
-"""Bulk reads for the HTML report and the Markdown summary.
+"""Bulk reads for the HTML report: every step of a run at once.
 
-`Reader` answers one question at a time with typed records; a report of 60,000 steps needs
-every step of a run at once, so this adds a few set-wise queries that return plain tuples
-(no record per row) and clip large text inside SQLite (`substr`) so a huge output is never
-loaded whole. Read-only like `Reader`.
+`Reader` answers one question at a time; a report of 60,000 steps needs every step of a run
+at once, so `BulkReader` adds a few set-wise queries that return named tuples
+(`query/records.py`: `ReportStep`, `DetailRow`, `LogRow`, `SubStepRow`) and clip large text
+inside SQLite (`substr`) so a huge output is never loaded whole. Read-only like `Reader`.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
+from pytest_stepflow.query.records import DetailRow, LogRow, ReportStep, SubStepRow
 from pytest_stepflow.storage.reader import Reader, RunNotFoundError
-
-
-class ReportStep(NamedTuple):
-    """One step as the report's table and timeline need it."""
-
-    id: int
-    test_id: int
-    file: str
-    nodeid: str
-    worker: str
-    outcome: str
-    started_at: float
-    duration: float
-    attempt: int
-    final: bool
-    kind: str
-    markers: str | None  # JSON array text, as stored
-    reason: str | None
-    detailed: bool  # has a traceback, output, properties, logs, sub-steps or artifacts
-
-
-class DetailRow(NamedTuple):
-    """The per-step fields shown in the detail panel; text clipped to `limit` characters."""
-
-    step_id: int
-    line: int | None
-    parameters: str | None
-    properties: str | None
-    setup_outcome: str | None
-    call_outcome: str | None
-    teardown_outcome: str | None
-    setup_duration: float | None
-    call_duration: float | None
-    teardown_duration: float | None
-    longrepr: str | None
-    longrepr_length: int | None
-    stdout: str | None
-    stdout_length: int | None
-    stderr: str | None
-    stderr_length: int | None
-
-
-class LogRow(NamedTuple):
-    step_id: int
-    phase: str
-    created: float
-    level_name: str
-    logger: str
-    message: str
-    message_length: int
-    file: str | None
-    line: int | None
-    total: int  # records of this step in all (the rows stop at `per_step`)
-
-
-class SubStepRow(NamedTuple):
-    step_id: int
-    id: int
-    parent_id: int | None
-    kind: str
-    phase: str
-    title: str
-    parameters: str | None
-    outcome: str
-    message: str | None
-    started_at: float
-    duration: float
 
 
 def _detailed(substeps: bool) -> str:
@@ -90,10 +22,10 @@ def _detailed(substeps: bool) -> str:
     )
 
 
-class ReportReader(Reader):
-    """`Reader` plus the set-wise queries of the report."""
+class BulkReader(Reader):
+    """`Reader` plus the set-wise queries of the HTML report."""
 
-    def __enter__(self) -> ReportReader:
+    def __enter__(self) -> BulkReader:
         return self
 
     def number_of(self, execution_id: str) -> int:

@@ -1,0 +1,22 @@
+"""The one query layer: the questions people ask after a run, answered as typed records.
+
+The `stepflow` command and the reports are thin layers over it; it is as usable from Python::
+
+    from pytest_stepflow.query.database import open_database
+    from pytest_stepflow.query.runs import failures
+
+    with open_database() as db:
+        for step in failures(db, db.resolve("latest")):
+            print(step.nodeid)
+
+- `records.py`: the read-side records (what comes back out of storage, and what is computed);
+- `database.py`: which database to read, opened read-only;
+- `runs.py`: runs, their steps, failures, logs, artifacts, search, windows of runs, slowest;
+- `flakiness.py`: the flakiness rule; `compare.py`: what changed between two runs;
+- `history.py`: one test over runs; `report_inputs.py`: what the HTML report shows.
+
+Storage answers data questions (`storage/reader.py`, `storage/bulk_reader.py`); the policy
+(what is flaky, slower, worse) lives here. Nothing here imports pytest or the writer, and
+nothing writes to the database. This file imports nothing: `storage/` imports the records,
+so an eager import of the reader here would be a cycle.
+"""

@@ -1,0 +1,329 @@
+"""Read-side records: what storage's readers return and the query layer computes. Stdlib only.
+
+The write side (`model.py`) holds what flows from pytest into storage; these hold what comes
+back out, under names of their own (`FinalOutcome`, `StoredSubStep`, `StoredArtifact`), so
+that neither side's records are mistaken for the other's. They are frozen dataclasses so
+`dataclasses.asdict` gives their JSON form; the bulk rows of the HTML report are named tuples
+(one a step of a 60,000-step run: a tuple costs less than a dataclass).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, NamedTuple
+
+FAILING = frozenset({"failed", "error"})
+PASSING = frozenset({"passed", "xfailed", "xpassed"})
+OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+
+
+def parse_json(text: str | None, default: Any) -> Any:
+    """A stored JSON column, or `default` when it is empty or not JSON."""
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One execution with its counts of final outcomes."""
+
+    number: int
+    id: str
+    name: str | None
+    status: str
+    exit_code: int | None
+    error_message: str | None
+    started_at: str
+    completed_at: str | None
+    duration: float | None
+    host: str
+    user_name: str | None
+    pid: int
+    worker_count: int
+    command: list[str]
+    rootdir: str
+    tags: dict[str, Any]
+    metadata: dict[str, Any]
+    environment: dict[str, str]
+    writer_stats: dict[str, Any] | None
+    counts: dict[str, int]
+
+    @property
+    def commit(self) -> str | None:
+        """The git commit the run tested (work tree first, then the CI's)."""
+        for source in ("git", "ci"):
+            value = (self.metadata.get(source) or {}).get("commit")
+            if value:
+                return str(value)
+        return None
+
+    @property
+    def branch(self) -> str | None:
+        for source in ("git", "ci"):
+            value = (self.metadata.get(source) or {}).get("branch")
+            if value:
+                return str(value)
+        return None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class StepRow:
+    """One step (one attempt of one test) without its large text fields."""
+
+    id: int
+    execution: int
+    nodeid: str
+    worker: str
+    attempt: int
+    final: bool
+    kind: str
+    outcome: str
+    setup_duration: float | None
+    call_duration: float | None
+    teardown_duration: float | None
+    duration: float
+    started_at: float
+    completed_at: float
+    reason: str | None
+    markers: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class LogLine:
+    phase: str
+    created: float
+    level_name: str
+    logger: str
+    message: str
+    file: str | None
+    line: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredSubStep:
+    """A sub-step as stored (the write side's is `model.SubStep`)."""
+
+    id: int
+    parent_id: int | None
+    position: int
+    kind: str
+    phase: str
+    title: str
+    parameters: dict[str, Any]
+    outcome: str
+    message: str | None
+    started_at: float
+    duration: float
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredArtifact:
+    """An artifact as stored (the write side's is `model.Artifact`)."""
+
+    id: int
+    step_id: int | None
+    substep_id: int | None
+    execution: int
+    nodeid: str | None
+    name: str
+    mime_type: str | None
+    size: int
+    sha256: str
+    stored_path: str  # relative to the database's folder, POSIX separators
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class StepDetail:
+    """A step with everything recorded about it."""
+
+    step: StepRow
+    line: int | None
+    parameters: dict[str, Any]
+    properties: list[Any]
+    setup_outcome: str | None
+    call_outcome: str | None
+    teardown_outcome: str | None
+    longrepr: str | None
+    stdout: str | None
+    stderr: str | None
+    logs: list[LogLine]
+    substeps: list[StoredSubStep]
+    artifacts: list[StoredArtifact]
+
+
+@dataclasses.dataclass(frozen=True)
+class FinalOutcome:
+    """The final outcome of one test in one run, as history and diff need it."""
+
+    execution: int
+    nodeid: str
+    outcome: str
+    duration: float
+    attempts: int  # 2 or more when pytest-rerunfailures re-ran it
+    first_outcome: str  # of attempt 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchHit:
+    execution: int
+    step_id: int
+    nodeid: str
+    outcome: str
+    field: str  # longrepr, stdout, stderr or log
+    snippet: str
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerLoad:
+    """What one worker (xdist's gw0..., or main) did in one run."""
+
+    worker: str
+    steps: int
+    busy: float  # seconds spent in its steps
+    first_start: float
+    last_end: float
+
+
+class AttemptOutcome(NamedTuple):
+    """One attempt of a test that failed somewhere in a window of runs: the raw material
+    of the flakiness rule (`query/flakiness.py`). A named tuple: a window holds thousands."""
+
+    test_id: int
+    execution: int
+    final: bool
+    failing: bool  # failed or error
+
+
+# -- what the query layer computes ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SlowTest:
+    nodeid: str
+    mean: float
+    max: float
+    runs: int
+    run_of_max: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FlakyTest:
+    nodeid: str
+    flips: int
+    failures: int
+    runs: int
+    failure_rate: float
+    last_failure: int | None
+    same_commit: bool  # passed and failed on one commit (or within one run)
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    nodeid: str
+    before: str | None  # outcome in run A, None when the test was not there
+    after: str | None
+    duration_before: float | None
+    duration_after: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Diff:
+    a: int
+    b: int
+    new_failures: list[Change]
+    fixed: list[Change]
+    still_failing: list[Change]
+    added: list[Change]
+    removed: list[Change]
+    slower: list[Change]
+    faster: list[Change]
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryEntry:
+    run: int
+    started_at: str | None
+    commit: str | None
+    outcome: str
+    duration: float
+    attempts: int
+
+
+# -- bulk rows of the HTML report (storage/bulk_reader.py) ---------------------------------
+
+
+class ReportStep(NamedTuple):
+    """One step as the report's table and timeline need it."""
+
+    id: int
+    test_id: int
+    file: str
+    nodeid: str
+    worker: str
+    outcome: str
+    started_at: float
+    duration: float
+    attempt: int
+    final: bool
+    kind: str
+    markers: str | None  # JSON array text, as stored
+    reason: str | None
+    detailed: bool  # has a traceback, output, properties, logs, sub-steps or artifacts
+
+
+class DetailRow(NamedTuple):
+    """The per-step fields shown in the detail panel; text clipped to `limit` characters."""
+
+    step_id: int
+    line: int | None
+    parameters: str | None
+    properties: str | None
+    setup_outcome: str | None
+    call_outcome: str | None
+    teardown_outcome: str | None
+    setup_duration: float | None
+    call_duration: float | None
+    teardown_duration: float | None
+    longrepr: str | None
+    longrepr_length: int | None
+    stdout: str | None
+    stdout_length: int | None
+    stderr: str | None
+    stderr_length: int | None
+
+
+class LogRow(NamedTuple):
+    step_id: int
+    phase: str
+    created: float
+    level_name: str
+    logger: str
+    message: str
+    message_length: int
+    file: str | None
+    line: int | None
+    total: int  # records of this step in all (the rows stop at `per_step`)
+
+
+class SubStepRow(NamedTuple):
+    step_id: int
+    id: int
+    parent_id: int | None
+    kind: str
+    phase: str
+    title: str
+    parameters: str | None
+    outcome: str
+    message: str | None
+    started_at: float
+    duration: float

@@ -1,0 +1,69 @@
+"""Everything the HTML report shows of one run, read in one go.
+
+The split with `report/data.py`: what is *asked of the database or decided by a rule* is
+here (the run, its steps and details in bulk, which runs make the history and the trend,
+each test's outcomes over them, which tests are flaky); how it is *laid out* for the page
+(columns, interned tables, clipping markers, the text budget, links relative to the
+report) is the renderer's. So the report's queries are the same ones the CLI asks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from pytest_stepflow.query.flakiness import FLAKY_WINDOW, flaky
+from pytest_stepflow.query.history import outcome_strings
+from pytest_stepflow.query.records import (
+    DetailRow,
+    FlakyTest,
+    LogRow,
+    ReportStep,
+    Run,
+    StoredArtifact,
+    SubStepRow,
+)
+from pytest_stepflow.query.runs import trend, window
+from pytest_stepflow.storage.bulk_reader import BulkReader
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportInputs:
+    database: Path
+    run: Run
+    steps: list[ReportStep]  # in collection order
+    history_runs: list[int]  # oldest first
+    histories: dict[int, str]  # test id -> one outcome code per run of `history_runs`
+    flaky: list[FlakyTest]  # over the last FLAKY_WINDOW runs up to this one
+    trend: list[Run]  # oldest first
+    artifacts: list[StoredArtifact]
+    details: list[DetailRow]  # steps that have any; text clipped to `clip`
+    logs: list[LogRow]  # at most `logs_per_step` a step; messages clipped to `clip`
+    substeps: list[SubStepRow]  # messages clipped to `clip`
+
+
+def report_inputs(
+    db: BulkReader,
+    number: int,
+    *,
+    clip: int,
+    logs_per_step: int,
+    history_runs: int,
+    trend_runs: int,
+) -> ReportInputs:
+    """What the report of run `number` shows; text fields clipped to `clip` characters."""
+    steps = db.report_steps(number)
+    history_numbers = sorted(window(db, number, history_runs))
+    return ReportInputs(
+        database=db.path,
+        run=db.run(number),
+        steps=steps,
+        history_runs=history_numbers,
+        histories=outcome_strings(db, (s.test_id for s in steps), history_numbers),
+        flaky=flaky(db, window(db, number, FLAKY_WINDOW)),
+        trend=trend(db, number, trend_runs),
+        artifacts=db.artifacts(number=number),
+        details=db.detail_rows(number, clip),
+        logs=db.log_rows(number, clip, logs_per_step),
+        substeps=db.substep_rows(number, clip),
+    )

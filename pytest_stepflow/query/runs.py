@@ -1,0 +1,73 @@
+"""Runs and their steps: windows of runs, failures, one run's overview, a test's logs, the
+slowest tests, a trend.
+
+`Reader`'s own methods answer the plain lookups (`runs`, `steps`, `search`, `artifacts`);
+what is computed or combined from several of them is here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from pytest_stepflow.query.errors import QueryError
+from pytest_stepflow.query.history import similar
+from pytest_stepflow.query.records import FAILING, Run, SlowTest, StepDetail, StepRow, WorkerLoad
+from pytest_stepflow.storage.reader import Reader
+
+LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
+
+
+def window(db: Reader, run: int | None, last: int) -> list[int]:
+    """The numbers of `last` runs ending at `run` (the newest when None), newest first."""
+    return db.last_numbers(max(last, 1), before=run)
+
+
+def failures(db: Reader, run: int) -> list[StepRow]:
+    """Failed and errored steps of a run, final attempts first in collection order."""
+    return db.steps(run, outcomes=sorted(FAILING))
+
+
+def slowest(
+    db: Reader, runs: Sequence[int], *, phase: str = "total", limit: int = 10
+) -> list[SlowTest]:
+    """The slowest tests over the runs `runs`, by the mean of their `phase` duration."""
+    return db.slowest(runs, phase=phase, limit=limit)
+
+
+@dataclasses.dataclass(frozen=True)
+class Overview:
+    """One run as `stepflow show` presents it."""
+
+    run: Run
+    workers: list[WorkerLoad]
+    failures: list[StepDetail]  # failed and errored steps with their details
+
+
+def overview(db: Reader, number: int) -> Overview:
+    return Overview(
+        run=db.run(number),
+        workers=db.workers(number),
+        failures=[db.step_detail(s.id) for s in failures(db, number)],
+    )
+
+
+def logs_of_test(db: Reader, nodeid: str, number: int, *, min_level: int = 0) -> list[StepDetail]:
+    """Every attempt of one test in run `number` with its details, keeping the log records
+    at `min_level` (a `logging` level number) or above; QueryError when the run has no such
+    test."""
+    steps = db.find_steps(nodeid, number)
+    if not steps:
+        raise QueryError(f"no test {nodeid!r} in run #{number}{similar(db, nodeid)}")
+    return [
+        dataclasses.replace(
+            detail,
+            logs=[g for g in detail.logs if LOG_LEVELS.get(g.level_name, 0) >= min_level],
+        )
+        for detail in (db.step_detail(s.id) for s in steps)
+    ]
+
+
+def trend(db: Reader, number: int, count: int) -> list[Run]:
+    """The `count` runs ending at run `number`, oldest first, with their counts."""
+    return list(reversed(db.runs(numbers=window(db, number, count), limit=count)))
