@@ -43,6 +43,7 @@ import pytest_stepflow
 from pytest_stepflow.cli import main
 from pytest_stepflow.model import ExecutionStarted
 from pytest_stepflow.query.database import BulkReader
+from pytest_stepflow.query.summary import one_line_reason, summarize
 from pytest_stepflow.report import data as report_data
 from pytest_stepflow.report import markdown
 from pytest_stepflow.report.html import embed_json, render, write_html_report
@@ -805,10 +806,10 @@ def test_urls_and_reasons() -> None:
         "def test():\n>       assert x\nE       AssertionError: bad\nE       more\n\n"
         "t.py:3: AssertionError"
     )
-    assert report_data.one_line_reason(tb, None) == "AssertionError: bad"
-    assert report_data.one_line_reason("boom\nlast line", None) == "last line"
-    assert report_data.one_line_reason(None, "  skip\n reason ") == "skip reason"
-    assert report_data.one_line_reason(None, None) is None
+    assert one_line_reason(tb, None) == "AssertionError: bad"
+    assert one_line_reason("boom\nlast line", None) == "last line"
+    assert one_line_reason(None, "  skip\n reason ") == "skip reason"
+    assert one_line_reason(None, None) is None
 
 
 def test_steps_without_output_cost_few_bytes(tmp_path: Path) -> None:
@@ -1019,5 +1020,5 @@ def test_summary_links_the_ci_run_only_over_http(tmp_path: Path, url: str, shown
     metadata = {"python": "3.11.7", "ci": {"provider": "github-actions", "url": url}}
     _synthetic(db, 1, started=make_started(metadata=json.dumps(metadata)))
     with BulkReader(db) as reader:
-        text = markdown.markdown(markdown.summarize(reader, 1))
+        text = markdown.markdown(summarize(reader, 1))
     assert shown in text and "javascript" not in text

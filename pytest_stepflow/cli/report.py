@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pytest_stepflow.cli.common import OK, Output, UsageError, command, positive
 from pytest_stepflow.query.database import BulkReader, open_bulk
+from pytest_stepflow.query.summary import summarize
 from pytest_stepflow.report import markdown
 from pytest_stepflow.report.html import write_report
 from pytest_stepflow.text import duration_text, size_text
@@ -101,7 +102,7 @@ def cmd_summary(args: argparse.Namespace, out: Output) -> int:
         raise UsageError("--markdown and --json exclude each other")
     with _reader(args) as db:
         number = db.resolve(args.run or "latest")
-        summary = markdown.summarize(db, number, failures=args.failures, slowest=args.slowest)
+        summary = summarize(db, number, failures=args.failures, slowest=args.slowest)
     if out.json_mode:
         out.json(markdown.as_data(summary))
     elif args.markdown:

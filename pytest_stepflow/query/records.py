@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any, NamedTuple
 
 FAILING = frozenset({"failed", "error"})
@@ -259,6 +260,33 @@ class HistoryEntry:
     attempts: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Overview:
+    """One run as `stepflow show` presents it."""
+
+    run: Run
+    workers: list[WorkerLoad]
+    failures: list[StepDetail]  # failed and errored steps with their details
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    nodeid: str
+    outcome: str
+    worker: str
+    reason: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    run: Run
+    failures: list[Failure]
+    failure_count: int
+    slowest: list[SlowTest]
+    flaky: list[FlakyTest]
+    flaky_window: int
+
+
 # -- bulk rows of the HTML report (storage/bulk_reader.py) ---------------------------------
 
 
@@ -327,3 +355,18 @@ class SubStepRow(NamedTuple):
     message: str | None
     started_at: float
     duration: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportInputs:
+    database: Path
+    run: Run
+    steps: list[ReportStep]  # in collection order
+    history_runs: list[int]  # oldest first
+    histories: dict[int, str]  # test id -> one outcome code per run of `history_runs`
+    flaky: list[FlakyTest]  # over the last FLAKY_WINDOW runs up to this one
+    trend: list[Run]  # oldest first
+    artifacts: list[StoredArtifact]
+    details: list[DetailRow]  # steps that have any; text clipped to `clip`
+    logs: list[LogRow]  # at most `logs_per_step` a step; messages clipped to `clip`
+    substeps: list[SubStepRow]  # messages clipped to `clip`

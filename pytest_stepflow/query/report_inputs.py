@@ -9,37 +9,11 @@ report) is the renderer's. So the report's queries are the same ones the CLI ask
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
 from pytest_stepflow.query.flakiness import FLAKY_WINDOW, flaky
 from pytest_stepflow.query.history import outcome_strings
-from pytest_stepflow.query.records import (
-    DetailRow,
-    FlakyTest,
-    LogRow,
-    ReportStep,
-    Run,
-    StoredArtifact,
-    SubStepRow,
-)
+from pytest_stepflow.query.records import ReportInputs
 from pytest_stepflow.query.runs import trend, window
 from pytest_stepflow.storage.bulk_reader import BulkReader
-
-
-@dataclasses.dataclass(frozen=True)
-class ReportInputs:
-    database: Path
-    run: Run
-    steps: list[ReportStep]  # in collection order
-    history_runs: list[int]  # oldest first
-    histories: dict[int, str]  # test id -> one outcome code per run of `history_runs`
-    flaky: list[FlakyTest]  # over the last FLAKY_WINDOW runs up to this one
-    trend: list[Run]  # oldest first
-    artifacts: list[StoredArtifact]
-    details: list[DetailRow]  # steps that have any; text clipped to `clip`
-    logs: list[LogRow]  # at most `logs_per_step` a step; messages clipped to `clip`
-    substeps: list[SubStepRow]  # messages clipped to `clip`
 
 
 def report_inputs(

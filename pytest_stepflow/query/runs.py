@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from pytest_stepflow.query.errors import QueryError
 from pytest_stepflow.query.history import similar
-from pytest_stepflow.query.records import FAILING, Run, SlowTest, StepDetail, StepRow, WorkerLoad
+from pytest_stepflow.query.records import FAILING, Overview, Run, SlowTest, StepDetail, StepRow
 from pytest_stepflow.storage.reader import Reader
 
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
@@ -33,15 +33,6 @@ def slowest(
 ) -> list[SlowTest]:
     """The slowest tests over the runs `runs`, by the mean of their `phase` duration."""
     return db.slowest(runs, phase=phase, limit=limit)
-
-
-@dataclasses.dataclass(frozen=True)
-class Overview:
-    """One run as `stepflow show` presents it."""
-
-    run: Run
-    workers: list[WorkerLoad]
-    failures: list[StepDetail]  # failed and errored steps with their details
 
 
 def overview(db: Reader, number: int) -> Overview:

@@ -41,18 +41,19 @@ from pytest_stepflow.query.records import (
     FAILING,
     OUTCOMES,
     DetailRow,
+    ReportInputs,
     Run,
     StoredArtifact,
     parse_json,
 )
-from pytest_stepflow.query.report_inputs import ReportInputs, report_inputs
+from pytest_stepflow.query.report_inputs import report_inputs
+from pytest_stepflow.query.summary import one_line_reason
 from pytest_stepflow.timestamps import parse_iso
 
 FORMAT_VERSION = 1
 CLIP = 64 * 1024  # characters of one text field (traceback, stdout, stderr, log message)
 LOGS_PER_STEP = 500
 DETAIL_BUDGET = 48 * 1024 * 1024  # characters of detail text embedded for one run
-REASON_CLIP = 300
 VALUE_CLIP = 4096  # a property or parameter value
 HISTORY_RUNS = 10
 TREND_RUNS = 20
@@ -94,25 +95,6 @@ def artifact_href(db_dir: Path, stored_path: str, report_dir: Path) -> str | Non
     except ValueError:
         return None
     return "/".join(quote(part, safe="") for part in relative.split(os.sep))
-
-
-def one_line_reason(longrepr: str | None, reason: str | None) -> str | None:
-    """A failure's message in one line: the first `E` line of the traceback (pytest puts
-    the exception there), else its last line; a skip's or xfail's reason as is."""
-    if reason:
-        return _one_line(reason)
-    if not longrepr:
-        return None
-    lines = [line for line in longrepr.splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith("E "):
-            return _one_line(line[1:])
-    return _one_line(lines[-1]) if lines else None
-
-
-def _one_line(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= REASON_CLIP else flat[: REASON_CLIP - 1] + "…"
 
 
 def epoch(iso: str | None) -> float | None:

@@ -1,4 +1,4 @@
-"""A short summary of one run: counts, failures with one-line reasons, slowest, flaky.
+"""The short summary of one run (`query/summary.py`) as Markdown, plain text or data.
 
 As Markdown for CI job summaries (`stepflow summary --markdown >> $GITHUB_STEP_SUMMARY`),
 as plain text, or as data. Everything that comes from tests is escaped for Markdown and
@@ -10,13 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pytest_stepflow.query.database import Reader
-from pytest_stepflow.query.flakiness import FLAKY_WINDOW, flaky
-from pytest_stepflow.query.records import FlakyTest, Run, SlowTest
-from pytest_stepflow.query.runs import failures as failing_steps
-from pytest_stepflow.query.runs import slowest as slowest_tests
-from pytest_stepflow.query.runs import window
-from pytest_stepflow.report.data import counts_text, one_line_reason, safe_http_url
+from pytest_stepflow.query.records import Run, Summary
+from pytest_stepflow.report.data import counts_text, safe_http_url
 from pytest_stepflow.text import duration_text
 
 REASON_WIDTH = 200
@@ -32,48 +27,6 @@ _STATUS_MARK = {
 # Backslash-escaped: emphasis, code, links/images, tables, strikethrough, math, escapes.
 _MARKDOWN_SPECIAL = frozenset("\\`*_[]|~$")
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Failure:
-    nodeid: str
-    outcome: str
-    worker: str
-    reason: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class Summary:
-    run: Run
-    failures: list[Failure]
-    failure_count: int
-    slowest: list[SlowTest]
-    flaky: list[FlakyTest]
-    flaky_window: int
-
-
-def summarize(db: Reader, number: int, *, failures: int = 20, slowest: int = 5) -> Summary:
-    run = db.run(number)
-    failing = [s for s in failing_steps(db, number) if s.final]
-    listed = []
-    for step in failing[:failures]:
-        detail = db.step_detail(step.id)
-        listed.append(
-            Failure(
-                step.nodeid,
-                step.outcome,
-                step.worker,
-                one_line_reason(detail.longrepr, step.reason),
-            )
-        )
-    return Summary(
-        run=run,
-        failures=listed,
-        failure_count=len(failing),
-        slowest=slowest_tests(db, [number], limit=slowest),
-        flaky=flaky(db, window(db, number, FLAKY_WINDOW)),
-        flaky_window=FLAKY_WINDOW,
-    )
 
 
 def escape(text: object, width: int = REASON_WIDTH) -> str:
