@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from pytest_stepflow.query.flakiness import flakiness
-from pytest_stepflow.query.records import AttemptOutcome
+from pytest_stepflow.query.records import AttemptHistory
 
 
-def _attempts(*rows: tuple[int, bool, bool]) -> list[AttemptOutcome]:
-    return [AttemptOutcome(7, execution, final, failing) for execution, final, failing in rows]
+def _attempts(*rows: tuple[int, bool, bool]) -> AttemptHistory:
+    """One test's attempts from (run, final, failing) rows."""
+    return AttemptHistory(
+        7,
+        tuple(run for run, _, _ in rows),
+        tuple(int(final) for _, final, _ in rows),
+        tuple(int(failing) for _, _, failing in rows),
+    )
 
 
 def test_a_rerun_that_passed_is_flaky_on_its_commit() -> None:

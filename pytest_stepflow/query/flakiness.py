@@ -12,11 +12,9 @@ Skips are neither pass nor fail (storage leaves them out).
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import operator
 from collections.abc import Mapping, Sequence
 
-from pytest_stepflow.query.records import AttemptOutcome, FlakyTest
+from pytest_stepflow.query.records import AttemptHistory, FlakyTest
 from pytest_stepflow.storage.reader import Reader
 
 FLAKY_WINDOW = 30
@@ -26,15 +24,15 @@ FLAKY_MIN_FLIPS = 3
 def flaky(db: Reader, runs: Sequence[int], *, min_flips: int = FLAKY_MIN_FLIPS) -> list[FlakyTest]:
     """The flaky tests over the runs `runs`, most flips first."""
     # Both rules need a failure: storage returns only the tests that failed in the window.
-    attempts = db.failing_attempts(runs)
-    if not attempts:
+    tests = db.failing_attempts(runs)
+    if not tests:
         return []
     commits = db.commits(runs)
     found = []
-    for test_id, group in itertools.groupby(attempts, operator.attrgetter("test_id")):
-        verdict = flakiness(list(group), commits, min_flips)
+    for attempts in tests:
+        verdict = flakiness(attempts, commits, min_flips)
         if verdict is not None:
-            found.append((test_id, verdict))
+            found.append((attempts.test_id, verdict))
     names = db.nodeids([test_id for test_id, _ in found])
     result = [dataclasses.replace(verdict, nodeid=names[test_id]) for test_id, verdict in found]
     result.sort(key=lambda f: (-f.flips, -f.failures, f.nodeid))
@@ -42,22 +40,23 @@ def flaky(db: Reader, runs: Sequence[int], *, min_flips: int = FLAKY_MIN_FLIPS) 
 
 
 def flakiness(
-    attempts: Sequence[AttemptOutcome], commits: Mapping[int, str], min_flips: int
+    attempts: AttemptHistory, commits: Mapping[int, str], min_flips: int
 ) -> FlakyTest | None:
     """The verdict on one test from its attempts in run order (node id left empty), or
     None when it is not flaky."""
-    outcomes_by_commit: dict[str, set[bool]] = {}
+    outcomes_by_commit: dict[str, set[int]] = {}
     flips = failures = runs = 0
     last_failure = before = None
-    for attempt in attempts:
-        bad = attempt.failing
-        outcomes_by_commit.setdefault(commits[attempt.execution], set()).add(bad)
-        if not attempt.final:
+    for execution, final, bad in zip(
+        attempts.executions, attempts.finals, attempts.failing, strict=True
+    ):
+        outcomes_by_commit.setdefault(commits[execution], set()).add(bad)
+        if not final:
             continue
         runs += 1
         if bad:
             failures += 1
-            last_failure = attempt.execution
+            last_failure = execution
         if before is not None and bad != before:
             flips += 1
         before = bad

@@ -195,14 +195,15 @@ class WorkerLoad:
     last_end: float
 
 
-class AttemptOutcome(NamedTuple):
-    """One attempt of a test that failed somewhere in a window of runs: the raw material
-    of the flakiness rule (`query/flakiness.py`). A named tuple: a window holds thousands."""
+class AttemptHistory(NamedTuple):
+    """Every attempt (skips left out) of one test over a window of runs, in run, worker and
+    attempt order: the raw material of the flakiness rule (`query/flakiness.py`). As columns,
+    one record a test: a window holds thousands of attempts."""
 
     test_id: int
-    execution: int
-    final: bool
-    failing: bool  # failed or error
+    executions: tuple[int, ...]
+    finals: tuple[int, ...]  # 1 for a final attempt, else 0 (as SQLite stores it)
+    failing: tuple[int, ...]  # 1 when failed or error, else 0
 
 
 # -- what the query layer computes ---------------------------------------------------------

@@ -12,6 +12,8 @@ writer connection open, so the file itself is never opened outside SQLite there 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import operator
 import re
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_stepflow.query.records import (
-    AttemptOutcome,
+    AttemptHistory,
     FinalOutcome,
     LogLine,
     Run,
@@ -492,9 +494,9 @@ class Reader:
             if n in wanted
         }
 
-    def failing_attempts(self, numbers: Sequence[int]) -> list[AttemptOutcome]:
-        """Every attempt (skips left out) of the tests that failed or errored in the runs
-        `numbers`, ordered by test, run, worker and attempt."""
+    def failing_attempts(self, numbers: Sequence[int]) -> list[AttemptHistory]:
+        """Every attempt (skips left out) of each test that failed or errored in the runs
+        `numbers`."""
         if not numbers:
             return []
         wanted = set(numbers)
@@ -518,11 +520,13 @@ class Reader:
             "ORDER BY test_id, execution, worker, attempt",
             (*candidates, low, high),
         )
-        return [
-            AttemptOutcome(test_id, execution, bool(final), bool(failing))
-            for test_id, execution, final, failing in rows
-            if execution in wanted
-        ]
+        if len(wanted) < high - low + 1:  # not a contiguous window: leave the others out
+            rows = [r for r in rows if r[1] in wanted]
+        found = []
+        for test_id, group in itertools.groupby(rows, operator.itemgetter(0)):
+            _, executions, finals, failing = zip(*group, strict=True)
+            found.append(AttemptHistory(test_id, executions, finals, failing))
+        return found
 
     def nodeids(self, test_ids: Sequence[int]) -> dict[int, str]:
         """Test id -> node id."""
