@@ -42,9 +42,9 @@ from typing import Any
 
 from pytest_stepflow.cli import main as stepflow_main
 from pytest_stepflow.model import ExecutionFinished, ExecutionStarted, Step
-from pytest_stepflow.storage.bootstrap import start_execution
-from pytest_stepflow.storage.connection import open_for_writing
-from pytest_stepflow.storage.operations import WriteCache, apply_batch
+from pytest_stepflow.storage.sqlite.bootstrap import start_execution
+from pytest_stepflow.storage.sqlite.connection import open_for_writing
+from pytest_stepflow.storage.sqlite.operations import WriteCache, apply_batch
 
 TRACEBACK = (
     "def test_checkout():\n        cart = Cart()\n>       assert cart.total() == 18.0\n"

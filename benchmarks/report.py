@@ -43,9 +43,9 @@ from typing import Any
 
 from pytest_stepflow.model import ExecutionFinished, ExecutionStarted, Step
 from pytest_stepflow.report.html import write_html_report
-from pytest_stepflow.storage.bootstrap import start_execution
-from pytest_stepflow.storage.connection import open_for_writing
-from pytest_stepflow.storage.operations import WriteCache, apply_batch
+from pytest_stepflow.storage.sqlite.bootstrap import start_execution
+from pytest_stepflow.storage.sqlite.connection import open_for_writing
+from pytest_stepflow.storage.sqlite.operations import WriteCache, apply_batch
 from pytest_stepflow.timestamps import iso_utc
 
 TARGET_BYTES = 15_000_000

@@ -56,8 +56,10 @@ from pathlib import Path
 from typing import Any
 
 from pytest_stepflow.model import ExecutionStarted, Step, split_nodeid
-from pytest_stepflow.storage.bootstrap import start_execution
-from pytest_stepflow.storage.connection import JOURNAL_MODE, WRITER_PRAGMAS
+from pytest_stepflow.storage.backend import open_backend
+from pytest_stepflow.storage.location import SqliteLocation
+from pytest_stepflow.storage.sqlite.bootstrap import start_execution
+from pytest_stepflow.storage.sqlite.connection import JOURNAL_MODE, WRITER_PRAGMAS
 from pytest_stepflow.storage.writer import BatchWriter
 from pytest_stepflow.timestamps import iso_utc
 
@@ -235,7 +237,9 @@ def write_with_writer(
     db: Path, steps: list[Step], batch_size: int, start: Callable[[], float]
 ) -> tuple[float, dict[str, Any]]:
     """submit() everything, close(); return (start, the writer's statistics)."""
-    writer = BatchWriter(db, batch_size=batch_size)  # as on an xdist worker: no heartbeat
+    backend = open_backend(SqliteLocation(db))
+    # As on an xdist worker: no heartbeat.
+    writer = BatchWriter(backend.sink(), backend.spill_stem, batch_size=batch_size)
     writer.start()
     try:
         t0 = start()

@@ -33,7 +33,7 @@ class ReportTally:
 
 
 # The writer process waits up to 15 s for another session's write lock when it creates the
-# execution (storage/bootstrap.py), and needs a moment to start.
+# execution (storage/sqlite/bootstrap.py), and needs a moment to start.
 STARTED_WAIT = 20.0
 
 

@@ -30,8 +30,8 @@ from pytest_stepflow.notices import Notices
 from pytest_stepflow.onfailure import FailureAttacher
 from pytest_stepflow.recorder import StepRecorder
 from pytest_stepflow.settings import DB_OPTION, Settings
+from pytest_stepflow.storage.backend import open_backend
 from pytest_stepflow.storage.errors import StorageError
-from pytest_stepflow.storage.header import check_header
 from pytest_stepflow.substeps import Collector, activate, deactivate
 from pytest_stepflow.terminal_summary import SessionEnd, write_summary
 from pytest_stepflow.untrusted import MAX_PROPERTY_TEXT, json_key, json_value, safe_str
@@ -72,6 +72,7 @@ class Recording:
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config = config
         self.settings = settings
+        self.backend = open_backend(settings.location)  # imports no database driver
         self.writer: WriterClient | None = None
         self.recorder: StepRecorder | None = None
         self.problem: str | None = None  # why nothing is being recorded
@@ -88,7 +89,7 @@ class Recording:
     def _start_writer(self, **kwargs: Any) -> WriterClient:
         s = self.settings
         self.writer = WriterClient(
-            s.db_path,
+            self.backend,
             batch_size=s.batch_size,
             flush_interval=s.flush_interval,
             retry_budget=s.retry_budget,
@@ -101,7 +102,7 @@ class Recording:
         assert self.writer is not None
         s = self.settings
         store = ArtifactStore(
-            s.db_path.parent, s.max_artifact_size, s.max_artifact_total, total_note
+            self.backend.artifacts_home, s.max_artifact_size, s.max_artifact_total, total_note
         )
         self.collector = Collector(CLOCK, store, self.notices)
         logs = PytestLogs(self.config.pluginmanager, CLOCK)
@@ -192,7 +193,7 @@ class Owner(Recording):
             )
         self._t0 = CLOCK.now()
         try:  # what the file's header shows is reported now; the rest by the writer
-            check_header(self.settings.db_path)
+            self.backend.check()
         except StorageError as exc:
             self.problem = exc.message(DB_OPTION)
             return
@@ -230,9 +231,9 @@ class Owner(Recording):
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.extensions.refresh()  # an xdist controller collects nothing: all is known now
         if self.settings.html_path is not None or self.extensions.finish_used():
-            # This process reads the database at the end: sqlite3.connect is taken now,
-            # before a test can monkeypatch it.
-            import pytest_stepflow.storage.connection  # noqa: F401
+            # This process reads the database at the end: the driver is taken now, before
+            # a test can monkeypatch it.
+            self.backend.preload()
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         problem = self.problem or self._bootstrap_problem()  # if the writer has said so yet
         if problem and reporter is not None:
@@ -308,10 +309,8 @@ class Owner(Recording):
         """pytest_stepflow_execution_finish, once the final row is written."""
         if self.stats is None or not self.extensions.finish_used():
             return  # nobody listens: no query either
-        from pytest_stepflow.storage.summary import outcome_counts  # sqlite3: only here
-
         try:
-            outcomes = outcome_counts(self.settings.db_path, self.started.id)
+            outcomes = self.backend.outcome_counts(self.started.id)
         except StorageError:
             outcomes = dict(self.recorder.outcomes) if self.recorder else {}
         self.extensions.execution_finish(

@@ -18,6 +18,13 @@ import pytest
 from pytest_stepflow.limits import DEFAULT_MAX_ARTIFACT_SIZE, DEFAULT_MAX_ARTIFACT_TOTAL, GIB, MIB
 from pytest_stepflow.locations import DB_ENV as DB_ENV  # cmdline.py imports it from here
 from pytest_stepflow.locations import DEFAULT_DB
+from pytest_stepflow.storage.location import (
+    ACCEPTED,
+    Location,
+    LocationError,
+    SqliteLocation,
+    parse_location,
+)
 
 CAPTURE_CHOICES = ("all", "failed", "none")
 DB_OPTION = "--stepflow-db"  # what the plugin's messages tell a user to pass (StorageError)
@@ -35,7 +42,11 @@ class Option:
 
 OPTIONS = (
     Option("", "record this run into a SQLite database (off by default)", "bool", flag=True),
-    Option("db", f"database file (env {DB_ENV}; default <rootdir>/{DEFAULT_DB})", metavar="PATH"),
+    Option(
+        "db",
+        f"the database: {ACCEPTED} (env {DB_ENV}; default <rootdir>/{DEFAULT_DB})",
+        metavar="PATH",
+    ),
     Option("name", "a name for this execution", metavar="NAME"),
     Option("tag", "tag the execution, repeatable", "linelist", "KEY=VALUE", repeatable=True),
     Option(
@@ -124,6 +135,11 @@ class Settings:
     max_artifact_total: int = DEFAULT_MAX_ARTIFACT_TOTAL
     attach_on_failure: tuple[str, ...] = ()
     html_path: Path | None = None
+
+    @property
+    def location(self) -> Location:
+        """Where the backend finds the database (storage/backend.py)."""
+        return SqliteLocation(self.db_path)
 
 
 def enabled(config: pytest.Config) -> bool:
@@ -229,10 +245,20 @@ def _path(config: pytest.Config, name: str, raw: object) -> Path:
     return Path(os.path.abspath(path))
 
 
+def _db_path(config: pytest.Config, raw: object) -> Path:
+    """The database file a location names; the message of a location that names none
+    never shows the value itself (a server URL may hold a password: LocationError redacts)."""
+    try:
+        location = parse_location(str(raw))
+    except LocationError as exc:
+        raise pytest.UsageError(f"--stepflow-db (ini stepflow_db, env {DB_ENV}): {exc}") from exc
+    return _path(config, "db", location.path)
+
+
 def resolve(config: pytest.Config) -> Settings:
     """Read and validate every option once; raises pytest.UsageError saying what is accepted."""
     raw_db = _raw(config, "db")
-    db = _path(config, "db", raw_db) if raw_db else config.rootpath / DEFAULT_DB
+    db = _db_path(config, raw_db) if raw_db else config.rootpath / DEFAULT_DB
     raw_html = _raw(config, "html")
     html = _path(config, "html", raw_html) if raw_html else None
     if html is not None and html.is_dir():

@@ -27,11 +27,14 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_stepflow import forks
 from pytest_stepflow.model import ExecutionFinished, ExecutionStarted, Record
 from pytest_stepflow.wire import Reader, decode_record, encode_record, frame
+
+if TYPE_CHECKING:
+    from pytest_stepflow.storage.backend import Backend
 
 _PACKAGE = Path(__file__).resolve().parent
 # The writer process imports this very copy of the package (an editable checkout, a
@@ -77,7 +80,7 @@ class _Request:
 class WriterClient:
     def __init__(
         self,
-        db_path: Path,
+        backend: Backend,
         *,
         batch_size: int,
         flush_interval: float,
@@ -88,11 +91,11 @@ class WriterClient:
         metadata_root: Path | None = None,
         start: ExecutionStarted | None = None,
     ) -> None:
-        self.db_path = db_path
+        self.backend = backend
         self.stats: dict[str, Any] = {}
         self.problem: str | None = None  # why the writer process could not do its job
         self._config = {
-            "db_path": str(db_path),
+            "db": backend.spec(),
             "batch_size": batch_size,
             "flush_interval": min(flush_interval, 0.2),
             "retry_budget": retry_budget,
@@ -432,7 +435,7 @@ class WriterClient:
         try:
             with self._lock:
                 if self._journal is None:
-                    self._journal = SpillJournal(self.db_path)
+                    self._journal = SpillJournal(self.backend.spill_stem)
                 self._journal.append(records)
         except OSError as exc:
             stats["lost"] = stats.get("lost", 0) + len(records)

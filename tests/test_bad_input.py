@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import StepflowRun, query
 
-from pytest_stepflow.storage.schema import SCHEMA_VERSION
+from pytest_stepflow.storage.sqlite.schema import SCHEMA_VERSION
 
 Run = Callable[..., StepflowRun]
 

@@ -29,10 +29,10 @@ from records import make_log, make_started, make_step
 
 from pytest_stepflow.cli import build_parser, main
 from pytest_stepflow.cli.common import Output
-from pytest_stepflow.storage.bootstrap import start_execution
-from pytest_stepflow.storage.connection import open_for_writing
-from pytest_stepflow.storage.operations import WriteCache, apply_batch
-from pytest_stepflow.storage.schema import SCHEMA_VERSION
+from pytest_stepflow.storage.sqlite.bootstrap import start_execution
+from pytest_stepflow.storage.sqlite.connection import open_for_writing
+from pytest_stepflow.storage.sqlite.operations import WriteCache, apply_batch
+from pytest_stepflow.storage.sqlite.schema import SCHEMA_VERSION
 
 SUITE = """
 import logging

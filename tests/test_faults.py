@@ -527,7 +527,7 @@ def test_schema_check_is_one_snapshot_while_another_session_migrates(tmp_path: P
     checks what the file is: A must see the file before or after B's commit, never a mix
     (an empty application_id with tables: "not created by pytest-stepflow")."""
     from pytest_stepflow.storage.errors import StorageError
-    from pytest_stepflow.storage.schema import APPLICATION_ID, check_schema, migrate
+    from pytest_stepflow.storage.sqlite.schema import APPLICATION_ID, check_schema, migrate
 
     db = tmp_path / "stepflow.db"
     with (

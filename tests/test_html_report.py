@@ -47,9 +47,9 @@ from pytest_stepflow.query.summary import one_line_reason, summarize
 from pytest_stepflow.report import data as report_data
 from pytest_stepflow.report import markdown
 from pytest_stepflow.report.html import embed_json, render, write_html_report
-from pytest_stepflow.storage.bootstrap import start_execution
-from pytest_stepflow.storage.connection import open_for_writing
-from pytest_stepflow.storage.operations import WriteCache, apply_batch
+from pytest_stepflow.storage.sqlite.bootstrap import start_execution
+from pytest_stepflow.storage.sqlite.connection import open_for_writing
+from pytest_stepflow.storage.sqlite.operations import WriteCache, apply_batch
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -32,11 +32,11 @@ from pytest_stepflow.cli.maintenance import duration_arg
 from pytest_stepflow.locations import ARTIFACTS_DIR
 from pytest_stepflow.model import Record
 from pytest_stepflow.storage import maintenance
-from pytest_stepflow.storage.bootstrap import start_execution
-from pytest_stepflow.storage.connection import open_for_writing
-from pytest_stepflow.storage.operations import WriteCache, apply_batch
-from pytest_stepflow.storage.schema import APPLICATION_ID, SCHEMA_VERSION
 from pytest_stepflow.storage.spill import SpillJournal, encode
+from pytest_stepflow.storage.sqlite.bootstrap import start_execution
+from pytest_stepflow.storage.sqlite.connection import open_for_writing
+from pytest_stepflow.storage.sqlite.operations import WriteCache, apply_batch
+from pytest_stepflow.storage.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION
 
 Run = Callable[..., StepflowRun]
 NOW = datetime.now(timezone.utc)

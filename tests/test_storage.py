@@ -27,8 +27,7 @@ from pytest_stepflow.model import (
     Record,
     Step,
 )
-from pytest_stepflow.storage.bootstrap import start_execution
-from pytest_stepflow.storage.connection import open_for_writing
+from pytest_stepflow.storage.batches import BatchCounts, MissingExecutionError
 from pytest_stepflow.storage.errors import (
     ForeignDatabaseError,
     NewerSchemaError,
@@ -36,16 +35,22 @@ from pytest_stepflow.storage.errors import (
     StorageError,
     UnwritableError,
 )
-from pytest_stepflow.storage.operations import (
-    BatchCounts,
-    MissingExecutionError,
+from pytest_stepflow.storage.reader import count_steps
+from pytest_stepflow.storage.spill import SpillJournal, decode, encode, spill_glob
+from pytest_stepflow.storage.sqlite.bootstrap import start_execution
+from pytest_stepflow.storage.sqlite.connection import open_for_writing
+from pytest_stepflow.storage.sqlite.operations import (
     WriteCache,
     apply_batch,
     mark_interrupted,
 )
-from pytest_stepflow.storage.reader import count_steps
-from pytest_stepflow.storage.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, migrate
-from pytest_stepflow.storage.spill import SpillJournal, decode, encode, import_spills, spill_glob
+from pytest_stepflow.storage.sqlite.schema import (
+    APPLICATION_ID,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    migrate,
+)
+from pytest_stepflow.storage.sqlite.spill_import import import_spills
 
 # ---- step_details view ----------------------------------------------------------------------
 

@@ -25,10 +25,13 @@ from pytest_stepflow.model import (
     Record,
     Step,
 )
-from pytest_stepflow.storage.bootstrap import start_execution
-from pytest_stepflow.storage.connection import open_for_writing
+from pytest_stepflow.storage.backend import open_backend
+from pytest_stepflow.storage.location import SqliteLocation
 from pytest_stepflow.storage.reader import count_steps
-from pytest_stepflow.storage.spill import decode, import_spills, spill_glob
+from pytest_stepflow.storage.spill import decode, spill_glob
+from pytest_stepflow.storage.sqlite.bootstrap import start_execution
+from pytest_stepflow.storage.sqlite.connection import open_for_writing
+from pytest_stepflow.storage.sqlite.spill_import import import_spills
 from pytest_stepflow.storage.writer import BatchWriter
 from pytest_stepflow.storage.writer_stats import WriterStats
 from pytest_stepflow.timestamps import iso_utc
@@ -63,10 +66,16 @@ def db(tmp_path: Path) -> Db:
     return Db(path, started.id)
 
 
+def sqlite_writer(path: Path, **options: Any) -> BatchWriter:
+    """A writer as the writer process makes one: on the backend's sink and spill place."""
+    backend = open_backend(SqliteLocation(path))
+    return BatchWriter(backend.sink(), backend.spill_stem, **options)
+
+
 @contextlib.contextmanager
 def running(path: Path, **options: Any) -> Iterator[BatchWriter]:
     """A started writer that is closed even when the test fails (close is idempotent)."""
-    writer = BatchWriter(path, **options)
+    writer = sqlite_writer(path, **options)
     writer.start()
     try:
         yield writer
@@ -268,7 +277,7 @@ def test_garbage_file_never_raises_and_spills(tmp_path: Path) -> None:
 
 
 def test_submit_after_close_does_not_raise(db: Db) -> None:
-    writer = BatchWriter(db.path, batch_size=1)
+    writer = sqlite_writer(db.path, batch_size=1)
     writer.start()
     writer.submit(make_step(db.execution_id, "t.py::test_before"))
     stats = writer.close(WAIT)
@@ -281,7 +290,7 @@ def test_submit_after_close_does_not_raise(db: Db) -> None:
 
 
 def test_writer_never_started_spills_on_close(db: Db) -> None:
-    writer = BatchWriter(db.path)
+    writer = sqlite_writer(db.path)
     writer.submit(make_step(db.execution_id, "t.py::test_x"))
     stats = writer.close(1.0)
     assert (stats.steps, stats.spilled) == (0, 1)
@@ -320,12 +329,12 @@ def test_heartbeat_updates_the_execution(db: Db) -> None:
 
 def test_run_on_connection_runs_a_function_on_the_connections_thread(tmp_path: Path) -> None:
     """Fails when an aiosqlite release changes `Connection._execute`, which the writer
-    uses to run a whole batch transaction in one hop (storage/writer.run_on_connection)."""
+    uses to run a whole batch transaction in one hop (storage/sqlite/sink.run_on_connection)."""
     import asyncio
 
     import aiosqlite
 
-    from pytest_stepflow.storage.writer import run_on_connection
+    from pytest_stepflow.storage.sqlite.sink import run_on_connection
 
     threads: dict[str, int] = {}
     made: list[sqlite3.Connection] = []

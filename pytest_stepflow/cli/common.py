@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from pytest_stepflow.locations import DB_ENV, DEFAULT_DB
 from pytest_stepflow.query.database import Reader, open_database
+from pytest_stepflow.storage.location import ACCEPTED, LocationError, parse_location
 from pytest_stepflow.text import duration_text
 
 Handler = Callable[[argparse.Namespace, "Output"], int]
@@ -137,11 +138,27 @@ def positive(text: str) -> int:
     return value
 
 
+def database(text: str) -> str:
+    """`--db`: a path or `sqlite:///path`, as the path the commands open (relative to the
+    current folder).
+
+    A bad location ends the command with one line and status 2, as other database errors
+    do, rather than argparse's usage block; the message never shows a password.
+    """
+    try:
+        return str(parse_location(text).path)
+    except LocationError as exc:
+        error(f"--db: {exc}")
+        raise SystemExit(BAD_INPUT) from exc
+
+
 def add_common(parser: argparse.ArgumentParser, *, json_output: bool = True) -> None:
     parser.add_argument(
         "--db",
         metavar="PATH",
-        help=f"the database (default: ${DB_ENV}, then the nearest {DEFAULT_DB} from here up)",
+        type=database,
+        help=f"the database: {ACCEPTED} (default: ${DB_ENV}, then the nearest {DEFAULT_DB} "
+        "from here up)",
     )
     if json_output:
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")

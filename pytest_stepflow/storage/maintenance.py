@@ -1,6 +1,8 @@
 """Looking after a database: statistics, health checks, optimisation, pruning, spill import.
 
-All the SQL of `stepflow stats`, `doctor`, `optimize`, `prune` and `import-spill`. Rules:
+All the SQL of `stepflow stats`, `doctor`, `optimize`, `prune` and `import-spill`. SQLite
+only, on purpose: these commands are backend-specific (a PostgreSQL backend brings its own
+forms), so this module uses storage/sqlite/ directly rather than the backend seam. Rules:
 - `stats` and `doctor` (without `fix`) open the file read-only and never take a lock;
 - the writing functions open with `open_for_writing` only once the file is known to exist and
   to hold stepflow data: they never create a database, never touch a foreign one;
@@ -26,23 +28,24 @@ from pathlib import Path
 
 from pytest_stepflow.locations import ARTIFACTS_DIR, artifacts_dir
 from pytest_stepflow.model import Status
-from pytest_stepflow.storage.connection import (
+from pytest_stepflow.storage.errors import LockedError, StorageError
+from pytest_stepflow.storage.liveness import is_gone
+from pytest_stepflow.storage.spill import (
+    ImportResult,
+    _in_use,
+    has_spills,
+    spill_glob,
+)
+from pytest_stepflow.storage.sqlite.connection import (
     check_stepflow,
     describe_error,
     is_busy,
     open_for_writing,
     open_read_only,
 )
-from pytest_stepflow.storage.errors import LockedError, StorageError
-from pytest_stepflow.storage.operations import is_gone, mark_interrupted
-from pytest_stepflow.storage.schema import has_fts5
-from pytest_stepflow.storage.spill import (
-    ImportResult,
-    _in_use,
-    has_spills,
-    import_spills,
-    spill_glob,
-)
+from pytest_stepflow.storage.sqlite.operations import mark_interrupted
+from pytest_stepflow.storage.sqlite.schema import has_fts5
+from pytest_stepflow.storage.sqlite.spill_import import import_spills
 from pytest_stepflow.text import size_text
 from pytest_stepflow.timestamps import parse_iso
 

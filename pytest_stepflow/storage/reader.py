@@ -34,9 +34,9 @@ from pytest_stepflow.query.records import (
     WorkerLoad,
     parse_json,
 )
-from pytest_stepflow.storage.connection import describe_error, open_read_only
 from pytest_stepflow.storage.errors import StorageError
-from pytest_stepflow.storage.schema import check_schema
+from pytest_stepflow.storage.sqlite.connection import describe_error, open_read_only
+from pytest_stepflow.storage.sqlite.schema import check_schema
 
 
 class RunNotFoundError(StorageError):

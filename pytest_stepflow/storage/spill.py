@@ -1,6 +1,8 @@
-"""The spill journal: records the writer could not commit, kept as JSON lines beside the database.
+"""The spill journal: records the writer could not commit, kept as JSON lines in local files.
 
-One file per writer process, named `<db name>-spill-<random>.jsonl`; its first line names the
+Every backend spills the same way, to files named from a local `stem` the backend gives
+(`Backend.spill_stem`; for SQLite the database file itself, so the journals sit beside it).
+One file per writer process, named `<stem name>-spill-<random>.jsonl`; its first line names the
 host and pid that wrote it, so an import never takes a file that a live writer still appends to.
 An import claims a file by renaming it (atomic), replays it idempotently, then deletes it: a
 spill is imported exactly once, and a replay that is interrupted can simply be run again.
@@ -12,8 +14,7 @@ import dataclasses
 import json
 import os
 import socket
-import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +30,19 @@ from pytest_stepflow.model import (
     Step,
     SubStep,
 )
-from pytest_stepflow.storage.operations import (
-    MissingExecutionError,
-    WriteCache,
-    _pid_alive,
-    apply_batch,
-)
+from pytest_stepflow.storage.batches import BatchCounts
+from pytest_stepflow.storage.liveness import pid_alive
 
 FORMAT = 1
 _CLAIMED = ".importing-"
 
 
-def spill_glob(db_path: Path) -> str:
-    return f"{db_path.name}-spill-*.jsonl*"
+def spill_glob(stem: Path) -> str:
+    return f"{stem.name}-spill-*.jsonl*"
 
 
-def has_spills(db_path: Path) -> bool:
-    return any(db_path.parent.glob(spill_glob(db_path)))
+def has_spills(stem: Path) -> bool:
+    return any(stem.parent.glob(spill_glob(stem)))
 
 
 def encode(record: Record) -> str:
@@ -71,8 +68,8 @@ def decode(line: str) -> Record:
 class SpillJournal:
     """Appends records to this process's spill file; opened lazily, closed after each write."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.path = db_path.with_name(f"{db_path.name}-spill-{os.urandom(6).hex()}.jsonl")
+    def __init__(self, stem: Path) -> None:
+        self.path = stem.with_name(f"{stem.name}-spill-{os.urandom(6).hex()}.jsonl")
         self.records = 0
 
     def append(self, records: Sequence[Record]) -> None:
@@ -107,7 +104,7 @@ def _in_use(path: Path) -> bool:
     """True when the file's writer (or its claiming importer) is still alive on this host."""
     if _CLAIMED in path.name:
         pid_text = path.name.rsplit(_CLAIMED, 1)[1]
-        return pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text))
+        return pid_text.isdigit() and int(pid_text) != os.getpid() and pid_alive(int(pid_text))
     try:
         with path.open(encoding="ascii", errors="replace") as handle:
             header = json.loads(handle.readline() or "{}")
@@ -117,7 +114,7 @@ def _in_use(path: Path) -> bool:
         header.get("host") == socket.gethostname()
         and header.get("pid") != os.getpid()
         and isinstance(header.get("pid"), int)
-        and _pid_alive(header["pid"])
+        and pid_alive(header["pid"])
     )
 
 
@@ -134,11 +131,19 @@ def _read(path: Path) -> Iterator[Record]:
 _ORDER = {ExecutionStarted: 0, ExecutionMetadata: 1, Step: 2, Heartbeat: 3, ExecutionFinished: 4}
 
 
-def import_spills(conn: sqlite3.Connection, db_path: Path, batch_rows: int = 500) -> ImportResult:
-    """Replay every spill file beside `db_path` that no live process owns."""
+def replay_spills(
+    stem: Path,
+    apply: Callable[[list[Record], set[str]], BatchCounts],
+    errors: tuple[type[BaseException], ...],
+    batch_rows: int = 500,
+) -> ImportResult:
+    """Replay every spill file of `stem` that no live process owns, in chunks of
+    `batch_rows` records through `apply(chunk, started)` (the backend's idempotent batch;
+    `started`: the ids of the executions the journals start). When it raises one of
+    `errors`, the files are given back for a later attempt."""
     result = ImportResult()
     claimed: list[tuple[Path, Path]] = []
-    for path in sorted(db_path.parent.glob(spill_glob(db_path))):
+    for path in sorted(stem.parent.glob(spill_glob(stem))):
         if _in_use(path):
             result.skipped_files.append(path.name)
             continue
@@ -153,16 +158,13 @@ def import_spills(conn: sqlite3.Connection, db_path: Path, batch_rows: int = 500
     records = sorted(
         (r for _, target in claimed for r in _read(target)), key=lambda r: _ORDER[type(r)]
     )
-    cache = WriteCache()
     started = {r.id for r in records if isinstance(r, ExecutionStarted)}
     try:
         for start in range(0, len(records), batch_rows):
-            chunk = records[start : start + batch_rows]
-            batch = [r for r in chunk if _has_execution(conn, r, cache, started)]
-            counts = apply_batch(conn, batch, cache)
+            counts = apply(records[start : start + batch_rows], started)
             result.steps += counts.steps
             result.duplicates += counts.duplicates
-    except (sqlite3.Error, MissingExecutionError) as exc:
+    except errors as exc:
         for original, target in claimed:  # give the files back for a later attempt
             target.rename(original.with_name(original.name.split(_CLAIMED)[0]))
         result.errors.append(str(exc))
@@ -172,19 +174,3 @@ def import_spills(conn: sqlite3.Connection, db_path: Path, batch_rows: int = 500
     result.files = len(claimed)
     result.records = len(records)
     return result
-
-
-def _has_execution(
-    conn: sqlite3.Connection, record: Record, cache: WriteCache, started: set[str]
-) -> bool:
-    """Steps of an execution whose start was lost for good cannot be placed; drop them."""
-    if not isinstance(record, Step):
-        return True
-    numbers = cache.executions
-    if record.execution_id in numbers or record.execution_id in started:
-        return True
-    row = conn.execute("SELECT number FROM executions WHERE id = ?", (record.execution_id,))
-    found = row.fetchone()
-    if found is not None:
-        numbers[record.execution_id] = int(found[0])
-    return found is not None

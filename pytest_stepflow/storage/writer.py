@@ -1,11 +1,11 @@
 """The retrying batch writer: the only code that writes to the database while tests run.
 
 The test thread calls `submit()`: an append to a deque, plus (once per batch) a wake-up of the
-writer thread. The writer thread runs its own asyncio loop and drives SQLite through one
-aiosqlite connection. A batch is a single call on aiosqlite's connection thread (one thread hop
-per batch) that runs one BEGIN IMMEDIATE transaction. Lock errors are retried with jittered
-exponential backoff within a time budget; what still cannot be written goes to the spill
-journal. Nothing here ever raises into pytest: problems are counted in `WriterStats`.
+writer thread. The writer thread runs its own asyncio loop and hands each batch to a sink
+(storage/backend.py; for SQLite one aiosqlite connection, one BEGIN IMMEDIATE transaction per
+batch in one thread hop: storage/sqlite/sink.py). Errors the sink calls transient are retried
+with jittered exponential backoff within a time budget; what still cannot be written goes to
+the spill journal. Nothing here ever raises into pytest: problems are counted in `WriterStats`.
 """
 
 from __future__ import annotations
@@ -14,42 +14,28 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
 import random
-import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
-
-import aiosqlite
 
 from pytest_stepflow.model import Heartbeat, Record, Step
-from pytest_stepflow.storage.connection import describe_error, is_busy, open_for_writing
+from pytest_stepflow.storage.backend import Sink
+from pytest_stepflow.storage.batches import BatchCounts, make_safe
 from pytest_stepflow.storage.errors import StorageError
-from pytest_stepflow.storage.operations import (
-    BatchCounts,
-    MissingExecutionError,
-    WriteCache,
-    apply_batch,
-    make_safe,
-)
 from pytest_stepflow.storage.spill import SpillJournal
 from pytest_stepflow.storage.writer_stats import WriterStats
-
-T = TypeVar("T")
 
 MAX_TRANSACTION_RECORDS = 5000  # coalesce what is waiting, but keep each lock hold short
 BACKOFF_FIRST = 0.01
 BACKOFF_CAP = 1.0
 OTHER_ERROR_ATTEMPTS = 3  # I/O errors may be transient; corrupt files and bad rows are not
 HEARTBEAT_INTERVAL = 2.0
-WAL_CHECKPOINT_BYTES = 4 << 20  # the size automatic checkpoints keep it near (1000 pages)
 
 
 class OwnRecords(logging.Filter):
-    """Drops what aiosqlite and asyncio log from the writer's own threads.
+    """Drops what the sink's driver (aiosqlite) and asyncio log from the writer's own threads.
 
     pytest captures whatever reaches the root logger, so under `--log-level=DEBUG` every
     batch's "executing ..." line (with the batch's repr) would land in the running test's
@@ -57,16 +43,16 @@ class OwnRecords(logging.Filter):
     event loops come from other threads and pass. Errors are kept in the writer's statistics.
     """
 
-    def __init__(self, connector: object, on_error: Callable[[str], None]) -> None:
+    def __init__(self, on_error: Callable[[str], None]) -> None:
         super().__init__()
         self.threads: set[int] = set()
-        self.connector = connector  # aiosqlite logs "executing <connector>" before running it
+        self.objects: list[object] = []  # the sink's: a record whose first argument is one
         self.on_error = on_error
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         ours = record.thread in self.threads or (
-            type(args) is tuple and bool(args) and args[0] is self.connector
+            type(args) is tuple and bool(args) and any(args[0] is o for o in self.objects)
         )
         if ours and record.levelno >= logging.ERROR:
             with contextlib.suppress(Exception):
@@ -74,7 +60,7 @@ class OwnRecords(logging.Filter):
         return not ours
 
 
-_NOISY_LOGGERS = ("aiosqlite", "asyncio")
+_NOISY_LOGGERS = ("asyncio",)  # and the sink's `loggers`
 
 
 class _Loop(asyncio.SelectorEventLoop):
@@ -94,27 +80,11 @@ class _Loop(asyncio.SelectorEventLoop):
         return self._clock()
 
 
-async def run_on_connection(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)` on the connection's own thread, in one hop: a whole batch transaction.
-
-    aiosqlite's public API is one hop per statement (execute, executemany, commit: each a
-    round trip between this loop and the connection's thread), and nothing public runs a
-    function there. Its private `Connection._execute` does, the same in 0.20, 0.21 and 0.22:
-    so the version range is pinned in pyproject.toml, and tests/test_writer.py checks this
-    call (on that thread, result and exception unchanged) against the installed aiosqlite.
-    """
-    execute = cast(Callable[..., Awaitable[T]], db._execute)
-    return await execute(fn, *args)
-
-
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-
-
 class BatchWriter:
     def __init__(
         self,
-        db_path: Path,
+        sink: Sink,
+        spill_stem: Path,
         *,
         batch_size: int = 50,
         flush_interval: float = 1.0,
@@ -122,7 +92,7 @@ class BatchWriter:
         heartbeat: Callable[[], Heartbeat | None] | None = None,
         on_done: Callable[[int], None] | None = None,
     ) -> None:
-        self.db_path = db_path
+        self._sink = sink
         self._on_done = on_done  # told how many records are done, in order, after each batch
         self.stats = WriterStats()
         self._batch_size = batch_size
@@ -136,27 +106,23 @@ class BatchWriter:
         self._ready = threading.Event()
         self._wake_pending = False
         self._beat_due = False
-        self._sqlite_thread: int | None = None
         self._closing = False
         self._close_deadline = float("inf")
         self._final: Callable[[WriterStats], Record] | None = None
         self._submitted = 0
         self._done = 0  # written, duplicate, spilled or lost
         self._done_changed = threading.Condition()
-        self._journal = SpillJournal(db_path)
-        self._raw: sqlite3.Connection | None = None
-        self._last_checkpoint = 0.0
-        self._cache = WriteCache()
+        self._journal = SpillJournal(spill_stem)
+        self._loggers = (*_NOISY_LOGGERS, *sink.loggers)
         self._random = random.Random()  # never the global one: tests seed and replay it
         self._monotonic = time.monotonic  # on the instance: see _Loop
-        self._connector = self._connect  # one bound method: OwnRecords knows it by identity
-        self._log_filter = OwnRecords(self._connector, self._error)
+        self._log_filter = OwnRecords(self._error)
         self._thread = threading.Thread(target=self._run, name="stepflow-writer", daemon=True)
 
     # ---- test thread -------------------------------------------------------------------
 
     def start(self) -> None:
-        for name in _NOISY_LOGGERS:
+        for name in self._loggers:
             logging.getLogger(name).addFilter(self._log_filter)
         self._thread.start()
         self._ready.wait(10.0)
@@ -202,7 +168,7 @@ class BatchWriter:
         if self._thread.is_alive():
             # An in-flight transaction is short; the margin covers one busy_timeout wait.
             self._thread.join(timeout + 2.0)
-        for name in _NOISY_LOGGERS:
+        for name in self._loggers:
             logging.getLogger(name).removeFilter(self._log_filter)
         if self._thread.is_alive() or self._buffer or self._final is not None:
             leftover = self._take(len(self._buffer))
@@ -239,22 +205,18 @@ class BatchWriter:
             self._log_filter.threads.discard(me)  # idents are reused by later threads
 
     async def _main(self) -> None:
-        db: aiosqlite.Connection | None = None
+        opened = False
         try:
-            db = await aiosqlite.Connection(self._connector, iter_chunk_size=64)
+            await self._sink.open(self._log_filter)
+            opened = True
         except StorageError as exc:
             self._error(str(exc))
-        except sqlite3.Error as exc:
-            self._error(str(describe_error(self.db_path, exc)))
         try:
-            await self._serve(db)
+            await self._serve(opened)
         finally:
-            if db is not None:
-                with contextlib.suppress(Exception):
-                    await db.close()
-            self._log_filter.threads.discard(self._sqlite_thread or 0)
+            await self._sink.close()
 
-    async def _serve(self, db: aiosqlite.Connection | None) -> None:
+    async def _serve(self, opened: bool) -> None:
         last_beat = 0.0
         loop = asyncio.get_running_loop()
         while True:
@@ -281,36 +243,14 @@ class BatchWriter:
                 batch.append(self._final(self.stats))
                 self._final = None
             if batch:
-                if db is None:
+                if not opened:
                     self._spill(batch, self.stats.last_error or "the database could not be opened")
                 else:
-                    await self._write(db, batch)
-                    await self._bound_wal(db)
+                    await self._write(batch)
+                    if await self._sink.tidy():
+                        self.stats.checkpoints += 1
             elif self._closing:
                 break
-
-    async def _bound_wal(self, db: aiosqlite.Connection) -> None:
-        """Automatic checkpoints never wait for readers, so under a steady stream of report
-        queries the WAL is never reset and keeps growing. Past a size, ask for a TRUNCATE
-        checkpoint, which waits (briefly, busy_timeout) for readers to move on."""
-        now = self._monotonic()
-        if now - self._last_checkpoint < 0.5:
-            return
-        self._last_checkpoint = now
-        try:
-            size = os.path.getsize(f"{self.db_path}-wal")  # a stat: never open the file
-        except OSError:
-            return
-        if size > WAL_CHECKPOINT_BYTES:
-            with contextlib.suppress(sqlite3.Error):
-                await run_on_connection(db, _checkpoint, self._raw)
-                self.stats.checkpoints += 1
-
-    def _connect(self) -> sqlite3.Connection:
-        self._sqlite_thread = threading.get_ident()  # aiosqlite's connection thread
-        self._log_filter.threads.add(self._sqlite_thread)
-        self._raw = open_for_writing(self.db_path)
-        return self._raw
 
     def _take(self, limit: int) -> list[Record]:
         batch: list[Record] = []
@@ -319,40 +259,34 @@ class BatchWriter:
             batch.append(buffer.popleft())
         return batch
 
-    async def _write(self, db: aiosqlite.Connection, batch: list[Record]) -> None:
+    async def _write(self, batch: list[Record]) -> None:
         started = self._monotonic()
         deadline = started + self._retry_budget
         attempt = 0
         made_safe = False
+        sink = self._sink
         while True:
             attempt += 1
             try:
-                counts: BatchCounts = await run_on_connection(
-                    db, apply_batch, self._raw, batch, self._cache
-                )
+                counts: BatchCounts = await sink.apply(batch)
             except UnicodeEncodeError as exc:
-                # A string SQLite cannot bind (a lone surrogate outside the captured text,
+                # A string the driver cannot bind (a lone surrogate outside the captured text,
                 # e.g. in a path): store it escaped rather than lose the batch.
                 if made_safe:
                     self._spill(batch, f"cannot store text: {exc}")
                     return
                 batch, made_safe = make_safe(batch), True
                 continue
-            except (sqlite3.Error, MissingExecutionError) as exc:
-                retry = is_busy(exc) or (
-                    isinstance(exc, sqlite3.OperationalError) and attempt < OTHER_ERROR_ATTEMPTS
+            except sink.errors as exc:
+                retry = sink.is_transient(exc) or (
+                    sink.may_recover(exc) and attempt < OTHER_ERROR_ATTEMPTS
                 )
                 delay = self._random.uniform(0.5, 1.0) * min(
                     BACKOFF_CAP, BACKOFF_FIRST * 2**attempt
                 )
                 end = min(deadline, self._close_deadline)
                 if not retry or self._monotonic() + delay > end:
-                    reason = (
-                        str(describe_error(self.db_path, exc))
-                        if isinstance(exc, sqlite3.Error)
-                        else str(exc)
-                    )
-                    self._spill(batch, reason)
+                    self._spill(batch, sink.describe(exc))
                     return
                 self.stats.retries += 1
                 await asyncio.sleep(delay)

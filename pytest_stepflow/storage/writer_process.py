@@ -2,9 +2,10 @@
 
 Every pytest process that records (standalone, each xdist worker, the xdist controller)
 starts one: `python -m pytest_stepflow.storage.writer_process CONFIG`. It reads records from
-its stdin (wire.py) and writes them with the batch writer (writer.py: aiosqlite, BEGIN
-IMMEDIATE batches, retries, spill journal), and tells the pytest process on its stdout how
-many records are done, so that the pytest process can spill what a dead writer never wrote.
+its stdin (wire.py) and writes them with the batch writer (writer.py: batches, retries,
+spill journal) into the sink of the backend its database location names (backend.py), and
+tells the pytest process on its stdout how many records are done, so that the pytest
+process can spill what a dead writer never wrote.
 
 Why a process: a writer thread in the test process runs Python (batch building, aiosqlite's
 thread hops) and takes the GIL whenever the test thread makes a system call, which pytest's
@@ -34,6 +35,8 @@ from pytest_stepflow.model import (
     Heartbeat,
     Record,
 )
+from pytest_stepflow.storage.backend import Backend, open_backend
+from pytest_stepflow.storage.location import parse_location
 from pytest_stepflow.storage.writer import BatchWriter
 from pytest_stepflow.storage.writer_stats import WriterStats
 from pytest_stepflow.wire import Reader, decode_record, frame
@@ -69,10 +72,12 @@ def _cpu_seconds() -> float:
     return round(mine.ru_utime + mine.ru_stime + children.ru_utime + children.ru_stime, 4)
 
 
-def final_stats(stats: WriterStats, merge: dict[str, Any] | None, db_path: Path) -> dict[str, Any]:
+def final_stats(
+    stats: WriterStats, merge: dict[str, Any] | None, backend: Backend
+) -> dict[str, Any]:
     """The writer's statistics as the execution's row stores them: with what the pytest
-    process adds (the xdist workers' statistics, their names, recovered steps) and the WAL's
-    size at the end."""
+    process adds (the xdist workers' statistics, their names, recovered steps) and the
+    backend's numbers at the end (SQLite: the WAL's size)."""
     total = WriterStats()
     total.merge(stats.as_dict())
     merge = merge or {}
@@ -80,16 +85,13 @@ def final_stats(stats: WriterStats, merge: dict[str, Any] | None, db_path: Path)
     total.cpu_seconds += _cpu_seconds()
     result = total.as_dict()
     result.update(merge.get("extra") or {})
-    try:
-        result["wal_bytes"] = os.path.getsize(f"{db_path}-wal")  # a stat: never open it
-    except OSError:
-        result["wal_bytes"] = 0
+    result.update(backend.end_details())
     return result
 
 
 class Session:
     def __init__(self, config: dict[str, Any]) -> None:
-        self.db_path = Path(config["db_path"])
+        self.backend = open_backend(parse_location(config["db"]))
         self.execution: str | None = config.get("execution")  # set when this process owns it
         self.parent = int(config["parent"])
         self.started = float(config.get("started") or CLOCK.now())
@@ -101,7 +103,8 @@ class Session:
         self.off: str | None = None  # why this database cannot be used: records are dropped
         self.dropped = 0
         self.writer = BatchWriter(
-            self.db_path,
+            self.backend.sink(),
+            self.backend.spill_stem,
             batch_size=int(config["batch_size"]),
             flush_interval=float(config["flush_interval"]),
             retry_budget=float(config["retry_budget"]),
@@ -142,13 +145,12 @@ class Session:
     def bootstrap(self, start: tuple[Any, ...]) -> None:
         """Migrate, import earlier runs' spills, mark dead runs, create the execution; tell
         the pytest process (its summary line, and an xdist controller waits for it)."""
-        from pytest_stepflow.storage.bootstrap import start_execution
         from pytest_stepflow.storage.errors import LockedError, StorageError
 
         started = decode_record(start)
         assert isinstance(started, ExecutionStarted)
         try:
-            result = start_execution(self.db_path, started)
+            result = self.backend.start_execution(started)
         except LockedError as exc:
             # The writer waits for the lock in its turn; past its retry budget the
             # execution and its steps go to the spill journal, and the next run imports them.
@@ -207,14 +209,14 @@ class Session:
             self.metadata.join(3.0)  # git is quick; a hung one does not hold the run
 
         def make_final(stats: WriterStats) -> Record:
-            finished.update(final_stats(stats, merge, self.db_path))
+            finished.update(final_stats(stats, merge, self.backend))
             assert final is not None
             record = decode_record(final)
             assert isinstance(record, ExecutionFinished)
             return record._replace(writer_stats=json.dumps(finished))
 
         stats = self.writer.close(timeout, final=make_final if final else None)
-        self.closed_stats = finished or final_stats(stats, merge, self.db_path)
+        self.closed_stats = finished or final_stats(stats, merge, self.backend)
         self.replies.send(("closed", self.closed_stats))
 
     def abandoned(self, timeout: float) -> None:

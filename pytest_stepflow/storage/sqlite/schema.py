@@ -15,7 +15,7 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
-from pytest_stepflow.storage.header import APPLICATION_ID, SCHEMA_VERSION, foreign, newer
+from pytest_stepflow.storage.sqlite.header import APPLICATION_ID, SCHEMA_VERSION, foreign, newer
 
 __all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "check_schema", "migrate"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from pytest_stepflow.storage.connection import describe_error, open_read_only
+from pytest_stepflow.storage.sqlite.connection import describe_error, open_read_only
 
 
 def outcome_counts(path: Path, execution_id: str) -> dict[str, int]:

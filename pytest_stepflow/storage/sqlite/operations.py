@@ -9,10 +9,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import operator
-import os
 import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pytest_stepflow.model import (
@@ -25,11 +24,8 @@ from pytest_stepflow.model import (
     Step,
     split_nodeid,
 )
-from pytest_stepflow.timestamps import parse_iso
-
-
-class MissingExecutionError(Exception):
-    """A step names an execution that is not in the database (its start record was lost)."""
+from pytest_stepflow.storage.batches import BatchCounts, MissingExecutionError
+from pytest_stepflow.storage.liveness import is_gone
 
 
 @dataclasses.dataclass
@@ -39,16 +35,6 @@ class WriteCache:
     executions: dict[str, int] = dataclasses.field(default_factory=dict)
     tests: set[str] = dataclasses.field(default_factory=set)
     pending_tests: list[str] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class BatchCounts:
-    steps: int = 0
-    logs: int = 0
-    substeps: int = 0
-    artifacts: int = 0
-    duplicates: int = 0
-    executions: int = 0
 
 
 _INSERT_EXECUTION = """
@@ -356,20 +342,6 @@ def _new_steps(conn: sqlite3.Connection, steps: list[Step], base: int) -> list[t
     return [(step_id, s) for step_id, s in keyed if step_id is not None]
 
 
-def make_safe(records: Sequence[Record]) -> list[Record]:
-    """The records with every string SQLite can bind (lone surrogates become escapes)."""
-    return [_safe(record) for record in records]
-
-
-def _safe(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, tuple):
-        items = [_safe(item) for item in value]
-        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
-    return value
-
-
 def _metadata(
     conn: sqlite3.Connection, rows: list[Record], cache: WriteCache, counts: BatchCounts
 ) -> None:
@@ -419,35 +391,6 @@ _APPLY = {
     Heartbeat: _heartbeats,
     ExecutionFinished: _finished,
 }
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
-# A heartbeat older than this means the process is gone even if its pid was reused.
-STALE_SAME_HOST = timedelta(minutes=10)
-# On another host we cannot look at pids; a heartbeat is written every few seconds.
-STALE_OTHER_HOST = timedelta(hours=1)
-
-
-def is_gone(run_host: str, pid: int, heartbeat: str, host: str, now: datetime) -> bool:
-    """Whether the process of a `running` execution is gone, seen from `host` at `now`.
-
-    `heartbeat` is the run's last heartbeat (else its start) as ISO-8601 text. Same host: the
-    pid is gone (or the heartbeat is very old, in case the pid was reused). Other hosts: only
-    a heartbeat older than an hour. Pure apart from the pid probe; `stepflow doctor` shares it.
-    """
-    age = now - parse_iso(heartbeat)
-    if run_host == host:
-        return (pid != os.getpid() and not _pid_alive(pid)) or age > STALE_SAME_HOST
-    return age > STALE_OTHER_HOST
 
 
 def mark_interrupted(conn: sqlite3.Connection, host: str, now: datetime) -> list[int]:

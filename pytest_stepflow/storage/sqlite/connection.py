@@ -13,8 +13,8 @@ from pytest_stepflow.storage.errors import (
     StorageError,
     UnwritableError,
 )
-from pytest_stepflow.storage.header import LEFT_ALONE, read_header
-from pytest_stepflow.storage.schema import check_schema
+from pytest_stepflow.storage.sqlite.header import LEFT_ALONE, read_header
+from pytest_stepflow.storage.sqlite.schema import check_schema
 
 
 # Taken at import, out of the tests' reach: a test may monkeypatch `sqlite3.connect` (and

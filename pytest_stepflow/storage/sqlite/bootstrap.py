@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
 from pytest_stepflow.model import ExecutionStarted
-from pytest_stepflow.storage.connection import describe_error, open_for_writing
-from pytest_stepflow.storage.operations import WriteCache, apply_batch, mark_interrupted
-from pytest_stepflow.storage.schema import migrate
-from pytest_stepflow.storage.spill import ImportResult, has_spills, import_spills
+from pytest_stepflow.storage.backend import Started
+from pytest_stepflow.storage.spill import ImportResult, has_spills
+from pytest_stepflow.storage.sqlite.connection import describe_error, open_for_writing
+from pytest_stepflow.storage.sqlite.operations import WriteCache, apply_batch, mark_interrupted
+from pytest_stepflow.storage.sqlite.schema import migrate
+from pytest_stepflow.storage.sqlite.spill_import import import_spills
 
 # Start-up may wait this long for another session's write lock: it happens once per run,
 # and an execution that cannot be created would leave nothing to attach steps to.
 BOOTSTRAP_BUSY_WAIT = 15.0  # seconds
-
-
-@dataclasses.dataclass
-class Started:
-    number: int
-    dead_runs: list[int]
-    imported: ImportResult
 
 
 def start_execution(path: Path, started: ExecutionStarted) -> Started:
