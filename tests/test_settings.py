@@ -390,3 +390,79 @@ def test_strict_project_settings_are_not_tripped(
     assert "warning" not in run.output.lower()
     assert len(run.steps) == 6
     assert json.loads(run.execution["tags"]) == {"suite": "strict"}
+
+
+# ---- database locations: a path or sqlite:///path; PostgreSQL not yet ------------------------
+
+
+def test_sqlite_url_on_the_command_line_is_relative_to_the_invocation_dir(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "--stepflow", "--stepflow-db=sqlite:///rel/run.db"
+    )
+    result.assert_outcomes(passed=2)
+    db = pytester.path / "rel" / "run.db"
+    check_invariants(StepflowRun(result, db), 0)
+    assert _databases(pytester.path) == [db]
+
+
+def test_sqlite_url_in_the_ini_is_relative_to_the_ini_file(pytester: pytest.Pytester) -> None:
+    project = pytester.mkdir("project")
+    (project / "pytest.ini").write_text("[pytest]\nstepflow_db = sqlite:///data/ini.db\n")
+    (project / "test_suite.py").write_text(SUITE)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--stepflow", "project")
+    result.assert_outcomes(passed=2)
+    db = project / "data" / "ini.db"
+    check_invariants(StepflowRun(result, db), 0)
+    assert _databases(pytester.path) == [db]
+
+
+def test_absolute_sqlite_url_in_the_environment(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = pytester.path / "env" / "abs.db"
+    monkeypatch.setenv("STEPFLOW_DB", f"sqlite:///{db}")  # four slashes: absolute
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--stepflow")
+    result.assert_outcomes(passed=2)
+    check_invariants(StepflowRun(result, db), 0)
+    assert _databases(pytester.path) == [db]
+
+
+@pytest.mark.parametrize("where", ["cli", "env", "ini"])
+def test_postgresql_is_refused_without_showing_the_password(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    url = "postgresql://ci:s3cret-pw@db.example:5432/runs"
+    pytester.makepyfile(test_suite=SUITE)
+    args = ["-p", "no:cacheprovider", "--stepflow"]
+    if where == "cli":
+        args.append(f"--stepflow-db={url}")
+    elif where == "env":
+        monkeypatch.setenv("STEPFLOW_DB", url)
+    else:
+        pytester.makeini(f"[pytest]\nstepflow_db = {url}\n")
+    result = pytester.runpytest_inprocess(*args)
+    message = _usage_error(result)
+    assert "PostgreSQL support is not available yet" in message
+    assert "postgresql://ci:***@db.example:5432/runs" in message
+    assert "s3cret" not in "\n".join(result.outlines + result.errlines)
+    assert "passed" not in result.stdout.str()
+    assert _databases(pytester.path) == []
+
+
+@pytest.mark.parametrize("value", ["mysql://root:hunter2@localhost/db", "http://example.com/x"])
+def test_other_urls_are_refused_naming_the_accepted_forms(
+    pytester: pytest.Pytester, value: str
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "--stepflow", f"--stepflow-db={value}"
+    )
+    message = _usage_error(result)
+    assert "--stepflow-db" in message
+    assert "a file path or sqlite:///path" in message
+    assert "hunter2" not in "\n".join(result.outlines + result.errlines)
+    assert _databases(pytester.path) == []
