@@ -161,15 +161,19 @@ def test_sink_calls_a_step_without_its_execution_permanent(tmp_path: Path) -> No
 # ---- the stepflow command's --db -------------------------------------------------------------
 
 
+@pytest.mark.parametrize("where", ["option", "env"])
 def test_cli_refuses_postgresql_in_one_line_without_the_password(
-    capsys: pytest.CaptureFixture[str],
+    where: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    url = "postgresql://ci:s3cret@db.example/runs"
+    if where == "env":
+        monkeypatch.setenv("STEPFLOW_DB", url)
     with pytest.raises(SystemExit) as exited:
-        main(["runs", "--db", "postgresql://ci:s3cret@db.example/runs"])
+        main(["runs", "--db", url] if where == "option" else ["runs"])
     assert exited.value.code == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.count("\n") == 1 and err.startswith("stepflow: error: --db: ")
+    assert err.count("\n") == 1 and err.startswith("stepflow: error: --db (or $STEPFLOW_DB): ")
     assert "PostgreSQL support is not available yet" in err
     assert "s3cret" not in err and "postgresql://ci:***@db.example/runs" in err
 
@@ -181,7 +185,12 @@ def test_cli_reads_a_database_named_by_a_sqlite_url(
     started = make_started()
     open_backend(SqliteLocation(path)).start_execution(started)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STEPFLOW_DB", raising=False)
     for location in (f"sqlite:///{path}", "sqlite:///data/stepflow.db"):
         assert main(["runs", "--db", location, "--json"]) == 0
         out, err = capsys.readouterr()
         assert started.id in out, err
+    monkeypatch.setenv("STEPFLOW_DB", "sqlite:///data/stepflow.db")
+    assert main(["runs", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert started.id in out, err

@@ -139,8 +139,8 @@ def positive(text: str) -> int:
 
 
 def database(text: str) -> str:
-    """`--db`: a path or `sqlite:///path`, as the path the commands open (relative to the
-    current folder).
+    """`--db` (or $STEPFLOW_DB): a path or `sqlite:///path`, as the path the commands open
+    (relative to the current folder).
 
     A bad location ends the command with one line and status 2, as other database errors
     do, rather than argparse's usage block; the message never shows a password.
@@ -148,7 +148,7 @@ def database(text: str) -> str:
     try:
         return str(parse_location(text).path)
     except LocationError as exc:
-        error(f"--db: {exc}")
+        error(f"--db (or ${DB_ENV}): {exc}")
         raise SystemExit(BAD_INPUT) from exc
 
 
@@ -157,6 +157,9 @@ def add_common(parser: argparse.ArgumentParser, *, json_output: bool = True) -> 
         "--db",
         metavar="PATH",
         type=database,
+        # argparse passes a string default through `type` too: the environment's location
+        # is parsed (and a password in it hidden) as the option's is.
+        default=os.environ.get(DB_ENV) or None,
         help=f"the database: {ACCEPTED} (default: ${DB_ENV}, then the nearest {DEFAULT_DB} "
         "from here up)",
     )
