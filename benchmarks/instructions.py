@@ -37,7 +37,7 @@ import real_suites  # noqa: E402  (the packaging environment)
 
 FILES = {"big": ("tests/test_markers.py", 2507), "small": ("tests/test_errors.py", 7)}
 NO_HOOKS_PLUGIN = '''"""Benchmark probe (benchmarks/instructions.py): empty per-test hooks."""
-import pytest_stepflow.recorder as recorder
+import pytest_stepflow.plugin.recorder as recorder
 
 recorder.StepRecorder.pytest_runtest_logstart = lambda self, nodeid: None
 recorder.StepRecorder.pytest_runtest_logreport = lambda self, report: None

@@ -77,7 +77,7 @@ LIMITS = {
 DEFERRED = ["--stepflow-batch-size=100000000", "--stepflow-flush-interval=100000"]
 # The probe plugin of the `hooks` variant: the writer client hands records to nothing.
 PROBE_PLUGIN = '''"""Benchmark probe (benchmarks/overhead.py): records are built, then dropped."""
-import pytest_stepflow.roles as roles
+import pytest_stepflow.plugin.recording as roles
 
 
 class DiscardingWriter(roles.WriterClient):

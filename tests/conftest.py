@@ -25,7 +25,7 @@ import pytest
 
 # Imported here, before any in-process run: pytester restores sys.modules after each run, and
 # a re-imported asyncio would no longer match the C-level _asyncio module's classes.
-import pytest_stepflow.roles  # noqa: F401
+import pytest_stepflow.plugin.recording  # noqa: F401
 
 pytest_plugins = ["pytester"]
 pytest.register_assert_rewrite("twin_runs")  # its assertions explain themselves too

@@ -17,7 +17,9 @@ from pytest_stepflow.artifacts import MAX_NAME, ArtifactStore, Refused, safe_nam
 Run = Callable[..., StepflowRun]
 # This suite turns warnings into errors; the pytest runs inside these tests inherit that, and
 # stepflow drops its warning rather than fail a test. Let them through to be checked.
-pytestmark = pytest.mark.filterwarnings("always::pytest_stepflow.notices.StepflowWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "always::pytest_stepflow.plugin.user_warnings.StepflowWarning"
+)
 WORKERS = pytest.mark.parametrize("workers", ["0", "2"], ids=["serial", "xdist"])
 
 

@@ -458,7 +458,7 @@ def test_ci_info_detection(environ: dict[str, str], expected: dict[str, str] | N
 def test_platform_metadata() -> None:
     import pluggy
 
-    from pytest_stepflow.execution import platform_metadata
+    from pytest_stepflow.plugin.execution import platform_metadata
 
     metadata = platform_metadata("1.2.3")
     assert metadata == {

@@ -18,7 +18,9 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 
 # The pytest runs inside these tests inherit this suite's warnings-as-errors; let stepflow's
 # warnings through so that they can be checked.
-pytestmark = pytest.mark.filterwarnings("always::pytest_stepflow.notices.StepflowWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "always::pytest_stepflow.plugin.user_warnings.StepflowWarning"
+)
 
 SUITE = """
     import pytest

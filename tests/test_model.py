@@ -15,7 +15,7 @@ import pytest
 
 from pytest_stepflow.clock import RealClock
 from pytest_stepflow.model import Record, Step
-from pytest_stepflow.recorder import StepRecorder
+from pytest_stepflow.plugin.recorder import StepRecorder
 
 NODEID = "tests/test_a.py::TestA::test_b[1-x]"
 T0 = 1_700_000_000.5

@@ -29,7 +29,7 @@ import json
 import sys
 
 WATCHED = {"sqlite3", "aiosqlite", "asyncio", "pytest_stepflow.storage.writer",
-           "pytest_stepflow.roles"}
+           "pytest_stepflow.plugin.recording"}
 
 def pytest_sessionfinish(session):
     with open("probe.json", "w") as handle:
@@ -42,13 +42,13 @@ def pytest_sessionfinish(session):
 HEAVY_MODULES = [
     "aiosqlite",
     "asyncio",
-    "pytest_stepflow.roles",
+    "pytest_stepflow.plugin.recording",
     "pytest_stepflow.storage.writer",
     "sqlite3",
 ]
 # Recording, the pytest process reads only the database's header (no sqlite3); asyncio,
 # aiosqlite, sqlite3 and the batch writer live in the writer process only.
-WHEN_RECORDING = ["pytest_stepflow.roles"]  # the database is the writer process's
+WHEN_RECORDING = ["pytest_stepflow.plugin.recording"]  # the database is the writer process's
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pytest_stepflow.terminal_summary import Line, SessionEnd, summary_lines, write_summary
+from pytest_stepflow.plugin.terminal_summary import Line, SessionEnd, summary_lines, write_summary
 
 DB = Path("/nowhere/stepflow.db")
 

@@ -211,7 +211,7 @@ def test_hostile_hook_results(pytester: pytest.Pytester) -> None:
     """
     )
     # stepflow warns about each failing implementation (only a recorded run calls them).
-    twin = run_twice(pytester, "-W", "ignore::pytest_stepflow.notices.StepflowWarning")
+    twin = run_twice(pytester, "-W", "ignore::pytest_stepflow.plugin.user_warnings.StepflowWarning")
     run = twin.run
     output = twin.recorded.result.stdout.str()
     assert "returned unusable metadata (ValueError" in output

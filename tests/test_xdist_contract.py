@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-from pytest_stepflow.settings import Settings
-from pytest_stepflow.xdist_contract import (
+from pytest_stepflow.plugin.settings import Settings
+from pytest_stepflow.plugin.xdist_contract import (
     KEY,
     WorkerInput,
     WorkerOutput,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pytest_stepflow.stash_keys import recording_key
+from pytest_stepflow.plugin.stash_keys import recording_key
 
 
 @pytest.fixture(scope="session")

@@ -19,12 +19,12 @@ import pytest
 from pluggy import HookImpl
 
 from pytest_stepflow.model import Artifact, LogRecord, Step, SubStep
-from pytest_stepflow.notices import Notices
+from pytest_stepflow.plugin.user_warnings import Notices
 from pytest_stepflow.untrusted import safe_str, type_name
 
 if TYPE_CHECKING:
     from pytest_stepflow.model import ExecutionStarted, ExecutionSummary
-    from pytest_stepflow.substeps import Collector
+    from pytest_stepflow.plugin.substeps import Collector
 
 PREPARE = "pytest_stepflow_step_prepare"
 RECORDED = "pytest_stepflow_step_recorded"

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from pytest_stepflow.settings import DB_ENV, DB_OPTION, OPTIONS
+from pytest_stepflow.plugin.settings import DB_ENV, DB_OPTION, OPTIONS
 
 _PATH_OPTIONS = frozenset({"db", "html"})  # files stepflow creates: checked as if they exist
 _VALUE_FLAGS = {f"--stepflow-{o.name}": o.name for o in OPTIONS if not o.flag}

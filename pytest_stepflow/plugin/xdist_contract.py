@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_stepflow.limits import DEFAULT_MAX_ARTIFACT_SIZE, DEFAULT_MAX_ARTIFACT_TOTAL
-from pytest_stepflow.settings import Settings
+from pytest_stepflow.plugin.settings import Settings
 from pytest_stepflow.text import size_text
 
 KEY = "stepflow"  # under both workerinput and workeroutput

@@ -11,13 +11,13 @@ import pytest
 
 from pytest_stepflow.clock import CLOCK
 from pytest_stepflow.model import Record, Step
-from pytest_stepflow.recorder import StepRecorder, collect_step
-from pytest_stepflow.roles import Owner, StepCounts, drain_timeout, setup_only
-from pytest_stepflow.settings import Settings
+from pytest_stepflow.plugin.recorder import StepRecorder, collect_step
+from pytest_stepflow.plugin.recording import Owner, StepCounts, drain_timeout, setup_only
+from pytest_stepflow.plugin.settings import Settings
+from pytest_stepflow.plugin.xdist_contract import WorkerInput, received_output, send_input
 from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.reader import count_steps, steps_of_worker
 from pytest_stepflow.storage.writer_stats import WriterStats
-from pytest_stepflow.xdist_contract import WorkerInput, received_output, send_input
 
 
 @dataclasses.dataclass

@@ -29,14 +29,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_stepflow import forks
 from pytest_stepflow.model import ExecutionFinished, ExecutionStarted, Record
+from pytest_stepflow.plugin import forks
 from pytest_stepflow.wire import Reader, decode_record, encode_record, frame
 
 if TYPE_CHECKING:
     from pytest_stepflow.storage.backend import Backend
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent  # pytest_stepflow/
 # The writer process imports this very copy of the package (an editable checkout, a
 # pytester run's sys.path...) without putting its folder before anything else on sys.path.
 # It starts without `site` (-S: a third of an interpreter's start-up, and .pth files

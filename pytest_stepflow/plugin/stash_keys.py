@@ -11,6 +11,6 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_stepflow.roles import Recording
+    from pytest_stepflow.plugin.recording import Recording
 
 recording_key: pytest.StashKey[Recording] = pytest.StashKey()

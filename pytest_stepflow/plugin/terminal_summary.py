@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_stepflow.execution import display_path
+from pytest_stepflow.plugin.execution import display_path
 from pytest_stepflow.text import size_text
 
 WAL_WORTH_SHOWING = 1 << 20  # past it, checkpoints are falling behind: worth knowing

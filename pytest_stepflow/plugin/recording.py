@@ -17,26 +17,26 @@ import pytest
 
 from pytest_stepflow import __version__
 from pytest_stepflow.artifacts import ArtifactStore
-from pytest_stepflow.capture import PytestLogs
 from pytest_stepflow.clock import CLOCK
-from pytest_stepflow.execution import display_path, final_status, new_execution
-from pytest_stepflow.extensions import Extensions
 from pytest_stepflow.model import (
     ExecutionFinished,
     ExecutionMetadata,
     ExecutionSummary,
 )
-from pytest_stepflow.notices import Notices
-from pytest_stepflow.onfailure import FailureAttacher
-from pytest_stepflow.recorder import StepRecorder
-from pytest_stepflow.settings import DB_OPTION, Settings
+from pytest_stepflow.plugin.capture import PytestLogs
+from pytest_stepflow.plugin.execution import display_path, final_status, new_execution
+from pytest_stepflow.plugin.onfailure import FailureAttacher
+from pytest_stepflow.plugin.recorder import StepRecorder
+from pytest_stepflow.plugin.settings import DB_OPTION, Settings
+from pytest_stepflow.plugin.substeps import Collector, activate, deactivate
+from pytest_stepflow.plugin.terminal_summary import SessionEnd, write_summary
+from pytest_stepflow.plugin.user_hooks import Extensions
+from pytest_stepflow.plugin.user_warnings import Notices
+from pytest_stepflow.plugin.writer_client import WriterClient
+from pytest_stepflow.plugin.xdist_contract import WorkerInput, WorkerOutput, send_output, worker_id
 from pytest_stepflow.storage.backend import open_backend
 from pytest_stepflow.storage.errors import StorageError
-from pytest_stepflow.substeps import Collector, activate, deactivate
-from pytest_stepflow.terminal_summary import SessionEnd, write_summary
 from pytest_stepflow.untrusted import MAX_PROPERTY_TEXT, json_key, json_value, safe_str
-from pytest_stepflow.writer_client import WriterClient
-from pytest_stepflow.xdist_contract import WorkerInput, WorkerOutput, send_output, worker_id
 
 
 def drain_timeout(settings: Settings) -> float:

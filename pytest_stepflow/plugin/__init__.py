@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_stepflow.api import STEPFLOW, Stepflow
-from pytest_stepflow.settings import add_options, enabled
-from pytest_stepflow.stash_keys import recording_key
+from pytest_stepflow.plugin.settings import add_options, enabled
+from pytest_stepflow.plugin.stash_keys import recording_key
 
 if TYPE_CHECKING:
-    from pytest_stepflow.roles import Recording
+    from pytest_stepflow.plugin.recording import Recording
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -25,7 +25,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from pytest_stepflow import hookspecs
+    from pytest_stepflow.plugin import hookspecs
 
     pluginmanager.add_hookspecs(hookspecs)
 
@@ -37,7 +37,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     if any(
         str(arg).startswith("--stepflow-") for arg in early_config.invocation_params.args
     ) or "--stepflow-" in os.environ.get("PYTEST_ADDOPTS", ""):
-        from pytest_stepflow.cmdline import check_separate_values
+        from pytest_stepflow.plugin.cmdline import check_separate_values
 
         check_separate_values(early_config, parser)
 
@@ -53,26 +53,26 @@ def stepflow() -> Stepflow:
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):  # an xdist worker: its controller decides
-        from pytest_stepflow.xdist_contract import received_input
+        from pytest_stepflow.plugin.xdist_contract import received_input
 
         received = received_input(config)
         if received is None:  # off, or the controller could not open the database
             return
-        from pytest_stepflow.roles import Worker
+        from pytest_stepflow.plugin.recording import Worker
 
         _register(config, Worker(config, received))
         return
     if not enabled(config) or _informational(config):
         return
-    from pytest_stepflow.settings import resolve
+    from pytest_stepflow.plugin.settings import resolve
 
     settings = resolve(config)  # raises UsageError for bad values, before any work
     if _is_xdist_controller(config):
-        from pytest_stepflow.controller import Controller
+        from pytest_stepflow.plugin.controller import Controller
 
         _register(config, Controller(config, settings))
     else:
-        from pytest_stepflow.roles import Standalone
+        from pytest_stepflow.plugin.recording import Standalone
 
         _register(config, Standalone(config, settings))
 
@@ -91,7 +91,7 @@ def _is_xdist_controller(config: pytest.Config) -> bool:
 
 
 def _register(config: pytest.Config, recording: Recording) -> None:
-    from pytest_stepflow import fixtures
+    from pytest_stepflow.plugin import fixtures
 
     recording.start()
     config.stash[recording_key] = recording

@@ -20,7 +20,7 @@ from pytest_stepflow.untrusted import clip
 
 if TYPE_CHECKING:
     from pytest_stepflow.artifacts import ArtifactStore, Source
-    from pytest_stepflow.notices import Notices
+    from pytest_stepflow.plugin.user_warnings import Notices
 
 MAX_SUBSTEPS = 10_000  # per test; beyond it they are counted, not kept
 MAX_MESSAGE = 64 * 1024
