@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Union
 
 from pytest_stepflow.limits import DEFAULT_MAX_ARTIFACT_SIZE, DEFAULT_MAX_ARTIFACT_TOTAL, MIB
-from pytest_stepflow.locations import ARTIFACTS_DIR, artifacts_dir
+from pytest_stepflow.locations import ARTIFACTS_DIR
 from pytest_stepflow.text import size_text
 
 MAX_NAME = 255  # characters
@@ -53,11 +53,12 @@ class Stored:
     stored_path: str  # relative to the database's folder, POSIX separators
 
 
-def stored_file(db_path: Path, stored_path: str) -> Path | None:
-    """The file an artifact row's `stored_path` names, resolved; None when it would lie
+def stored_file(home: Path, stored_path: str) -> Path | None:
+    """The file an artifact row's `stored_path` names, resolved against `home` (the folder
+    stored paths are relative to: the database's, for SQLite); None when it would lie
     outside the store (a row never points there; refuse it if one does)."""
-    root = artifacts_dir(db_path).resolve()
-    path = (db_path.parent / stored_path).resolve()
+    root = (home / ARTIFACTS_DIR).resolve()
+    path = (home / stored_path).resolve()
     return path if root in path.parents else None
 
 

@@ -22,7 +22,7 @@ from _pytest.junitxml import mangle_test_address
 from conftest import StepflowRun, query
 
 from pytest_stepflow.cli import main
-from pytest_stepflow.query.database import Reader
+from pytest_stepflow.query.database import ReadSide, open_database
 from pytest_stepflow.query.records import StepDetail
 from pytest_stepflow.report.export import json_document, json_lines, junit_names
 from pytest_stepflow.storage.errors import StorageError
@@ -461,7 +461,7 @@ def test_json_renderers_stream_steps(
     recorded: StepflowRun, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Each step is read only when its text is asked for: nothing builds the whole list."""
-    with Reader(recorded.db) as db:
+    with open_database(recorded.db) as db:
         number = db.resolve("latest")
         run = db.run(number)
         for render in (json_lines, json_document):
@@ -529,15 +529,15 @@ def test_failure_while_writing_keeps_the_old_file(
     """The file is replaced whole or not at all; no temporary file is left behind."""
     target = tmp_path / "run.jsonl"
     target.write_text("old export")
-    real = Reader.iter_steps
+    real = ReadSide.iter_steps
 
-    def failing(self: Reader, number: int) -> Iterator[StepDetail]:
+    def failing(self: ReadSide, number: int) -> Iterator[StepDetail]:
         for index, detail in enumerate(real(self, number)):
             if index == 3:
                 raise StorageError("database disk image is malformed")
             yield detail
 
-    monkeypatch.setattr(Reader, "iter_steps", failing)
+    monkeypatch.setattr(ReadSide, "iter_steps", failing)
     code, _, err = stepflow(recorded.db, "-o", str(target), capsys=capsys)
     assert code == 2
     assert "malformed" in one_line_error(err)

@@ -42,7 +42,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 import pytest_stepflow
 from pytest_stepflow.cli import main
 from pytest_stepflow.model import ExecutionStarted
-from pytest_stepflow.query.database import BulkReader
+from pytest_stepflow.query.database import open_bulk
 from pytest_stepflow.query.summary import one_line_reason, summarize
 from pytest_stepflow.report import data as report_data
 from pytest_stepflow.report import markdown
@@ -833,7 +833,7 @@ def test_details_are_clipped_and_budgeted(tmp_path: Path) -> None:
     db = tmp_path / "stepflow.db"
     big = "x" * 5000
     execution_id = _synthetic(db, 6, stdout=big, logs=[make_log("m" * 3000)])
-    with BulkReader(db) as reader:
+    with open_bulk(db) as reader:
         data = report_data.build(
             reader, reader.number_of(execution_id), tmp_path, clip=1000, budget=4100
         )
@@ -1019,6 +1019,6 @@ def test_summary_links_the_ci_run_only_over_http(tmp_path: Path, url: str, shown
     db = tmp_path / "stepflow.db"
     metadata = {"python": "3.11.7", "ci": {"provider": "github-actions", "url": url}}
     _synthetic(db, 1, started=make_started(metadata=json.dumps(metadata)))
-    with BulkReader(db) as reader:
+    with open_bulk(db) as reader:
         text = markdown.markdown(summarize(reader, 1))
     assert shown in text and "javascript" not in text

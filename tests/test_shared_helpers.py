@@ -98,10 +98,10 @@ def test_write_atomically_leaves_the_old_file_on_error(tmp_path: Path) -> None:
 def test_stored_file_stays_inside_the_store(tmp_path: Path) -> None:
     db = tmp_path / "stepflow.db"
     assert artifacts_dir(db) == tmp_path / ARTIFACTS_DIR
-    inside = stored_file(db, f"{ARTIFACTS_DIR}/ab/abcd")
+    inside = stored_file(db.parent, f"{ARTIFACTS_DIR}/ab/abcd")
     assert inside == (tmp_path / ARTIFACTS_DIR / "ab" / "abcd").resolve()
-    assert stored_file(db, f"{ARTIFACTS_DIR}/../stepflow.db") is None
-    assert stored_file(db, "/etc/passwd") is None
+    assert stored_file(db.parent, f"{ARTIFACTS_DIR}/../stepflow.db") is None
+    assert stored_file(db.parent, "/etc/passwd") is None
 
 
 def test_storage_errors_leave_the_option_to_the_front_end(tmp_path: Path) -> None:

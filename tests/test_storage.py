@@ -35,7 +35,6 @@ from pytest_stepflow.storage.errors import (
     StorageError,
     UnwritableError,
 )
-from pytest_stepflow.storage.reader import count_steps
 from pytest_stepflow.storage.spill import SpillJournal, decode, encode, spill_glob
 from pytest_stepflow.storage.sqlite.bootstrap import start_execution
 from pytest_stepflow.storage.sqlite.connection import open_for_writing
@@ -51,6 +50,7 @@ from pytest_stepflow.storage.sqlite.schema import (
     migrate,
 )
 from pytest_stepflow.storage.sqlite.spill_import import import_spills
+from pytest_stepflow.storage.sqlite.summary import count_steps
 
 # ---- step_details view ----------------------------------------------------------------------
 

@@ -27,11 +27,11 @@ from pytest_stepflow.model import (
 )
 from pytest_stepflow.storage.backend import open_backend
 from pytest_stepflow.storage.location import SqliteLocation
-from pytest_stepflow.storage.reader import count_steps
 from pytest_stepflow.storage.spill import decode, spill_glob
 from pytest_stepflow.storage.sqlite.bootstrap import start_execution
 from pytest_stepflow.storage.sqlite.connection import open_for_writing
 from pytest_stepflow.storage.sqlite.spill_import import import_spills
+from pytest_stepflow.storage.sqlite.summary import count_steps
 from pytest_stepflow.storage.writer import BatchWriter
 from pytest_stepflow.storage.writer_stats import WriterStats
 from pytest_stepflow.timestamps import iso_utc

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from pytest_stepflow.locations import DB_ENV, DEFAULT_DB
-from pytest_stepflow.query.database import Reader, open_database
+from pytest_stepflow.query.database import ReadSide, open_database
 from pytest_stepflow.storage.location import ACCEPTED, LocationError, parse_location
 from pytest_stepflow.text import duration_text
 
@@ -120,11 +120,11 @@ def iso_short(text: str | None) -> str:
     return text[:19].replace("T", " ") if text else "-"
 
 
-def open_db(args: argparse.Namespace) -> Reader:
+def open_db(args: argparse.Namespace) -> ReadSide:
     return open_database(args.db)
 
 
-def resolve(db: Reader, ref: str | None) -> int:
+def resolve(db: ReadSide, ref: str | None) -> int:
     return db.resolve(ref or "latest")
 
 

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from pytest_stepflow.cli.common import OK, Output, UsageError, command, open_db, resolve
 from pytest_stepflow.files import write_atomically
-from pytest_stepflow.query.database import Reader
+from pytest_stepflow.query.database import ReadSide
 from pytest_stepflow.report.export import JUNIT_FAMILIES, json_document, json_lines, junit_xml
 
 FORMATS = ("junit", "json", "jsonl")
@@ -70,7 +70,7 @@ def _format(args: argparse.Namespace) -> str:
     return "junit"
 
 
-def _chunks(db: Reader, number: int, fmt: str, args: argparse.Namespace) -> Iterator[str]:
+def _chunks(db: ReadSide, number: int, fmt: str, args: argparse.Namespace) -> Iterator[str]:
     run = db.run(number)
     steps = db.iter_steps(number)
     if fmt == "json":

@@ -626,7 +626,7 @@ def cmd_search(args: argparse.Namespace, out: Output) -> int:
             numbers = window(db, None, args.last)
         if not db.has_full_text:
             sys.stderr.write(
-                f"stepflow: {db.path} has no full-text index (this SQLite has no FTS5): "
+                f"stepflow: {db.name} has no full-text index (this SQLite has no FTS5): "
                 "scanning instead, which is slower\n"
             )
         hits = db.search(args.text, limit=args.limit, numbers=numbers)
@@ -649,7 +649,7 @@ def cmd_artifacts(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
         number = resolve(db, args.run)
         found = db.artifacts(number=number, nodeid=args.nodeid)
-        base = db.path.parent
+        base = db.artifacts_home
     if out.json_mode:
         out.json(found)
         return OK

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from pytest_stepflow.cli.common import OK, Output, UsageError, command, positive
-from pytest_stepflow.query.database import BulkReader, open_bulk
+from pytest_stepflow.query.database import BulkReadSide, open_bulk
 from pytest_stepflow.query.summary import summarize
 from pytest_stepflow.report import markdown
 from pytest_stepflow.report.html import write_report
@@ -76,7 +76,7 @@ stepflow summary 12 --json
     )
 
 
-def _reader(args: argparse.Namespace) -> BulkReader:
+def _reader(args: argparse.Namespace) -> BulkReadSide:
     return open_bulk(args.db)
 
 

@@ -16,7 +16,6 @@ from pytest_stepflow.plugin.recording import Owner, StepCounts, drain_timeout, s
 from pytest_stepflow.plugin.settings import Settings
 from pytest_stepflow.plugin.xdist_contract import WorkerInput, received_output, send_input
 from pytest_stepflow.storage.errors import StorageError
-from pytest_stepflow.storage.reader import count_steps, steps_of_worker
 from pytest_stepflow.storage.writer_stats import WriterStats
 
 
@@ -125,7 +124,7 @@ class Controller(Owner):
             shadow.pytest_runtest_logreport(report)
         self._inflight[worker] = shadow.unfinished()  # the test it died in, if it had begun
         try:
-            stored = steps_of_worker(self.settings.db_path, self.started.id, worker)
+            stored = self.backend.worker_steps(self.started.id, worker)
         except StorageError:
             stored = set()
         for step in rebuilt:
@@ -229,7 +228,7 @@ class Controller(Owner):
         reported = self.tally.reported
         expected = reported - self.tally.vetoed - spilled - lost
         try:
-            recorded = count_steps(self.settings.db_path, self.started.id)
+            recorded = self.backend.step_count(self.started.id)
         except StorageError:
             return
         if recorded != expected:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pytest_stepflow.query.records import FAILING, PASSING, Change, Diff, FinalOutcome
-from pytest_stepflow.storage.reader import Reader
+from pytest_stepflow.storage.reading import ReadSide
 
 
-def diff(db: Reader, a: int, b: int, *, ratio: float = 1.5, min_delta: float = 0.1) -> Diff:
+def diff(db: ReadSide, a: int, b: int, *, ratio: float = 1.5, min_delta: float = 0.1) -> Diff:
     """What changed from run `a` to run `b`. A test is slower (faster) when its duration
     grew (shrank) by `ratio` times and by at least `min_delta` seconds."""
     before = _by_test(db.outcomes([a]))

@@ -1,7 +1,8 @@
 """Which database to read, opened read-only.
 
-`Reader` and `BulkReader` are named here so that the reports and the CLI read through the
-query layer and never import storage's readers themselves.
+The database's backend (storage/backend.py) makes the readers; their interfaces,
+`ReadSide` and `BulkReadSide` (storage/reading.py), are named here so that the reports and
+the CLI read through the query layer and never import storage's readers themselves.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pytest_stepflow.locations import DB_ENV, DEFAULT_DB
-from pytest_stepflow.storage.bulk_reader import BulkReader
+from pytest_stepflow.storage.backend import Backend, open_backend
 from pytest_stepflow.storage.errors import StorageError
-from pytest_stepflow.storage.reader import Reader, RunNotFoundError
+from pytest_stepflow.storage.location import parse_location
+from pytest_stepflow.storage.reading import BulkReadSide, ReadSide, RunNotFoundError
 
 __all__ = [
-    "BulkReader",
-    "Reader",
+    "BulkReadSide",
+    "ReadSide",
     "RunNotFoundError",
     "find_database",
     "open_bulk",
@@ -49,12 +51,16 @@ def find_database(
     )
 
 
-def open_database(explicit: str | os.PathLike[str] | None = None) -> Reader:
-    """A read-only `Reader` on the database `find_database` finds."""
-    return Reader(find_database(explicit))
+def _backend(explicit: str | os.PathLike[str] | None) -> Backend:
+    return open_backend(parse_location(str(find_database(explicit))))
 
 
-def open_bulk(explicit: str | os.PathLike[str] | None = None) -> BulkReader:
-    """A read-only `BulkReader` (the HTML report's set-wise reads) on the database
+def open_database(explicit: str | os.PathLike[str] | None = None) -> ReadSide:
+    """A read-only reader on the database `find_database` finds."""
+    return _backend(explicit).reader()
+
+
+def open_bulk(explicit: str | os.PathLike[str] | None = None) -> BulkReadSide:
+    """A read-only reader with the HTML report's set-wise reads, on the database
     `find_database` finds."""
-    return BulkReader(find_database(explicit))
+    return _backend(explicit).bulk_reader()

@@ -15,13 +15,15 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 from pytest_stepflow.query.records import AttemptHistory, FlakyTest
-from pytest_stepflow.storage.reader import Reader
+from pytest_stepflow.storage.reading import ReadSide
 
 FLAKY_WINDOW = 30
 FLAKY_MIN_FLIPS = 3
 
 
-def flaky(db: Reader, runs: Sequence[int], *, min_flips: int = FLAKY_MIN_FLIPS) -> list[FlakyTest]:
+def flaky(
+    db: ReadSide, runs: Sequence[int], *, min_flips: int = FLAKY_MIN_FLIPS
+) -> list[FlakyTest]:
     """The flaky tests over the runs `runs`, most flips first."""
     # Both rules need a failure: storage returns only the tests that failed in the window.
     tests = db.failing_attempts(runs)

@@ -6,8 +6,7 @@ from collections.abc import Iterable, Sequence
 
 from pytest_stepflow.query.errors import QueryError
 from pytest_stepflow.query.records import HistoryEntry
-from pytest_stepflow.storage.bulk_reader import BulkReader
-from pytest_stepflow.storage.reader import Reader
+from pytest_stepflow.storage.reading import BulkReadSide, ReadSide
 
 # One character per outcome in the report's history strip; '-' when the test did not run.
 HISTORY_CODES = {
@@ -20,7 +19,7 @@ HISTORY_CODES = {
 }
 
 
-def history(db: Reader, nodeid: str, *, limit: int = 20) -> list[HistoryEntry]:
+def history(db: ReadSide, nodeid: str, *, limit: int = 20) -> list[HistoryEntry]:
     """Final outcomes of one test over runs, newest first; [] when it never ran."""
     outcomes = db.history(nodeid, limit)
     runs = {
@@ -47,22 +46,22 @@ def history(db: Reader, nodeid: str, *, limit: int = 20) -> list[HistoryEntry]:
     return entries
 
 
-def known_history(db: Reader, nodeid: str, *, limit: int = 20) -> list[HistoryEntry]:
+def known_history(db: ReadSide, nodeid: str, *, limit: int = 20) -> list[HistoryEntry]:
     """`history`, or QueryError naming similar node ids when the test never ran."""
     entries = history(db, nodeid, limit=limit)
     if not entries:
-        raise QueryError(f"no test {nodeid!r} in {db.path}{similar(db, nodeid)}")
+        raise QueryError(f"no test {nodeid!r} in {db.name}{similar(db, nodeid)}")
     return entries
 
 
-def similar(db: Reader, nodeid: str) -> str:
+def similar(db: ReadSide, nodeid: str) -> str:
     """ "; similar: ..." naming known node ids that contain the test's name, or ""."""
     near = db.matching_nodeids(nodeid.rpartition("::")[2] or nodeid)
     return f"; similar: {', '.join(near)}" if near else ""
 
 
 def outcome_strings(
-    db: BulkReader, test_ids: Iterable[int], numbers: Sequence[int]
+    db: BulkReadSide, test_ids: Iterable[int], numbers: Sequence[int]
 ) -> dict[int, str]:
     """Per test id, one character per run of `numbers` (oldest first): its final outcome
     there (`HISTORY_CODES`), '-' when it did not run, '?' for an unknown outcome."""

@@ -288,7 +288,7 @@ class Summary:
     flaky_window: int
 
 
-# -- bulk rows of the HTML report (storage/bulk_reader.py) ---------------------------------
+# -- bulk rows of the HTML report (storage/sqlite/bulk_reader.py) ---------------------------------
 
 
 class ReportStep(NamedTuple):
@@ -360,7 +360,8 @@ class SubStepRow(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class ReportInputs:
-    database: Path
+    database: str  # as messages name it
+    artifacts_home: Path  # artifact rows' stored paths are relative to it
     run: Run
     steps: list[ReportStep]  # in collection order
     history_runs: list[int]  # oldest first

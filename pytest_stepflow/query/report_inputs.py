@@ -13,11 +13,11 @@ from pytest_stepflow.query.flakiness import FLAKY_WINDOW, flaky
 from pytest_stepflow.query.history import outcome_strings
 from pytest_stepflow.query.records import ReportInputs
 from pytest_stepflow.query.runs import trend, window
-from pytest_stepflow.storage.bulk_reader import BulkReader
+from pytest_stepflow.storage.reading import BulkReadSide
 
 
 def report_inputs(
-    db: BulkReader,
+    db: BulkReadSide,
     number: int,
     *,
     clip: int,
@@ -29,7 +29,8 @@ def report_inputs(
     steps = db.report_steps(number)
     history_numbers = sorted(window(db, number, history_runs))
     return ReportInputs(
-        database=db.path,
+        database=db.name,
+        artifacts_home=db.artifacts_home,
         run=db.run(number),
         steps=steps,
         history_runs=history_numbers,

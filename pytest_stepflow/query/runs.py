@@ -1,7 +1,7 @@
 """Runs and their steps: windows of runs, failures, one run's overview, a test's logs, the
 slowest tests, a trend.
 
-`Reader`'s own methods answer the plain lookups (`runs`, `steps`, `search`, `artifacts`);
+`ReadSide`'s own methods answer the plain lookups (`runs`, `steps`, `search`, `artifacts`);
 what is computed or combined from several of them is here.
 """
 
@@ -13,29 +13,29 @@ from collections.abc import Sequence
 from pytest_stepflow.query.errors import QueryError
 from pytest_stepflow.query.history import similar
 from pytest_stepflow.query.records import FAILING, Overview, Run, SlowTest, StepDetail, StepRow
-from pytest_stepflow.storage.reader import Reader
+from pytest_stepflow.storage.reading import ReadSide
 
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
 
 
-def window(db: Reader, run: int | None, last: int) -> list[int]:
+def window(db: ReadSide, run: int | None, last: int) -> list[int]:
     """The numbers of `last` runs ending at `run` (the newest when None), newest first."""
     return db.last_numbers(max(last, 1), before=run)
 
 
-def failures(db: Reader, run: int) -> list[StepRow]:
+def failures(db: ReadSide, run: int) -> list[StepRow]:
     """Failed and errored steps of a run, final attempts first in collection order."""
     return db.steps(run, outcomes=sorted(FAILING))
 
 
 def slowest(
-    db: Reader, runs: Sequence[int], *, phase: str = "total", limit: int = 10
+    db: ReadSide, runs: Sequence[int], *, phase: str = "total", limit: int = 10
 ) -> list[SlowTest]:
     """The slowest tests over the runs `runs`, by the mean of their `phase` duration."""
     return db.slowest(runs, phase=phase, limit=limit)
 
 
-def overview(db: Reader, number: int) -> Overview:
+def overview(db: ReadSide, number: int) -> Overview:
     return Overview(
         run=db.run(number),
         workers=db.workers(number),
@@ -43,7 +43,7 @@ def overview(db: Reader, number: int) -> Overview:
     )
 
 
-def logs_of_test(db: Reader, nodeid: str, number: int, *, min_level: int = 0) -> list[StepDetail]:
+def logs_of_test(db: ReadSide, nodeid: str, number: int, *, min_level: int = 0) -> list[StepDetail]:
     """Every attempt of one test in run `number` with its details, keeping the log records
     at `min_level` (a `logging` level number) or above; QueryError when the run has no such
     test."""
@@ -59,6 +59,6 @@ def logs_of_test(db: Reader, nodeid: str, number: int, *, min_level: int = 0) ->
     ]
 
 
-def trend(db: Reader, number: int, count: int) -> list[Run]:
+def trend(db: ReadSide, number: int, count: int) -> list[Run]:
     """The `count` runs ending at run `number`, oldest first, with their counts."""
     return list(reversed(db.runs(numbers=window(db, number, count), limit=count)))

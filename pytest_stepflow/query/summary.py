@@ -11,12 +11,12 @@ from pytest_stepflow.query.records import Failure, Summary
 from pytest_stepflow.query.runs import failures as failing_steps
 from pytest_stepflow.query.runs import slowest as slowest_tests
 from pytest_stepflow.query.runs import window
-from pytest_stepflow.storage.reader import Reader
+from pytest_stepflow.storage.reading import ReadSide
 
 REASON_CLIP = 300
 
 
-def summarize(db: Reader, number: int, *, failures: int = 20, slowest: int = 5) -> Summary:
+def summarize(db: ReadSide, number: int, *, failures: int = 20, slowest: int = 5) -> Summary:
     run = db.run(number)
     failing = [s for s in failing_steps(db, number) if s.final]
     listed = []

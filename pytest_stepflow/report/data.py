@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from pytest_stepflow.query.database import BulkReader
+from pytest_stepflow.query.database import BulkReadSide
 from pytest_stepflow.query.flakiness import FLAKY_MIN_FLIPS, FLAKY_WINDOW
 from pytest_stepflow.query.records import (
     FAILING,
@@ -171,7 +171,7 @@ def run_header(run: Run) -> dict[str, Any]:
 
 
 def build(
-    db: BulkReader,
+    db: BulkReadSide,
     number: int,
     report_dir: Path,
     *,
@@ -261,13 +261,13 @@ def encode(
         if s.nodeid in flaky_ids and s.kind == "test":
             flaky_rows.append(row)
 
-    db_dir = found.database.parent
+    db_dir = found.artifacts_home
     details, reasons, stats = _details(found, row_of, t0, report_dir, clip, budget)
     run_artifacts = [_artifact(a, db_dir, report_dir) for a in found.artifacts if a.step_id is None]
     return {
         "format": FORMAT_VERSION,
         "generatedAt": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "database": str(found.database),
+        "database": found.database,
         "run": run_header(run),
         "t0": t0,
         "files": files.values,
@@ -399,7 +399,7 @@ def _details(
     for a in found.artifacts:
         if a.step_id is not None:
             artifacts.setdefault(a.step_id, []).append(
-                _artifact(a, found.database.parent, report_dir)
+                _artifact(a, found.artifacts_home, report_dir)
             )
 
     rows = list(found.details)

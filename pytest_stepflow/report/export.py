@@ -1,7 +1,7 @@
 """Exports of one recorded run: JUnit XML, one JSON document, JSON Lines.
 
 Pure functions over the read-side records (`query/records.py`): they take a `Run` and an iterable of
-`StepDetail` (e.g. `Reader.iter_steps`) and yield text chunks, so a caller streams them to
+`StepDetail` (e.g. `ReadSide.iter_steps`) and yield text chunks, so a caller streams them to
 a file or a socket and never holds the whole run in memory::
 
     from pytest_stepflow.report.export import junit_xml

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_stepflow.files import write_atomically
-from pytest_stepflow.query.database import BulkReader
+from pytest_stepflow.query.database import BulkReadSide, open_bulk
 from pytest_stepflow.report import data as report_data
 
 _ASSETS = ("template.html", "report.css", "report.js")
@@ -74,7 +74,7 @@ class Written:
     seconds: float
 
 
-def write_report(db: BulkReader, number: int, output: Path) -> Written:
+def write_report(db: BulkReadSide, number: int, output: Path) -> Written:
     """Render run `number` of `db` into `output` (atomically)."""
     began = time.perf_counter()
     payload = report_data.build(db, number, output.parent)
@@ -97,5 +97,5 @@ def write_html_report(db_path: Path, execution_id: str, output: Path) -> None:
     Raises StorageError (database unreadable, execution unknown) or OSError (output not
     writable) with a one-line message.
     """
-    with BulkReader(db_path) as db:
+    with open_bulk(db_path) as db:
         write_report(db, db.number_of(execution_id), output)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from pytest_stepflow.model import ExecutionStarted, Record
 from pytest_stepflow.storage.batches import BatchCounts
 from pytest_stepflow.storage.location import Location
+from pytest_stepflow.storage.reading import BulkReadSide, ReadSide
 from pytest_stepflow.storage.spill import ImportResult
 
 
@@ -101,6 +102,19 @@ class Backend(Protocol):
 
     def outcome_counts(self, execution_id: str) -> dict[str, int]:
         """Final steps of one execution by outcome; raises StorageError."""
+
+    def step_count(self, execution_id: str) -> int:
+        """Steps stored for one execution (the controller's end-of-run check)."""
+
+    def worker_steps(self, execution_id: str, worker: str) -> set[tuple[str, int]]:
+        """(node id, attempt) of the steps one worker stored (a crashed worker's check)."""
+
+    def reader(self) -> ReadSide:
+        """A read-only reader (storage/reading.py); raises StorageError (one line) for a
+        database that is missing, foreign, newer or unreadable."""
+
+    def bulk_reader(self) -> BulkReadSide:
+        """A read-only reader with the report's set-wise reads."""
 
     def end_details(self) -> dict[str, Any]:
         """Numbers about the database itself for the execution's writer statistics."""

@@ -14,6 +14,7 @@ from typing import Any
 from pytest_stepflow.model import ExecutionStarted
 from pytest_stepflow.storage.backend import Sink, Started
 from pytest_stepflow.storage.location import SqliteLocation
+from pytest_stepflow.storage.reading import BulkReadSide, ReadSide
 from pytest_stepflow.storage.sqlite.header import check_header
 
 
@@ -57,6 +58,26 @@ class SqliteBackend:
         from pytest_stepflow.storage.sqlite.summary import outcome_counts
 
         return outcome_counts(self.path, execution_id)
+
+    def step_count(self, execution_id: str) -> int:
+        from pytest_stepflow.storage.sqlite.summary import count_steps
+
+        return count_steps(self.path, execution_id)
+
+    def worker_steps(self, execution_id: str, worker: str) -> set[tuple[str, int]]:
+        from pytest_stepflow.storage.sqlite.summary import steps_of_worker
+
+        return steps_of_worker(self.path, execution_id, worker)
+
+    def reader(self) -> ReadSide:
+        from pytest_stepflow.storage.sqlite.reader import Reader
+
+        return Reader(self.path)
+
+    def bulk_reader(self) -> BulkReadSide:
+        from pytest_stepflow.storage.sqlite.bulk_reader import BulkReader
+
+        return BulkReader(self.path)
 
     def end_details(self) -> dict[str, Any]:
         try:

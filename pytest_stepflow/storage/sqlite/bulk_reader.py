@@ -9,7 +9,8 @@ inside SQLite (`substr`) so a huge output is never loaded whole. Read-only like 
 from __future__ import annotations
 
 from pytest_stepflow.query.records import DetailRow, LogRow, ReportStep, SubStepRow
-from pytest_stepflow.storage.reader import Reader, RunNotFoundError
+from pytest_stepflow.storage.reading import RunNotFoundError
+from pytest_stepflow.storage.sqlite.reader import Reader
 
 
 def _detailed(substeps: bool) -> str:

@@ -3,10 +3,8 @@
 `Reader` opens the database read-only (never creating it, never taking a write lock, so it
 never blocks a running session) and answers with records free of SQLite specifics. It
 answers data questions only: what is flaky, slower or worse is decided above it, in the
-query layer (`pytest_stepflow.query`). The two
-functions at the end serve the plugin while a run is going on: that process also has a
-writer connection open, so the file itself is never opened outside SQLite there (see
-`connection.check_file`).
+query layer (`pytest_stepflow.query`). It is the SQLite backend's `ReadSide`
+(storage/reading.py), made by `SqliteBackend.reader()`.
 """
 
 from __future__ import annotations
@@ -35,12 +33,9 @@ from pytest_stepflow.query.records import (
     parse_json,
 )
 from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.storage.reading import RunNotFoundError
 from pytest_stepflow.storage.sqlite.connection import describe_error, open_read_only
 from pytest_stepflow.storage.sqlite.schema import check_schema
-
-
-class RunNotFoundError(StorageError):
-    """A run reference that names no execution (or more than one)."""
 
 
 def _select(columns: Mapping[str, str]) -> str:
@@ -105,6 +100,8 @@ class Reader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.name = str(path)
+        self.artifacts_home = path.parent  # the store is <folder>/artifacts/
         self._conn = open_read_only(path)
         try:
             version = check_schema(self._conn, path)
@@ -654,35 +651,3 @@ def _snippet(value: str, text: str, width: int = 60) -> str:
     piece = value[start : at + len(text) + width // 2]
     marked = piece.replace(value[at : at + len(text)], f"[{value[at : at + len(text)]}]", 1)
     return ("…" if start else "") + " ".join(marked.split())
-
-
-def count_steps(path: Path, execution_id: str) -> int:
-    """Steps stored for one execution; raises StorageError when the database is unreadable."""
-    conn = open_read_only(path, inspect=False)
-    try:
-        row = conn.execute(
-            "SELECT count(*) FROM steps JOIN executions e ON e.number = steps.execution "
-            "WHERE e.id = ?",
-            (execution_id,),
-        ).fetchone()
-        return int(row[0])
-    except sqlite3.Error as exc:
-        raise describe_error(path, exc) from None
-    finally:
-        conn.close()
-
-
-def steps_of_worker(path: Path, execution_id: str, worker: str) -> set[tuple[str, int]]:
-    """(node id, attempt) of the steps one worker stored for one execution."""
-    conn = open_read_only(path, inspect=False)
-    try:
-        rows = conn.execute(
-            "SELECT t.nodeid, s.attempt FROM steps s JOIN tests t ON t.id = s.test_id "
-            "JOIN executions e ON e.number = s.execution WHERE e.id = ? AND s.worker = ?",
-            (execution_id, worker),
-        )
-        return {(nodeid, int(attempt)) for nodeid, attempt in rows}
-    except sqlite3.Error as exc:
-        raise describe_error(path, exc) from None
-    finally:
-        conn.close()

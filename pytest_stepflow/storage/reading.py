@@ -1,0 +1,140 @@
+"""The read side of the storage seam: the data questions the query layer asks a database.
+
+Answers are read-side records (query/records.py), free of any driver's types. The SQLite
+backend's answer is storage/sqlite/reader.py (`ReadSide`) and bulk_reader.py
+(`BulkReadSide`); a backend makes them with `reader()` and `bulk_reader()`
+(storage/backend.py). Every reader is read-only and never blocks a running session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from pytest_stepflow.query.records import (
+    AttemptHistory,
+    DetailRow,
+    FinalOutcome,
+    LogRow,
+    ReportStep,
+    Run,
+    SearchHit,
+    SlowTest,
+    StepDetail,
+    StepRow,
+    StoredArtifact,
+    StoredSubStep,
+    SubStepRow,
+    WorkerLoad,
+)
+from pytest_stepflow.storage.errors import StorageError
+
+
+class RunNotFoundError(StorageError):
+    """A run reference that names no execution (or more than one)."""
+
+
+class ReadSide(Protocol):
+    """One question at a time, each answered with typed records."""
+
+    name: str  # the database as messages name it: a path, or a URL without its password
+    artifacts_home: Path  # the folder artifact rows' `stored_path`s are relative to
+    has_full_text: bool  # whether `search` has an index (else it scans)
+
+    def __enter__(self) -> ReadSide: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def close(self) -> None: ...
+
+    def resolve(self, ref: str) -> int:
+        """The execution number a run reference (`latest`, `latest~N`, a number, a uuid
+        prefix) names; RunNotFoundError when none does."""
+
+    def last_numbers(self, count: int, before: int | None = None) -> list[int]: ...
+
+    def runs(
+        self,
+        *,
+        limit: int = 20,
+        status: str | None = None,
+        name: str | None = None,
+        tag: tuple[str, str | None] | None = None,
+        branch: str | None = None,
+        numbers: Sequence[int] | None = None,
+        counts: bool = True,
+    ) -> list[Run]: ...
+
+    def run(self, number: int) -> Run: ...
+
+    def workers(self, number: int) -> list[WorkerLoad]: ...
+
+    def steps(
+        self,
+        number: int,
+        *,
+        outcomes: Sequence[str] = (),
+        worker: str | None = None,
+        pattern: str | None = None,
+        final_only: bool = False,
+        order: str = "item",
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[StepRow]: ...
+
+    def find_steps(self, nodeid: str, number: int) -> list[StepRow]: ...
+
+    def matching_nodeids(self, text: str, limit: int = 5) -> list[str]: ...
+
+    def step_detail(self, step_id: int) -> StepDetail: ...
+
+    def substeps(self, step_id: int) -> list[StoredSubStep]: ...
+
+    def artifacts(
+        self,
+        *,
+        number: int | None = None,
+        step_id: int | None = None,
+        nodeid: str | None = None,
+        artifact_id: int | None = None,
+    ) -> list[StoredArtifact]: ...
+
+    def outcomes(self, numbers: Sequence[int], nodeid: str | None = None) -> list[FinalOutcome]: ...
+
+    def history(self, nodeid: str, limit: int) -> list[FinalOutcome]: ...
+
+    def slowest(
+        self, numbers: Sequence[int], *, phase: str = "total", limit: int = 10
+    ) -> list[SlowTest]: ...
+
+    def commits(self, numbers: Sequence[int]) -> dict[int, str]: ...
+
+    def failing_attempts(self, numbers: Sequence[int]) -> list[AttemptHistory]: ...
+
+    def nodeids(self, test_ids: Sequence[int]) -> dict[int, str]: ...
+
+    def search(
+        self, text: str, *, limit: int, numbers: Sequence[int] | None = None
+    ) -> list[SearchHit]: ...
+
+    def iter_steps(self, number: int) -> Iterator[StepDetail]: ...
+
+
+class BulkReadSide(ReadSide, Protocol):
+    """Set-wise reads for a report of a whole run (60,000 steps at once): rows, not one
+    record per question, with large text clipped by the database."""
+
+    def __enter__(self) -> BulkReadSide: ...
+
+    def number_of(self, execution_id: str) -> int: ...
+
+    def report_steps(self, number: int) -> list[ReportStep]: ...
+
+    def detail_rows(self, number: int, limit: int) -> list[DetailRow]: ...
+
+    def log_rows(self, number: int, limit: int, per_step: int) -> list[LogRow]: ...
+
+    def substep_rows(self, number: int, limit: int) -> list[SubStepRow]: ...
+
+    def run_outcomes(self, number: int) -> dict[int, str]: ...
