@@ -22,10 +22,11 @@ from _pytest.junitxml import mangle_test_address
 from conftest import StepflowRun, query
 
 from pytest_stepflow.cli import main
-from pytest_stepflow.query.database import ReadSide, open_database
+from pytest_stepflow.query.database import open_database
 from pytest_stepflow.query.records import StepDetail
 from pytest_stepflow.report.export import json_document, json_lines, junit_names
 from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.storage.sqlite.reader import Reader as SqliteReader
 
 Run = Callable[..., StepflowRun]
 SCHEMA_PATH = Path(__file__).parent / "data" / "junit-10.xsd"
@@ -529,15 +530,15 @@ def test_failure_while_writing_keeps_the_old_file(
     """The file is replaced whole or not at all; no temporary file is left behind."""
     target = tmp_path / "run.jsonl"
     target.write_text("old export")
-    real = ReadSide.iter_steps
+    real = SqliteReader.iter_steps
 
-    def failing(self: ReadSide, number: int) -> Iterator[StepDetail]:
+    def failing(self: SqliteReader, number: int) -> Iterator[StepDetail]:
         for index, detail in enumerate(real(self, number)):
             if index == 3:
                 raise StorageError("database disk image is malformed")
             yield detail
 
-    monkeypatch.setattr(ReadSide, "iter_steps", failing)
+    monkeypatch.setattr(SqliteReader, "iter_steps", failing)
     code, _, err = stepflow(recorded.db, "-o", str(target), capsys=capsys)
     assert code == 2
     assert "malformed" in one_line_error(err)

@@ -32,8 +32,8 @@ from pytest_stepflow.storage.errors import LockedError, StorageError
 from pytest_stepflow.storage.liveness import is_gone
 from pytest_stepflow.storage.spill import (
     ImportResult,
-    _in_use,
     has_spills,
+    in_use_elsewhere,
     spill_glob,
 )
 from pytest_stepflow.storage.sqlite.connection import (
@@ -416,7 +416,7 @@ def _stale(conn: sqlite3.Connection, host: str, now: datetime) -> Check:
 
 def _spills(path: Path) -> Check:
     files = sorted(path.parent.glob(spill_glob(path)))
-    in_use = [p.name for p in files if _in_use(p)]
+    in_use = [p.name for p in files if in_use_elsewhere(p)]
     waiting = [p.name for p in files if p.name not in in_use]
     live = f"; {len(in_use)} being written by a running session" if in_use else ""
     if not waiting:

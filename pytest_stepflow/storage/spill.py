@@ -100,7 +100,7 @@ class ImportResult:
     errors: list[str] = dataclasses.field(default_factory=list)
 
 
-def _in_use(path: Path) -> bool:
+def in_use_elsewhere(path: Path) -> bool:
     """True when the file's writer (or its claiming importer) is still alive on this host."""
     if _CLAIMED in path.name:
         pid_text = path.name.rsplit(_CLAIMED, 1)[1]
@@ -144,7 +144,7 @@ def replay_spills(
     result = ImportResult()
     claimed: list[tuple[Path, Path]] = []
     for path in sorted(stem.parent.glob(spill_glob(stem))):
-        if _in_use(path):
+        if in_use_elsewhere(path):
             result.skipped_files.append(path.name)
             continue
         target = path.with_name(path.name.split(_CLAIMED)[0] + f"{_CLAIMED}{os.getpid()}")

@@ -32,10 +32,12 @@ from pytest_stepflow.query.records import (
     WorkerLoad,
     parse_json,
 )
-from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.reading import RunNotFoundError
-from pytest_stepflow.storage.sqlite.connection import describe_error, open_read_only
-from pytest_stepflow.storage.sqlite.schema import check_schema
+from pytest_stepflow.storage.sqlite.connection import (
+    check_stepflow,
+    describe_error,
+    open_read_only,
+)
 
 
 def _select(columns: Mapping[str, str]) -> str:
@@ -103,18 +105,12 @@ class Reader:
         self.name = str(path)
         self.artifacts_home = path.parent  # the store is <folder>/artifacts/
         self._conn = open_read_only(path)
+        version = check_stepflow(self._conn, path)  # closes it and raises when not ours
         try:
-            version = check_schema(self._conn, path)
             tables = {name for (name,) in self._conn.execute("SELECT name FROM sqlite_master")}
         except sqlite3.Error as exc:
             self._conn.close()
-            raise describe_error(path, exc) from None
-        except StorageError:
-            self._conn.close()
-            raise
-        if version == 0:
-            self._conn.close()
-            raise StorageError(f"{path} holds no stepflow data yet; run `pytest --stepflow`")
+            raise describe_error(path, exc) from exc
         self.schema_version = version
         self.has_substeps = "substeps" in tables
         self.has_full_text = "steps_fts" in tables and "logs_fts" in tables
@@ -132,7 +128,7 @@ class Reader:
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise describe_error(self.path, exc) from None
+            raise describe_error(self.path, exc) from exc
 
     def _named_rows(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
