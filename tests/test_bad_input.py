@@ -184,6 +184,8 @@ def test_corrupt_database(pytester: pytest.Pytester, run_stepflow: Run) -> None:
     inode = os.stat(db).st_ino
     warning = assert_not_recorded(run_on(pytester, db), db, at_start=False)
     assert "corrupt" in warning.lower() or "not a database" in warning.lower()
+    # Found by the writer process, which names the plugin's option in the fix.
+    assert "pass another --stepflow-db" in warning
     assert db.is_file()
     assert os.stat(db).st_ino == inode, "the file was replaced"
     assert db.stat().st_size == len(before)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_stepflow.model import ExecutionFinished, ExecutionStarted, Record
 from pytest_stepflow.plugin import forks
+from pytest_stepflow.plugin.settings import DB_OPTION
 from pytest_stepflow.wire import Reader, decode_record, encode_record, frame
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ class WriterClient:
         self.problem: str | None = None  # why the writer process could not do its job
         self._config = {
             "db": backend.spec(),
+            "option": DB_OPTION,  # what the writer's messages tell a user to pass
             "batch_size": batch_size,
             "flush_interval": min(flush_interval, 0.2),
             "retry_budget": retry_budget,

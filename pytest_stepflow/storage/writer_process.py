@@ -93,6 +93,8 @@ class Session:
     def __init__(self, config: dict[str, Any]) -> None:
         self.backend = open_backend(parse_location(config["db"]))
         self.execution: str | None = config.get("execution")  # set when this process owns it
+        # How the front end names a database, for the fixes in StorageError messages.
+        self.option = str(config.get("option") or "database")
         self.parent = int(config["parent"])
         self.started = float(config.get("started") or CLOCK.now())
         self.progress: tuple[int, int | None] = (0, None)
@@ -162,13 +164,14 @@ class Session:
                     None,
                     [],
                     0,
-                    f"{exc}; recording anyway, into the spill journal if the lock stays",
+                    f"{exc.message(self.option)}; recording anyway, into the spill journal "
+                    "if the lock stays",
                     False,
                 )
             )
             return
         except StorageError as exc:
-            self.off = str(exc)
+            self.off = exc.message(self.option)
             self.replies.send(("started", None, [], 0, self.off, True))
             return
         self.replies.send(
