@@ -15,9 +15,9 @@ from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
+from pytest_stepflow import substeps
 from pytest_stepflow.model import Artifact
-from pytest_stepflow.plugin import substeps
-from pytest_stepflow.plugin.substeps import Entry
+from pytest_stepflow.substeps import Entry
 from pytest_stepflow.untrusted import params_json, safe_str
 
 if TYPE_CHECKING:

@@ -16,12 +16,12 @@ from records import make_artifact, make_started, make_step, make_substep
 
 from pytest_stepflow.clock import RealClock
 from pytest_stepflow.model import Step
-from pytest_stepflow.plugin.substeps import MAX_SUBSTEPS, Collector
 from pytest_stepflow.storage.spill import SpillJournal, decode, encode
 from pytest_stepflow.storage.sqlite.bootstrap import start_execution
 from pytest_stepflow.storage.sqlite.connection import open_for_writing
 from pytest_stepflow.storage.sqlite.operations import WriteCache, apply_batch
 from pytest_stepflow.storage.sqlite.spill_import import import_spills
+from pytest_stepflow.substeps import MAX_SUBSTEPS, Collector
 
 Run = Callable[..., StepflowRun]
 WORKERS = pytest.mark.parametrize("workers", ["0", "2"], ids=["serial", "xdist"])

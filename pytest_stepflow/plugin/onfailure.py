@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_stepflow.plugin.substeps import Collector
+    from pytest_stepflow.substeps import Collector
 
 MAX_AUTO_ATTACH = 100  # files per failed test attempt
 

@@ -21,7 +21,7 @@ import pytest
 from pytest_stepflow.clock import RealClock
 from pytest_stepflow.model import Outcome, Record, Step
 from pytest_stepflow.plugin.capture import PytestLogs
-from pytest_stepflow.plugin.substeps import Collector
+from pytest_stepflow.substeps import Collector
 from pytest_stepflow.untrusted import clip, params_json, properties_json, safe_str, to_json
 
 if TYPE_CHECKING:

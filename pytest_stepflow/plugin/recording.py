@@ -28,7 +28,6 @@ from pytest_stepflow.plugin.execution import display_path, final_status, new_exe
 from pytest_stepflow.plugin.onfailure import FailureAttacher
 from pytest_stepflow.plugin.recorder import StepRecorder
 from pytest_stepflow.plugin.settings import DB_OPTION, Settings
-from pytest_stepflow.plugin.substeps import Collector, activate, deactivate
 from pytest_stepflow.plugin.terminal_summary import SessionEnd, write_summary
 from pytest_stepflow.plugin.user_hooks import Extensions
 from pytest_stepflow.plugin.user_warnings import Notices
@@ -36,6 +35,7 @@ from pytest_stepflow.plugin.writer_client import WriterClient
 from pytest_stepflow.plugin.xdist_contract import WorkerInput, WorkerOutput, send_output, worker_id
 from pytest_stepflow.storage.backend import open_backend
 from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.substeps import Collector, activate, deactivate
 from pytest_stepflow.untrusted import MAX_PROPERTY_TEXT, json_key, json_value, safe_str
 
 

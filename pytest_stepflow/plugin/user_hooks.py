@@ -24,7 +24,7 @@ from pytest_stepflow.untrusted import safe_str, type_name
 
 if TYPE_CHECKING:
     from pytest_stepflow.model import ExecutionStarted, ExecutionSummary
-    from pytest_stepflow.plugin.substeps import Collector
+    from pytest_stepflow.substeps import Collector
 
 PREPARE = "pytest_stepflow_step_prepare"
 RECORDED = "pytest_stepflow_step_recorded"

@@ -9,6 +9,7 @@ Light on purpose: imported by `pytest_stepflow` itself, it imports neither pytes
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from contextvars import ContextVar
@@ -94,11 +95,12 @@ def outcome_of(exc: BaseException | None) -> tuple[str, str | None]:
     """(outcome, message) of a sub-step that ended with `exc` (None: it passed)."""
     if exc is None:
         return "passed", None
-    import pytest  # only here: importing pytest_stepflow must not import pytest
-
-    if isinstance(exc, pytest.skip.Exception):
+    # Never imported here (test helpers import this module without pytest): where pytest is
+    # not loaded, no exception can be its skip or xfail.
+    pytest = sys.modules.get("pytest")
+    if pytest is not None and isinstance(exc, pytest.skip.Exception):
         return "skipped", exc.msg or None
-    if isinstance(exc, pytest.xfail.Exception):
+    if pytest is not None and isinstance(exc, pytest.xfail.Exception):
         return "xfailed", exc.msg or None
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return "failed", clip(text, MAX_MESSAGE) or type(exc).__name__
