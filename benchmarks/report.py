@@ -41,6 +41,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from _records import passing_step
+
 from pytest_stepflow.model import ExecutionFinished, ExecutionStarted, Step
 from pytest_stepflow.report.html import write_html_report
 from pytest_stepflow.storage.sqlite.bootstrap import start_execution
@@ -99,33 +101,14 @@ def _steps(execution_id: str, count: int, workers: int, at: float) -> list[Step]
         name = f"test_case_{case:03d}" if case % 4 else f"test_param[{i}-value]"
         third = duration / 3
         steps.append(
-            Step(
-                execution_id=execution_id,
-                nodeid=f"tests/suite_{module // 50:02d}/test_module_{module:04d}.py::{name}",
+            passing_step(
+                execution_id,
+                f"tests/suite_{module // 50:02d}/test_module_{module:04d}.py::{name}",
                 worker=f"gw{worker}",
-                attempt=1,
-                final=True,
-                kind="test",
-                item_index=i,
+                index=i,
                 line=10 + case,
-                name=name,
-                parameters=None,
-                markers=None,
-                outcome="passed",
-                setup_outcome="passed",
-                call_outcome="passed",
-                teardown_outcome="passed",
-                setup_duration=third,
-                call_duration=third,
-                teardown_duration=third,
-                duration=duration,
+                phases=(third, third, third),
                 started_at=start,
-                completed_at=start + duration,
-                longrepr=None,
-                reason=None,
-                stdout=None,
-                stderr=None,
-                properties=None,
             )
         )
     return steps

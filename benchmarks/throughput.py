@@ -55,6 +55,8 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
+from _records import passing_step
+
 from pytest_stepflow.model import ExecutionStarted, Step, split_nodeid
 from pytest_stepflow.storage.backend import open_backend
 from pytest_stepflow.storage.location import SqliteLocation
@@ -109,36 +111,15 @@ def make_steps(execution_id: str, worker: int, rows: int) -> list[Step]:
         i = worker * rows + j  # disjoint tests per worker, as xdist distributes them
         name = f"test_case_{i}"
         setup, call, teardown = 0.0002 + (i % 5) * 1e-5, 0.001 * (1 + i % 17), 0.0001
-        duration = setup + call + teardown
-        started = STEP_START + i * 0.005
         steps.append(
-            Step(
-                execution_id=execution_id,
-                nodeid=f"tests/test_mod{i // TESTS_PER_MODULE}.py::{name}",
+            passing_step(
+                execution_id,
+                f"tests/test_mod{i // TESTS_PER_MODULE}.py::{name}",
                 worker=f"gw{worker}",
-                attempt=1,
-                final=True,
-                kind="test",
-                item_index=i,
+                index=i,
                 line=10 + 4 * (i % TESTS_PER_MODULE),
-                name=name,
-                parameters=None,
-                markers=None,
-                outcome="passed",
-                setup_outcome="passed",
-                call_outcome="passed",
-                teardown_outcome="passed",
-                setup_duration=setup,
-                call_duration=call,
-                teardown_duration=teardown,
-                duration=duration,
-                started_at=started,
-                completed_at=started + duration,
-                longrepr=None,
-                reason=None,
-                stdout=None,
-                stderr=None,
-                properties=None,
+                phases=(setup, call, teardown),
+                started_at=STEP_START + i * 0.005,
             )
         )
     return steps

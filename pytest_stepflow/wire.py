@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import marshal
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from pytest_stepflow.model import (
@@ -60,10 +60,6 @@ def decode_record(item: tuple[Any, ...]) -> Record:
 def frame(message: tuple[Any, ...]) -> bytes:
     payload = marshal.dumps(message)
     return HEADER.pack(len(payload)) + payload
-
-
-def records_frame(records: Iterable[Record]) -> bytes:
-    return frame(("records", [encode_record(r) for r in records]))
 
 
 class Reader:
