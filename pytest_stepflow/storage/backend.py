@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from pytest_stepflow.model import ExecutionStarted, Record
 from pytest_stepflow.storage.batches import BatchCounts
-from pytest_stepflow.storage.location import Location
+from pytest_stepflow.storage.location import Location, PostgresqlLocation
 from pytest_stepflow.storage.reading import BulkReadSide, ReadSide
 from pytest_stepflow.storage.spill import ImportResult
 
@@ -67,7 +67,8 @@ class Sink(Protocol):
 
 
 class Backend(Protocol):
-    location: Location
+    @property
+    def location(self) -> Location: ...
 
     def describe(self) -> str:
         """The database in messages: a path, or a URL with its password redacted."""
@@ -122,6 +123,10 @@ class Backend(Protocol):
 
 def open_backend(location: Location) -> Backend:
     """The backend of `location`; cheap, and imports no driver."""
+    if isinstance(location, PostgresqlLocation):
+        from pytest_stepflow.storage.postgresql.backend import PostgresqlBackend
+
+        return PostgresqlBackend(location)
     from pytest_stepflow.storage.sqlite.backend import SqliteBackend
 
     return SqliteBackend(location)

@@ -11,8 +11,15 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from urllib.parse import unquote
 
-ACCEPTED = "a file path or sqlite:///path (sqlite:////absolute/path)"
+DEFAULT_SCHEMA = "stepflow"
+# Plain lower-case identifiers only: nothing to quote, nothing hostile to interpolate.
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+ACCEPTED = (
+    "a file path, sqlite:///path (sqlite:////absolute/path) or postgresql://user@host:5432/dbname"
+)
 POSTGRESQL_SCHEMES = ("postgresql", "postgres")
 # A scheme followed by `://`: anything else (`C:\x.db`, `a:b.db`) is a path.
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -32,13 +39,31 @@ class SqliteLocation:
         return str(self.path)
 
 
-Location = SqliteLocation  # the union grows with the PostgreSQL backend
+@dataclasses.dataclass(frozen=True)
+class PostgresqlLocation:
+    """A PostgreSQL server: `conninfo` is the URL libpq gets (our own `schema` parameter
+    taken out; it may hold a password), `schema` the PostgreSQL schema of our tables."""
+
+    conninfo: str
+    schema: str
+    # Local files of a server database: spill journals, and the artifact store that content
+    # passes through on its way to the server (and is cached in on its way back). The front
+    # end resolves it (the plugin against the rootdir, the command against the current
+    # folder).
+    local_dir: Path = Path(".stepflow")
+
+    def describe(self) -> str:
+        """The server in messages: the URL with its password masked, and the schema."""
+        return f"{redact_url(self.conninfo)} (schema {self.schema})"
+
+
+Location = SqliteLocation | PostgresqlLocation
 
 
 def parse_location(text: str) -> Location:
-    """A path or `sqlite:///path` (SQLAlchemy's form: three slashes then a relative path,
-    four for an absolute one); raises LocationError for PostgreSQL (not available yet) and
-    for any other URL."""
+    """A path, `sqlite:///path` (SQLAlchemy's form: three slashes then a relative path, four
+    for an absolute one) or a `postgresql://` (`postgres://`) URL in libpq's form; raises
+    LocationError for any other URL."""
     match = _URL.match(text)
     if match is None:
         if not text.strip():
@@ -53,11 +78,37 @@ def parse_location(text: str) -> Location:
                 f"(sqlite:///x.db) and four before an absolute one (sqlite:////tmp/x.db)"
             )
         return SqliteLocation(Path(rest[1:]))
-    if scheme.split("+")[0] in POSTGRESQL_SCHEMES:
-        raise LocationError(
-            f"{redact_url(text)}: PostgreSQL support is not available yet; expected {ACCEPTED}"
-        )
+    if scheme in POSTGRESQL_SCHEMES:
+        return _postgresql(text)
     raise LocationError(f"{redact_url(text)}: not a database location; expected {ACCEPTED}")
+
+
+def _postgresql(url: str) -> PostgresqlLocation:
+    """Take our `schema` parameter out of the URL; libpq refuses parameters it does not
+    know, and reads everything else (host, port, sslmode, service, passfile...) itself."""
+    # The query starts after the user part: a password may hold an unencoded `?` or `#`.
+    split = max(url.rfind("@") + 1, url.index("://") + 3)
+    hostpart, question, query = url[split:].partition("?")
+    base = url[:split] + hostpart
+    query, _, fragment = query.partition("#")
+    if fragment:
+        raise LocationError(f"{redact_url(url)}: a database URL has no #fragment")
+    kept: list[str] = []
+    schema = DEFAULT_SCHEMA
+    for part in query.split("&") if question else ():
+        key, _, value = part.partition("=")
+        if key == "schema":
+            schema = unquote(value)
+            if not SCHEMA_NAME.match(schema):
+                raise LocationError(
+                    f"{redact_url(url)}: schema {schema!r} is not a plain lower-case "
+                    "PostgreSQL name (letters, digits and _, at most 63, not starting with "
+                    "a digit)"
+                )
+        elif part:
+            kept.append(part)
+    conninfo = base + ("?" + "&".join(kept) if kept else "")
+    return PostgresqlLocation(conninfo, schema)
 
 
 def redact_url(url: str) -> str:
