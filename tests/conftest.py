@@ -27,7 +27,7 @@ import pytest
 # a re-imported asyncio would no longer match the C-level _asyncio module's classes.
 import pytest_stepflow.plugin.recording  # noqa: F401
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "postgresql_server"]
 pytest.register_assert_rewrite("twin_runs")  # its assertions explain themselves too
 
 # pytest's summary nouns, as RunResult.parseoutcomes() reports them ("3 subtests passed" is

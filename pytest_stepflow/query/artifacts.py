@@ -17,6 +17,7 @@ def artifact_file(db: ReadSide, artifact_id: int) -> tuple[StoredArtifact, Path]
     found = db.artifacts(artifact_id=artifact_id)
     if not found:
         raise QueryError(f"no artifact {artifact_id} in {db.name}; see `stepflow artifacts`")
+    db.fetch_artifacts(found)
     path = stored_file(db.artifacts_home, found[0].stored_path)
     if path is None:
         raise QueryError(

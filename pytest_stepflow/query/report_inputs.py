@@ -27,6 +27,8 @@ def report_inputs(
 ) -> ReportInputs:
     """What the report of run `number` shows; text fields clipped to `clip` characters."""
     steps = db.report_steps(number)
+    artifacts = db.artifacts(number=number)
+    db.fetch_artifacts(artifacts)  # the report copies their files
     history_numbers = sorted(window(db, number, history_runs))
     return ReportInputs(
         database=db.name,
@@ -37,7 +39,7 @@ def report_inputs(
         histories=outcome_strings(db, (s.test_id for s in steps), history_numbers),
         flaky=flaky(db, window(db, number, FLAKY_WINDOW)),
         trend=trend(db, number, trend_runs),
-        artifacts=db.artifacts(number=number),
+        artifacts=artifacts,
         details=db.detail_rows(number, clip),
         logs=db.log_rows(number, clip, logs_per_step),
         substeps=db.substep_rows(number, clip),

@@ -51,3 +51,8 @@ class UnwritableError(StorageError):
 
 class LockedError(StorageError):
     """Another session held the write lock for longer than we could wait."""
+
+
+class UnavailableError(StorageError):
+    """A database server that cannot be reached now (down, restarting, out of connection
+    slots): a run spills its records and a later run imports them."""

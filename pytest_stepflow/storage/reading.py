@@ -100,6 +100,12 @@ class ReadSide(Protocol):
         artifact_id: int | None = None,
     ) -> list[StoredArtifact]: ...
 
+    def fetch_artifacts(self, artifacts: Sequence[StoredArtifact]) -> None:
+        """Make sure each artifact's content is in the local store under `artifacts_home`
+        (artifacts.stored_file finds it there). A no-op for SQLite, whose store is local; a
+        server's content is downloaded once and checked against its sha256. Content the
+        database does not hold is left missing (the readers of the store say so)."""
+
     def outcomes(self, numbers: Sequence[int], nodeid: str | None = None) -> list[FinalOutcome]: ...
 
     def history(self, nodeid: str, limit: int) -> list[FinalOutcome]: ...

@@ -427,6 +427,9 @@ class Reader:
 
     # -- across runs --------------------------------------------------------------------
 
+    def fetch_artifacts(self, artifacts: Sequence[StoredArtifact]) -> None:
+        """The store is the folder beside the file: nothing to fetch."""
+
     def outcomes(self, numbers: Sequence[int], nodeid: str | None = None) -> list[FinalOutcome]:
         """Final outcome of every test in the given runs (or of one test)."""
         if not numbers:
