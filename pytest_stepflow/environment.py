@@ -190,7 +190,12 @@ _SECRET_SUBSTRINGS = (
 )
 # Matched as whole words only, so KEYBOARD_LAYOUT or BYPASS_CACHE stay readable.
 _SECRET_WORDS = frozenset({"KEY", "PASS"})
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s?#]*@")
+# A user part: a name (a token, perhaps), or a name, `:` and a password that runs to the
+# last `@` of the word, since a password may hold `/`, `?`, `#` or `@` unencoded (a
+# `host:port/path@x` is masked too: the safe side).
+_URL_CREDENTIALS = re.compile(
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?:[^\s/?#@:]*:\S*@|[^\s/?#@]*@)"
+)
 _PR_NUMBER = re.compile(r"(?:refs/pull/|https?://\S+/pull/)?(\d+)(?:/merge|/head)?")
 _FALSY = frozenset({"", "0", "false", "no", "off"})
 
@@ -203,9 +208,15 @@ def looks_secret(name: str) -> bool:
     return not _SECRET_WORDS.isdisjoint(re.split(r"[^A-Z0-9]+", upper))
 
 
+def redact_credentials(value: str) -> str:
+    """`value` with the user part of every URL in it masked (`postgresql://***@host/db`):
+    a password, or a token used as a user name."""
+    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", value)
+
+
 def _clean(value: str) -> str:
     # Redact before truncating so a cut can never expose half of a password.
-    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", value)[:MAX_VALUE_LENGTH]
+    return redact_credentials(value)[:MAX_VALUE_LENGTH]
 
 
 def collect_environment(environ: Mapping[str, str]) -> dict[str, str]:

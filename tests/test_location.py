@@ -16,6 +16,7 @@ from pytest_stepflow.storage.backend import Sink, open_backend
 from pytest_stepflow.storage.batches import MissingExecutionError
 from pytest_stepflow.storage.location import (
     LocationError,
+    PostgresqlLocation,
     SqliteLocation,
     parse_location,
     redact_url,
@@ -43,28 +44,64 @@ def test_paths_and_sqlite_urls_are_sqlite_files(text: str, path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "conninfo", "schema"),
     [
-        "postgresql://ci:s3cret@db.example:5432/runs",
-        "postgres://ci:s3cret@db.example/runs",
-        "postgresql+psycopg://ci:s3cret@db.example/runs",
-        "postgresql://ci@db.example/runs?password=s3cret&sslmode=require",
+        (
+            "postgresql://ci:s3cret@db.example:5432/runs",
+            "postgresql://ci:s3cret@db.example:5432/runs",
+            "stepflow",
+        ),
+        (
+            "postgres://ci:s3cret@db.example/runs",
+            "postgres://ci:s3cret@db.example/runs",
+            "stepflow",
+        ),
+        # SQLAlchemy's driver suffix: libpq knows only the plain scheme.
+        (
+            "postgresql+psycopg://ci:s3cret@db.example/runs",
+            "postgresql://ci:s3cret@db.example/runs",
+            "stepflow",
+        ),
+        (
+            "postgresql://ci@db.example/runs?password=s3cret&schema=ci_runs&sslmode=require",
+            "postgresql://ci@db.example/runs?password=s3cret&sslmode=require",
+            "ci_runs",
+        ),
+        ("postgresql:///runs?schema=x", "postgresql:///runs", "x"),
+        # A password with an unencoded `?`: the query starts after the user part.
+        ("postgresql://ci:a?b@h/db?schema=y", "postgresql://ci:a?b@h/db", "y"),
     ],
 )
-def test_postgresql_is_refused_for_now_without_its_password(url: str) -> None:
+def test_postgresql_urls_keep_libpq_parameters_and_take_the_schema(
+    url: str, conninfo: str, schema: str
+) -> None:
+    location = parse_location(url)
+    assert location == PostgresqlLocation(conninfo, schema)
+    shown = location.describe()
+    assert "s3cret" not in shown and "a?b" not in shown and f"(schema {schema})" in shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://h/db?schema=Robert');DROP",
+        "postgresql://h/db?schema=1abc",
+        "postgresql://h/db?schema=" + "x" * 64,
+        "postgresql://ci:s3cret@h/db#frag",
+    ],
+)
+def test_postgresql_urls_with_a_hostile_schema_or_a_fragment_are_refused(url: str) -> None:
     with pytest.raises(LocationError) as caught:
         parse_location(url)
     message = str(caught.value)
-    assert "PostgreSQL support is not available yet" in message
-    assert "s3cret" not in message and "***" in message
-    assert "\n" not in message
+    assert "s3cret" not in message and "\n" not in message
 
 
 @pytest.mark.parametrize(
     "text", ["mysql://root:s3cret@localhost/db", "http://example.com/x.db", "file:///x.db"]
 )
 def test_other_urls_are_refused_naming_the_accepted_forms(text: str) -> None:
-    with pytest.raises(LocationError, match=r"expected a file path or sqlite:///path") as caught:
+    with pytest.raises(LocationError, match=r"expected a file path, sqlite:///path") as caught:
         parse_location(text)
     assert "s3cret" not in str(caught.value)
 
@@ -162,10 +199,10 @@ def test_sink_calls_a_step_without_its_execution_permanent(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("where", ["option", "env"])
-def test_cli_refuses_postgresql_in_one_line_without_the_password(
+def test_cli_refuses_a_bad_server_url_in_one_line_without_the_password(
     where: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = "postgresql://ci:s3cret@db.example/runs"
+    url = "postgresql://ci:s3cret@db.example/runs?schema=Bad-Name"
     if where == "env":
         monkeypatch.setenv("STEPFLOW_DB", url)
     with pytest.raises(SystemExit) as exited:
@@ -174,7 +211,7 @@ def test_cli_refuses_postgresql_in_one_line_without_the_password(
     out, err = capsys.readouterr()
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("stepflow: error: --db (or $STEPFLOW_DB): ")
-    assert "PostgreSQL support is not available yet" in err
+    assert "not a plain lower-case PostgreSQL name" in err
     assert "s3cret" not in err and "postgresql://ci:***@db.example/runs" in err
 
 

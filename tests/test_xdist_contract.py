@@ -17,9 +17,10 @@ from pytest_stepflow.plugin.xdist_contract import (
     send_output,
     worker_id,
 )
+from pytest_stepflow.storage.location import PostgresqlLocation, SqliteLocation
 
 SETTINGS = Settings(
-    db_path=Path("/tmp/x/stepflow.db"),
+    location=SqliteLocation(Path("/tmp/x/stepflow.db")),
     name="nightly",
     tags={"team": "a"},
     batch_size=7,
@@ -48,13 +49,25 @@ def test_input_round_trip_through_plain_data() -> None:
 def test_input_gives_the_worker_the_controllers_settings_and_its_share() -> None:
     settings = WorkerInput.for_workers(SETTINGS, "exec-1", workers=3).settings()
     assert settings.max_artifact_total == 1 << 20  # a third of the run's total
-    assert (settings.db_path, settings.batch_size, settings.capture) == (
-        SETTINGS.db_path,
+    assert (settings.location, settings.batch_size, settings.capture) == (
+        SETTINGS.location,
         7,
         "failed",
     )
     assert settings.attach_on_failure == ("*.png",)
     assert settings.name is None and settings.tags == {}  # the execution's: the controller's
+
+
+def test_input_carries_a_server_location_whole() -> None:
+    """A server URL (password and schema included) and its local folder reach the worker."""
+    location = PostgresqlLocation(
+        "postgresql://ci:pw@db.example:5432/tests", "nightly", Path("/work/.stepflow")
+    )
+    sent = WorkerInput.for_workers(
+        Settings(**{**SETTINGS.__dict__, "location": location}), "exec-1", workers=2
+    )
+    received = WorkerInput.from_dict(json.loads(json.dumps(sent.to_dict())))
+    assert received.settings().location == location
 
 
 def test_input_note_only_when_the_total_is_split() -> None:

@@ -13,7 +13,12 @@ from typing import Any, TextIO
 
 from pytest_stepflow.locations import DB_ENV, DEFAULT_DB
 from pytest_stepflow.query.database import ReadSide, open_database
-from pytest_stepflow.storage.location import ACCEPTED, LocationError, parse_location
+from pytest_stepflow.storage.location import (
+    ACCEPTED,
+    LocationError,
+    PostgresqlLocation,
+    parse_location,
+)
 from pytest_stepflow.text import duration_text
 
 Handler = Callable[[argparse.Namespace, "Output"], int]
@@ -140,16 +145,19 @@ def positive(text: str) -> int:
 
 def database(text: str) -> str:
     """`--db` (or $STEPFLOW_DB): a path or `sqlite:///path`, as the path the commands open
-    (relative to the current folder).
+    (relative to the current folder), or a `postgresql://` URL, as given.
 
     A bad location ends the command with one line and status 2, as other database errors
     do, rather than argparse's usage block; the message never shows a password.
     """
     try:
-        return str(parse_location(text).path)
+        location = parse_location(text)
     except LocationError as exc:
         error(f"--db (or ${DB_ENV}): {exc}")
         raise SystemExit(BAD_INPUT) from exc
+    if isinstance(location, PostgresqlLocation):
+        return text
+    return str(location.path)
 
 
 def add_common(parser: argparse.ArgumentParser, *, json_output: bool = True) -> None:

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from pytest_stepflow.environment import redact_credentials
 from pytest_stepflow.plugin.settings import DB_ENV, DB_OPTION, OPTIONS
 
 _PATH_OPTIONS = frozenset({"db", "html"})  # files stepflow creates: checked as if they exist
@@ -132,6 +133,7 @@ def _message(
 ) -> str:
     flag, value = culprit.flag, culprit.value
     exists = (invocation_dir / os.path.expanduser(value)).exists()
+    value = redact_credentials(value)  # a server URL may hold a password
     fix = f"write {flag}={value}" + (f" or set {DB_ENV}" if flag == DB_OPTION else "")
     verb = "uses" if exists else f"would use, once {value} exists,"
     return (

@@ -16,7 +16,7 @@ import pluggy
 import pytest
 
 from pytest_stepflow.clock import RealClock
-from pytest_stepflow.environment import collect_environment
+from pytest_stepflow.environment import collect_environment, redact_credentials
 from pytest_stepflow.model import ExecutionStarted, Status
 
 
@@ -54,7 +54,8 @@ def new_execution(
     return ExecutionStarted(
         id=str(uuid.uuid4()),
         name=name,
-        command=json.dumps(argv, ensure_ascii=False),
+        # `--stepflow-db=postgresql://user:password@...` is a common argument.
+        command=json.dumps([redact_credentials(a) for a in argv], ensure_ascii=False),
         working_directory=str(config.invocation_params.dir),
         rootdir=str(config.rootpath),
         created_at=now,

@@ -290,7 +290,7 @@ class Owner(Recording):
         from pytest_stepflow.report.html import write_html_report  # only when asked for
 
         try:
-            write_html_report(self.settings.db_path, self.started.id, path)
+            write_html_report(self.settings.location, self.started.id, path)
         except (StorageError, OSError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.html_note = (
@@ -317,7 +317,7 @@ class Owner(Recording):
             ExecutionSummary(
                 execution_id=self.started.id,
                 number=self.number,
-                db_path=str(self.settings.db_path),
+                db_path=self.settings.describe_db(),
                 status=status,
                 exit_code=exit_code,
                 duration=CLOCK.now() - self._t0,
@@ -340,7 +340,7 @@ class Owner(Recording):
         write_summary(
             terminalreporter,
             SessionEnd(
-                db_path=self.settings.db_path,
+                database=self.settings.describe_db(),
                 problem=self.problem,
                 number=self.number,
                 steps=self.counts().completed,

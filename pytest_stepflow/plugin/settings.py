@@ -22,6 +22,7 @@ from pytest_stepflow.storage.location import (
     ACCEPTED,
     Location,
     LocationError,
+    PostgresqlLocation,
     SqliteLocation,
     parse_location,
 )
@@ -123,7 +124,7 @@ def add_options(parser: pytest.Parser) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    db_path: Path
+    location: Location  # where the backend finds the database (storage/backend.py)
     name: str | None
     tags: Mapping[str, str]
     batch_size: int
@@ -136,10 +137,9 @@ class Settings:
     attach_on_failure: tuple[str, ...] = ()
     html_path: Path | None = None
 
-    @property
-    def location(self) -> Location:
-        """Where the backend finds the database (storage/backend.py)."""
-        return SqliteLocation(self.db_path)
+    def describe_db(self) -> str:
+        """The database in messages: a path, or a server URL with its password masked."""
+        return self.location.describe()
 
 
 def enabled(config: pytest.Config) -> bool:
@@ -245,20 +245,28 @@ def _path(config: pytest.Config, name: str, raw: object) -> Path:
     return Path(os.path.abspath(path))
 
 
-def _db_path(config: pytest.Config, raw: object) -> Path:
-    """The database file a location names; the message of a location that names none
-    never shows the value itself (a server URL may hold a password: LocationError redacts)."""
+def _location(config: pytest.Config, raw: object) -> Location:
+    """The database a location names, a relative file path resolved; a server's local
+    folder (spills, artifact staging) is the rootdir's `.stepflow`. The message of a
+    location that names none never shows the value itself (a server URL may hold a
+    password: LocationError redacts it)."""
     try:
         location = parse_location(str(raw))
     except LocationError as exc:
         raise pytest.UsageError(f"--stepflow-db (ini stepflow_db, env {DB_ENV}): {exc}") from exc
-    return _path(config, "db", location.path)
+    if isinstance(location, PostgresqlLocation):
+        return dataclasses.replace(location, local_dir=config.rootpath / DEFAULT_DB.parent)
+    return SqliteLocation(_path(config, "db", location.path))
 
 
 def resolve(config: pytest.Config) -> Settings:
     """Read and validate every option once; raises pytest.UsageError saying what is accepted."""
     raw_db = _raw(config, "db")
-    db = _db_path(config, raw_db) if raw_db else config.rootpath / DEFAULT_DB
+    location = (
+        _location(config, raw_db)
+        if raw_db
+        else SqliteLocation(Path(os.path.abspath(config.rootpath / DEFAULT_DB)))
+    )
     raw_html = _raw(config, "html")
     html = _path(config, "html", raw_html) if raw_html else None
     if html is not None and html.is_dir():
@@ -278,7 +286,7 @@ def resolve(config: pytest.Config) -> Settings:
         *(config.getoption("stepflow_attach_on_failure") or []),
     ]
     return Settings(
-        db_path=Path(os.path.abspath(db)),
+        location=location,
         name=_raw(config, "name"),
         tags=parse_tags([*ini_tags, *cli_tags]),  # CLI tags override ini tags of the same key
         batch_size=_number(

@@ -21,7 +21,7 @@ WAL_WORTH_SHOWING = 1 << 20  # past it, checkpoints are falling behind: worth kn
 class SessionEnd:
     """What the summary reports about a session that owned an execution."""
 
-    db_path: Path
+    database: str  # a path, or a server URL with its password masked
     problem: str | None  # why nothing was recorded: then it is the only line
     number: int | None  # the execution's number in the database
     steps: int  # steps handed to the writers
@@ -48,7 +48,7 @@ def summary_lines(end: SessionEnd) -> list[Line]:
     stats = end.stats
     line = (
         f"stepflow: execution #{end.number} recorded {end.steps} steps in "
-        f"{display_path(end.db_path)}"
+        f"{display_path(Path(end.database)) if '://' not in end.database else end.database}"
     )
     extras = []
     if end.setup_only:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_stepflow.locations import WRITER_DB_ENV
 from pytest_stepflow.model import ExecutionFinished, ExecutionStarted, Record
 from pytest_stepflow.plugin import forks
 from pytest_stepflow.plugin.settings import DB_OPTION
@@ -95,8 +96,11 @@ class WriterClient:
         self.backend = backend
         self.stats: dict[str, Any] = {}
         self.problem: str | None = None  # why the writer process could not do its job
+        # The location may hold a server's password: it goes to the writer process in its
+        # environment (readable by this user only), never on its command line (`ps`).
+        self._db = backend.spec()
         self._config = {
-            "db": backend.spec(),
+            "local_dir": str(getattr(backend.location, "local_dir", "")),
             "option": DB_OPTION,  # what the writer's messages tell a user to pass
             "batch_size": batch_size,
             "flush_interval": min(flush_interval, 0.2),
@@ -145,6 +149,7 @@ class WriterClient:
     def start(self) -> None:
         env = dict(os.environ)
         env.pop("PYTHONWARNINGS", None)  # -W error in the tests' environment is not ours
+        env[WRITER_DB_ENV] = self._db
         try:
             self._proc = subprocess.Popen(
                 [

@@ -20,6 +20,8 @@ from typing import Any
 
 from pytest_stepflow.limits import DEFAULT_MAX_ARTIFACT_SIZE, DEFAULT_MAX_ARTIFACT_TOTAL
 from pytest_stepflow.plugin.settings import Settings
+from pytest_stepflow.storage.backend import open_backend
+from pytest_stepflow.storage.location import Location, PostgresqlLocation, parse_location
 from pytest_stepflow.text import size_text
 
 KEY = "stepflow"  # under both workerinput and workeroutput
@@ -30,7 +32,8 @@ class WorkerInput:
     """What a worker needs to record its steps: the execution, and the resolved settings."""
 
     execution_id: str
-    db_path: str
+    db: str  # the location as parse_location reads it (a server URL may hold a password)
+    db_local: str  # a server database's local folder (PostgresqlLocation.local_dir)
     batch_size: int
     flush_interval: float
     retry_budget: float
@@ -55,7 +58,8 @@ class WorkerInput:
         )
         return cls(
             execution_id=execution_id,
-            db_path=str(settings.db_path),
+            db=open_backend(settings.location).spec(),
+            db_local=str(getattr(settings.location, "local_dir", "")),
             batch_size=settings.batch_size,
             flush_interval=settings.flush_interval,
             retry_budget=settings.retry_budget,
@@ -76,7 +80,8 @@ class WorkerInput:
     def from_dict(cls, info: Mapping[str, Any]) -> WorkerInput:
         return cls(
             execution_id=str(info["execution_id"]),
-            db_path=str(info["db_path"]),
+            db=str(info["db"]),
+            db_local=str(info.get("db_local", "")),
             batch_size=int(info["batch_size"]),
             flush_interval=float(info["flush_interval"]),
             retry_budget=float(info["retry_budget"]),
@@ -88,10 +93,16 @@ class WorkerInput:
             attach_on_failure=tuple(info.get("attach_on_failure", ())),
         )
 
+    def location(self) -> Location:
+        location = parse_location(self.db)
+        if isinstance(location, PostgresqlLocation) and self.db_local:
+            return dataclasses.replace(location, local_dir=Path(self.db_local))
+        return location
+
     def settings(self) -> Settings:
         """A worker uses exactly what its controller resolved."""
         return Settings(
-            db_path=Path(self.db_path),
+            location=self.location(),
             name=None,
             tags={},
             batch_size=self.batch_size,

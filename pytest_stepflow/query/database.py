@@ -7,6 +7,7 @@ the CLI read through the query layer and never import storage's readers themselv
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,17 +15,27 @@ from pathlib import Path
 from pytest_stepflow.locations import DB_ENV, DEFAULT_DB
 from pytest_stepflow.storage.backend import Backend, open_backend
 from pytest_stepflow.storage.errors import StorageError
-from pytest_stepflow.storage.location import parse_location
+from pytest_stepflow.storage.location import (
+    Location,
+    PostgresqlLocation,
+    SqliteLocation,
+    parse_location,
+)
 from pytest_stepflow.storage.reading import BulkReadSide, ReadSide, RunNotFoundError
 
 __all__ = [
     "BulkReadSide",
+    "Database",
     "ReadSide",
     "RunNotFoundError",
     "find_database",
+    "locate",
     "open_bulk",
     "open_database",
 ]
+
+
+Database = str | os.PathLike[str] | Location
 
 
 def find_database(
@@ -32,7 +43,7 @@ def find_database(
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Path:
-    """The database to read: `explicit`, then $STEPFLOW_DB, then `.stepflow/stepflow.db`
+    """The database file to read: `explicit`, then $STEPFLOW_DB, then `.stepflow/stepflow.db`
     in the current folder or its nearest parent that has one."""
     if explicit:
         return Path(explicit)
@@ -51,16 +62,31 @@ def find_database(
     )
 
 
-def _backend(explicit: str | os.PathLike[str] | None) -> Backend:
-    return open_backend(parse_location(str(find_database(explicit))))
+def locate(explicit: Database | None = None) -> Location:
+    """The database to read: `explicit` (a Location, a path or a server URL), then
+    $STEPFLOW_DB, then the nearest `.stepflow/stepflow.db` (find_database). A server's
+    local folder, where fetched artifacts are cached, is `.stepflow` in the current folder."""
+    if isinstance(explicit, (SqliteLocation, PostgresqlLocation)):
+        return explicit
+    text = os.fspath(explicit) if explicit else os.environ.get(DB_ENV, "")
+    if text and "://" in text:
+        location = parse_location(text)
+        if isinstance(location, PostgresqlLocation):
+            return dataclasses.replace(location, local_dir=Path.cwd() / DEFAULT_DB.parent)
+        return location
+    return parse_location(str(find_database(text or None)))
 
 
-def open_database(explicit: str | os.PathLike[str] | None = None) -> ReadSide:
-    """A read-only reader on the database `find_database` finds."""
+def _backend(explicit: Database | None) -> Backend:
+    return open_backend(locate(explicit))
+
+
+def open_database(explicit: Database | None = None) -> ReadSide:
+    """A read-only reader on the database `locate` finds."""
     return _backend(explicit).reader()
 
 
-def open_bulk(explicit: str | os.PathLike[str] | None = None) -> BulkReadSide:
-    """A read-only reader with the HTML report's set-wise reads, on the database
-    `find_database` finds."""
+def open_bulk(explicit: Database | None = None) -> BulkReadSide:
+    """A read-only reader with the HTML report's set-wise reads, on the database `locate`
+    finds."""
     return _backend(explicit).bulk_reader()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_stepflow.files import write_atomically
-from pytest_stepflow.query.database import BulkReadSide, open_bulk
+from pytest_stepflow.query.database import BulkReadSide, Database, open_bulk
 from pytest_stepflow.report import data as report_data
 
 _ASSETS = ("template.html", "report.css", "report.js")
@@ -89,7 +89,7 @@ def write_report(db: BulkReadSide, number: int, output: Path) -> Written:
     )
 
 
-def write_html_report(db_path: Path, execution_id: str, output: Path) -> None:
+def write_html_report(database: Database, execution_id: str, output: Path) -> None:
     """Write the HTML report of one execution; what `--stepflow-html PATH` calls at the
     end of a session (on the controller under xdist), once this process's writer has
     closed its connection (the file is opened read-only, and checked first).
@@ -97,5 +97,5 @@ def write_html_report(db_path: Path, execution_id: str, output: Path) -> None:
     Raises StorageError (database unreadable, execution unknown) or OSError (output not
     writable) with a one-line message.
     """
-    with open_bulk(db_path) as db:
+    with open_bulk(database) as db:
         write_report(db, db.number_of(execution_id), output)

@@ -78,8 +78,8 @@ def parse_location(text: str) -> Location:
                 f"(sqlite:///x.db) and four before an absolute one (sqlite:////tmp/x.db)"
             )
         return SqliteLocation(Path(rest[1:]))
-    if scheme in POSTGRESQL_SCHEMES:
-        return _postgresql(text)
+    if scheme.partition("+")[0] in POSTGRESQL_SCHEMES:  # SQLAlchemy's `postgresql+psycopg`
+        return _postgresql("postgresql" + text[len(scheme) :] if "+" in scheme else text)
     raise LocationError(f"{redact_url(text)}: not a database location; expected {ACCEPTED}")
 
 
@@ -88,11 +88,10 @@ def _postgresql(url: str) -> PostgresqlLocation:
     know, and reads everything else (host, port, sslmode, service, passfile...) itself."""
     # The query starts after the user part: a password may hold an unencoded `?` or `#`.
     split = max(url.rfind("@") + 1, url.index("://") + 3)
+    if "#" in url[split:]:
+        raise LocationError(f"{redact_url(url)}: a database URL has no #fragment")
     hostpart, question, query = url[split:].partition("?")
     base = url[:split] + hostpart
-    query, _, fragment = query.partition("#")
-    if fragment:
-        raise LocationError(f"{redact_url(url)}: a database URL has no #fragment")
     kept: list[str] = []
     schema = DEFAULT_SCHEMA
     for part in query.split("&") if question else ():

@@ -17,6 +17,7 @@ everything it got, marks the execution interrupted if it owns it, and exits.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_stepflow.clock import CLOCK
+from pytest_stepflow.locations import WRITER_DB_ENV
 from pytest_stepflow.model import (
     ExecutionFinished,
     ExecutionMetadata,
@@ -36,7 +38,7 @@ from pytest_stepflow.model import (
     Record,
 )
 from pytest_stepflow.storage.backend import Backend, open_backend
-from pytest_stepflow.storage.location import parse_location
+from pytest_stepflow.storage.location import PostgresqlLocation, parse_location
 from pytest_stepflow.storage.writer import BatchWriter
 from pytest_stepflow.storage.writer_stats import WriterStats
 from pytest_stepflow.wire import Reader, decode_record, frame
@@ -91,7 +93,10 @@ def final_stats(
 
 class Session:
     def __init__(self, config: dict[str, Any]) -> None:
-        self.backend = open_backend(parse_location(config["db"]))
+        location = parse_location(os.environ.pop(WRITER_DB_ENV, "") or config["db"])
+        if isinstance(location, PostgresqlLocation) and config.get("local_dir"):
+            location = dataclasses.replace(location, local_dir=Path(config["local_dir"]))
+        self.backend = open_backend(location)
         self.execution: str | None = config.get("execution")  # set when this process owns it
         # How the front end names a database, for the fixes in StorageError messages.
         self.option = str(config.get("option") or "database")
@@ -147,17 +152,19 @@ class Session:
     def bootstrap(self, start: tuple[Any, ...]) -> None:
         """Migrate, import earlier runs' spills, mark dead runs, create the execution; tell
         the pytest process (its summary line, and an xdist controller waits for it)."""
-        from pytest_stepflow.storage.errors import LockedError, StorageError
+        from pytest_stepflow.storage.errors import LockedError, StorageError, UnavailableError
 
         started = decode_record(start)
         assert isinstance(started, ExecutionStarted)
         try:
             result = self.backend.start_execution(started)
-        except LockedError as exc:
-            # The writer waits for the lock in its turn; past its retry budget the
-            # execution and its steps go to the spill journal, and the next run imports them.
+        except (LockedError, UnavailableError) as exc:
+            # The writer waits for the lock (or the server) in its turn; past its retry
+            # budget the execution and its steps go to the spill journal, and the next run
+            # imports them.
             self.own += 1
             self.writer.submit(started)
+            stays = "the lock stays" if isinstance(exc, LockedError) else "the server stays down"
             self.replies.send(
                 (
                     "started",
@@ -165,7 +172,7 @@ class Session:
                     [],
                     0,
                     f"{exc.message(self.option)}; recording anyway, into the spill journal "
-                    "if the lock stays",
+                    f"if {stays}",
                     False,
                 )
             )
