@@ -219,6 +219,26 @@ def test_exhausted_retry_budget_spills_then_imports_once(db: Db, importer: str) 
     assert count_steps(db.path, db.execution_id) == 25
 
 
+def test_after_a_spent_budget_batches_spill_at_once_until_one_is_written(db: Db) -> None:
+    """A database that stays unavailable costs the retry budget once, not once a batch; the
+    first batch that goes through ends that, and later ones are retried again."""
+    first, second, third = (steps_for(db.execution_id, 5, prefix=f"b{i}") for i in range(3))
+    with running(db.path, retry_budget=0.3, flush_interval=0.02) as writer:
+        with write_lock(db.path):
+            submit_all(writer, first)
+            assert wait_until(lambda: writer.stats.spilled == 5, timeout=WAIT)
+            retries = writer.stats.retries
+            assert retries > 0  # the budget was spent on retries
+            submit_all(writer, second)
+            assert wait_until(lambda: writer.stats.spilled == 10, timeout=WAIT)
+            assert writer.stats.retries == retries  # one attempt, no retry
+        submit_all(writer, third)
+        assert writer.flush(WAIT)
+        stats = writer.close(WAIT)
+    assert (stats.spilled, stats.steps) == (10, 5)
+    assert [r["nodeid"] for r in step_rows(db.path)] == [s.nodeid for s in third]
+
+
 def test_final_record_is_written_last_with_final_stats(db: Db) -> None:
     seen: list[WriterStats] = []
 

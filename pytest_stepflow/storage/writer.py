@@ -108,6 +108,11 @@ class BatchWriter:
         self._beat_due = False
         self._closing = False
         self._close_deadline = float("inf")
+        # Set when a batch spent the whole retry budget on a transient error (the server is
+        # down, the lock is held): later batches get one attempt each, straight to the spill
+        # journal if it fails, until one succeeds. Otherwise a server down for the whole run
+        # would cost the budget again for every batch, and the run's end would wait for it.
+        self._failing = False
         self._final: Callable[[WriterStats], Record] | None = None
         self._submitted = 0
         self._done = 0  # written, duplicate, spilled or lost
@@ -285,12 +290,14 @@ class BatchWriter:
                     BACKOFF_CAP, BACKOFF_FIRST * 2**attempt
                 )
                 end = min(deadline, self._close_deadline)
-                if not retry or self._monotonic() + delay > end:
+                if not retry or self._failing or self._monotonic() + delay > end:
+                    self._failing = self._failing or retry
                     self._spill(batch, sink.describe(exc))
                     return
                 self.stats.retries += 1
                 await asyncio.sleep(delay)
                 continue
+            self._failing = False
             self.stats.wait_seconds += self._monotonic() - started if attempt > 1 else 0.0
             self.stats.transactions += 1
             self.stats.largest_transaction = max(self.stats.largest_transaction, len(batch))
