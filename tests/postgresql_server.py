@@ -9,6 +9,10 @@ database (`?schema=` in the URL), so tests never see each other's runs.
 Without PostgreSQL the tests that need it skip with the reason; `.ci/run` sets
 `STEPFLOW_TEST_REQUIRE_POSTGRESQL=1`, which turns that skip into a failure.
 
+`pgbouncer` (a fixture) puts Debian's PgBouncer in front of it in transaction pooling mode
+(no session state survives a transaction; no server-side prepared statements), with a
+pool smaller than the number of clients.
+
 Two roles: `stepflow` (trust, no password) and `secret_user`, whose password
 (`SECRET_PASSWORD`) is checked with scram-sha-256 over TCP, for the tests that prove a
 password never shows.
@@ -184,6 +188,7 @@ class PostgresServer:
 
 
 def _missing(reason: str) -> None:
+    """Skip, or fail where PostgreSQL is required (CI)."""
     if os.environ.get(REQUIRE) == "1":
         pytest.fail(f"PostgreSQL is required here ({REQUIRE}=1) but {reason}", pytrace=False)
     pytest.skip(f"PostgreSQL tests need a local PostgreSQL server: {reason}")
@@ -245,3 +250,82 @@ def wait_until_accepting(server: PostgresServer, timeout: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+class PgBouncer:
+    """PgBouncer in transaction pooling mode in front of the test server."""
+
+    def __init__(self, server: PostgresServer, root: Path, pool_size: int) -> None:
+        self.server = server
+        self.root = root
+        self.port = _free_port()
+        self.pool_size = pool_size
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, *, schema: str | None = None) -> str:
+        url = f"postgresql://stepflow@127.0.0.1:{self.port}/{DATABASE}"
+        return url + (f"?schema={schema}" if schema else "")
+
+    def start(self, binary: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        users = self.root / "users.txt"
+        users.write_text('"stepflow" ""\n"postgres" ""\n', encoding="utf-8")
+        ini = self.root / "pgbouncer.ini"
+        ini.write_text(
+            "[databases]\n"
+            f"{DATABASE} = host={self.server.host} port={self.server.port} dbname={DATABASE}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\n"
+            f"unix_socket_dir = {self.root}\n"
+            f"auth_type = trust\nauth_file = {users}\n"
+            "pool_mode = transaction\n"
+            f"default_pool_size = {self.pool_size}\nmax_client_conn = 500\n"
+            f"logfile = {self.root / 'pgbouncer.log'}\npidfile = {self.root / 'pgbouncer.pid'}\n",
+            encoding="utf-8",
+        )
+        command = [binary, str(ini)]
+        if os.geteuid() == 0:  # PgBouncer refuses to run as root
+            shutil.chown(self.root, "postgres", "postgres")
+            for path in (users, ini):
+                shutil.chown(path, "postgres", "postgres")
+            command = ["runuser", "-u", "postgres", "--", *command]
+        self._proc = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+        import psycopg
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(self.url(), connect_timeout=2, prepare_threshold=None):
+                    return
+            except psycopg.OperationalError:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    err = self._proc.stderr.read().decode() if self._proc.stderr else ""
+                    raise RuntimeError(f"PgBouncer did not start: {err.strip()[-300:]}") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, 15)
+            self._proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres_server: PostgresServer) -> Iterator[PgBouncer]:
+    binary = shutil.which("pgbouncer") or (
+        "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").is_file() else None
+    )
+    if binary is None:
+        _missing("PgBouncer is not installed (apt-get install pgbouncer)")
+    assert binary is not None
+    bouncer = PgBouncer(postgres_server, postgres_server.root.parent / "pgbouncer", pool_size=4)
+    try:
+        bouncer.start(binary)
+    except (OSError, RuntimeError) as exc:
+        bouncer.stop()
+        _missing(str(exc))
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
