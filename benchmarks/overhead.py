@@ -19,7 +19,11 @@ order, and timed (wall clock, and CPU time of the process tree from ``wait4``):
   flush interval larger than the run): what recording costs apart from writing as it goes;
 * ``junitxml``  -- ``--junitxml``;
 * ``reportlog`` -- ``-p pytest_reportlog --report-log`` (the other streaming recorder; the
-  variant is left out when pytest-reportlog is not installed).
+  variant is left out when pytest-reportlog is not installed);
+* ``postgresql`` -- ``--stepflow`` into a PostgreSQL server over loopback, with
+  ``--postgresql=URL`` (or ``--postgresql=private``: a private server in a temporary folder,
+  started with tests/postgresql_server.py); compared with ``stepflow`` (the issue's target:
+  within 2% of SQLite). Each suite records into its own schema, runs accumulating there.
 
 ``--breakdown`` adds a one-test suite (the fixed cost is what a run of one test pays, the
 per-test cost is the slope between the two suites) and a probe variant, ``hooks``: the
@@ -41,6 +45,7 @@ Usage::
     python benchmarks/overhead.py --breakdown --suite trivial
     python benchmarks/overhead.py --real packaging --rounds 5
     python benchmarks/overhead.py --variants plain,junitxml # without the plugin installed
+    python benchmarks/overhead.py --variants plain,stepflow,postgresql --postgresql=private
 
 Exit status: 0 when every run finished (targets MET or MISSED), 2 when a run errored.
 """
@@ -48,6 +53,7 @@ Exit status: 0 when every run finished (targets MET or MISSED), 2 when a run err
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -59,10 +65,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("plain", "stepflow", "deferred", "junitxml", "reportlog")
+VARIANTS = ("plain", "stepflow", "deferred", "junitxml", "reportlog", "postgresql")
+POSTGRESQL_LIMIT = 1.02  # postgresql / stepflow (SQLite): the PostgreSQL issue's target
 PROBE = "hooks"  # --breakdown only
 SUITES = {"trivial": (5000, 50), "realistic": (2000, 20), "one": (1, 1)}  # -> (tests, files)
 # Targets of the overhead issue: (suite, xdist?) -> stepflow/plain limit.
@@ -199,6 +207,13 @@ def _env(target: Target, probe_dir: Path) -> dict[str, str]:
     return env
 
 
+POSTGRESQL_URL: str | None = None  # --postgresql, once a server is known
+
+
+def _schema_url(url: str, schema: str) -> str:
+    return url + ("&" if "?" in url.rpartition("@")[2] else "?") + f"schema={schema}"
+
+
 def command(
     target: Target, variant: str, xdist: int, tmp: Path, tag: str
 ) -> tuple[list[str], Path]:
@@ -215,6 +230,10 @@ def command(
         cmd += ["--stepflow", f"--stepflow-db={db}"]
         cmd += DEFERRED if variant == "deferred" else []
         cmd += ["-p", "stepflow_probe"] if variant == PROBE else []
+    elif variant == "postgresql":
+        assert POSTGRESQL_URL is not None
+        schema = "bench_" + "".join(c if c.isalnum() else "_" for c in target.name.lower())
+        cmd += ["--stepflow", f"--stepflow-db={_schema_url(POSTGRESQL_URL, schema)}"]
     elif variant == "junitxml":
         cmd += [f"--junitxml={tmp / f'junit-{tag}.xml'}"]
     elif variant == "reportlog":
@@ -252,6 +271,8 @@ def run_once(target: Target, variant: str, xdist: int, tmp: Path, tag: str) -> R
     writer_cpu = 0.0
     if variant in ("stepflow", "deferred"):
         steps, writer_cpu = recorded(db)
+    elif variant == "postgresql":
+        steps, writer_cpu = recorded_on_server(cmd[-1].partition("=")[2])
     return Run(elapsed, usage.ru_utime + usage.ru_stime, writer_cpu, code, steps)
 
 
@@ -274,6 +295,29 @@ def recorded(db: Path) -> tuple[int | str, float]:
         return f"cannot count steps ({exc})", 0.0
     stats = json.loads(row[1] or "{}")
     return int(count), float(stats.get("cpu_seconds") or 0.0)
+
+
+def recorded_on_server(url: str) -> tuple[int | str, float]:
+    """recorded() for a PostgreSQL schema: the latest execution's steps and writer CPU."""
+    import psycopg
+
+    base, _, query = url.partition("?")
+    params = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    schema = params.pop("schema")
+    conninfo = base + ("?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else "")
+    try:
+        with psycopg.connect(conninfo) as conn:
+            row = conn.execute(
+                f"SELECT number, writer_stats FROM {schema}.executions ORDER BY number DESC LIMIT 1"
+            ).fetchone()
+            assert row is not None
+            count = conn.execute(
+                f"SELECT count(*) FROM {schema}.steps WHERE execution = %s", (row[0],)
+            ).fetchone()
+    except (psycopg.Error, AssertionError) as exc:
+        return f"cannot count steps ({exc})", 0.0
+    stats = row[1] or {}
+    return int(count[0] if count else 0), float(stats.get("cpu_seconds") or 0.0)
 
 
 def bench(
@@ -324,15 +368,22 @@ def report(target: Target, runs: dict[str, list[Run]], rounds: int, xdist: int) 
     sp = ratios.get("stepflow", {}).get("plain")
     if limit is not None and sp is not None:
         targets.append((f"stepflow/plain <= {limit:.2f}x", sp, sp <= limit))
+    if "postgresql" in runs and "stepflow" in runs:
+        ps = pair_ratio(runs, "postgresql", "stepflow")
+        ratios["postgresql"]["stepflow"] = ps
+        targets.append(
+            (f"postgresql/stepflow <= {POSTGRESQL_LIMIT:.2f}x", ps, ps <= POSTGRESQL_LIMIT)
+        )
     sj = ratios.get("stepflow", {}).get("junitxml")
     if sj is not None:
         targets.append(("stepflow < junitxml", sj, sj < 1.0))
     for text, value, met in targets:
         print(f"  target {text:<24} {value:.3f}x  {'MET' if met else 'MISSED'}")
-    if "stepflow" in runs:
-        seen = sorted({str(r.steps) for r in runs["stepflow"]})
-        expected = f" (expected: {target.tests})" if target.tests else ""
-        print(f"  steps recorded per stepflow run: {', '.join(seen)}{expected}")
+    for v in ("stepflow", "postgresql"):
+        if v in runs:
+            seen = sorted({str(r.steps) for r in runs[v]})
+            expected = f" (expected: {target.tests})" if target.tests else ""
+            print(f"  steps recorded per {v} run: {', '.join(seen)}{expected}")
     return {
         "suite": target.name,
         "xdist": xdist,
@@ -458,17 +509,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--variants",
         type=variants,
-        default=list(VARIANTS),
-        help=f"comma-separated subset of {','.join(VARIANTS)}",
+        default=[v for v in VARIANTS if v != "postgresql"],
+        help=f"comma-separated subset of {','.join(VARIANTS)} (postgresql: with --postgresql)",
     )
     p.add_argument(
         "--breakdown",
         action="store_true",
         help="where the time goes: fixed and per-test cost of each part",
     )
+    p.add_argument(
+        "--postgresql",
+        metavar="URL",
+        help="the server of the postgresql variant: a postgresql:// URL, or 'private' (a "
+        "temporary server of its own, from tests/postgresql_server.py)",
+    )
     p.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / "_suites")
     p.add_argument("--json", type=Path, metavar="PATH", help="write raw timings and results")
     return p.parse_args(argv)
+
+
+@contextlib.contextmanager
+def postgresql(url: str) -> Iterator[str]:
+    """`url`, or for 'private' a server of our own for the benchmark's duration."""
+    if url != "private":
+        yield url
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from postgresql_server import PostgresServer, _bindir
+
+    bindir = _bindir()
+    if bindir is None:
+        raise BenchError("no PostgreSQL server binaries (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="stepflow-bench-pg-"))
+    os.chmod(root, 0o755)
+    server = PostgresServer(bindir, root / "cluster")
+    try:
+        server.init()
+        server.start()
+        server.setup_roles()
+        yield server.url()
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,9 +559,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.breakdown and not {"plain", "stepflow"} <= set(args.variants):
         print("error: --breakdown needs the plain and stepflow variants", file=sys.stderr)
         return 2
+    if args.postgresql and "postgresql" not in args.variants:
+        args.variants.append("postgresql")
+    if "postgresql" in args.variants and not args.postgresql:
+        print("error: the postgresql variant needs --postgresql=URL (or =private)", file=sys.stderr)
+        return 2
     results: list[dict[str, Any]] = []
     try:
-        with tempfile.TemporaryDirectory(prefix="stepflow-bench-") as tmp_name:
+        with contextlib.ExitStack() as stack:
+            tmp_name = stack.enter_context(tempfile.TemporaryDirectory(prefix="stepflow-bench-"))
+            if "postgresql" in args.variants:
+                global POSTGRESQL_URL
+                POSTGRESQL_URL = stack.enter_context(postgresql(args.postgresql))
             tmp = Path(tmp_name)
             (tmp / "stepflow_probe.py").write_text(PROBE_PLUGIN)
             targets = [
