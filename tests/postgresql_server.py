@@ -306,9 +306,13 @@ class PgBouncer:
                 time.sleep(0.1)
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
             os.killpg(self._proc.pid, 15)
             self._proc.wait(10)
+        if self._proc.stderr is not None:
+            self._proc.stderr.close()
 
 
 @pytest.fixture(scope="session")
