@@ -569,7 +569,8 @@ class Reader:
         column = _PHASE_COLUMNS[phase]
         s = self._s
         # SQLite's bare `s.execution` beside max() is the run of the maximum (the first one
-        # met, in run order, when runs tie); ties of the mean come in test id order.
+        # met, in run order, when runs tie). Ties of the mean: SQLite's order is its
+        # sorter's whim (neither test id order nor its reverse); here, test id order.
         rows = self._rows(
             f"SELECT t.nodeid, avg(s.{column}) AS mean, max(s.{column}), count(*), "
             f"(array_agg(s.execution ORDER BY s.{column} DESC, s.execution, s.id))[1] "
@@ -772,7 +773,9 @@ def _glob_regex(pattern: str) -> str | None:
                 c2 = pattern[i]
                 i += 1
                 if c2 == "-" and prior is not None and i < n and pattern[i] != "]":
-                    ranges[-1] = (prior, pattern[i])
+                    # `prior` stays in as itself: SQLite matched it before it saw the `-`
+                    # (so a reversed range z-a still matches its z).
+                    ranges.append((prior, pattern[i]))
                     i += 1
                     prior = None
                 else:
