@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import sqlite3
 import uuid
@@ -21,7 +22,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 import pytest
-from postgresql_server import PostgresServer
+from postgresql_server import PgBouncer, PostgresServer
 from records import (
     STEP_START,
     make_artifact,
@@ -795,3 +796,30 @@ def test_sqlite_and_postgresql_answer_alike_about_json_text(twin: Twin) -> None:
         assert (pg[step_id].parameters, pg[step_id].properties) == (row.parameters, row.properties)
         if row.parameters:
             json.loads(row.parameters)
+
+
+# ---- through PgBouncer ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("twin", ["C"], indirect=True)
+def test_same_answers_through_pgbouncer_transaction_pooling(
+    twin: Twin, pgbouncer: PgBouncer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No session state, no server-side prepared statements: every question gets the same
+    answer through a transaction pool, and two exports streamed at once (each cursor in its
+    own transaction, pinned to one server connection meanwhile) interleave with other
+    questions."""
+    location = _pg_location(pgbouncer.url(schema=twin.location.schema), twin.location.local_dir)
+    monkeypatch.setattr(pg_reader, "ITER_CHUNK", 2)
+    with PgBulkReader(location) as one, PgBulkReader(location) as two:
+        for question, ask in QUESTIONS.items():
+            assert answer(one, ask) == answer(twin.sqlite, ask), question
+        expected = [typed(list(twin.sqlite.iter_steps(n))) for n in (1, 2)]
+        streams = [one.iter_steps(1), two.iter_steps(2)]
+        got: list[list[Any]] = [[], []]
+        for pair in itertools.zip_longest(*streams):
+            for i, detail in enumerate(pair):
+                if detail is not None:
+                    got[i].append(detail)
+            assert one.runs() == two.runs()
+        assert [typed(g) for g in got] == expected

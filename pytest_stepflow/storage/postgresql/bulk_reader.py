@@ -40,7 +40,7 @@ class BulkReader(Reader):
     def report_steps(self, number: int) -> list[ReportStep]:
         """Every step of a run in collection order."""
         s = self._s
-        rows = self._rows(
+        rows = self._bulk_rows(
             "SELECT s.id, s.test_id, t.file, t.nodeid, s.worker, s.outcome, s.started_at, "
             "s.duration, s.attempt, s.final::int, s.kind, s.markers::text, s.reason, "
             f"{_detailed(s)}::int FROM {s}.steps s JOIN {s}.tests t ON t.id = s.test_id "
@@ -51,7 +51,7 @@ class BulkReader(Reader):
 
     def detail_rows(self, number: int, limit: int) -> list[DetailRow]:
         """Detail fields of the steps of a run that have any, text clipped to `limit`."""
-        rows = self._rows(
+        rows = self._bulk_rows(
             "SELECT s.id, s.line, s.parameters::text, s.properties::text, s.setup_outcome, "
             "s.call_outcome, s.teardown_outcome, s.setup_duration, s.call_duration, "
             "s.teardown_duration, substr(s.longrepr, 1, %(limit)s), length(s.longrepr), "
@@ -65,7 +65,7 @@ class BulkReader(Reader):
     def log_rows(self, number: int, limit: int, per_step: int) -> list[LogRow]:
         """Log records of a run's steps (the first `per_step` of each), messages clipped."""
         s = self._s
-        rows = self._rows(
+        rows = self._bulk_rows(
             "SELECT step_id, phase, created, level_name, logger, substr(message, 1, %(limit)s), "
             "length(message), file, line, total FROM ("
             "  SELECT g.*, row_number() OVER (PARTITION BY g.step_id ORDER BY g.id) AS k, "
@@ -79,7 +79,7 @@ class BulkReader(Reader):
 
     def substep_rows(self, number: int, limit: int) -> list[SubStepRow]:
         s = self._s
-        rows = self._rows(
+        rows = self._bulk_rows(
             "SELECT u.step_id, u.id, u.parent_id, u.kind, u.phase, u.title, "
             "u.parameters::text, u.outcome, substr(u.message, 1, %s), u.started_at, "
             f"u.duration FROM {s}.substeps u JOIN {s}.steps s ON s.id = u.step_id "
@@ -92,7 +92,7 @@ class BulkReader(Reader):
         """Test id -> final outcome in run `number` (test steps only). Where a test has
         several final steps (--dist each), a failure or error wins: those rows come last."""
         return dict(
-            self._rows(
+            self._bulk_rows(
                 f"SELECT test_id, outcome FROM {self._s}.steps WHERE execution = %s AND final "
                 "AND kind = 'test' ORDER BY outcome IN ('failed', 'error')",
                 (number,),

@@ -192,6 +192,17 @@ class Reader:
         except psycopg.Error as exc:
             raise describe_error(self.location, exc) from exc
 
+    def _bulk_rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
+        """`_rows` for a query over a whole run, with JIT off: compiling such a plan costs
+        more than running it (0.5 s of report_steps' 0.8 s on 60,000 steps). SET LOCAL
+        lives and dies with its transaction, so it is safe through PgBouncer."""
+        try:
+            with self._conn.transaction():
+                self._conn.execute("SET LOCAL jit = off")
+                return self._conn.execute(sql, params).fetchall()
+        except psycopg.Error as exc:
+            raise describe_error(self.location, exc) from exc
+
     def _named_rows(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
     ) -> list[dict[str, Any]]:
@@ -427,8 +438,8 @@ class Reader:
     def _logs(self, step_ids: Sequence[int]) -> dict[int, list[LogLine]]:
         rows = self._named_rows(
             f'SELECT g.step_id AS "step_id", {_LOG_COLUMNS} FROM {self._s}.logs g '
-            "WHERE g.step_id = ANY(%s) ORDER BY g.step_id, g.id",
-            (list(step_ids),),
+            "WHERE g.step_id = ANY(%s::bigint[]) ORDER BY g.step_id, g.id",
+            (_id_array(step_ids),),
         )
         found: dict[int, list[LogLine]] = {}
         for row in rows:
@@ -438,8 +449,8 @@ class Reader:
     def _substeps(self, step_ids: Sequence[int]) -> dict[int, list[StoredSubStep]]:
         rows = self._named_rows(
             f'SELECT u.step_id AS "step_id", {_SUBSTEP_COLUMNS} FROM {self._s}.substeps u '
-            "WHERE u.step_id = ANY(%s) ORDER BY u.step_id, u.position",
-            (list(step_ids),),
+            "WHERE u.step_id = ANY(%s::bigint[]) ORDER BY u.step_id, u.position",
+            (_id_array(step_ids),),
         )
         found: dict[int, list[StoredSubStep]] = {}
         for row in rows:
@@ -471,7 +482,7 @@ class Reader:
             ("a.step_id = %s", equal.get("step_id")),
             ("t.nodeid = %s", equal.get("nodeid")),
             ("a.id = %s", equal.get("artifact_id")),
-            ("a.step_id = ANY(%s)", None if step_ids is None else list(step_ids)),
+            ("a.step_id = ANY(%s::bigint[])", None if step_ids is None else _id_array(step_ids)),
         ):
             if value is not None:
                 where.append(clause)
@@ -716,6 +727,9 @@ class Reader:
                     name=f"stepflow_iter_{id(self):x}", row_factory=dict_row
                 ) as cursor,
             ):
+                # Local to this transaction (so PgBouncer-safe): JIT compiling a plan over a
+                # whole run costs more than running it.
+                self._conn.execute("SET LOCAL jit = off")
                 cursor.execute(
                     f"SELECT {_STEP_COLUMNS}, {_DETAIL_COLUMNS} FROM {s}.steps s "
                     f"JOIN {s}.tests t ON t.id = s.test_id WHERE s.execution = %s "
@@ -742,6 +756,11 @@ class Reader:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _id_array(ids: Sequence[int]) -> str:
+    """Ids as one array literal: psycopg's list dumper costs ~3 ms a thousand ids."""
+    return "{" + ",".join(map(str, ids)) + "}"
 
 
 def _glob_regex(pattern: str) -> str | None:
