@@ -470,7 +470,7 @@ class Reader:
             f"SELECT t.nodeid, avg(s.{column}) AS mean, max(s.{column}), count(*), "
             f"s.execution FROM steps s JOIN tests t ON t.id = s.test_id "
             f"WHERE s.execution IN ({marks}) AND s.final AND s.{column} IS NOT NULL "
-            "GROUP BY s.test_id ORDER BY mean DESC LIMIT ?",
+            "GROUP BY s.test_id ORDER BY mean DESC, s.test_id LIMIT ?",  # ties: as PostgreSQL
             (*numbers, limit),
         )
         return [SlowTest(n, mean, top, count, run) for n, mean, top, count, run in rows]
