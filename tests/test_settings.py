@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -432,12 +433,18 @@ def test_absolute_sqlite_url_in_the_environment(
 
 
 @pytest.mark.parametrize("where", ["cli", "env", "ini"])
-def test_postgresql_is_refused_without_showing_the_password(
+def test_a_server_that_is_down_never_fails_the_run_nor_shows_its_password(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    url = "postgresql://ci:s3cret-pw@db.example:5432/runs"
+    """A PostgreSQL URL from each source reaches the backend; nothing answers on its port,
+    so the records go to the local spill journal, the run's outcome is pytest's, and the
+    password shows nowhere (the summary names the server with it masked)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://ci:s3cret-pw@127.0.0.1:{port}/runs"
     pytester.makepyfile(test_suite=SUITE)
-    args = ["-p", "no:cacheprovider", "--stepflow"]
+    args = ["-p", "no:cacheprovider", "--stepflow", "--stepflow-retry-budget=0.2"]
     if where == "cli":
         args.append(f"--stepflow-db={url}")
     elif where == "env":
@@ -445,12 +452,33 @@ def test_postgresql_is_refused_without_showing_the_password(
     else:
         pytester.makeini(f"[pytest]\nstepflow_db = {url}\n")
     result = pytester.runpytest_inprocess(*args)
+    result.assert_outcomes(passed=2)
+    assert result.ret == 0
+    output = "\n".join(result.outlines + result.errlines)
+    assert "s3cret" not in output
+    assert f"postgresql://ci:***@127.0.0.1:{port}/runs" in output
+    assert "spill journal" in output
+    journals = sorted((pytester.path / ".stepflow").glob("postgresql-*-spill-*.jsonl"))
+    assert journals, output
+    assert all("s3cret" not in j.read_text(encoding="utf-8") for j in journals)
+    assert _databases(pytester.path) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://ci:s3cret-pw@h/db?schema=No-Such", "postgresql://ci:s3cret-pw@h/db#x"],
+)
+def test_a_bad_server_url_is_a_usage_error_without_its_password(
+    pytester: pytest.Pytester, url: str
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "--stepflow", f"--stepflow-db={url}"
+    )
     message = _usage_error(result)
-    assert "PostgreSQL support is not available yet" in message
-    assert "postgresql://ci:***@db.example:5432/runs" in message
+    assert "postgresql://ci:***@h/db" in message
     assert "s3cret" not in "\n".join(result.outlines + result.errlines)
     assert "passed" not in result.stdout.str()
-    assert _databases(pytester.path) == []
 
 
 @pytest.mark.parametrize("value", ["mysql://root:hunter2@localhost/db", "http://example.com/x"])
@@ -463,6 +491,6 @@ def test_other_urls_are_refused_naming_the_accepted_forms(
     )
     message = _usage_error(result)
     assert "--stepflow-db" in message
-    assert "a file path or sqlite:///path" in message
+    assert "a file path, sqlite:///path" in message and "postgresql://" in message
     assert "hunter2" not in "\n".join(result.outlines + result.errlines)
     assert _databases(pytester.path) == []

@@ -11,7 +11,13 @@ DB = Path("/nowhere/stepflow.db")
 
 
 def _end(**changes: Any) -> SessionEnd:
-    fields: dict[str, Any] = {"db_path": DB, "problem": None, "number": 7, "steps": 12, "stats": {}}
+    fields: dict[str, Any] = {
+        "database": str(DB),
+        "problem": None,
+        "number": 7,
+        "steps": 12,
+        "stats": {},
+    }
     return SessionEnd(**{**fields, **changes})
 
 

@@ -18,6 +18,7 @@ import pytest
 from pytest_stepflow.limits import DEFAULT_MAX_ARTIFACT_SIZE, DEFAULT_MAX_ARTIFACT_TOTAL, GIB, MIB
 from pytest_stepflow.locations import DB_ENV as DB_ENV  # cmdline.py imports it from here
 from pytest_stepflow.locations import DEFAULT_DB
+from pytest_stepflow.plugin.execution import display_path
 from pytest_stepflow.storage.location import (
     ACCEPTED,
     Location,
@@ -138,7 +139,10 @@ class Settings:
     html_path: Path | None = None
 
     def describe_db(self) -> str:
-        """The database in messages: a path, or a server URL with its password masked."""
+        """The database in messages: a path (relative to the current folder where that is
+        shorter), or a server URL with its password masked."""
+        if isinstance(self.location, SqliteLocation):
+            return display_path(self.location.path)
         return self.location.describe()
 
 

@@ -21,7 +21,7 @@ WAL_WORTH_SHOWING = 1 << 20  # past it, checkpoints are falling behind: worth kn
 class SessionEnd:
     """What the summary reports about a session that owned an execution."""
 
-    database: str  # a path, or a server URL with its password masked
+    database: str  # as shown: a path (relative where shorter), or a server URL, password masked
     problem: str | None  # why nothing was recorded: then it is the only line
     number: int | None  # the execution's number in the database
     steps: int  # steps handed to the writers
@@ -46,10 +46,7 @@ def summary_lines(end: SessionEnd) -> list[Line]:
     if end.problem:
         return [Line(f"stepflow: nothing recorded: {end.problem}", yellow=True, bold=True)]
     stats = end.stats
-    line = (
-        f"stepflow: execution #{end.number} recorded {end.steps} steps in "
-        f"{display_path(Path(end.database)) if '://' not in end.database else end.database}"
-    )
+    line = f"stepflow: execution #{end.number} recorded {end.steps} steps in {end.database}"
     extras = []
     if end.setup_only:
         extras.append("--setup-only and --setup-plan run no tests: none recorded")
