@@ -18,6 +18,7 @@ from pytest_stepflow.storage.errors import (
     StorageError,
 )
 from pytest_stepflow.storage.location import PostgresqlLocation
+from pytest_stepflow.storage.postgresql.operations import Db, SyncDb, drive
 from pytest_stepflow.storage.postgresql.schema import (
     ADVISORY_LOCK_CLASS,
     APPLICATION,
@@ -59,19 +60,25 @@ def missing(location: PostgresqlLocation) -> StorageError:
 def stored_version(conn: psycopg.Connection[Any], location: PostgresqlLocation) -> int:
     """The schema's stepflow version: 0 when it does not exist or is empty. Raises
     ForeignDatabaseError or NewerSchemaError."""
-    row = conn.execute(
+    return drive(checked_version(SyncDb(conn), location))
+
+
+async def checked_version(db: Db, location: PostgresqlLocation) -> int:
+    """stored_version over either kind of connection (the sink's is asynchronous)."""
+    rows = await db.fetch(
         "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        "        WHERE n.nspname = %(s)s AND c.relkind IN ('r', 'v', 'm', 'p', 'f')),"
-        "       to_regclass(%(meta)s) IS NOT NULL",
-        {"s": location.schema, "meta": f"{location.schema}.{META}"},
-    ).fetchone()
-    assert row is not None
-    relations, marked = int(row[0]), bool(row[1])
+        "        WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'p', 'f')),"
+        "       to_regclass(%s) IS NOT NULL",
+        (location.schema, f"{location.schema}.{META}"),
+    )
+    relations, marked = int(rows[0][0]), bool(rows[0][1])
     if not marked:
         if relations:
             raise foreign(location)
         return 0
-    values = dict(conn.execute(f"SELECT key, value FROM {location.schema}.{META}").fetchall())
+    values: dict[str, str] = dict(
+        await db.fetch(f"SELECT key, value FROM {location.schema}.{META}")
+    )
     if values.get("application") != APPLICATION:
         raise foreign(location)
     version = int(values.get("schema_version", "0"))

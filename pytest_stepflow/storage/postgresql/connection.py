@@ -20,6 +20,7 @@ from psycopg import errors as pg_errors
 from pytest_stepflow.storage.errors import (
     ANOTHER,
     StorageError,
+    UnavailableError,
     UnwritableError,
 )
 from pytest_stepflow.storage.location import PostgresqlLocation, redact_url
@@ -46,6 +47,20 @@ TRANSIENT_SQLSTATES = frozenset(
         "08004",  # sqlserver_rejected_establishment_of_sqlconnection
         "08006",  # connection_failure
     }
+)
+# libpq reports a server's refusal at connect time as text, without its SQLSTATE: a FATAL
+# with one of these (the server's own wording, lc_messages C or English) is worth waiting
+# for; any other FATAL (wrong password, unknown role or database, no pg_hba.conf entry) is
+# not. Without a FATAL no server answered at all (refused, reset, timed out).
+TRANSIENT_REFUSALS = (
+    "too many clients already",  # 53300
+    "remaining connection slots are reserved",  # 53300
+    "the database system is starting up",  # 57P03
+    "the database system is shutting down",  # 57P03
+    "the database system is in recovery mode",  # 57P03
+    "the database system is not yet accepting connections",  # 57P03
+    "the database system is not accepting connections",  # 57P03 (hot standby)
+    "terminating connection due to administrator command",  # 57P01
 )
 # An insufficient privilege, a full disk... may be mended by someone while we wait a little.
 RECOVERABLE_CLASSES = ("53", "58", "XX")
@@ -81,9 +96,21 @@ def is_transient(exc: BaseException) -> bool:
     if not isinstance(exc, psycopg.Error):
         return False
     state = sqlstate(exc)
-    if state is None:  # no answer from a server at all: refused, reset, timed out
-        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+    if state is None:
+        if not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+            return False
+        text = str(exc)
+        if "FATAL:" in text:  # the server answered, and said no
+            return any(refusal in text for refusal in TRANSIENT_REFUSALS)
+        return True  # no answer from a server at all: refused, reset, timed out
     return state in TRANSIENT_SQLSTATES
+
+
+def unreachable(exc: BaseException) -> bool:
+    """No server to talk to now (down, restarting, out of connection slots), as opposed to
+    a busy one (a lock, a deadlock, a timeout): the former makes a run spill from the start."""
+    state = sqlstate(exc)
+    return is_transient(exc) and (state is None or state.startswith(("08", "53", "57P")))
 
 
 def may_recover(exc: BaseException) -> bool:
@@ -105,6 +132,12 @@ def describe_error(location: PostgresqlLocation, exc: BaseException) -> StorageE
     """A one-line StorageError naming the server (its password masked) and a fix."""
     where = location.describe()
     detail = _clean(location, str(exc)) if str(exc) else type(exc).__name__
+    if unreachable(exc):
+        return UnavailableError(
+            f"{where}: the server cannot be reached now ({detail})",
+            "start it, or wait until it takes connections again; a later run imports what "
+            "was spilled",
+        )
     if isinstance(exc, pg_errors.InsufficientPrivilege):
         return UnwritableError(
             f"{where}: permission denied ({detail})",
