@@ -55,6 +55,8 @@ TRANSIENT_SQLSTATES = frozenset(
 TRANSIENT_REFUSALS = (
     "too many clients already",  # 53300
     "remaining connection slots are reserved",  # 53300
+    "too many connections for role",  # 53300 (the role's CONNECTION LIMIT)
+    "too many connections for database",  # 53300 (the database's CONNECTION LIMIT)
     "the database system is starting up",  # 57P03
     "the database system is shutting down",  # 57P03
     "the database system is in recovery mode",  # 57P03

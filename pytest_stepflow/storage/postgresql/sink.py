@@ -105,6 +105,12 @@ class PostgresqlSink:
         cache.commit()  # only what is really in the database
         return counts
 
+    @property
+    def backend_pid(self) -> int | None:
+        """The server process of the current session (pg_stat_activity's pid), if any."""
+        conn = self._conn
+        return None if conn is None or conn.closed else conn.info.backend_pid
+
     def is_transient(self, exc: BaseException) -> bool:
         return connection.is_transient(exc)
 
