@@ -36,7 +36,7 @@ from records import (
 )
 
 from pytest_stepflow.locations import ARTIFACTS_DIR
-from pytest_stepflow.model import ExecutionMetadata, Record, Step
+from pytest_stepflow.model import ExecutionMetadata, Heartbeat, Record, Step
 from pytest_stepflow.storage.batches import BatchCounts
 from pytest_stepflow.storage.errors import (
     ForeignDatabaseError,
@@ -218,6 +218,23 @@ def test_a_step_twice_in_one_batch_is_one_step(
     counts = runner.apply([step, step])
     assert (counts.steps, counts.duplicates, counts.logs) == (1, 1, 2)
     assert table_counts(location)["substeps"] == 3
+
+
+def test_two_staged_groups_of_steps_in_one_batch(
+    location: PostgresqlLocation, runner: SinkRunner
+) -> None:
+    execution_id = begin(location)
+    first = [make_step(execution_id, f"t.py::test_a{i}") for i in range(COPY_MIN_STEPS)]
+    second = [make_step(execution_id, f"t.py::test_b{i}") for i in range(COPY_MIN_STEPS)]
+    beat = Heartbeat(
+        execution_id=execution_id,
+        at="2030-01-01T00:00:00Z",
+        completed_steps=1,
+        current_step_index=None,
+    )
+    runner.open()
+    assert runner.apply([*first, beat, *second]).steps == 2 * COPY_MIN_STEPS
+    assert count_steps(location, execution_id) == 2 * COPY_MIN_STEPS
 
 
 # ---- ids from the server ----------------------------------------------------------------
