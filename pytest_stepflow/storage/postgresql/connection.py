@@ -136,9 +136,9 @@ def describe_error(location: PostgresqlLocation, exc: BaseException) -> StorageE
     detail = _clean(location, str(exc)) if str(exc) else type(exc).__name__
     if unreachable(exc):
         return UnavailableError(
-            f"{where}: the server cannot be reached now ({detail})",
-            "start it, or wait until it takes connections again; a later run imports what "
-            "was spilled",
+            f"{where}: cannot connect now ({detail})",
+            "check that the server is running and takes connections (it may be restarting "
+            "or out of connection slots)",
         )
     if isinstance(exc, pg_errors.InsufficientPrivilege):
         return UnwritableError(
