@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def start_execution(
     for anything else. Spills are imported before the sweep so that a run whose final
     record was spilled gets its real status back instead of `interrupted`.
     """
+    _make_local_dir(location)
     conn = connect(location, autocommit=True)  # each step below is its own transaction
     try:
         migrate(conn, location)
@@ -56,3 +58,10 @@ def start_execution(
         raise describe_error(location, exc) from exc
     finally:
         conn.close()
+
+
+def _make_local_dir(location: PostgresqlLocation) -> None:
+    """The local folder first: when the server cannot be reached, this run's records go to
+    a spill journal there, and its artifacts wait there for their upload."""
+    with contextlib.suppress(OSError):  # then the journal's own error says why
+        location.local_dir.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,9 @@ class PostgresqlSink:
         self.connections = 0  # made so far (the tests count reconnections)
 
     async def open(self, quiet: Quiet) -> None:
+        # A worker's writer may spill before any start-up made the local folder.
+        with contextlib.suppress(OSError):
+            self.artifacts_home.mkdir(parents=True, exist_ok=True)
         try:
             await self._connect()
         except psycopg.Error as exc:
