@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from postgresql_server import SECRET_PASSWORD, SECRET_USER, PostgresServer
+from postgresql_server import SECRET_PASSWORD, SECRET_USER, PgBouncer, PostgresServer
 from records import HOST, make_finished, make_started, make_step
 
 from pytest_stepflow.cli import main
@@ -717,3 +717,19 @@ def test_import_spill_only_takes_this_servers_journals(
     result = cli(capsys, "import-spill", pg.db)
     assert result.code == 0 and "no spill journal to import" in result.out
     assert journal.path.exists()
+
+
+def test_commands_work_through_pgbouncer_transaction_pooling(
+    pg: Pg, pgbouncer: PgBouncer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No session state is relied on: lock timeouts are set per transaction, the read-only
+    snapshot is one BEGIN, VACUUM runs alone in autocommit."""
+    _prune_fixture(pg)
+    db = f"--db={pgbouncer.url(schema=pg.s)}"
+    assert cli(capsys, "stats", db, "--json").json["rows"] == pg.counts()
+    assert cli(capsys, "doctor", db).code == 1  # the dead run marked running
+    assert cli(capsys, "doctor", "--fix", db).code == 0
+    assert cli(capsys, "optimize", "--vacuum", db).code == 0
+    pruned = cli(capsys, "prune", "--keep", "2", db, "--json").json
+    assert len(pruned["runs"]) == 3 and pruned["sweep_skipped"] is None
+    assert len(pg.numbers()) == 2
