@@ -31,8 +31,8 @@ from pytest_stepflow.cli import main
 from pytest_stepflow.cli.maintenance import duration_arg
 from pytest_stepflow.locations import ARTIFACTS_DIR
 from pytest_stepflow.model import Record
-from pytest_stepflow.storage import maintenance
 from pytest_stepflow.storage.spill import SpillJournal, encode
+from pytest_stepflow.storage.sqlite import maintenance
 from pytest_stepflow.storage.sqlite.bootstrap import start_execution
 from pytest_stepflow.storage.sqlite.connection import open_for_writing
 from pytest_stepflow.storage.sqlite.operations import WriteCache, apply_batch

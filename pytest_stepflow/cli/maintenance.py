@@ -1,7 +1,10 @@
 """The maintenance commands: stats, doctor, optimize, prune and import-spill.
 
 `stats` and `doctor` only read. `optimize`, `prune`, `import-spill` and `doctor --fix` write,
-say so, wait a bounded time for another session's write lock, and never create a database.
+say so, wait a bounded time for another session's lock, and never create a database (nor a
+server's schema). An SQLite file and a PostgreSQL schema answer with records of their own
+where their insides differ (pages and a WAL, relations and VACUUM): storage/maintenance.py
+picks the backend, and this module prints whichever record comes back.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import re
 import socket
 from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from pytest_stepflow.cli.common import (
@@ -23,9 +25,19 @@ from pytest_stepflow.cli.common import (
     positive,
     to_jsonable,
 )
-from pytest_stepflow.query.database import find_database
+from pytest_stepflow.query.database import locate
 from pytest_stepflow.storage import maintenance
-from pytest_stepflow.storage.maintenance import Health, Repairs
+from pytest_stepflow.storage.location import Location, PostgresqlLocation
+from pytest_stepflow.storage.maintenance import (
+    Health,
+    Optimized,
+    Pruned,
+    Repairs,
+    ServerOptimized,
+    ServerPruned,
+    ServerStats,
+    Stats,
+)
 from pytest_stepflow.storage.spill import ImportResult
 from pytest_stepflow.text import size_text
 
@@ -79,6 +91,7 @@ def register(sub: Sub[argparse.ArgumentParser]) -> None:
         """
 stepflow stats
 stepflow stats --db ci/stepflow.db --json
+stepflow stats --db postgresql://ci@db.example/stepflow
 """,
     )
 
@@ -91,19 +104,20 @@ stepflow stats --db ci/stepflow.db --json
 stepflow doctor
 stepflow doctor --full        integrity_check and the search index too (slower)
 stepflow doctor --fix         import spill journals, mark dead runs interrupted (writes)
+stepflow doctor --db postgresql://ci@db.example/stepflow
 """,
     )
     p.add_argument(
         "--full",
         action="store_true",
-        help="PRAGMA integrity_check instead of quick_check, and compare the "
-        "full-text index with the tables",
+        help="SQLite: PRAGMA integrity_check instead of quick_check, and compare the "
+        "full-text index with the tables (a server's checks are always complete)",
     )
     p.add_argument(
         "--fix",
         action="store_true",
         help="write: import waiting spill journals, mark runs whose process is "
-        "gone as interrupted, rebuild a full-text index that drifted; then "
+        "gone as interrupted, rebuild an SQLite full-text index that drifted; then "
         "check",
     )
     p.add_argument(
@@ -111,7 +125,8 @@ stepflow doctor --fix         import spill journals, mark dead runs interrupted 
         type=positive,
         default=maintenance.WAL_LIMIT // 2**20,
         metavar="MIB",
-        help=f"report a WAL file larger than this (default {maintenance.WAL_LIMIT // 2**20} MiB)",
+        help="SQLite: report a WAL file larger than this "
+        f"(default {maintenance.WAL_LIMIT // 2**20} MiB)",
     )
     _add_wait(p)
 
@@ -123,12 +138,14 @@ stepflow doctor --fix         import spill journals, mark dead runs interrupted 
         """
 stepflow optimize
 stepflow optimize --vacuum    also rewrite the file to return free pages (no run going on)
+stepflow optimize --vacuum --db postgresql://ci@db.example/stepflow   VACUUM (ANALYZE)
 """,
     )
     p.add_argument(
         "--vacuum",
         action="store_true",
-        help="VACUUM: rewrite the file without its free pages; refused while a run is going on",
+        help="SQLite: VACUUM, rewrite the file without its free pages (refused while a run "
+        "is going on); PostgreSQL: VACUUM (ANALYZE), the space of deleted rows made reusable",
     )
     _add_wait(p)
 
@@ -168,8 +185,11 @@ stepflow import-spill --json
     _add_wait(p)
 
 
-def _db(args: argparse.Namespace) -> Path:
-    return find_database(args.db)
+def _db(args: argparse.Namespace) -> Location:
+    """The file, or the server and schema, that --db (else $STEPFLOW_DB, else the nearest
+    .stepflow/stepflow.db) names. A server's spill journals are looked for under
+    .stepflow/ in the current folder, where a pytest run from here keeps them."""
+    return locate(args.db)
 
 
 def _runs(numbers: Sequence[int]) -> str:
@@ -195,13 +215,24 @@ def _pairs(out: Output, pairs: Sequence[tuple[str, str]]) -> None:
 # -- stats --------------------------------------------------------------------------------
 
 
+def _spills(files: Sequence[str]) -> str:
+    return f"{len(files)}: {', '.join(files)}" if files else "none"
+
+
 def cmd_stats(args: argparse.Namespace, out: Output) -> int:
     s = maintenance.stats(_db(args))
     if out.json_mode:
         out.json(s)
         return OK
+    if isinstance(s, ServerStats):
+        _print_server_stats(out, s)
+    else:
+        _print_file_stats(out, s)
+    return OK
+
+
+def _print_file_stats(out: Output, s: Stats) -> None:
     cache = f"{size_text(-s.cache_size * 1024)}" if s.cache_size < 0 else f"{s.cache_size} pages"
-    spills = f"{len(s.spill_files)}: {', '.join(s.spill_files)}" if s.spill_files else "none"
     _pairs(
         out,
         [
@@ -227,12 +258,52 @@ def cmd_stats(args: argparse.Namespace, out: Output) -> int:
             ),
             ("bytes per step", "-" if s.bytes_per_step is None else f"{s.bytes_per_step:,.0f}"),
             ("artifact store", f"{s.artifact_files:,} file(s), {size_text(s.artifact_bytes)}"),
-            ("spill journals", spills),
+            ("spill journals", _spills(s.spill_files)),
         ],
     )
     out.line()
     out.table(["table", "rows"], [(t, f"{n:,}") for t, n in s.rows.items()], right=(1,))
-    return OK
+
+
+def _print_server_stats(out: Output, s: ServerStats) -> None:
+    indexes = ", ".join(
+        f"{i.name} {size_text(i.bytes)}" + ("" if i.valid else " INVALID")
+        for i in s.full_text_indexes
+    )
+    _pairs(
+        out,
+        [
+            ("database", s.database),
+            ("server version", s.server_version),
+            ("schema", s.schema),
+            ("schema version", str(s.schema_version)),
+            (
+                "total size",
+                f"{size_text(s.total_bytes)} ({s.total_bytes:,} bytes: tables, indexes and TOAST)",
+            ),
+            ("bytes per step", "-" if s.bytes_per_step is None else f"{s.bytes_per_step:,.0f}"),
+            (
+                "full-text index",
+                f"yes (GIN: {indexes})" if indexes else "no (search scans the tables)",
+            ),
+            (
+                "artifact contents",
+                f"{s.artifact_contents:,} in the server, {size_text(s.artifact_content_bytes)}",
+            ),
+            ("spill journals", _spills(s.spill_files)),
+        ],
+    )
+    out.line()
+    out.table(
+        ["table", "rows", "size"],
+        [
+            (t.name, ("~" if t.estimated else "") + f"{t.rows:,}", size_text(t.bytes))
+            for t in s.tables
+        ],
+        right=(1, 2),
+    )
+    if any(t.estimated for t in s.tables):
+        out.line("~ the server's estimate (pg_class.reltuples); exact counts below a million rows")
 
 
 # -- doctor -------------------------------------------------------------------------------
@@ -250,11 +321,11 @@ def _describe_repairs(r: Repairs) -> list[str]:
 
 
 def cmd_doctor(args: argparse.Namespace, out: Output) -> int:
-    path = _db(args)
+    location = _db(args)
     host, now = socket.gethostname(), maintenance.utc_now()
-    repairs = maintenance.repair(path, host=host, now=now, wait=args.wait) if args.fix else None
+    repairs = maintenance.repair(location, host=host, now=now, wait=args.wait) if args.fix else None
     health = maintenance.diagnose(
-        path, full=args.full, wal_limit=args.wal_limit * 2**20, host=host, now=now
+        location, full=args.full, wal_limit=args.wal_limit * 2**20, host=host, now=now
     )
     code = OK if health.healthy else FOUND
     if out.json_mode:
@@ -266,9 +337,9 @@ def cmd_doctor(args: argparse.Namespace, out: Output) -> int:
     if repairs is not None:
         done = _describe_repairs(repairs)
         out.line(
-            f"--fix wrote to {path}: {'; '.join(done)}"
+            f"--fix wrote to {location.describe()}: {'; '.join(done)}"
             if done
-            else f"--fix: nothing to repair in {path}"
+            else f"--fix: nothing to repair in {location.describe()}"
         )
     _print_health(out, health)
     return code
@@ -294,9 +365,9 @@ def _print_health(out: Output, health: Health) -> None:
 
 
 def cmd_optimize(args: argparse.Namespace, out: Output) -> int:
-    path = _db(args)
+    location = _db(args)
     result = maintenance.optimize(
-        path,
+        location,
         vacuum=args.vacuum,
         wait=args.wait,
         host=socket.gethostname(),
@@ -305,8 +376,16 @@ def cmd_optimize(args: argparse.Namespace, out: Output) -> int:
     if out.json_mode:
         out.json(result)
         return OK
+    out.line(f"optimize wrote to {result.database}")
+    if isinstance(result, ServerOptimized):
+        _print_server_optimized(out, result, vacuum=args.vacuum)
+    else:
+        _print_file_optimized(out, result)
+    return OK
+
+
+def _print_file_optimized(out: Output, result: Optimized) -> None:
     b, a = result.before, result.after
-    out.line(f"optimize wrote to {path}")
     out.line("ran: " + "; ".join(result.done))
     out.table(
         ["", "before", "after"],
@@ -324,7 +403,30 @@ def cmd_optimize(args: argparse.Namespace, out: Output) -> int:
         out.line(
             "WAL not truncated: another session was reading or writing; run again when it is done"
         )
-    return OK
+
+
+def _print_server_optimized(out: Output, result: ServerOptimized, *, vacuum: bool) -> None:
+    out.line("ran: " + "; ".join(result.done))
+    out.table(
+        ["", "before", "after"],
+        [
+            ("schema size", size_text(result.bytes_before), size_text(result.bytes_after)),
+            (
+                "dead rows (estimate)",
+                f"{result.dead_rows_before:,}",
+                f"{result.dead_rows_after:,}",
+            ),
+        ],
+        right=(1, 2),
+    )
+    for notice in result.skipped:
+        out.line(f"the server says: {notice}")
+    if vacuum:
+        out.line(
+            "the space of deleted rows is free for new ones; the files keep their size "
+            "(VACUUM FULL would shrink them but locks every writer out, so stepflow leaves it "
+            "to you)"
+        )
 
 
 # -- prune --------------------------------------------------------------------------------
@@ -335,9 +437,9 @@ def cmd_prune(args: argparse.Namespace, out: Output) -> int:
         raise UsageError(
             "prune needs --keep N, --older-than DURATION or both (see `stepflow prune --help`)"
         )
-    path = _db(args)
+    location = _db(args)
     r = maintenance.prune(
-        path,
+        location,
         keep=args.keep,
         older_than=args.older_than,
         host=socket.gethostname(),
@@ -349,7 +451,11 @@ def cmd_prune(args: argparse.Namespace, out: Output) -> int:
         out.json(r)
         return OK
     verb = "would remove" if r.dry_run else "removed"
-    out.line(f"dry run on {path}: nothing was changed" if r.dry_run else f"prune wrote to {path}")
+    out.line(
+        f"dry run on {r.database}: nothing was changed"
+        if r.dry_run
+        else f"prune wrote to {r.database}"
+    )
     if r.runs:
         out.line(f"{verb} {len(r.runs)} run(s): {_runs([x.number for x in r.runs])}")
         out.line(
@@ -358,6 +464,14 @@ def cmd_prune(args: argparse.Namespace, out: Output) -> int:
         )
     else:
         out.line("no run matches: nothing to prune")
+    if isinstance(r, ServerPruned):
+        _print_server_sweep(out, r, verb)
+    else:
+        _print_file_sweep(out, r, verb)
+    return OK
+
+
+def _print_file_sweep(out: Output, r: Pruned, verb: str) -> None:
     out.line(f"{verb} {r.tests:,} unused test name(s)")
     if r.files_skipped:
         out.line(f"artifact files were left alone: {r.files_skipped}")
@@ -367,26 +481,46 @@ def cmd_prune(args: argparse.Namespace, out: Output) -> int:
         out.line(f"could not delete {problem}")
     if r.runs and not r.dry_run:
         out.line("the database file keeps its size; `stepflow optimize --vacuum` returns the space")
-    return OK
+
+
+def _print_server_sweep(out: Output, r: ServerPruned, verb: str) -> None:
+    if r.sweep_skipped:
+        out.line(f"unused test names and artifact contents were left alone: {r.sweep_skipped}")
+    else:
+        out.line(f"{verb} {r.tests:,} unused test name(s)")
+        out.line(
+            f"{verb} {r.contents:,} artifact content(s) no run refers to, "
+            f"{size_text(r.content_bytes)}"
+        )
+    if r.runs and not r.dry_run:
+        out.line(
+            "the server reuses the space once (auto)vacuum has run; `stepflow optimize "
+            "--vacuum` does it now"
+        )
 
 
 # -- import-spill ---------------------------------------------------------------------------
 
 
 def cmd_import_spill(args: argparse.Namespace, out: Output) -> int:
-    path = _db(args)
-    result: ImportResult = maintenance.import_spill(path, wait=args.wait)
+    location = _db(args)
+    result: ImportResult = maintenance.import_spill(location, wait=args.wait)
     if out.json_mode:
         out.json(result)
         return OK
     if result.files:
         out.line(
-            f"import-spill wrote to {path}: {result.files} spill journal(s), "
+            f"import-spill wrote to {location.describe()}: {result.files} spill journal(s), "
             f"{result.records:,} record(s), {result.steps:,} new step(s), "
             f"{result.duplicates:,} already stored"
         )
     else:
-        out.line(f"no spill journal to import beside {path}")
+        where = (
+            f"in {location.local_dir} for {location.describe()}"
+            if isinstance(location, PostgresqlLocation)
+            else f"beside {location.describe()}"
+        )
+        out.line(f"no spill journal to import {where}")
     if result.skipped_files:
         out.line(
             f"left {len(result.skipped_files)} journal(s) still being written by a running "
