@@ -457,7 +457,7 @@ def test_a_server_that_is_down_never_fails_the_run_nor_shows_its_password(
     output = "\n".join(result.outlines + result.errlines)
     assert "s3cret" not in output
     assert f"postgresql://ci:***@127.0.0.1:{port}/runs" in output
-    assert "spill journal" in output
+    assert "were spilled to .stepflow/postgresql-" in output
     journals = sorted((pytester.path / ".stepflow").glob("postgresql-*-spill-*.jsonl"))
     assert journals, output
     assert all("s3cret" not in j.read_text(encoding="utf-8") for j in journals)
