@@ -55,7 +55,7 @@ IDS = (
 )
 # Copied in this order so that every foreign key finds its row.
 TABLES = ("executions", "tests", "steps", "logs", "substeps", "artifacts")
-JSONB = {
+JSON_COLUMNS = {
     "executions": {"command", "environment", "tags", "metadata", "writer_stats"},
     "steps": {"parameters", "markers", "properties"},
     "substeps": {"parameters"},
@@ -70,8 +70,8 @@ def _runs() -> list[list[Record]]:
     sort differently by byte and by ICU), a collection error, text to search, logs,
     sub-steps, artifacts, ties in durations, node ids with upper case and non-ASCII.
 
-    JSON objects are written with their keys in jsonb's order (shorter keys first): jsonb
-    does not keep the writer's order (see test_jsonb_keeps_no_key_order).
+    Some JSON objects have their longer keys first, which `jsonb` would reorder
+    (test_json_columns_keep_the_writers_key_order).
     """
     e1, e2, e3 = IDS
     a, b = "tests/test_a.py::test_lower_a", "tests/test_a.py::test_upper_B"
@@ -89,7 +89,7 @@ def _runs() -> list[list[Record]]:
             item_index=0,
             duration=0.1,
             markers='["slow", "db"]',
-            parameters='{"x": 1, "user": "bob"}',
+            parameters='{"user": "bob", "x": 1}',
             stdout="hello kitten world\n",
             logs=[make_log("database connection refused"), make_log("retrying", level=30)],
         ),
@@ -151,7 +151,7 @@ def _runs() -> list[list[Record]]:
     ]
     second: list[Record] = [
         make_started(e2, metadata='{"ci": {"branch": "feature", "commit": "def456"}}')._replace(
-            name="Nightly-2", tags='{"n": 5, "gone": null, "team": "dev"}', worker_count=3
+            name="Nightly-2", tags='{"team": "dev", "n": 5, "gone": null}', worker_count=3
         ),
         make_step(
             e2,
@@ -220,7 +220,7 @@ def _copy_to_postgresql(path: Path, location: PostgresqlLocation) -> None:
                 cursor = source.execute(f"SELECT * FROM {table}")
                 columns = [d[0] for d in cursor.description]
                 marks = ", ".join(
-                    "%s::jsonb" if c in JSONB.get(table, ()) else "%s" for c in columns
+                    "%s::json" if c in JSON_COLUMNS.get(table, ()) else "%s" for c in columns
                 )
                 final = columns.index("final") if table == "steps" else -1
                 rows = [
@@ -588,16 +588,12 @@ def test_glob_is_sqlites(postgres_server: PostgresServer) -> None:
                 assert got == expected, (pattern, text, regex)
 
 
-# ---- what jsonb cannot give back ---------------------------------------------------------------
+# ---- key order, which jsonb would not keep -------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jsonb stores an object's keys in its own order (shorter first), not the writer's: "
-    "a parametrized test's parameters come back reordered; the schema needs `json` columns "
-    "(which keep the text) for the readers to match SQLite here",
-)
-def test_jsonb_keeps_no_key_order(postgres_url: str, tmp_path: Path) -> None:
+def test_json_columns_keep_the_writers_key_order(postgres_url: str, tmp_path: Path) -> None:
+    """A parametrized test's parameters come back in their order, as from SQLite (the
+    columns are `json`, not `jsonb`, which would put shorter keys first)."""
     location = _pg_location(postgres_url, tmp_path)
     with psycopg.connect(location.conninfo, autocommit=True) as conn:
         catalog.migrate(conn, location)

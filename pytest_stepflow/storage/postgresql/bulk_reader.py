@@ -3,7 +3,7 @@
 The same set-wise queries as storage/sqlite/bulk_reader.py, one round trip each, with large
 text clipped by the server (`substr`, `length`: characters, as SQLite counts them) so a huge
 output never crosses the wire whole. Flags come back as SQLite gives them (0/1 integers) and
-jsonb columns as their JSON text.
+json columns as their JSON text.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def _detailed(s: str) -> str:
     """Whether a step has anything for the detail panel (the SQLite reader's `_detailed`)."""
     return (
         "(s.longrepr IS NOT NULL OR s.stdout IS NOT NULL OR s.stderr IS NOT NULL "
-        "OR (s.properties IS NOT NULL AND s.properties <> '[]'::jsonb) "
+        "OR (s.properties IS NOT NULL AND s.properties::text NOT IN ('', '[]')) "
         f"OR EXISTS (SELECT 1 FROM {s}.logs g WHERE g.step_id = s.id) "
         f"OR EXISTS (SELECT 1 FROM {s}.artifacts a WHERE a.step_id = s.id) "
         f"OR EXISTS (SELECT 1 FROM {s}.substeps u WHERE u.step_id = s.id))"

@@ -220,11 +220,11 @@ _RETURNING = "RETURNING id, execution, test_id, worker, attempt"
 
 
 def _unnest_steps(s: str) -> str:
-    # JSON columns travel as text[] and are cast row by row: a jsonb[] parameter would have
+    # JSON columns travel as text[] and are cast row by row: a json[] parameter would have
     # psycopg parse every document in Python.
     names = ["execution", "test_id", *_STEP_COLUMNS]
     types = ["int8", "int8", *(_STEP_TYPES.get(c, "text") for c in _STEP_COLUMNS)]
-    select = ", ".join(f"u.{c}::jsonb" if c in _JSON_STEP_COLUMNS else f"u.{c}" for c in names)
+    select = ", ".join(f"u.{c}::json" if c in _JSON_STEP_COLUMNS else f"u.{c}" for c in names)
     arrays = ", ".join(f"%s::{t}[]" for t in types)
     return (
         f"INSERT INTO {s}.steps ({_ALL_STEP_COLUMNS}) SELECT {select} "
@@ -244,8 +244,8 @@ class Statements:
         return (
             f"INSERT INTO {self.s}.executions (id, name, command, working_directory, rootdir, "
             "status, created_at, started_at, environment, user_name, host, pid, tags, "
-            "metadata, worker_count, heartbeat_at) VALUES (%s, %s, %s::jsonb, %s, %s, "
-            "'running', %s, %s, %s::jsonb, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s) "
+            "metadata, worker_count, heartbeat_at) VALUES (%s, %s, %s::json, %s, %s, "
+            "'running', %s, %s, %s::json, %s, %s, %s, %s::json, %s::json, %s, %s) "
             "ON CONFLICT (id) DO NOTHING"
         )
 
@@ -276,7 +276,7 @@ class Statements:
 
     @property
     def stage(self) -> str:
-        # Typed like the table (jsonb parsed by COPY), without its constraints and identity.
+        # Typed like the table (json checked by COPY), without its constraints and identity.
         return (
             f"CREATE TEMP TABLE stepflow_stage ON COMMIT DROP AS "
             f"SELECT {_ALL_STEP_COLUMNS} FROM {self.s}.steps WITH NO DATA"
@@ -343,7 +343,7 @@ class Statements:
 
     @property
     def set_metadata(self) -> str:
-        return f"UPDATE {self.s}.executions SET metadata = %s::jsonb WHERE id = %s"
+        return f"UPDATE {self.s}.executions SET metadata = %s::json WHERE id = %s"
 
     @property
     def heartbeat(self) -> str:
@@ -357,7 +357,7 @@ class Statements:
         return (
             f"UPDATE {self.s}.executions SET status = %s, exit_code = %s, error_message = %s, "
             "completed_at = %s, heartbeat_at = %s, duration = %s, total_steps = %s, "
-            "completed_steps = %s, writer_stats = %s::jsonb, metadata = %s::jsonb WHERE id = %s"
+            "completed_steps = %s, writer_stats = %s::json, metadata = %s::json WHERE id = %s"
         )
 
 
@@ -683,9 +683,9 @@ _JSON_FIELDS: dict[type[Any], frozenset[str]] = {
 
 
 def storable(records: Sequence[Record]) -> list[Record]:
-    """The records with every string PostgreSQL can store: text and jsonb hold no NUL (it
+    """The records with every string PostgreSQL can store: text and json hold no NUL (it
     becomes U+FFFD, in JSON text too, where it is the escape \\u0000), no lone surrogate
-    (escaped as backslashreplace does), and JSON text that jsonb refuses (an escaped lone
+    (escaped as backslashreplace does), and JSON text that json refuses (an escaped lone
     surrogate) is rewritten as equivalent JSON it accepts. Test output is untrusted: this is
     the path a batch takes after the server (or psycopg) refused its text once."""
     return [_storable(record) for record in records]

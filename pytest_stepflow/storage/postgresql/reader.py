@@ -7,7 +7,7 @@ implicitly is spelled out here:
   the database's default collation is;
 - NULLs sort first in SQLite, last in PostgreSQL: every ORDER BY says where they go;
 - SQLite's GLOB is translated to a POSIX regular expression (`_glob_regex`);
-- jsonb columns are read as text (`::text`) and parsed like SQLite's JSON text, and integer
+- json columns are read as text (`::text`) and parsed like SQLite's JSON text, and integer
   flags (`final`) are cast to integers where SQLite hands them out as 0/1.
 
 Every statement names the schema: PgBouncer's transaction pooling keeps no `search_path`.
@@ -77,7 +77,7 @@ def _fields(
     json: frozenset[str] = frozenset(),
     **expressions: str,
 ) -> dict[str, str]:
-    """Each field of a read-side record from the column of the same name in `table` (jsonb
+    """Each field of a read-side record from the column of the same name in `table` (json
     ones as their text, as SQLite stores them), unless an expression is given for it."""
     return {
         f.name: expressions.get(f.name, f"{table}.{f.name}" + ("::text" if f.name in json else ""))
@@ -290,13 +290,13 @@ class Reader:
         if tag:
             key, value = tag
             if value is None:
-                where.append("e.tags ? %s")
+                where.append("e.tags -> %s IS NOT NULL")
                 params.append(key)
             else:
                 # A JSON string equal to the value: SQLite's json_extract() = ? never
                 # matches a number or a boolean against the text the user typed.
-                where.append("e.tags -> %s = to_jsonb(%s::text)")
-                params.extend((key, value))
+                where.append("json_typeof(e.tags -> %s) = 'string' AND e.tags ->> %s = %s")
+                params.extend((key, key, value))
         if branch:
             where.append(
                 "coalesce(e.metadata #>> '{git,branch}', e.metadata #>> '{ci,branch}') = %s"
