@@ -1,8 +1,8 @@
 """Time the `stepflow` query commands on a large history, and the bytes a step row costs.
 
 Builds (once; reused when --db exists) a database of ``--runs`` executions x ``--tests``
-tests through the product's own write path (``start_execution`` + ``apply_batch``), with a
-realistic mix:
+tests through the product's own write path (the backend's ``start_execution`` and its
+writer's sink, one transaction a run), with a realistic mix:
 
 * 5 tests always fail (a ~1 KiB traceback each), 30 are flaky (fail ~10 % of runs, with a
   traceback), 40 are skipped, the rest pass without output;
@@ -15,21 +15,28 @@ process (median of 3 subprocess runs). Targets: each query < 50 ms, each process
 the database < 200 bytes per step row including indexes (file size / step rows; passing
 steps carry no output). Prints a table, and ``--json`` writes the figures.
 
+On PostgreSQL (``--db=postgresql://...?schema=NAME``, or ``--postgresql=private`` for a
+temporary server of its own) the schema is built when it holds no run yet, and the bytes
+per step are the schema's tables and indexes (pg_total_relation_size) over its step rows.
+
 Usage::
 
     python benchmarks/queries.py                        # 1,000 x 1,000, db in a temp folder
-    python benchmarks/queries.py --db /tmp/q.db         # keep the database for next time
+    python benchmarks/queries.py --db=/tmp/q.db         # keep the database for next time
     python benchmarks/queries.py --runs 100 --tests 500 # quicker
+    python benchmarks/queries.py --postgresql=private   # the same on a private PostgreSQL
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import io
 import json
 import os
 import random
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -37,14 +44,15 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pytest_stepflow.cli import main as stepflow_main
-from pytest_stepflow.model import ExecutionFinished, ExecutionStarted, Step
-from pytest_stepflow.storage.sqlite.bootstrap import start_execution
-from pytest_stepflow.storage.sqlite.connection import open_for_writing
-from pytest_stepflow.storage.sqlite.operations import WriteCache, apply_batch
+from pytest_stepflow.model import ExecutionFinished, ExecutionStarted, Record, Step
+from pytest_stepflow.storage.backend import Backend, open_backend
+from pytest_stepflow.storage.location import PostgresqlLocation, parse_location
+from pytest_stepflow.storage.writer import OwnRecords
 
 TRACEBACK = (
     "def test_checkout():\n        cart = Cart()\n>       assert cart.total() == 18.0\n"
@@ -53,7 +61,32 @@ TRACEBACK = (
 QUERY_TARGET, PROCESS_TARGET, ROW_TARGET = 0.050, 0.300, 200
 
 
-def build(db: Path, runs: int, tests: int, seed: int = 7) -> None:
+async def _write_runs(backend: Backend, runs: Iterator[list[Record]]) -> None:
+    sink = backend.sink()
+    await sink.open(OwnRecords(lambda message: None))
+    try:
+        for batch in runs:
+            await sink.apply(batch)
+    finally:
+        await sink.close()
+
+
+def build(db: str, runs: int, tests: int) -> None:
+    backend = open_backend(parse_location(db))
+    asyncio.run(_write_runs(backend, _runs(backend, runs, tests)))
+    location = backend.location
+    if isinstance(location, PostgresqlLocation):
+        import psycopg
+
+        with psycopg.connect(location.conninfo, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")  # what autovacuum would do after a bulk load
+    else:
+        with contextlib.closing(sqlite3.connect(location.path)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("ANALYZE")
+
+
+def _runs(backend: Backend, runs: int, tests: int, seed: int = 7) -> Iterator[list[Record]]:
     rng = random.Random(seed)
     nodeids = [f"tests/test_mod{i // 50:03d}.py::test_case_{i:05d}" for i in range(tests)]
     failing = set(range(5))
@@ -61,7 +94,7 @@ def build(db: Path, runs: int, tests: int, seed: int = 7) -> None:
     skipped = set(range(35, 75))
     base = [rng.uniform(0.001, 0.2) for _ in range(tests)]
     clock = 1_760_000_000.0
-    conn = None
+    first = True
     for run in range(runs):
         commit = f"{run // 4:040x}"
         started = ExecutionStarted(
@@ -82,12 +115,11 @@ def build(db: Path, runs: int, tests: int, seed: int = 7) -> None:
             ),
             worker_count=2,
         )
-        if conn is None:
-            start_execution(db, started)
-            conn = open_for_writing(db)
-            cache = WriteCache()
+        if first:  # creates the schema, as a run's start does
+            backend.start_execution(started)
+            first = False
         else:
-            apply_batch(conn, [started], cache)
+            yield [started]
         steps: list[Step] = []
         at = clock
         for i, nodeid in enumerate(nodeids):
@@ -140,14 +172,10 @@ def build(db: Path, runs: int, tests: int, seed: int = 7) -> None:
             completed_steps=tests,
             writer_stats=json.dumps({"steps": tests}),
         )
-        apply_batch(conn, [*steps, finished], cache)
+        yield [*steps, finished]
         clock = at + 60
         if run % 100 == 99:
             print(f"  built {run + 1} runs", file=sys.stderr)
-    assert conn is not None
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.execute("ANALYZE")
-    conn.close()
 
 
 COMMANDS: list[list[str]] = [
@@ -169,24 +197,24 @@ COMMANDS: list[list[str]] = [
 ]
 
 
-def time_in_process(db: Path, argv: list[str], repeat: int) -> float:
+def time_in_process(db: str, argv: list[str], repeat: int) -> float:
     samples = []
     for _ in range(repeat):
         sink = io.StringIO()
         start = time.perf_counter()
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(io.StringIO()):
-            code = stepflow_main([*argv, "--db", str(db)])
+            code = stepflow_main([*argv, f"--db={db}"])
         samples.append(time.perf_counter() - start)
         assert code in (0, 1), (argv, code)
     return statistics.median(samples)
 
 
-def time_process(db: Path, argv: list[str]) -> float:
+def time_process(db: str, argv: list[str]) -> float:
     samples = []
     for _ in range(3):
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "pytest_stepflow", *argv, "--db", str(db)],
+            [sys.executable, "-m", "pytest_stepflow", *argv, f"--db={db}"],
             check=False,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -195,28 +223,94 @@ def time_process(db: Path, argv: list[str]) -> float:
     return statistics.median(samples)
 
 
+def size_of(db: str) -> tuple[int, int]:
+    """(step rows, bytes) of the database: the file and its WAL, or the schema's relations."""
+    location = parse_location(db)
+    if isinstance(location, PostgresqlLocation):
+        import psycopg
+
+        with psycopg.connect(location.conninfo) as conn:
+            row = conn.execute(
+                f"SELECT (SELECT count(*) FROM {location.schema}.steps), "
+                "(SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind = 'r')",
+                (location.schema,),
+            ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1] or 0)
+    path = location.path
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        steps = conn.execute("SELECT count(*) FROM steps").fetchone()[0]
+    size = path.stat().st_size + sum(
+        p.stat().st_size for p in (path.with_name(path.name + "-wal"),) if p.exists()
+    )
+    return int(steps), size
+
+
+def _built(db: str) -> bool:
+    location = parse_location(db)
+    if isinstance(location, PostgresqlLocation):
+        try:
+            return size_of(db)[0] > 0
+        except Exception:  # no schema yet
+            return False
+    return location.path.exists()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--tests", type=int, default=1000)
-    parser.add_argument("--db", type=Path, help="keep (and reuse) the database here")
+    parser.add_argument(
+        "--db", help="keep (and reuse) the database here: a path or a postgresql:// URL"
+    )
+    parser.add_argument(
+        "--postgresql",
+        choices=("private",),
+        help="build and query on a private PostgreSQL server (tests/postgresql_server.py)",
+    )
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
-    folder = None
-    if args.db is None:
-        folder = tempfile.TemporaryDirectory()
-        args.db = Path(folder.name) / "stepflow.db"
-    if not args.db.exists():
-        print(f"building {args.runs} runs x {args.tests} tests in {args.db} ...", file=sys.stderr)
+    with contextlib.ExitStack() as stack:
+        if args.postgresql:
+            args.db = stack.enter_context(private_server()) + "?schema=bench_queries"
+        elif args.db is None:
+            folder = stack.enter_context(tempfile.TemporaryDirectory())
+            args.db = str(Path(folder) / "stepflow.db")
+        return measure(args)
+
+
+@contextlib.contextmanager
+def private_server() -> Iterator[str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from postgresql_server import PostgresServer, _bindir
+
+    bindir = _bindir()
+    if bindir is None:
+        raise SystemExit("no PostgreSQL server binaries (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="stepflow-bench-pg-"))
+    os.chmod(root, 0o755)
+    server = PostgresServer(bindir, root / "cluster")
+    try:
+        server.init()
+        server.start()
+        server.setup_roles()
+        yield server.url()
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace) -> int:
+    if not _built(args.db):
+        shown = parse_location(args.db).describe()
+        print(f"building {args.runs} runs x {args.tests} tests in {shown} ...", file=sys.stderr)
         start = time.perf_counter()
         build(args.db, args.runs, args.tests)
         print(f"  built in {time.perf_counter() - start:.1f}s", file=sys.stderr)
-    with contextlib.closing(sqlite3.connect(args.db)) as conn:
-        steps = conn.execute("SELECT count(*) FROM steps").fetchone()[0]
-    size = args.db.stat().st_size + sum(
-        p.stat().st_size for p in (args.db.with_name(args.db.name + "-wal"),) if p.exists()
-    )
+    steps, size = size_of(args.db)
     per_row = size / steps
     figures: dict[str, Any] = {
         "steps": steps,
@@ -244,8 +338,6 @@ def main() -> int:
     )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
-    if folder is not None:
-        folder.cleanup()
     os.environ.pop("STEPFLOW_DB", None)
     return 0
 
