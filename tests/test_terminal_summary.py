@@ -93,3 +93,19 @@ def test_write_summary_passes_the_markup() -> None:
 
     write_summary(Reporter(), _end(problem="gone"))
     assert written == [("stepflow: nothing recorded: gone", {"yellow": True, "bold": True})]
+
+
+def test_a_run_whose_execution_row_was_spilled_says_where_its_steps_are() -> None:
+    lines = summary_lines(
+        _end(number=None, stats={"spilled": 13, "spill_files": ["/x/j.jsonl"], "last_error": "e"})
+    )
+    assert lines[0].text == (
+        f"stepflow: recorded 12 steps, not in {DB} (it could not be reached) but in a spill journal"
+    )
+    assert "#None" not in "\n".join(line.text for line in lines)
+    assert lines[1].text.startswith("stepflow: warning: 13 records could not be written")
+
+
+def test_a_run_whose_number_never_came_back_still_says_what_it_recorded() -> None:
+    (line,) = summary_lines(_end(number=None))
+    assert line.text == f"stepflow: the execution recorded 12 steps in {DB}"

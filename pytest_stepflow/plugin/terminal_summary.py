@@ -46,7 +46,15 @@ def summary_lines(end: SessionEnd) -> list[Line]:
     if end.problem:
         return [Line(f"stepflow: nothing recorded: {end.problem}", yellow=True, bold=True)]
     stats = end.stats
-    line = f"stepflow: execution #{end.number} recorded {end.steps} steps in {end.database}"
+    if end.number is not None:
+        line = f"stepflow: execution #{end.number} recorded {end.steps} steps in {end.database}"
+    elif stats.get("spilled"):  # the execution's own row could not be written either
+        line = (
+            f"stepflow: recorded {end.steps} steps, not in {end.database} (it could not be "
+            "reached) but in a spill journal"
+        )
+    else:  # its row was written late (a busy database): the number never came back
+        line = f"stepflow: the execution recorded {end.steps} steps in {end.database}"
     extras = []
     if end.setup_only:
         extras.append("--setup-only and --setup-plan run no tests: none recorded")

@@ -226,7 +226,9 @@ class Session:
             return record._replace(writer_stats=json.dumps(finished))
 
         stats = self.writer.close(timeout, final=make_final if final else None)
-        self.closed_stats = finished or final_stats(stats, merge, self.backend)
+        # Counted again after the close: the final row itself may have been spilled, which
+        # the numbers stored in it cannot say, but the summary must.
+        self.closed_stats = final_stats(stats, merge, self.backend)
         self.replies.send(("closed", self.closed_stats))
 
     def abandoned(self, timeout: float) -> None:
