@@ -333,3 +333,29 @@ def pgbouncer(postgres_server: PostgresServer) -> Iterator[PgBouncer]:
         yield bouncer
     finally:
         bouncer.stop()
+
+
+def ensure_running(server: PostgresServer) -> None:
+    """Start `server` again if a fault test left it down, and wait until it takes
+    connections (a test's `finally`, so that the next test finds it as it was)."""
+    if not server.running:
+        server.start()
+    wait_until_accepting(server)
+
+
+@pytest.fixture(scope="module")
+def private_postgres_server(postgres_server: PostgresServer) -> Iterator[PostgresServer]:
+    """A second cluster of the module's own (its own port and data folder, the same roles
+    and database), for the tests that stop, restart or reconfigure a server: the session's
+    shared one stays up for every other test."""
+    base = Path(tempfile.mkdtemp(prefix="stepflow-pg-private-"))
+    os.chmod(base, 0o755)
+    server = PostgresServer(postgres_server.bindir, base / "cluster")
+    try:
+        server.init()
+        server.start()
+        server.setup_roles()
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)

