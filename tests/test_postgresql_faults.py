@@ -323,7 +323,9 @@ def private_db(private_postgres_server: PostgresServer) -> Iterator[Db]:
 _baselines: dict[tuple[Any, ...], tuple[dict[str, int], int]] = {}
 
 
-def plain_outcomes(pytester: pytest.Pytester, suite: Suite, *args: str) -> tuple[dict[str, int], int]:
+def plain_outcomes(
+    pytester: pytest.Pytester, suite: Suite, *args: str
+) -> tuple[dict[str, int], int]:
     """pytest's outcomes and exit code for `suite` without stepflow (the gate open), once
     per suite shape and arguments."""
     key = (suite.before, suite.after, suite.files, args)
@@ -420,3 +422,105 @@ def test_server_restarted_in_the_middle_of_an_n2_run(
     )
     assert_no_secret(result.stdout.str(), json.dumps(execution, default=str))
     assert not journals(pytester.path)
+
+
+# ---- sessions killed mid-batch, a table lock --------------------------------------------
+
+
+class HeldLock:
+    """`LOCK TABLE schema.steps IN ACCESS EXCLUSIVE MODE` in a session of its own."""
+
+    def __init__(self, db: Db) -> None:
+        self.conn: Any = db.server.admin()
+        self.conn.execute("BEGIN")
+        self.conn.execute(f"LOCK TABLE {db.schema}.steps IN ACCESS EXCLUSIVE MODE")
+        self.taken = time.monotonic()
+
+    def release(self) -> None:
+        if not self.conn.closed:
+            self.conn.execute("COMMIT")
+            self.conn.close()
+
+
+def test_writer_sessions_killed_mid_batch(
+    pytester: pytest.Pytester, shared_db: Db, runs: Callable[..., Run]
+) -> None:
+    """Both workers' writers are in the middle of a batch (waiting on a table lock, past
+    their first statements) when `pg_terminate_backend` kills their sessions: the
+    transactions roll back, the writers reconnect and write the batches once."""
+    suite = Suite(pytester.path).write()
+    run = runs(*BASE_ARGS, *XDIST_ARGS, *stepflow_args(shared_db.url(), budget=60))
+    wait_for(
+        "the steps before the gate", lambda: shared_db.step_count() == suite.steps_before_gate, run
+    )
+    lock = HeldLock(shared_db)
+    try:
+        suite.open_gate()
+        wait_for(
+            "both workers' batches to wait on the lock",
+            lambda: len(shared_db.waiting_on_steps()) == 2,
+            run,
+        )
+        victims = shared_db.waiting_on_steps()
+        killed = shared_db.rows(
+            "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", victims
+        )
+        assert killed == [(True,), (True,)]
+        wait_for(
+            "the killed sessions to end",
+            lambda: (
+                not shared_db.scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", victims
+                )
+            ),
+        )
+    finally:
+        lock.release()
+    result = run.result()
+
+    assert_unchanged(pytester, suite, result, *XDIST_ARGS)
+    (execution,) = shared_db.executions()
+    assert_recorded_once(shared_db, execution["number"], suite.outcomes)
+    stats = assert_final_row(execution, result, len(suite.outcomes), workers=2)
+    assert stats["spilled"] == 0 and stats["retries"] >= 2, stats
+    assert stats["duplicates"] == 0, stats
+    assert summary_lines(result) == [
+        f"stepflow: execution #{execution['number']} recorded {len(suite.outcomes)} steps in "
+        f"{shared_db.shown(password=False)} (2 workers, {stats['retries']} retries)"
+    ]
+
+
+def test_a_table_lock_held_three_seconds(
+    pytester: pytest.Pytester, shared_db: Db, runs: Callable[..., Run]
+) -> None:
+    """`LOCK TABLE steps IN ACCESS EXCLUSIVE MODE` held for 3 s while both workers have
+    batches to write: they wait for it (no error, no retry, no spill) and write once."""
+    suite = Suite(pytester.path).write()
+    run = runs(*BASE_ARGS, *XDIST_ARGS, *stepflow_args(shared_db.url(), budget=30))
+    wait_for(
+        "the steps before the gate", lambda: shared_db.step_count() == suite.steps_before_gate, run
+    )
+    lock = HeldLock(shared_db)
+    try:
+        suite.open_gate()
+        wait_for(
+            "both workers' batches to wait on the lock",
+            lambda: len(shared_db.waiting_on_steps()) == 2,
+            run,
+        )
+        # The fault is a lock held for 3 s: hold it for what is left of them.
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - lock.taken)))
+        assert len(shared_db.waiting_on_steps()) == 2  # still waiting, nothing gave up
+    finally:
+        lock.release()
+    result = run.result()
+
+    assert_unchanged(pytester, suite, result, *XDIST_ARGS)
+    (execution,) = shared_db.executions()
+    assert_recorded_once(shared_db, execution["number"], suite.outcomes)
+    stats = assert_final_row(execution, result, len(suite.outcomes), workers=2)
+    assert stats["spilled"] == 0 and stats["retries"] == 0 and stats["errors"] == 0, stats
+    assert summary_lines(result) == [
+        f"stepflow: execution #{execution['number']} recorded {len(suite.outcomes)} steps in "
+        f"{shared_db.shown(password=False)} (2 workers)"
+    ]
