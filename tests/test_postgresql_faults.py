@@ -24,6 +24,7 @@ such test starts it again in a `finally`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -193,10 +194,8 @@ class Run:
     def kill(self) -> None:
         """End this run's process group (pytest, its workers and their writers)."""
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, 9)
-            except ProcessLookupError:
-                pass
             self.proc.wait(30)
 
 
@@ -652,6 +651,67 @@ def test_server_down_for_the_whole_run(
     assert stats["spilled"] == len(records) - 1, stats
     assert stats["spilled_steps"] == len(suite.outcomes), stats
     assert_no_secret(json.dumps(first, default=str))
+
+
+# ---- fewer connection slots than writers ------------------------------------------------
+
+
+@pytest.fixture
+def two_slots(private_db: Db) -> Iterator[Db]:
+    """The private server with `max_connections = 5`: with the 3 slots reserved for
+    superusers, 2 for everyone else. Set back (and restarted) after the test."""
+    server = private_db.server
+
+    def configure(statement: str) -> None:
+        admin: Any = server.admin()
+        with admin:
+            admin.execute(statement)
+        server.restart()
+        ensure_running(server)
+
+    configure("ALTER SYSTEM SET max_connections = 5")
+    try:
+        assert private_db.scalar("SHOW max_connections") == "5"
+        assert private_db.scalar("SHOW superuser_reserved_connections") == "3"
+        yield private_db
+    finally:
+        ensure_running(server)
+        configure("ALTER SYSTEM RESET max_connections")
+
+
+def test_fewer_connection_slots_than_writers(
+    pytester: pytest.Pytester, two_slots: Db, runs: Callable[..., Run]
+) -> None:
+    """A `-n 2` run has 3 writers (the controller's and one per worker), each holding a
+    connection, but the server takes 2: one worker's writer is refused ("remaining connection
+    slots are reserved") until the other worker ends; within a generous budget it waits, then writes
+    everything, once."""
+    db = two_slots
+    suite = Suite(pytester.path).write()
+    log_start = len((db.server.root / "server.log").read_text(errors="replace"))
+    run = runs(*BASE_ARGS, *XDIST_ARGS, *stepflow_args(db.url(), budget=60))
+    # One worker's steps are in, the other's cannot be: its writer has no slot, and the
+    # first worker holds its own until it ends, which the gate prevents.
+    wait_for("one worker's steps before the gate", lambda: db.step_count() == suite.before, run)
+    sessions = db.scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", APPLICATION_NAME
+    )
+    assert sessions == 2  # the controller's writer and one worker's: the server is full
+    suite.open_gate()
+    result = run.result()
+
+    assert_unchanged(pytester, suite, result, *XDIST_ARGS)
+    (execution,) = db.executions()
+    assert_recorded_once(db, execution["number"], suite.outcomes)
+    stats = assert_final_row(execution, result, len(suite.outcomes), workers=2)
+    assert stats["spilled"] == 0 and stats["retries"] >= 1, stats
+    log = db.server.root / "server.log"
+    refused = "remaining connection slots are reserved for non-replication superuser"
+    assert refused in log.read_text(errors="replace")[log_start:]
+    assert summary_lines(result) == [
+        f"stepflow: execution #{execution['number']} recorded {len(suite.outcomes)} steps in "
+        f"{db.shown(password=False)} (2 workers, {stats['retries']} retries)"
+    ]
 
 
 # ---- what the summary says when the server never answered --------------------------------
