@@ -763,3 +763,128 @@ def test_the_spill_count_includes_the_final_row(
     (journal,) = journals(pytester.path)
     spilled = [line for line in journal.read_text("ascii").splitlines() if '"header"' not in line]
     assert int(match[1]) == len(spilled)
+
+
+# ---- many sessions at once --------------------------------------------------------------
+
+MANY_FILE = """
+import pytest
+
+
+@pytest.mark.parametrize("i", range({count}))
+def test_step(i):
+    pass
+"""
+SESSIONS = 8
+STEPS_PER_SESSION = 2000
+
+
+def test_eight_concurrent_n2_sessions_into_one_schema(
+    pytester: pytest.Pytester, shared_db: Db, runs: Callable[..., Run]
+) -> None:
+    """8 pytest runs with `-n 2` at once, 2,000 tests each, into one schema: 16,000 steps,
+    8 executions with distinct numbers, every test once in each."""
+    url = shared_db.url()
+    started = []
+    for index in range(SESSIONS):
+        folder = pytester.mkdir(f"session{index}")
+        (folder / "test_many.py").write_text(
+            MANY_FILE.format(count=STEPS_PER_SESSION), encoding="utf-8"
+        )
+        started.append(runs(*BASE_ARGS, "-n", "2", *stepflow_args(url, budget=60), cwd=folder))
+    results = [run.result(timeout=300) for run in started]
+
+    for result in results:
+        assert result.ret == 0, result.stdout.str()[-3000:]
+        assert result.parseoutcomes() == {"passed": STEPS_PER_SESSION}
+    executions = shared_db.executions()
+    assert len({e["number"] for e in executions}) == len(executions) == SESSIONS
+    expected = {f"test_many.py::test_step[{i}]": "passed" for i in range(STEPS_PER_SESSION)}
+    for execution in executions:
+        assert_recorded_once(shared_db, execution["number"], expected)
+        (result,) = [
+            result
+            for result in results
+            if summary_lines(result)[0].startswith(f"stepflow: execution #{execution['number']} ")
+        ]
+        stats = assert_final_row(execution, result, STEPS_PER_SESSION, workers=2)
+        assert stats["spilled"] == 0, stats
+        assert summary_lines(result)[0].startswith(
+            f"stepflow: execution #{execution['number']} recorded {STEPS_PER_SESSION} steps in "
+            f"{shared_db.shown(password=False)} (2 workers"
+        )
+    assert shared_db.step_count() == SESSIONS * STEPS_PER_SESSION
+    assert shared_db.scalar("SELECT count(*) FROM {s}.tests") == STEPS_PER_SESSION
+
+
+# ---- through PgBouncer ------------------------------------------------------------------
+
+
+def test_two_n2_sessions_through_pgbouncer_killed_mid_batch(
+    pytester: pytest.Pytester, shared_db: Db, pgbouncer: PgBouncer, runs: Callable[..., Run]
+) -> None:
+    """Two `-n 2` runs at once through PgBouncer's transaction pooling: 6 writers share a
+    pool of 4 server connections. While the workers' batches wait on a table lock, the
+    server sessions PgBouncer runs them on are killed: PgBouncer drops the clients in
+    those transactions, and their writers reconnect through it and write the batches once."""
+    url = pgbouncer.url(schema=shared_db.schema)
+    suites = []
+    started = []
+    for index in range(2):
+        folder = pytester.mkdir(f"session{index}")
+        suites.append(Suite(folder).write())
+        started.append(runs(*BASE_ARGS, *XDIST_ARGS, *stepflow_args(url, budget=60), cwd=folder))
+    before = sum(suite.steps_before_gate for suite in suites)
+    wait_for("both runs' steps before the gate", lambda: shared_db.step_count() == before)
+    lock = HeldLock(shared_db)
+    try:
+        for suite in suites:
+            suite.open_gate()
+        # The pool's 4 server connections all carry a worker's batch, which waits: on the
+        # table lock, or on a row of `tests` that another waiting batch inserted (both runs
+        # have the same node ids).
+        wait_for(
+            "4 batches to wait on locks",
+            lambda: len(waiting_sessions(shared_db)) == 4,
+            started[0],
+        )
+        victims = waiting_sessions(shared_db)
+        shared_db.rows("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", victims)
+    finally:
+        lock.release()
+    results = [run.result() for run in started]
+
+    for suite, result in zip(suites, results, strict=True):
+        assert_unchanged(pytester, suite, result, *XDIST_ARGS)
+    executions = shared_db.executions()
+    assert len(executions) == 2
+    retries = 0
+    for execution in executions:
+        ((suite, result),) = [
+            (suite, result)
+            for suite, result in zip(suites, results, strict=True)
+            if summary_lines(result)[0].startswith(f"stepflow: execution #{execution['number']} ")
+        ]
+        assert_recorded_once(shared_db, execution["number"], suite.outcomes)
+        stats = assert_final_row(execution, result, len(suite.outcomes), workers=2)
+        assert stats["spilled"] == 0, stats
+        retries += stats["retries"]
+        shown = f"postgresql://stepflow@127.0.0.1:{pgbouncer.port}/stepflow_test"
+        assert summary_lines(result) == [
+            f"stepflow: execution #{execution['number']} recorded {len(suite.outcomes)} steps "
+            f"in {shown} (schema {shared_db.schema}) (2 workers"
+            + (f", {stats['retries']} retries)" if stats["retries"] else ")")
+        ]
+    assert retries >= len(victims)  # each killed batch was tried again
+
+
+def waiting_sessions(db: Db) -> list[int]:
+    """The server sessions of user `stepflow` (PgBouncer's, whatever name they carry) that
+    wait for a lock."""
+    return [
+        int(pid)
+        for (pid,) in db.rows(
+            "SELECT DISTINCT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE NOT l.granted AND a.usename = 'stepflow' AND a.datname = 'stepflow_test'"
+        )
+    ]
