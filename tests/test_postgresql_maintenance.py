@@ -702,6 +702,31 @@ def test_import_spill_imports_once_and_never_duplicates(
     assert pg.scalar("SELECT count(*) FROM {s}.executions") == 1
 
 
+def test_import_spill_makes_the_schema_of_a_run_whose_server_was_never_up(
+    postgres_server: PostgresServer,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first run on a schema spilled everything (its server was down): the journal
+    can only be imported into a schema made for it, as the next run would make it."""
+    monkeypatch.chdir(tmp_path)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    parsed = parse_location(postgres_server.url(schema=schema))
+    assert isinstance(parsed, PostgresqlLocation)
+    location = dataclasses.replace(parsed, local_dir=tmp_path / ".stepflow")
+    stem = server_maintenance.spill_stem(location)
+    stem.parent.mkdir(parents=True)
+    started = make_started()
+    SpillJournal(stem).append([started, make_step(started.id, "tests/test_s.py::test_a")])
+    result = cli(capsys, "import-spill", f"--db={postgres_server.url(schema=schema)}")
+    assert result.code == 0, result.err
+    assert "1 spill journal(s), 2 record(s), 1 new step(s)" in result.out
+    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {schema}.steps").fetchone()
+    assert row == (1,)
+
+
 def test_import_spill_only_takes_this_servers_journals(
     pg: Pg, capsys: pytest.CaptureFixture[str], postgres_server: PostgresServer
 ) -> None:

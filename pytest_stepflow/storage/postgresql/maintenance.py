@@ -56,7 +56,7 @@ from pytest_stepflow.storage.maintenance import (
     stale_check,
 )
 from pytest_stepflow.storage.postgresql.backend import PostgresqlBackend
-from pytest_stepflow.storage.postgresql.catalog import missing, stored_version
+from pytest_stepflow.storage.postgresql.catalog import migrate, missing, stored_version
 from pytest_stepflow.storage.postgresql.connection import connect, describe_error
 from pytest_stepflow.storage.postgresql.operations import (
     Statements,
@@ -627,6 +627,18 @@ def import_spill(location: PostgresqlLocation, *, wait: float = MAINTENANCE_WAIT
     location's local folder) that no live process still writes. Each chunk is one
     transaction of the sink's idempotent statements: nothing is stored twice, and an import
     cut short can simply be run again. (The statements wait for row locks only on rows
-    another writer is inserting at the same moment, so `wait` does not apply.)"""
+    another writer is inserting at the same moment, so `wait` does not apply.)
+
+    The one maintenance command that may create the schema: journals of a run whose server
+    was down from the schema's first use have nowhere else to go, and the next run would
+    create it just the same. Without journals a missing schema is still refused."""
+    if has_spills(spill_stem(location)):
+        conn = connect(location)
+        try:
+            migrate(conn, location)
+        except psycopg.Error as exc:
+            raise describe_error(location, exc) from exc
+        finally:
+            conn.close()
     with _connected(location, wait) as conn:
         return _import(conn, location)
