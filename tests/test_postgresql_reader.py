@@ -35,6 +35,7 @@ from records import (
 
 from pytest_stepflow.model import Record
 from pytest_stepflow.query.records import SlowTest
+from pytest_stepflow.storage import snippets
 from pytest_stepflow.storage.errors import ForeignDatabaseError, NewerSchemaError, StorageError
 from pytest_stepflow.storage.location import PostgresqlLocation, parse_location
 from pytest_stepflow.storage.postgresql import catalog
@@ -472,21 +473,37 @@ def test_search_finds_what_sqlite_full_text_finds(
     assert twin.sqlite.has_full_text and twin.postgresql.has_full_text
     pg = twin.postgresql.search(text, **kwargs)
     lite = twin.sqlite.search(text, **kwargs)
-    where = [(h.execution, h.step_id, h.nodeid, h.outcome, h.field) for h in pg]
-    assert where == [(h.execution, h.step_id, h.nodeid, h.outcome, h.field) for h in lite]
-    for hit in pg:  # the first word the field holds is marked
-        assert any(f"[{w.lower()}]" in hit.snippet.lower() for w in text.split())
+    # Snippets included: FTS5's own snippet() renders both (storage/snippets.py).
+    assert pg == lite
 
 
 @pytest.mark.parametrize("word", ["kitten", "puppy", "refused", "flaky"])
-def test_search_snippets_are_the_sqlite_readers(twin: Twin, word: str) -> None:
-    """For one word, each hit's snippet is the one the SQLite reader's own helper makes
-    (its scan path, which names every field that matched)."""
+def test_without_fts5_snippets_are_the_sqlite_scans(
+    twin: Twin, word: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where FTS5 cannot render a snippet (an SQLite built without it), each hit's snippet
+    is the one SQLite's own scan path makes."""
+    monkeypatch.setattr(
+        snippets.Fts5Snippets, "render", lambda self, values, text: [None] * len(values)
+    )
     scanned = {(h.step_id, h.field): h.snippet for h in twin.sqlite._search_scan(word, 50, None)}
     hits = twin.postgresql.search(word, limit=50)
     assert hits
     for hit in hits:
         assert hit.snippet == scanned[(hit.step_id, hit.field)]
+
+
+def test_fts5_snippets_mark_every_word_as_sqlite_does() -> None:
+    fts5 = snippets.Fts5Snippets(2)
+    try:
+        text = "the gateway said: timeout after 30 s " + "and more words " * 10
+        first, second = fts5.render([text, None], "gateway timeout")
+        assert second == ""
+        assert first is not None
+        assert snippets.marked(first).startswith("the [gateway] said: [timeout] after")
+        assert fts5.render(["nothing here", "x"], "gateway") == [None, None]
+    finally:
+        fts5.close()
 
 
 def test_search_uses_the_gin_indexes(twin: Twin) -> None:

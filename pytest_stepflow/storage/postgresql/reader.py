@@ -51,6 +51,7 @@ from pytest_stepflow.storage.postgresql import catalog
 from pytest_stepflow.storage.postgresql.connection import connect, describe_error
 from pytest_stepflow.storage.postgresql.schema import FTS_CHARS, LOGS_TEXT, STEPS_TEXT
 from pytest_stepflow.storage.reading import RunNotFoundError
+from pytest_stepflow.storage.snippets import START, Fts5Snippets, marked
 
 _JSON_COLUMNS = frozenset({"command", "tags", "metadata", "environment", "writer_stats"})
 _STEP_JSON = frozenset({"parameters", "markers", "properties"})
@@ -683,21 +684,14 @@ class Reader:
             params,
         )
         hits = []
-        for execution, step_id, nodeid, outcome, *found in rows:
-            values, matched = found[:3], found[3:]
-            field, value = next(
-                (
-                    (f, v or "")
-                    for f, v, m in zip(
-                        ("longrepr", "stdout", "stderr"), values, matched, strict=True
-                    )
-                    if m
-                ),
-                ("longrepr", values[0] or ""),
-            )
-            hits.append(
-                SearchHit(execution, step_id, nodeid, outcome, field, _snippet(value, words))
-            )
+        fts5 = Fts5Snippets(3)
+        try:
+            for execution, step_id, nodeid, outcome, *found in rows:
+                values, matched = found[:3], found[3:]
+                field, snippet = self._step_snippet(fts5, values, matched, text, words)
+                hits.append(SearchHit(execution, step_id, nodeid, outcome, field, snippet))
+        finally:
+            fts5.close()
         rows = self._rows(
             f"SELECT s.execution, s.id, t.nodeid, s.outcome, g.message FROM {s}.logs g "
             f"JOIN {s}.steps s ON s.id = g.step_id JOIN {s}.tests t ON t.id = s.test_id "
@@ -705,9 +699,36 @@ class Reader:
             f"ORDER BY {order}, g.id DESC LIMIT %(limit)s",
             params,
         )
-        hits += [SearchHit(e, i, n, o, "log", _snippet(v, words)) for e, i, n, o, v in rows]
+        fts5 = Fts5Snippets(1)
+        try:
+            for e, i, n, o, v in rows:
+                (found,) = fts5.render([v], text)
+                shown = marked(found) if found and START in found else _snippet(v, words)
+                hits.append(SearchHit(e, i, n, o, "log", shown))
+        finally:
+            fts5.close()
         hits.sort(key=lambda h: (-h.execution, -h.step_id))
         return hits[:limit]
+
+    @staticmethod
+    def _step_snippet(
+        fts5: Fts5Snippets,
+        values: Sequence[str | None],
+        matched: Sequence[bool],
+        text: str,
+        words: Sequence[str],
+    ) -> tuple[str, str]:
+        """(field, snippet) of a matched step: FTS5's own snippet of the first field it marks,
+        as the SQLite reader gives; else the first field the server matched, scanned."""
+        fields = ("longrepr", "stdout", "stderr")
+        for field, snippet in zip(fields, fts5.render(values, text), strict=True):
+            if snippet and START in snippet:
+                return field, marked(snippet)
+        field, value = next(
+            ((f, v or "") for f, v, m in zip(fields, values, matched, strict=True) if m),
+            ("longrepr", values[0] or ""),
+        )
+        return field, _snippet(value, words)
 
     # -- streaming ----------------------------------------------------------------------
 

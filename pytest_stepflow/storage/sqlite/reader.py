@@ -33,6 +33,7 @@ from pytest_stepflow.query.records import (
     parse_json,
 )
 from pytest_stepflow.storage.reading import RunNotFoundError
+from pytest_stepflow.storage.snippets import fts_query, marked, scan_snippet
 from pytest_stepflow.storage.sqlite.connection import (
     check_stepflow,
     describe_error,
@@ -540,7 +541,7 @@ class Reader:
     ) -> list[SearchHit]:
         """Steps whose traceback, output or log messages match `text`, newest first."""
         if self.has_full_text:
-            return self._search_index(_fts_query(text), limit, numbers)
+            return self._search_index(fts_query(text), limit, numbers)
         return self._search_scan(text, limit, numbers)
 
     def _search_index(
@@ -582,7 +583,7 @@ class Reader:
                 ),
                 ("longrepr", found[0] or ""),
             )
-            hits.append(SearchHit(execution, step_id, nodeid, outcome, field, _marked(snippet)))
+            hits.append(SearchHit(execution, step_id, nodeid, outcome, field, marked(snippet)))
         log_bounds = ""
         if numbers is not None:
             low, high = self._rows(
@@ -599,7 +600,7 @@ class Reader:
             f"JOIN tests t ON t.id = s.test_id WHERE 1{within}",
             (match, -1 if numbers is not None else limit, *params),
         )
-        hits += [SearchHit(e, i, n, o, "log", _marked(text)) for e, i, n, o, text in rows]
+        hits += [SearchHit(e, i, n, o, "log", marked(text)) for e, i, n, o, text in rows]
         hits.sort(key=lambda h: (-h.execution, -h.step_id))
         return hits[:limit]
 
@@ -617,14 +618,14 @@ class Reader:
                 f"{within} ORDER BY s.id DESC LIMIT ?",
                 (text.lower(), *params, limit),
             )
-            hits += [SearchHit(e, i, n, o, field, _snippet(v, text)) for e, i, n, o, v in rows]
+            hits += [SearchHit(e, i, n, o, field, scan_snippet(v, text)) for e, i, n, o, v in rows]
         rows = self._rows(
             "SELECT s.execution, s.id, t.nodeid, s.outcome, g.message FROM logs g "
             "JOIN steps s ON s.id = g.step_id JOIN tests t ON t.id = s.test_id "
             f"WHERE instr(lower(g.message), ?) > 0{within} ORDER BY g.id DESC LIMIT ?",
             (text.lower(), *params, limit),
         )
-        hits += [SearchHit(e, i, n, o, "log", _snippet(v, text)) for e, i, n, o, v in rows]
+        hits += [SearchHit(e, i, n, o, "log", scan_snippet(v, text)) for e, i, n, o, v in rows]
         hits.sort(key=lambda h: (-h.execution, -h.step_id))
         return hits[:limit]
 
@@ -632,21 +633,3 @@ class Reader:
         """Every step of a run with its details, in collection order (for exports)."""
         for step in self.steps(number):
             yield self.step_detail(step.id)
-
-
-def _marked(snippet: str) -> str:
-    return " ".join(snippet.replace("\x02", "[").replace("\x03", "]").split())
-
-
-def _fts_query(text: str) -> str:
-    """Each word of `text` as a quoted phrase: what users type never trips FTS syntax."""
-    words = text.split()
-    return " ".join('"' + w.replace('"', '""') + '"' for w in words) or '""'
-
-
-def _snippet(value: str, text: str, width: int = 60) -> str:
-    at = value.lower().find(text.lower())
-    start = max(at - width // 2, 0)
-    piece = value[start : at + len(text) + width // 2]
-    marked = piece.replace(value[at : at + len(text)], f"[{value[at : at + len(text)]}]", 1)
-    return ("…" if start else "") + " ".join(marked.split())
