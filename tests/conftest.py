@@ -1,31 +1,47 @@
 """Shared fixtures: run pytest with the plugin on a temp database, then check invariants.
 
-`run_stepflow(*args)` runs pytest (in-process by default) with `--stepflow` on a database in
-the pytester directory, opens the database read-only and checks, on every run:
-- the database passes `PRAGMA integrity_check`;
+`run_stepflow(*args)` runs pytest (in-process by default) with `--stepflow` on the test's
+`store` (tests/stores.py), reads the database back and checks, on every run:
+- the database is sound (SQLite: `PRAGMA integrity_check`; PostgreSQL: the schema's marks,
+  foreign keys and indexes, `PostgresStore.integrity_problems`);
 - the run made exactly one new execution, it is finished, its exit code is pytest's;
 - every step, log, sub-step and artifact belongs to something (no orphans);
 - the steps (and their subtests) account for every entry of pytest's own summary line,
   outcome by outcome.
+
+Both backends: a module opts in with `pytestmark = pytest.mark.backends`; then every test
+that uses `store` (through `run_stepflow` or a fixture of its own) runs as `[sqlite]` and
+`[postgresql]`, the latter skipped with the reason when there is no PostgreSQL server
+(tests/postgresql_server.py). `@pytest.mark.sqlite_only("why")` keeps a test, or one
+parameter (`pytest.param(..., marks=...)`), on SQLite alone; the reason is required.
+Elsewhere `store` is the SQLite file `stepflow_db`, as before.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import os
 import sqlite3
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from stores import PostgresStore, SqliteStore, Store, connect_ro, query
 
 # Imported here, before any in-process run: pytester restores sys.modules after each run, and
-# a re-imported asyncio would no longer match the C-level _asyncio module's classes.
+# a re-imported asyncio would no longer match the C-level _asyncio module's classes. psycopg
+# (optional) likewise: the plugin imports it in every run on a PostgreSQL database.
 import pytest_stepflow.plugin.recording  # noqa: F401
+
+with contextlib.suppress(ImportError):
+    import psycopg  # noqa: F401
+
+__all__ = ["PostgresStore", "SqliteStore", "Store", "connect_ro", "query"]
 
 pytest_plugins = ["pytester", "postgresql_server"]
 pytest.register_assert_rewrite("twin_runs")  # its assertions explain themselves too
@@ -33,20 +49,6 @@ pytest.register_assert_rewrite("twin_runs")  # its assertions explain themselves
 # pytest's summary nouns, as RunResult.parseoutcomes() reports them ("3 subtests passed" is
 # parsed as "subtests").
 SUMMARY_KEYS = ("passed", "failed", "errors", "skipped", "xfailed", "xpassed", "rerun", "subtests")
-
-
-def connect_ro(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-def query(path: Path, sql: str, *params: object) -> list[dict[str, Any]]:
-    conn = connect_ro(path)
-    try:
-        return [dict(row) for row in conn.execute(sql, params)]
-    finally:
-        conn.close()
 
 
 def expected_summary(steps: list[dict[str, Any]]) -> Counter[str]:
@@ -97,14 +99,23 @@ def verbosity_of(args: tuple[str, ...]) -> int:
     return level
 
 
-@dataclasses.dataclass
 class StepflowRun:
-    result: pytest.RunResult
-    db: Path
-    verbosity: int = 0
+    """One recorded run: pytest's result and the store it wrote to (`db` may be the SQLite
+    file's path, as SQLite-only tests pass it)."""
+
+    def __init__(self, result: pytest.RunResult, db: Path | Store, verbosity: int = 0) -> None:
+        self.result = result
+        self.store: Store = SqliteStore(db) if isinstance(db, Path) else db
+        self.verbosity = verbosity
+
+    @property
+    def db(self) -> Path:
+        """The SQLite file, for tests of SQLite's own behaviour."""
+        assert isinstance(self.store, SqliteStore), f"an SQLite-only helper on {self.store}"
+        return self.store.path
 
     def query(self, sql: str, *params: object) -> list[dict[str, Any]]:
-        return query(self.db, sql, *params)
+        return self.store.query(sql, *params)
 
     @property
     def execution(self) -> dict[str, Any]:
@@ -155,9 +166,9 @@ class StepflowRun:
 def check_invariants(run: StepflowRun, executions_before: int) -> None:
     assert "INTERNALERROR" not in run.output
     assert "Traceback" not in "\n".join(run.result.errlines)
-    db = run.db
-    assert query(db, "PRAGMA integrity_check")[0]["integrity_check"] == "ok"
-    executions = query(db, "SELECT * FROM executions ORDER BY number")
+    store = run.store
+    assert store.integrity_problems() == []
+    executions = store.query("SELECT * FROM executions ORDER BY number")
     assert len(executions) == executions_before + 1, "one execution per run"
     execution = executions[-1]
     assert execution["status"] != "running"
@@ -177,14 +188,13 @@ def check_invariants(run: StepflowRun, executions_before: int) -> None:
         "SELECT count(*) AS n FROM artifacts a JOIN steps s ON s.id = a.step_id "
         "WHERE a.execution != s.execution",
     ):
-        assert query(db, sql)[0]["n"] == 0, sql
+        assert store.query(sql)[0]["n"] == 0, sql
     steps = run.steps
     assert execution["completed_steps"] == len(steps)
     outcomes = run.result.parseoutcomes() if run.result.outlines else {}
     pytest_counts = {key: outcomes.get(key, 0) for key in SUMMARY_KEYS}
     ours = expected_summary(steps)
-    subtests = query(
-        db,
+    subtests = store.query(
         "SELECT x.outcome FROM substeps x JOIN steps s ON s.id = x.step_id "
         "WHERE x.kind = 'subtest' AND s.execution = ?",
         execution["number"],
@@ -219,12 +229,6 @@ def steps_in(db: Path, execution: int | None = None) -> int:
         return 0
 
 
-def _count_executions(db: Path) -> int:
-    if not db.exists():
-        return 0
-    return int(query(db, "SELECT count(*) AS n FROM executions")[0]["n"])
-
-
 # Plugins that change every run they are installed in (pytest-randomly reorders and reseeds,
 # pytest-asyncio warns about its configuration): off in the runs tests make, unless a test
 # turns them on (tests/test_compat.py).
@@ -244,16 +248,93 @@ def stepflow_db(pytester: pytest.Pytester) -> Path:
     return pytester.path / "stepflow.db"
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "backends: the module's tests that use `store` run on every backend"
+    )
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): on SQLite alone in a `backends` module, and why"
+    )
+
+
+def _sqlite_only_reason(marker: pytest.Mark | None) -> str | None:
+    if marker is None:
+        return None
+    reason = marker.args[0] if marker.args else marker.kwargs.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise pytest.UsageError("@pytest.mark.sqlite_only needs a reason")
+    return reason
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`backend` (and so `store`) takes every backend in a module marked `backends` (SQLite
+    alone for a test marked `sqlite_only`), at module scope so that a module-scoped history
+    can be built once per backend."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    definition = metafunc.definition
+    if definition.get_closest_marker("backends") is None:
+        return
+    only_sqlite = _sqlite_only_reason(definition.get_closest_marker("sqlite_only")) is not None
+    # `[sqlite]` alone still: the test shares the module's SQLite instances (one history).
+    metafunc.parametrize("backend", BACKENDS[:1] if only_sqlite else BACKENDS, scope="module")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A parameter marked `sqlite_only` is not made on the other backends."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on = callspec.params.get("backend", "sqlite") if callspec is not None else "sqlite"
+        if on != "sqlite" and _sqlite_only_reason(item.get_closest_marker("sqlite_only")):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def backend() -> str:
+    """The backend of `store`: SQLite, unless the module is marked `backends` (then each)."""
+    return "sqlite"
+
+
+def new_store(request: pytest.FixtureRequest, backend: str, sqlite_path: Path) -> Store:
+    """A fresh, empty store: the SQLite file `sqlite_path` (not made yet), or a schema of the
+    session's PostgreSQL server of its own (skips, or fails under
+    STEPFLOW_TEST_REQUIRE_POSTGRESQL=1, without a server)."""
+    if backend == "sqlite":
+        return SqliteStore(sqlite_path)
+    assert backend == "postgresql", backend
+    server = request.getfixturevalue("postgres_server")
+    return PostgresStore(server.url(), f"t_{uuid.uuid4().hex[:12]}")
+
+
 @pytest.fixture
-def run_stepflow(pytester: pytest.Pytester, stepflow_db: Path) -> Callable[..., StepflowRun]:
+def store(request: pytest.FixtureRequest, backend: str, stepflow_db: Path) -> Iterator[Store]:
+    made = new_store(request, backend, stepflow_db)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def run_stepflow(pytester: pytest.Pytester, store: Store) -> Callable[..., StepflowRun]:
     def run(*args: str, subprocess: bool = False, check: bool = True) -> StepflowRun:
-        before = _count_executions(stepflow_db)
-        argv = ("--stepflow", f"--stepflow-db={stepflow_db}", "-p", "no:cacheprovider", *args)
+        before = store.count_executions()
+        argv = ("--stepflow", f"--stepflow-db={store.location}", "-p", "no:cacheprovider", *args)
         if subprocess:
             result = pytester.runpytest_subprocess(*argv)
         else:
             result = pytester.runpytest_inprocess(*argv)
-        stepflow_run = StepflowRun(result, stepflow_db, verbosity_of(args))
+        stepflow_run = StepflowRun(result, store, verbosity_of(args))
         if check:
             check_invariants(stepflow_run, before)
         return stepflow_run
