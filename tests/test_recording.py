@@ -1,4 +1,7 @@
-"""What one run records: outcomes, phases, reasons, tracebacks, output, logs, metadata."""
+"""What one run records: outcomes, phases, reasons, tracebacks, output, logs, metadata.
+
+Every test runs on SQLite and on PostgreSQL (`[sqlite]`, `[postgresql]`): the rows read back
+are the same on both (tests/stores.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from datetime import datetime, timezone
 
 import pytest
 from conftest import StepflowRun
+
+pytestmark = pytest.mark.backends
 
 Run = Callable[..., StepflowRun]
 
