@@ -1,4 +1,7 @@
-"""Under pytest-xdist: every worker writes its own steps; nothing is lost, nothing doubled."""
+"""Under pytest-xdist: every worker writes its own steps; nothing is lost, nothing doubled.
+
+On SQLite and PostgreSQL (`[sqlite]`, `[postgresql]`), but for the variants that only
+exercise xdist's scheduling, whose writes are those of a variant run on both."""
 
 from __future__ import annotations
 
@@ -11,7 +14,12 @@ from conftest import StepflowRun
 
 pytest.importorskip("xdist")
 
+pytestmark = pytest.mark.backends
+
 Run = Callable[..., StepflowRun]
+# How xdist hands out tests, not what reaches the database: `load` and `each` (every worker
+# writes every test) run on both backends, the other modes on SQLite.
+SCHEDULING_ONLY = pytest.mark.sqlite_only("xdist scheduling only; writes as under --dist=load")
 
 SUITE = {
     "test_alpha": """
@@ -55,6 +63,7 @@ SUITE = {
 TESTS = 12 + 1 + 1 + 6 + 1 + 4  # items collected from SUITE
 
 DIST_MODES = ["load", "loadscope", "loadfile", "loadgroup", "worksteal", "each"]
+BOTH_BACKENDS_DIST = ("load", "each")
 
 
 @pytest.fixture
@@ -89,7 +98,10 @@ def test_workers_write_every_step(run_stepflow: Run, workers: int) -> None:
 
 
 @pytest.mark.usefixtures("suite")
-@pytest.mark.parametrize("dist", DIST_MODES)
+@pytest.mark.parametrize(
+    "dist",
+    [d if d in BOTH_BACKENDS_DIST else pytest.param(d, marks=SCHEDULING_ONLY) for d in DIST_MODES],
+)
 def test_every_dist_mode(run_stepflow: Run, dist: str) -> None:
     run = run_stepflow("-n", "2", f"--dist={dist}")
     seen = workers_of(run)
@@ -106,6 +118,7 @@ def test_every_dist_mode(run_stepflow: Run, dist: str) -> None:
 
 
 @pytest.mark.usefixtures("suite")
+@SCHEDULING_ONLY
 def test_numprocesses_auto(run_stepflow: Run) -> None:
     run = run_stepflow("-n", "auto")
     assert len(run.steps) == TESTS
@@ -121,6 +134,7 @@ def test_stopping_early(run_stepflow: Run, stop: list[str]) -> None:
 
 
 @pytest.mark.usefixtures("suite")
+@pytest.mark.sqlite_only("the cache plugin's --lf only; writes as any -n 2 run")
 def test_last_failed(run_stepflow: Run, pytester: pytest.Pytester) -> None:
     first = pytester.runpytest_inprocess("-n", "2")  # fills the cache
     assert first.ret == pytest.ExitCode.TESTS_FAILED
