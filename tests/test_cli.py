@@ -7,10 +7,15 @@ share one. Run k (1..7) behaves as:
 - test_fixed fails in runs 1-3                       -> one flip: not flaky
 - test_regressed fails from run 5                    -> one flip: not flaky
 - test_stable passes, test_skipped skips, test_logs logs, prints and passes.
+
+The history is recorded on SQLite and on PostgreSQL (`[sqlite]`, `[postgresql]`), and every
+command is checked on both; what is about an SQLite file (finding it, a corrupt or foreign
+file, its write lock, its full-text tables) is checked on SQLite alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -19,20 +24,23 @@ import re
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import query
+from conftest import SqliteStore, Store, new_store
 from records import make_log, make_started, make_step
 
 from pytest_stepflow.cli import build_parser, main
 from pytest_stepflow.cli.common import Output
+from pytest_stepflow.model import ExecutionStarted, Record
+from pytest_stepflow.storage.backend import open_backend
+from pytest_stepflow.storage.location import parse_location
 from pytest_stepflow.storage.sqlite.bootstrap import start_execution
 from pytest_stepflow.storage.sqlite.connection import open_for_writing
-from pytest_stepflow.storage.sqlite.operations import WriteCache, apply_batch
 from pytest_stepflow.storage.sqlite.schema import SCHEMA_VERSION
+from pytest_stepflow.storage.writer import OwnRecords
 
 SUITE = """
 import logging
@@ -73,6 +81,7 @@ def test_logs():
     print("receipt printed for order 17")
 """
 RUNS = 7
+pytestmark = pytest.mark.backends
 GIT_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_AUTHOR_NAME": "t",
@@ -83,9 +92,14 @@ GIT_ENV = {
 
 
 @pytest.fixture(scope="module")
-def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project folder whose .stepflow/stepflow.db holds the seven runs."""
+def history(
+    request: pytest.FixtureRequest, backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Store]:
+    """The seven runs of a project folder: in its .stepflow/stepflow.db (the default
+    location, on SQLite) or in a schema of the test server (`--stepflow-db=URL`)."""
     root = tmp_path_factory.mktemp("project")
+    store = new_store(request, backend, root / ".stepflow" / "stepflow.db")
+    where = [f"--stepflow-db={store.location}"] if backend != "sqlite" else []
     (root / "test_shop.py").write_text(SUITE)
     (root / "pytest.ini").write_text("[pytest]\nlog_level = INFO\n")
     env = {**os.environ, **GIT_ENV, "HOME": str(root)}
@@ -112,6 +126,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 f"run-{run}",
                 "--stepflow-tag",
                 f"parity={run % 2}",
+                *where,
             ],
             cwd=root,
             env={**env, "SF_RUN": str(run)},
@@ -119,7 +134,10 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
             text=True,
         )
         assert result.returncode == (0 if run == 4 else 1), result.stdout + result.stderr
-    return root / ".stepflow" / "stepflow.db"
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @contextlib.contextmanager
@@ -133,15 +151,21 @@ def cwd(path: Path) -> Iterator[None]:
 
 
 def stepflow(
-    db: Path | None, *args: str, capsys: pytest.CaptureFixture[str]
+    db: Store | Path | None, *args: str, capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, str, str]:
-    argv = [*args, "--db", str(db)] if db is not None else list(args)
+    location = db if db is None or isinstance(db, Path) else db.location
+    argv = [*args, "--db", str(location)] if location is not None else list(args)
     code = main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def as_json(db: Path, capsys: pytest.CaptureFixture[str], *args: str) -> Any:
+def sqlite_file(history: Store) -> Path:
+    assert isinstance(history, SqliteStore), history
+    return history.path
+
+
+def as_json(db: Store | Path, capsys: pytest.CaptureFixture[str], *args: str) -> Any:
     code, out, err = stepflow(db, *args, "--json", capsys=capsys)
     assert code == 0, err
     return json.loads(out)
@@ -151,7 +175,7 @@ def as_json(db: Path, capsys: pytest.CaptureFixture[str], *args: str) -> Any:
 
 
 def test_runs_lists_newest_first_with_counts(
-    history: Path, capsys: pytest.CaptureFixture[str]
+    history: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
     runs = as_json(history, capsys, "runs")
     assert [r["number"] for r in runs] == list(range(RUNS, 0, -1))
@@ -166,7 +190,7 @@ def test_runs_lists_newest_first_with_counts(
     assert lines[1].split()[0] == "7" and "1 failed" in lines[1] and "run-7" in lines[1]
 
 
-def test_runs_filters(history: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_runs_filters(history: Store, capsys: pytest.CaptureFixture[str]) -> None:
     odd = as_json(history, capsys, "runs", "--tag", "parity=1")
     assert [r["number"] for r in odd] == [7, 5, 3, 1]
     assert as_json(history, capsys, "runs", "--name", "run-[23]") != []
@@ -181,12 +205,12 @@ def test_runs_filters(history: Path, capsys: pytest.CaptureFixture[str]) -> None
     ("ref", "number"), [("latest", 7), ("latest~0", 7), ("latest~2", 5), ("3", 3)]
 )
 def test_run_references(
-    history: Path, capsys: pytest.CaptureFixture[str], ref: str, number: int
+    history: Store, capsys: pytest.CaptureFixture[str], ref: str, number: int
 ) -> None:
     assert as_json(history, capsys, "show", ref)["number"] == number
 
 
-def test_run_reference_by_id_prefix(history: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_reference_by_id_prefix(history: Store, capsys: pytest.CaptureFixture[str]) -> None:
     run_id = as_json(history, capsys, "show", "4")["id"]
     assert as_json(history, capsys, "show", run_id[:8])["number"] == 4
     assert as_json(history, capsys, "show", run_id.upper())["number"] == 4
@@ -194,7 +218,7 @@ def test_run_reference_by_id_prefix(history: Path, capsys: pytest.CaptureFixture
 
 @pytest.mark.parametrize("ref", ["99", "latest~7", "zzzz", "0"])
 def test_unknown_run_is_a_one_line_error(
-    history: Path, capsys: pytest.CaptureFixture[str], ref: str
+    history: Store, capsys: pytest.CaptureFixture[str], ref: str
 ) -> None:
     code, out, err = stepflow(history, "show", ref, capsys=capsys)
     assert code == 2 and out == ""
@@ -205,7 +229,7 @@ def test_unknown_run_is_a_one_line_error(
 
 
 def test_show_lists_failures_with_tracebacks(
-    history: Path, capsys: pytest.CaptureFixture[str]
+    history: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, _ = stepflow(history, "show", "6", capsys=capsys)
     assert code == 0
@@ -232,12 +256,12 @@ def test_show_lists_failures_with_tracebacks(
     ],
 )
 def test_show_fail_on(
-    history: Path, capsys: pytest.CaptureFixture[str], fail_on: str, ref: str, code: int
+    history: Store, capsys: pytest.CaptureFixture[str], fail_on: str, ref: str, code: int
 ) -> None:
     assert stepflow(history, "show", ref, "--fail-on", fail_on, capsys=capsys)[0] == code
 
 
-def test_steps_filters_and_pages(history: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_steps_filters_and_pages(history: Store, capsys: pytest.CaptureFixture[str]) -> None:
     every = as_json(history, capsys, "steps", "5")
     assert len(every) == 7 and {s["execution"] for s in every} == {5}
     failed = as_json(history, capsys, "steps", "5", "--outcome", "failed")
@@ -260,10 +284,9 @@ def test_steps_filters_and_pages(history: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_slowest_orders_by_the_stored_durations(
-    history: Path, capsys: pytest.CaptureFixture[str]
+    history: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stored = query(
-        history,
+    stored = history.query(
         "SELECT t.nodeid, s.duration FROM steps s JOIN tests t "
         "ON t.id = s.test_id WHERE s.execution = 7",
     )
@@ -279,7 +302,7 @@ def test_slowest_orders_by_the_stored_durations(
 # -- flaky, history, diff -----------------------------------------------------------------
 
 
-def test_flaky_applies_both_rules(history: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_flaky_applies_both_rules(history: Store, capsys: pytest.CaptureFixture[str]) -> None:
     data = as_json(history, capsys, "flaky")
     found = {t["nodeid"].split("::")[1]: t for t in data["tests"]}
     assert set(found) == {"test_flaky", "test_sometimes"}
@@ -308,7 +331,7 @@ def test_flaky_help_states_both_rules(capsys: pytest.CaptureFixture[str]) -> Non
     assert "same commit" in out and "flip rate" in out and "default 30" in out
 
 
-def test_history_of_one_test(history: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_history_of_one_test(history: Store, capsys: pytest.CaptureFixture[str]) -> None:
     entries = as_json(history, capsys, "history", "test_shop.py::test_fixed")
     assert [e["run"] for e in entries] == list(range(RUNS, 0, -1))
     assert [e["outcome"] for e in entries] == ["passed"] * 4 + ["failed"] * 3
@@ -321,7 +344,7 @@ def test_history_of_one_test(history: Path, capsys: pytest.CaptureFixture[str]) 
     assert code == 2 and "no test 'test_shop.py::test_fixd'" in err
 
 
-def test_diff_between_runs(history: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_diff_between_runs(history: Store, capsys: pytest.CaptureFixture[str]) -> None:
     data = as_json(history, capsys, "diff", "3", "4")
     names = {
         k: [c["nodeid"].split("::")[1] for c in v] for k, v in data.items() if isinstance(v, list)
@@ -343,17 +366,29 @@ def test_diff_between_runs(history: Path, capsys: pytest.CaptureFixture[str]) ->
     assert stepflow(history, "diff", "4", "5", "--fail-on", "new-failures", capsys=capsys)[0] == 1
 
 
-def _apply(path: Path, steps: list[Any]) -> None:
-    with contextlib.closing(open_for_writing(path)) as conn:
-        apply_batch(conn, steps, WriteCache())
+def _start(store: Store, started: ExecutionStarted) -> None:
+    """A new execution, through the backend's own bootstrap (as a run starts one)."""
+    open_backend(parse_location(store.location)).start_execution(started)
 
 
-def test_diff_added_removed_slower_faster(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    db = tmp_path / "stepflow.db"
+def _apply(store: Store, records: Sequence[Record]) -> None:
+    """One batch through the backend's own sink (as the writer process applies it)."""
+    sink = open_backend(parse_location(store.location)).sink()
+
+    async def run() -> None:
+        await sink.open(OwnRecords(lambda message: None))
+        try:
+            await sink.apply(records)
+        finally:
+            await sink.close()
+
+    asyncio.run(run())
+
+
+def test_diff_added_removed_slower_faster(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    db = store
     first, second = make_started(), make_started()
-    start_execution(db, first)
+    _start(db, first)
     _apply(
         db,
         [
@@ -364,7 +399,7 @@ def test_diff_added_removed_slower_faster(
             make_step(first.id, "t.py::gone"),
         ],
     )
-    start_execution(db, second)
+    _start(db, second)
     _apply(
         db,
         [
@@ -387,7 +422,7 @@ def test_diff_added_removed_slower_faster(
 # -- logs, search, artifacts --------------------------------------------------------------
 
 
-def test_logs_of_one_test(history: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_logs_of_one_test(history: Store, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = stepflow(history, "logs", "test_shop.py::test_logs", capsys=capsys)
     assert code == 0
     assert "payment gateway timeout after 30s" in out and "WARNING" in out
@@ -407,7 +442,7 @@ def test_logs_of_one_test(history: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_search_finds_tracebacks_logs_and_output(
-    history: Path, capsys: pytest.CaptureFixture[str]
+    history: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
     hits = as_json(history, capsys, "search", "gateway timeout")
     assert {h["field"] for h in hits} == {"log"} and len(hits) == RUNS
@@ -422,12 +457,13 @@ def test_search_finds_tracebacks_logs_and_output(
     assert stepflow(history, "search", "zebra", "--fail-on", "any", capsys=capsys)[0] == 0
 
 
+@pytest.mark.sqlite_only("drops SQLite's FTS5 tables from a copy of the file")
 def test_search_without_a_full_text_index_scans(
-    history: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    history: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     copy = tmp_path / "copy.db"
     with (
-        contextlib.closing(sqlite3.connect(history)) as src,
+        contextlib.closing(sqlite3.connect(sqlite_file(history))) as src,
         contextlib.closing(sqlite3.connect(copy)) as dst,
     ):
         src.backup(dst)
@@ -438,11 +474,12 @@ def test_search_without_a_full_text_index_scans(
     assert len(hits) == RUNS and "[gateway]" in hits[0]["snippet"]
 
 
+@pytest.mark.sqlite_only("lays out SQLite's artifact store (files beside the database) by hand")
 def test_artifacts_and_artifact_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "stepflow.db"
     started = make_started()
-    start_execution(db, started)
-    _apply(db, [make_step(started.id, "t.py::shot", logs=[make_log("x")])])
+    _start(SqliteStore(db), started)
+    _apply(SqliteStore(db), [make_step(started.id, "t.py::shot", logs=[make_log("x")])])
     content = b"\x89PNG fake screenshot bytes"
     stored = "artifacts/ab/abcdef"
     (tmp_path / "artifacts" / "ab").mkdir(parents=True)
@@ -477,19 +514,20 @@ def test_artifacts_and_artifact_copy(tmp_path: Path, capsys: pytest.CaptureFixtu
 # -- finding the database, bad input, output ------------------------------------------------
 
 
+@pytest.mark.sqlite_only("the default .stepflow/stepflow.db file, looked for upwards")
 def test_database_is_found_from_a_subfolder(
-    history: Path,
+    history: Store,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("STEPFLOW_DB", raising=False)
-    nested = history.parent.parent / "deep" / "er"
+    nested = sqlite_file(history).parent.parent / "deep" / "er"
     nested.mkdir(parents=True, exist_ok=True)
     with cwd(nested):
         code, out, _ = stepflow(None, "runs", "--json", capsys=capsys)
     assert code == 0 and len(json.loads(out)) == RUNS
-    monkeypatch.setenv("STEPFLOW_DB", str(history))
+    monkeypatch.setenv("STEPFLOW_DB", str(sqlite_file(history)))
     with cwd(tmp_path):
         code, out, _ = stepflow(None, "runs", "--json", capsys=capsys)
     assert code == 0 and len(json.loads(out)) == RUNS
@@ -498,6 +536,19 @@ def test_database_is_found_from_a_subfolder(
         code, out, err = stepflow(None, "runs", capsys=capsys)
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "run `pytest --stepflow` first" in err and "--db PATH" in err
+
+
+def test_database_from_the_environment(
+    history: Store,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """$STEPFLOW_DB names the database as --db does: a path or a server URL."""
+    monkeypatch.setenv("STEPFLOW_DB", history.location)
+    with cwd(tmp_path):
+        code, out, _ = stepflow(None, "runs", "--json", capsys=capsys)
+    assert code == 0 and [r["number"] for r in json.loads(out)] == list(range(RUNS, 0, -1))
 
 
 def _newer(path: Path) -> None:
@@ -511,6 +562,7 @@ def _foreign(path: Path) -> None:
         conn.execute("CREATE TABLE notes (x)")
 
 
+@pytest.mark.sqlite_only("files that are not stepflow's SQLite databases")
 @pytest.mark.parametrize(
     ("make", "expected"),
     [
@@ -539,6 +591,7 @@ def test_bad_database_is_a_one_line_error(
         assert db.read_bytes() == before
 
 
+@pytest.mark.sqlite_only("a foreign SQLite file")
 def test_storage_errors_name_the_db_option(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -548,12 +601,13 @@ def test_storage_errors_name_the_db_option(
     assert code == 2 and err.rstrip().endswith("; pass another --db")
 
 
+@pytest.mark.sqlite_only("smashes the pages of a copy of the SQLite file")
 def test_corrupt_pages_are_a_one_line_error(
-    history: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    history: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     copy = tmp_path / "corrupt.db"
     with (
-        contextlib.closing(sqlite3.connect(history)) as src,
+        contextlib.closing(sqlite3.connect(sqlite_file(history))) as src,
         contextlib.closing(sqlite3.connect(copy)) as dst,
     ):
         src.backup(dst)
@@ -568,7 +622,7 @@ def test_corrupt_pages_are_a_one_line_error(
     assert "corrupt" in err and "Traceback" not in err
 
 
-def test_bad_option_values_exit_2(history: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_option_values_exit_2(history: Store, capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (
         ["runs", "--limit", "0"],
         ["runs", "--limit", "x"],
@@ -577,16 +631,18 @@ def test_bad_option_values_exit_2(history: Path, capsys: pytest.CaptureFixture[s
         [],
     ):
         with pytest.raises(SystemExit) as exit_info:
-            main([*argv, "--db", str(history)] if argv else argv)
+            main([*argv, "--db", history.location] if argv else argv)
         assert exit_info.value.code == 2, argv
         assert "usage: stepflow" in capsys.readouterr().err
 
 
+@pytest.mark.sqlite_only("SQLite's write lock and the file's bytes")
 def test_commands_never_write_and_work_while_a_session_writes(
-    history: Path, capsys: pytest.CaptureFixture[str]
+    history: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    before = history.read_bytes()
-    writer = open_for_writing(history)
+    path = sqlite_file(history)
+    before = path.read_bytes()
+    writer = open_for_writing(path)
     try:
         writer.execute("BEGIN IMMEDIATE")  # a running session holds the write lock
         writer.execute("UPDATE executions SET name = name")
@@ -595,7 +651,7 @@ def test_commands_never_write_and_work_while_a_session_writes(
         writer.execute("ROLLBACK")
     finally:
         writer.close()
-    assert history.read_bytes() == before
+    assert path.read_bytes() == before
 
 
 class _Terminal(io.StringIO):
@@ -625,13 +681,15 @@ def test_every_command_has_examples_and_is_in_the_readme() -> None:
         assert f"stepflow {name}" in command.epilog, name
 
 
-def test_console_script_runs_without_importing_pytest(history: Path) -> None:
+def test_console_script_runs_without_importing_pytest(history: Store) -> None:
+    heavy = ["pytest", "_pytest", "pluggy", "aiosqlite"]
+    if history.backend == "sqlite":  # psycopg imports asyncio itself (its async connection)
+        heavy.append("asyncio")
     probe = (
         "import sys\n"
         "from pytest_stepflow.cli import main\n"
-        f"code = main(['runs', '--db', {str(history)!r}, '--json'])\n"
-        "heavy = sorted(m for m in ('pytest', '_pytest', 'pluggy', 'aiosqlite', 'asyncio')"
-        " if m in sys.modules)\n"
+        f"code = main(['runs', '--db', {history.location!r}, '--json'])\n"
+        f"heavy = sorted(m for m in {tuple(heavy)!r} if m in sys.modules)\n"
         "print('HEAVY', heavy, code)\n"
     )
     result = subprocess.run(
@@ -645,7 +703,7 @@ def test_console_script_runs_without_importing_pytest(history: Path) -> None:
             "pytest_stepflow",
             "show",
             "--db",
-            str(history),
+            history.location,
             "--fail-on",
             "failures",
         ],
@@ -658,7 +716,7 @@ def test_console_script_runs_without_importing_pytest(history: Path) -> None:
 def test_show_and_steps_of_an_xdist_run(
     pytester: pytest.Pytester,
     run_stepflow: Any,
-    stepflow_db: Path,
+    store: Store,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     pytester.makepyfile(
@@ -672,11 +730,11 @@ def test_show_and_steps_of_an_xdist_run(
     )
     run_stepflow("-n", "2", subprocess=True)
     capsys.readouterr()  # pytester echoes the run's output
-    data = as_json(stepflow_db, capsys, "show")
+    data = as_json(store, capsys, "show")
     workers = {w["worker"]: w["steps"] for w in data["workers"]}
     assert set(workers) == {"gw0", "gw1"} and sum(workers.values()) == 12
     assert data["counts"] == {"passed": 11, "failed": 1} and data["worker_count"] == 2
-    code, out, _ = stepflow(stepflow_db, "show", "--fail-on", "failures", capsys=capsys)
+    code, out, _ = stepflow(store, "show", "--fail-on", "failures", capsys=capsys)
     assert code == 1 and "worker  steps" in out and "FAILED test_many.py::test_i[5]" in out
-    per_worker = [len(as_json(stepflow_db, capsys, "steps", "--worker", w)) for w in workers]
+    per_worker = [len(as_json(store, capsys, "steps", "--worker", w)) for w in workers]
     assert per_worker == list(workers.values())
