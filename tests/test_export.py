@@ -2,7 +2,8 @@
 
 The JUnit XML is checked against the JUnit XSD that pytest's own tests validate
 `--junitxml` with (tests/data/junit-10.xsd) and, test by test, against what pytest's
-junitxml itself writes for the same session.
+junitxml itself writes for the same session. Runs are recorded on SQLite and on PostgreSQL
+(`[sqlite]`, `[postgresql]`) and exported from each.
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ from typing import Any
 import pytest
 import xmlschema
 from _pytest.junitxml import mangle_test_address
-from conftest import StepflowRun, query
+from conftest import StepflowRun, Store
 
 from pytest_stepflow.cli import main
 from pytest_stepflow.query.database import open_database
 from pytest_stepflow.query.records import StepDetail
 from pytest_stepflow.report.export import json_document, json_lines, junit_names
 from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.storage.reading import ReadSide
 from pytest_stepflow.storage.sqlite.reader import Reader as SqliteReader
+
+pytestmark = pytest.mark.backends
 
 Run = Callable[..., StepflowRun]
 SCHEMA_PATH = Path(__file__).parent / "data" / "junit-10.xsd"
@@ -128,9 +132,11 @@ def recorded(pytester: pytest.Pytester, run_stepflow: Run) -> StepflowRun:
     return run
 
 
-def stepflow(db: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+def stepflow(
+    db: Store | Path, *args: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
     capsys.readouterr()  # drop what the pytester run printed
-    code = main(["export", *args, "--db", str(db)])
+    code = main(["export", *args, "--db", str(db) if isinstance(db, Path) else db.location])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -181,7 +187,7 @@ def test_junit_validates_and_counts_match_pytest(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     target = tmp_path / "reports" / "junit.xml"  # the folder is made
-    code, out, err = stepflow(recorded.db, "--format", "junit", "-o", str(target), capsys=capsys)
+    code, out, err = stepflow(recorded.store, "--format", "junit", "-o", str(target), capsys=capsys)
     assert (code, out, err) == (0, "", "")
     schema.validate(str(target))
     suite = suite_of(target)
@@ -213,7 +219,7 @@ def test_junit_matches_pytest_junitxml_test_by_test(
     junitxml; the same suite counts (pytest repeats a testcase whose call failed and whose
     teardown failed; we keep one testcase per test)."""
     target = tmp_path / "junit.xml"
-    assert stepflow(recorded.db, "-o", str(target), capsys=capsys)[0] == 0
+    assert stepflow(recorded.store, "-o", str(target), capsys=capsys)[0] == 0
     ours, theirs = suite_of(target), suite_of(pytester.path / "pytest.xml")
     schema.validate(str(pytester.path / "pytest.xml"))  # the schema is pytest's own
     for attribute in ("name", "failures", "errors", "skipped"):
@@ -230,7 +236,7 @@ def test_junit_output_with_control_characters_and_markup(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     target = tmp_path / "junit.xml"
-    assert stepflow(recorded.db, "-o", str(target), capsys=capsys)[0] == 0
+    assert stepflow(recorded.store, "-o", str(target), capsys=capsys)[0] == 0
     raw = target.read_text(encoding="utf-8")
     assert not any(c in raw for c in "\x00\x07\x1b\x7f\x0c\x01")
     schema.validate(str(target))
@@ -278,7 +284,7 @@ def test_junit_reruns_as_flaky_and_rerun_elements(
     run = run_stepflow("--reruns", "2")
     assert run.result.parseoutcomes() == {"failed": 1, "passed": 2, "rerun": 3}
     target = tmp_path / "junit.xml"
-    assert stepflow(run.db, "-o", str(target), capsys=capsys)[0] == 0
+    assert stepflow(run.store, "-o", str(target), capsys=capsys)[0] == 0
     schema.validate(str(target))
     suite = suite_of(target)
     cases = {c.get("name", ""): c for c in suite.iter("testcase")}
@@ -316,7 +322,14 @@ def test_junit_xunit1_has_pytest_legacy_attributes(
     run = run_stepflow("-o", "junit_family=xunit1", f"--junitxml={pytester.path / 'pytest.xml'}")
     target = tmp_path / "junit.xml"
     code, _, _ = stepflow(
-        run.db, "-o", str(target), "--junit-family", "xunit1", "--suite-name", "unit", capsys=capsys
+        run.store,
+        "-o",
+        str(target),
+        "--junit-family",
+        "xunit1",
+        "--suite-name",
+        "unit",
+        capsys=capsys,
     )
     assert code == 0
     ours, theirs = suite_of(target), suite_of(pytester.path / "pytest.xml")
@@ -369,7 +382,7 @@ def test_junit_suite_properties_from_the_execution(
     git("commit", "-q", "-m", "one")
     run = run_stepflow("--stepflow-name", "nightly", "--stepflow-tag", "suite=smoke")
     target = tmp_path / "junit.xml"
-    assert stepflow(run.db, "latest", "-o", str(target), capsys=capsys)[0] == 0
+    assert stepflow(run.store, "latest", "-o", str(target), capsys=capsys)[0] == 0
     suite = suite_of(target)
     assert suite.get("name") == "nightly"
     properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
@@ -410,7 +423,7 @@ def test_json_document_round_trip(
     recorded: StepflowRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = tmp_path / "run.json"  # the suffix picks the format
-    assert stepflow(recorded.db, "-o", str(target), capsys=capsys)[0] == 0
+    assert stepflow(recorded.store, "-o", str(target), capsys=capsys)[0] == 0
     document = strict_json(target.read_text(encoding="utf-8"))
     assert (document["format"], document["version"]) == ("stepflow-export", 1)
     execution = recorded.execution
@@ -440,7 +453,7 @@ def test_json_document_round_trip(
 def test_jsonl_one_line_per_step(
     recorded: StepflowRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = stepflow(recorded.db, "--format", "jsonl", capsys=capsys)  # to stdout
+    code, out, err = stepflow(recorded.store, "--format", "jsonl", capsys=capsys)  # to stdout
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert len(lines) == len(recorded.steps) + 1
@@ -452,9 +465,9 @@ def test_jsonl_one_line_per_step(
         s["outcome"] for s in final_steps(recorded)
     )
     # `-o -` is stdout too, and the file form is byte for byte the same text.
-    assert stepflow(recorded.db, "--format", "jsonl", "-o", "-", capsys=capsys)[1] == out
+    assert stepflow(recorded.store, "--format", "jsonl", "-o", "-", capsys=capsys)[1] == out
     target = tmp_path / "run.jsonl"
-    assert stepflow(recorded.db, "-o", str(target), capsys=capsys)[0] == 0
+    assert stepflow(recorded.store, "-o", str(target), capsys=capsys)[0] == 0
     assert target.read_text(encoding="utf-8") == out
 
 
@@ -462,7 +475,7 @@ def test_json_renderers_stream_steps(
     recorded: StepflowRun, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Each step is read only when its text is asked for: nothing builds the whole list."""
-    with open_database(recorded.db) as db:
+    with open_database(recorded.store.location) as db:
         number = db.resolve("latest")
         run = db.run(number)
         for render in (json_lines, json_document):
@@ -487,12 +500,21 @@ def test_json_renderers_stream_steps(
 # -- errors -------------------------------------------------------------------------------
 
 
+def reader_class(store: Store) -> Any:
+    """The class of the store's backend's reader, whose method a test patches."""
+    if store.backend == "sqlite":
+        return SqliteReader
+    from pytest_stepflow.storage.postgresql.reader import Reader as PostgresqlReader
+
+    return PostgresqlReader
+
+
 def test_unknown_run_is_a_one_line_error(
     recorded: StepflowRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = tmp_path / "junit.xml"
     target.write_text("old report")
-    code, out, err = stepflow(recorded.db, "99", "-o", str(target), capsys=capsys)
+    code, out, err = stepflow(recorded.store, "99", "-o", str(target), capsys=capsys)
     assert (code, out) == (2, "")
     assert "'99'" in one_line_error(err)
     assert target.read_text() == "old report"
@@ -505,12 +527,13 @@ def test_unwritable_output_is_a_one_line_error(
 ) -> None:
     (tmp_path / "file.txt").write_text("x")
     target = tmp_path / "file.txt" / "junit.xml" if where == "under-a-file" else tmp_path
-    code, out, err = stepflow(recorded.db, "-o", str(target), capsys=capsys)
+    code, out, err = stepflow(recorded.store, "-o", str(target), capsys=capsys)
     assert (code, out) == (2, "")
     assert f"cannot write {target}" in one_line_error(err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
 
 
+@pytest.mark.sqlite_only("an SQLite file that does not exist")
 def test_missing_database_is_a_one_line_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -530,16 +553,17 @@ def test_failure_while_writing_keeps_the_old_file(
     """The file is replaced whole or not at all; no temporary file is left behind."""
     target = tmp_path / "run.jsonl"
     target.write_text("old export")
-    real = SqliteReader.iter_steps
+    reader = reader_class(recorded.store)
+    real = reader.iter_steps
 
-    def failing(self: SqliteReader, number: int) -> Iterator[StepDetail]:
+    def failing(self: ReadSide, number: int) -> Iterator[StepDetail]:
         for index, detail in enumerate(real(self, number)):
             if index == 3:
                 raise StorageError("database disk image is malformed")
             yield detail
 
-    monkeypatch.setattr(SqliteReader, "iter_steps", failing)
-    code, _, err = stepflow(recorded.db, "-o", str(target), capsys=capsys)
+    monkeypatch.setattr(reader, "iter_steps", failing)
+    code, _, err = stepflow(recorded.store, "-o", str(target), capsys=capsys)
     assert code == 2
     assert "malformed" in one_line_error(err)
     assert target.read_text() == "old export"
@@ -581,7 +605,7 @@ def test_xdist_run_exports_every_step(
     }
     assert workers <= {"gw0", "gw1"} and workers
     junit = tmp_path / "junit.xml"
-    assert stepflow(run.db, "-o", str(junit), capsys=capsys)[0] == 0
+    assert stepflow(run.store, "-o", str(junit), capsys=capsys)[0] == 0
     schema.validate(str(junit))
     suite = suite_of(junit)
     assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("11", "2", "1")
@@ -590,8 +614,8 @@ def test_xdist_run_exports_every_step(
         "AssertionError: item 3 broke\nassert (3 % 4) != 3",
         "AssertionError: item 7 broke\nassert (7 % 4) != 3",
     ]
-    _, out, _ = stepflow(run.db, "--format", "jsonl", capsys=capsys)
+    _, out, _ = stepflow(run.store, "--format", "jsonl", capsys=capsys)
     steps = [strict_json(line) for line in out.splitlines()[1:]]
-    assert len(steps) == 11 == len(query(run.db, "SELECT id FROM steps"))
+    assert len(steps) == 11 == len(run.query("SELECT id FROM steps"))
     assert {s["worker"] for s in steps} == workers
     assert sum(len(s["logs"]) for s in steps) == 10
