@@ -13,7 +13,8 @@ Both backends: a module opts in with `pytestmark = pytest.mark.backends`; then e
 that uses `store` (through `run_stepflow` or a fixture of its own) runs as `[sqlite]` and
 `[postgresql]`, the latter skipped with the reason when there is no PostgreSQL server
 (tests/postgresql_server.py). `@pytest.mark.sqlite_only("why")` keeps a test, or one
-parameter (`pytest.param(..., marks=...)`), on SQLite alone; the reason is required.
+parameter (`pytest.param(..., marks=...)`), on SQLite alone, `postgresql_only("why")` on PostgreSQL
+alone; the reason is required.
 Elsewhere `store` is the SQLite file `stepflow_db`, as before.
 """
 
@@ -258,14 +259,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "sqlite_only(reason): on SQLite alone in a `backends` module, and why"
     )
+    config.addinivalue_line(
+        "markers", "postgresql_only(reason): on PostgreSQL alone in a `backends` module, and why"
+    )
 
 
-def _sqlite_only_reason(marker: pytest.Mark | None) -> str | None:
+def _only_reason(marker: pytest.Mark | None) -> str | None:
     if marker is None:
         return None
     reason = marker.args[0] if marker.args else marker.kwargs.get("reason")
     if not isinstance(reason, str) or not reason.strip():
-        raise pytest.UsageError("@pytest.mark.sqlite_only needs a reason")
+        raise pytest.UsageError(f"@pytest.mark.{marker.name} needs a reason")
     return reason
 
 
@@ -278,19 +282,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     definition = metafunc.definition
     if definition.get_closest_marker("backends") is None:
         return
-    only_sqlite = _sqlite_only_reason(definition.get_closest_marker("sqlite_only")) is not None
+    only_sqlite = _only_reason(definition.get_closest_marker("sqlite_only")) is not None
     # `[sqlite]` alone still: the test shares the module's SQLite instances (one history).
     metafunc.parametrize("backend", BACKENDS[:1] if only_sqlite else BACKENDS, scope="module")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A parameter marked `sqlite_only` is not made on the other backends."""
+    """A parameter marked `sqlite_only` is not made on the other backends, a test marked
+    `postgresql_only` not on SQLite (deselected, so that the parameter indexes, by which
+    pytest groups the module's tests, stay those of every backend)."""
     kept: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        on = callspec.params.get("backend", "sqlite") if callspec is not None else "sqlite"
-        if on != "sqlite" and _sqlite_only_reason(item.get_closest_marker("sqlite_only")):
+        if callspec is None or "backend" not in callspec.params:
+            kept.append(item)
+            continue
+        on = callspec.params["backend"]
+        if (on != "sqlite" and _only_reason(item.get_closest_marker("sqlite_only"))) or (
+            on != "postgresql" and _only_reason(item.get_closest_marker("postgresql_only"))
+        ):
             dropped.append(item)
         else:
             kept.append(item)

@@ -199,6 +199,8 @@ class PostgresStore:
         present and validated, every index valid (none left half-built)."""
         from pytest_stepflow.storage.postgresql.schema import APPLICATION, META, SCHEMA_VERSION
 
+        if not self.exists():
+            return [f"schema {self.schema} holds no stepflow tables"]
         problems: list[str] = []
         meta = {r["key"]: r["value"] for r in self.query(f"SELECT key, value FROM {META}")}
         if APPLICATION not in meta.values():

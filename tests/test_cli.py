@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SqliteStore, Store, new_store
+from conftest import PostgresStore, SqliteStore, Store, new_store
 from records import make_log, make_started, make_step
 
 from pytest_stepflow.cli import build_parser, main
@@ -652,6 +652,49 @@ def test_commands_never_write_and_work_while_a_session_writes(
     finally:
         writer.close()
     assert path.read_bytes() == before
+
+
+@pytest.mark.postgresql_only("a server's row locks and statement triggers; the file's twin above")
+def test_commands_never_write_to_a_server_and_work_while_a_session_writes(
+    history: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statement trigger on every table notes any INSERT, UPDATE, DELETE or TRUNCATE (even
+    of no row) in a schema of its own; the relations of the schema are compared too."""
+    import psycopg
+
+    assert isinstance(history, PostgresStore)
+    # A command that waited for the session's locks fails instead of hanging the suite.
+    monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=30000")
+    s, audit = history.schema, f"{history.schema}_audit"
+    relations = "SELECT relname, relkind FROM pg_class WHERE relnamespace = ?::regnamespace"
+    before = sorted(map(str, history.query(relations, s)))
+    tables = [r["relname"] for r in history.query(relations, s) if r["relkind"] == "r"]
+    with psycopg.connect(history.url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {audit}")
+        conn.execute(f"CREATE TABLE {audit}.writes (relation text, operation text)")
+        conn.execute(
+            f"CREATE FUNCTION {audit}.note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"INSERT INTO {audit}.writes VALUES (TG_TABLE_NAME, TG_OP); RETURN NULL; END $$"
+        )
+        for table in tables:
+            conn.execute(
+                f"CREATE TRIGGER audit_writes AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+                f"ON {s}.{table} FOR EACH STATEMENT EXECUTE FUNCTION {audit}.note()"
+            )
+    try:
+        with psycopg.connect(history.url) as writer:  # a running session, mid-transaction
+            writer.execute(f"UPDATE {s}.executions SET name = name")
+            writer.execute(f"UPDATE {s}.steps SET outcome = outcome")
+            for argv in (["runs"], ["show"], ["flaky"], ["search", "gateway"], ["diff"]):
+                assert stepflow(history, *argv, capsys=capsys)[0] in (0, 1), argv
+            writer.rollback()
+        assert history.query(f"SELECT * FROM {audit}.writes") == []
+    finally:
+        with psycopg.connect(history.url, autocommit=True) as conn:
+            for table in tables:
+                conn.execute(f"DROP TRIGGER audit_writes ON {s}.{table}")
+            conn.execute(f"DROP SCHEMA {audit} CASCADE")
+    assert sorted(map(str, history.query(relations, s))) == before
 
 
 class _Terminal(io.StringIO):
