@@ -10,12 +10,13 @@
   outcome by outcome.
 
 Both backends: a module opts in with `pytestmark = pytest.mark.backends`; then every test
-that uses `store` (through `run_stepflow` or a fixture of its own) runs as `[sqlite]` and
-`[postgresql]`, the latter skipped with the reason when there is no PostgreSQL server
-(tests/postgresql_server.py). `@pytest.mark.sqlite_only("why")` keeps a test, or one
-parameter (`pytest.param(..., marks=...)`), on SQLite alone, `postgresql_only("why")` on PostgreSQL
-alone; the reason is required.
-Elsewhere `store` is the SQLite file `stepflow_db`, as before.
+that uses `store` (through `run_stepflow`) or `backend` (a fixture of its own, as
+test_cli's module-scoped history) runs as `[sqlite]` and `[postgresql]`, the latter skipped
+with the reason when there is no PostgreSQL server (tests/postgresql_server.py).
+`@pytest.mark.sqlite_only("why")` keeps a test, or one parameter
+(`pytest.param(..., marks=...)`), on SQLite alone, `@pytest.mark.postgresql_only("why")`
+on PostgreSQL alone; the reason is required. Elsewhere `store` is the SQLite file
+`stepflow_db`, as before.
 """
 
 from __future__ import annotations
