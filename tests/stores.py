@@ -2,8 +2,8 @@
 
 A store has `location` (what `--stepflow-db=` and `stepflow --db=` take) and reads rows as
 dicts that look the same on both backends: `query(sql, *params)` takes SQLite's `?`
-placeholders; on PostgreSQL, jsonb values come back as JSON text and booleans as 0/1, as
-SQLite stores them, so one assertion holds for both.
+placeholders; on PostgreSQL, json (and jsonb) values come back as the server's JSON text and
+booleans as 0/1, as SQLite stores them, so one assertion holds for both.
 
 Tests read directly (never through the package's readers), so that what the readers return
 is checked against what is really stored.
@@ -12,12 +12,11 @@ is checked against what is really stored.
 from __future__ import annotations
 
 import decimal
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
 
-# PostgreSQL type OIDs whose values are converted to look like SQLite's.
+# PostgreSQL type OIDs whose values are read to look like SQLite's.
 _JSON_OIDS = frozenset({114, 3802})  # json, jsonb
 _BOOL_OID = 16
 
@@ -116,8 +115,6 @@ def to_postgresql(sql: str) -> str:
 def _sqlite_like(value: Any, type_code: int) -> Any:
     if value is None:
         return None
-    if type_code in _JSON_OIDS:
-        return json.dumps(value, ensure_ascii=False)
     if type_code == _BOOL_OID:
         return int(value)
     if isinstance(value, decimal.Decimal):  # sum() of integers
@@ -164,8 +161,11 @@ class PostgresStore:
         if self._conn is None or self._conn.closed:
             import psycopg
             from psycopg import sql
+            from psycopg.types.string import TextLoader
 
             self._conn = psycopg.connect(self.url, autocommit=True)
+            for oid in _JSON_OIDS:  # JSON as the server's text, not parsed
+                self._conn.adapters.register_loader(oid, TextLoader)
             self._conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
         return self._conn
 

@@ -83,12 +83,7 @@ def test_logs():
 RUNS = 7
 pytestmark = pytest.mark.backends
 
-# Known PostgreSQL backend bugs, reported; strict, so a fix shows as XPASS and fails.
-JSONB_KEY_ORDER = pytest.mark.xfail(
-    strict=True,
-    reason="PostgreSQL backend bug: jsonb reorders object keys, so `show` prints the writer "
-    "statistics as 'writer: logs .., lost .., steps ..' instead of in the written order",
-)
+# A known PostgreSQL backend bug, reported; strict, so the fix shows as XPASS and fails.
 ONE_WORD_SNIPPET = pytest.mark.xfail(
     strict=True,
     reason="PostgreSQL backend bug: search snippets mark only the first matching word "
@@ -241,10 +236,8 @@ def test_unknown_run_is_a_one_line_error(
 
 
 def test_show_lists_failures_with_tracebacks(
-    history: Store, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+    history: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if history.backend == "postgresql":
-        request.applymarker(JSONB_KEY_ORDER)
     code, out, _ = stepflow(history, "show", "6", capsys=capsys)
     assert code == 0
     assert re.search(r"^run #6 .* failed$", out.splitlines()[0])
