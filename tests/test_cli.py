@@ -83,12 +83,6 @@ def test_logs():
 RUNS = 7
 pytestmark = pytest.mark.backends
 
-# A known PostgreSQL backend bug, reported; strict, so the fix shows as XPASS and fails.
-ONE_WORD_SNIPPET = pytest.mark.xfail(
-    strict=True,
-    reason="PostgreSQL backend bug: search snippets mark only the first matching word "
-    "('[gateway] timeout'); SQLite's FTS5 snippet marks each ('[gateway] [timeout]')",
-)
 GIT_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_AUTHOR_NAME": "t",
@@ -449,10 +443,8 @@ def test_logs_of_one_test(history: Store, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_search_finds_tracebacks_logs_and_output(
-    history: Store, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+    history: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if history.backend == "postgresql":
-        request.applymarker(ONE_WORD_SNIPPET)
     hits = as_json(history, capsys, "search", "gateway timeout")
     assert {h["field"] for h in hits} == {"log"} and len(hits) == RUNS
     assert "[gateway] [timeout]" in hits[0]["snippet"]
