@@ -317,7 +317,7 @@ class Owner(Recording):
             ExecutionSummary(
                 execution_id=self.started.id,
                 number=self.number,
-                db_path=self.settings.describe_db(),
+                db_path=self.settings.location.describe(),  # a path, or a URL (password masked)
                 status=status,
                 exit_code=exit_code,
                 duration=CLOCK.now() - self._t0,
