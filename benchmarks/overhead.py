@@ -69,6 +69,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from _postgresql import private_server
+
 VARIANTS = ("plain", "stepflow", "deferred", "junitxml", "reportlog", "postgresql")
 POSTGRESQL_LIMIT = 1.02  # postgresql / stepflow (SQLite): the PostgreSQL issue's target
 PROBE = "hooks"  # --breakdown only
@@ -534,23 +536,8 @@ def postgresql(url: str) -> Iterator[str]:
     if url != "private":
         yield url
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from postgresql_server import PostgresServer, _bindir
-
-    bindir = _bindir()
-    if bindir is None:
-        raise BenchError("no PostgreSQL server binaries (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="stepflow-bench-pg-"))
-    os.chmod(root, 0o755)
-    server = PostgresServer(bindir, root / "cluster")
-    try:
-        server.init()
-        server.start()
-        server.setup_roles()
-        yield server.url()
-    finally:
-        server.stop("immediate")
-        shutil.rmtree(root, ignore_errors=True)
+    with private_server() as private:
+        yield private
 
 
 def main(argv: list[str] | None = None) -> int:

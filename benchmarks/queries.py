@@ -36,7 +36,6 @@ import io
 import json
 import os
 import random
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -47,6 +46,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from _postgresql import private_server
 
 from pytest_stepflow.cli import main as stepflow_main
 from pytest_stepflow.model import ExecutionFinished, ExecutionStarted, Record, Step
@@ -280,27 +281,6 @@ def main() -> int:
             folder = stack.enter_context(tempfile.TemporaryDirectory())
             args.db = str(Path(folder) / "stepflow.db")
         return measure(args)
-
-
-@contextlib.contextmanager
-def private_server() -> Iterator[str]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from postgresql_server import PostgresServer, _bindir
-
-    bindir = _bindir()
-    if bindir is None:
-        raise SystemExit("no PostgreSQL server binaries (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="stepflow-bench-pg-"))
-    os.chmod(root, 0o755)
-    server = PostgresServer(bindir, root / "cluster")
-    try:
-        server.init()
-        server.start()
-        server.setup_roles()
-        yield server.url()
-    finally:
-        server.stop("immediate")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def measure(args: argparse.Namespace) -> int:

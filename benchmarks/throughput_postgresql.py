@@ -48,10 +48,10 @@ import psycopg
 from _records import passing_step
 
 from pytest_stepflow.model import ExecutionStarted, Step, split_nodeid
+from pytest_stepflow.storage.batches import STEP_COLUMNS
 from pytest_stepflow.storage.location import PostgresqlLocation, parse_location
 from pytest_stepflow.storage.postgresql.bootstrap import start_execution
 from pytest_stepflow.storage.postgresql.connection import connect_kwargs
-from pytest_stepflow.storage.postgresql.operations import _STEP_COLUMNS
 from pytest_stepflow.storage.postgresql.sink import PostgresqlSink
 from pytest_stepflow.storage.writer import BatchWriter
 from pytest_stepflow.timestamps import iso_utc
@@ -60,8 +60,8 @@ VARIANTS = ("raw", "writer", "copy")
 RAW_BATCH = 500
 TARGET = 0.8
 STEP_START = 1_700_000_000.0
-_values = operator.attrgetter(*_STEP_COLUMNS)
-_COLUMNS = "execution, test_id, " + ", ".join(_STEP_COLUMNS)
+_values = operator.attrgetter(*STEP_COLUMNS)
+_COLUMNS = "execution, test_id, " + ", ".join(STEP_COLUMNS)
 
 
 def make_steps(execution_id: str, worker: int, rows: int) -> list[Step]:

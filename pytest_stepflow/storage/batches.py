@@ -9,6 +9,34 @@ from typing import Any
 
 from pytest_stepflow.model import Record
 
+# A step row's own columns, in the order both backends' inserts bind them from a `Step`
+# (the execution and the test are resolved to keys by each backend).
+STEP_COLUMNS = (
+    "worker",
+    "attempt",
+    "final",
+    "kind",
+    "item_index",
+    "line",
+    "parameters",
+    "markers",
+    "outcome",
+    "setup_outcome",
+    "call_outcome",
+    "teardown_outcome",
+    "setup_duration",
+    "call_duration",
+    "teardown_duration",
+    "duration",
+    "started_at",
+    "completed_at",
+    "longrepr",
+    "reason",
+    "stdout",
+    "stderr",
+    "properties",
+)
+
 
 class MissingExecutionError(Exception):
     """A step names an execution that is not in the database (its start record was lost)."""

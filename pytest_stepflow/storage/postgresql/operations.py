@@ -73,7 +73,7 @@ from pytest_stepflow.model import (
     SubStep,
     split_nodeid,
 )
-from pytest_stepflow.storage.batches import BatchCounts, MissingExecutionError
+from pytest_stepflow.storage.batches import STEP_COLUMNS, BatchCounts, MissingExecutionError
 from pytest_stepflow.storage.liveness import is_gone
 
 T = TypeVar("T")
@@ -176,31 +176,6 @@ class WriteCache:
         return self.tests.get(nodeid) or self.pending_tests.get(nodeid)
 
 
-_STEP_COLUMNS = (
-    "worker",
-    "attempt",
-    "final",
-    "kind",
-    "item_index",
-    "line",
-    "parameters",
-    "markers",
-    "outcome",
-    "setup_outcome",
-    "call_outcome",
-    "teardown_outcome",
-    "setup_duration",
-    "call_duration",
-    "teardown_duration",
-    "duration",
-    "started_at",
-    "completed_at",
-    "longrepr",
-    "reason",
-    "stdout",
-    "stderr",
-    "properties",
-)
 _JSON_STEP_COLUMNS = frozenset({"parameters", "markers", "properties"})
 _STEP_TYPES = {
     "attempt": "int4",
@@ -214,16 +189,16 @@ _STEP_TYPES = {
     "started_at": "float8",
     "completed_at": "float8",
 }
-_step_values = operator.attrgetter(*_STEP_COLUMNS)
-_ALL_STEP_COLUMNS = "execution, test_id, " + ", ".join(_STEP_COLUMNS)
+_step_values = operator.attrgetter(*STEP_COLUMNS)
+_ALL_STEP_COLUMNS = "execution, test_id, " + ", ".join(STEP_COLUMNS)
 _RETURNING = "RETURNING id, execution, test_id, worker, attempt"
 
 
 def _unnest_steps(s: str) -> str:
     # JSON columns travel as text[] and are cast row by row: a json[] parameter would have
     # psycopg parse every document in Python.
-    names = ["execution", "test_id", *_STEP_COLUMNS]
-    types = ["int8", "int8", *(_STEP_TYPES.get(c, "text") for c in _STEP_COLUMNS)]
+    names = ["execution", "test_id", *STEP_COLUMNS]
+    types = ["int8", "int8", *(_STEP_TYPES.get(c, "text") for c in STEP_COLUMNS)]
     select = ", ".join(f"u.{c}::json" if c in _JSON_STEP_COLUMNS else f"u.{c}" for c in names)
     arrays = ", ".join(f"%s::{t}[]" for t in types)
     return (

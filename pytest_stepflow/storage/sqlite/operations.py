@@ -24,7 +24,7 @@ from pytest_stepflow.model import (
     Step,
     split_nodeid,
 )
-from pytest_stepflow.storage.batches import BatchCounts, MissingExecutionError
+from pytest_stepflow.storage.batches import STEP_COLUMNS, BatchCounts, MissingExecutionError
 from pytest_stepflow.storage.liveness import is_gone
 
 
@@ -43,31 +43,6 @@ INSERT INTO executions (id, name, command, working_directory, rootdir, status, c
 VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING
 """
-_STEP_COLUMNS = (
-    "worker",
-    "attempt",
-    "final",
-    "kind",
-    "item_index",
-    "line",
-    "parameters",
-    "markers",
-    "outcome",
-    "setup_outcome",
-    "call_outcome",
-    "teardown_outcome",
-    "setup_duration",
-    "call_duration",
-    "teardown_duration",
-    "duration",
-    "started_at",
-    "completed_at",
-    "longrepr",
-    "reason",
-    "stdout",
-    "stderr",
-    "properties",
-)
 
 
 class MultiRowInsert:
@@ -124,13 +99,13 @@ _INSERT_TEST = MultiRowInsert(
 # Rows are taken from the Step tuples by attrgetter (C code, no Python per row); SQLite
 # resolves the execution number and the test id itself.
 _INSERT_STEP = MultiRowInsert(
-    f"INSERT INTO steps (execution, test_id, {', '.join(_STEP_COLUMNS)})",
+    f"INSERT INTO steps (execution, test_id, {', '.join(STEP_COLUMNS)})",
     "((SELECT number FROM executions WHERE id = ?), (SELECT id FROM tests WHERE nodeid = ?), "
-    + ", ".join("?" * len(_STEP_COLUMNS))
+    + ", ".join("?" * len(STEP_COLUMNS))
     + ")",
     "ON CONFLICT (execution, test_id, worker, attempt) DO NOTHING",
 )
-_step_params = operator.attrgetter("execution_id", "nodeid", *_STEP_COLUMNS)
+_step_params = operator.attrgetter("execution_id", "nodeid", *STEP_COLUMNS)
 _INSERT_LOG = MultiRowInsert(
     "INSERT INTO logs (step_id, phase, created, level, level_name, logger, message, file, "
     "line, function)",
