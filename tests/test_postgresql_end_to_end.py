@@ -54,7 +54,7 @@ def test_artifacts_live_on_the_server_and_come_back_on_another_machine(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    pytester.makepyfile(test_artifacts=ATTACHING)
+    pytester.makepyfile(test_server_attach=ATTACHING)
     result = pytester.runpytest_inprocess(
         "-p", "no:cacheprovider", "--stepflow", f"--stepflow-db={postgres_url}"
     )
@@ -134,7 +134,7 @@ def test_a_password_in_the_url_shows_nowhere(
 ) -> None:
     schema = "t_secret_everywhere"
     url = postgres_server.url(user=SECRET_USER, password=SECRET_PASSWORD, schema=schema)
-    pytester.makepyfile(test_artifacts=ATTACHING)
+    pytester.makepyfile(test_server_attach=ATTACHING)
     report = pytester.path / "report.html"
     addopts = os.environ.get("PYTEST_ADDOPTS", "")
     monkeypatch.setenv("PYTEST_ADDOPTS", f"{addopts} --stepflow-db={url}")  # an allowed variable
