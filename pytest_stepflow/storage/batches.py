@@ -4,6 +4,7 @@ escaping of text a driver cannot bind."""
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,26 @@ STEP_COLUMNS = (
     "stdout",
     "stderr",
     "properties",
+)
+
+# An execution row's insert parameters from its ExecutionStarted, in the order both
+# backends' INSERTs bind them (status is 'running'; the first heartbeat is the start).
+started_params = operator.attrgetter(
+    "id",
+    "name",
+    "command",
+    "working_directory",
+    "rootdir",
+    "created_at",
+    "started_at",
+    "environment",
+    "user_name",
+    "host",
+    "pid",
+    "tags",
+    "metadata",
+    "worker_count",
+    "started_at",
 )
 
 

@@ -73,7 +73,12 @@ from pytest_stepflow.model import (
     SubStep,
     split_nodeid,
 )
-from pytest_stepflow.storage.batches import STEP_COLUMNS, BatchCounts, MissingExecutionError
+from pytest_stepflow.storage.batches import (
+    STEP_COLUMNS,
+    BatchCounts,
+    MissingExecutionError,
+    started_params,
+)
 from pytest_stepflow.storage.liveness import is_gone
 
 T = TypeVar("T")
@@ -350,27 +355,7 @@ async def apply_records(
 async def _started(
     db: Db, s: Statements, rows: list[Any], cache: WriteCache, counts: BatchCounts, home: Path
 ) -> None:
-    params = [
-        (
-            r.id,
-            r.name,
-            r.command,
-            r.working_directory,
-            r.rootdir,
-            r.created_at,
-            r.started_at,
-            r.environment,
-            r.user_name,
-            r.host,
-            r.pid,
-            r.tags,
-            r.metadata,
-            r.worker_count,
-            r.started_at,
-        )
-        for r in rows
-        if isinstance(r, ExecutionStarted)
-    ]
+    params = [started_params(r) for r in rows if isinstance(r, ExecutionStarted)]
     await db.many(s.insert_execution, params)
     counts.executions += len(params)
 

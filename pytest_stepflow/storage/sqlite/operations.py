@@ -24,7 +24,12 @@ from pytest_stepflow.model import (
     Step,
     split_nodeid,
 )
-from pytest_stepflow.storage.batches import STEP_COLUMNS, BatchCounts, MissingExecutionError
+from pytest_stepflow.storage.batches import (
+    STEP_COLUMNS,
+    BatchCounts,
+    MissingExecutionError,
+    started_params,
+)
 from pytest_stepflow.storage.liveness import is_gone
 
 
@@ -157,28 +162,7 @@ def apply_batch(
 def _started(
     conn: sqlite3.Connection, rows: list[Record], cache: WriteCache, counts: BatchCounts
 ) -> None:
-    params = []
-    for r in rows:
-        assert isinstance(r, ExecutionStarted)
-        params.append(
-            (
-                r.id,
-                r.name,
-                r.command,
-                r.working_directory,
-                r.rootdir,
-                r.created_at,
-                r.started_at,
-                r.environment,
-                r.user_name,
-                r.host,
-                r.pid,
-                r.tags,
-                r.metadata,
-                r.worker_count,
-                r.started_at,
-            )
-        )
+    params = [started_params(r) for r in rows if isinstance(r, ExecutionStarted)]
     conn.executemany(_INSERT_EXECUTION, params)
     counts.executions += len(params)
 
