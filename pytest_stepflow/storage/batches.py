@@ -58,6 +58,15 @@ started_params = operator.attrgetter(
     "started_at",
 )
 
+# A sub-step's and an artifact's own values, after the keys each backend puts first (ids,
+# the step, the parent or sub-step, the execution), in the order both backends bind them.
+substep_values = operator.attrgetter(
+    "kind", "phase", "title", "parameters", "outcome", "message", "started_at", "duration"
+)
+artifact_values = operator.attrgetter(
+    "name", "mime_type", "size", "sha256", "stored_path", "created_at"
+)
+
 
 class MissingExecutionError(Exception):
     """A step names an execution that is not in the database (its start record was lost)."""

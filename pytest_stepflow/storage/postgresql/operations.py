@@ -77,7 +77,9 @@ from pytest_stepflow.storage.batches import (
     STEP_COLUMNS,
     BatchCounts,
     MissingExecutionError,
+    artifact_values,
     started_params,
+    substep_values,
 )
 from pytest_stepflow.storage.liveness import is_gone
 
@@ -461,24 +463,12 @@ async def _children(
             parent = sub.parent
             # A parent always starts before its child; anything else is not trusted.
             parent_id = mine[parent] if parent is not None and 0 <= parent < position else None
-            sub_rows.append((mine[position], step_id, parent_id, position, *_substep_values(sub)))
+            sub_rows.append((mine[position], step_id, parent_id, position, *substep_values(sub)))
         number = cache.number(st.execution_id)
         for a in st.artifacts:
             index = a.substep
             substep_id = mine[index] if index is not None and 0 <= index < len(mine) else None
-            art_rows.append(
-                (
-                    step_id,
-                    substep_id,
-                    number,
-                    a.name,
-                    a.mime_type,
-                    a.size,
-                    a.sha256,
-                    a.stored_path,
-                    a.created_at,
-                )
-            )
+            art_rows.append((step_id, substep_id, number, *artifact_values(a)))
     if sub_rows:
         await db.copy(s.copy_substeps, sub_rows)
         counts.substeps += len(sub_rows)
@@ -486,19 +476,6 @@ async def _children(
         await _upload(db, s, [a for _, st in fresh for a in st.artifacts], home)
         await db.copy(s.copy_artifacts, art_rows)
         counts.artifacts += len(art_rows)
-
-
-def _substep_values(sub: SubStep) -> Row:
-    return (
-        sub.kind,
-        sub.phase,
-        sub.title,
-        sub.parameters,
-        sub.outcome,
-        sub.message,
-        sub.started_at,
-        sub.duration,
-    )
 
 
 async def _upload(db: Db, s: Statements, artifacts: list[Any], home: Path) -> None:

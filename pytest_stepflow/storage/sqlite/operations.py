@@ -28,7 +28,9 @@ from pytest_stepflow.storage.batches import (
     STEP_COLUMNS,
     BatchCounts,
     MissingExecutionError,
+    artifact_values,
     started_params,
+    substep_values,
 )
 from pytest_stepflow.storage.liveness import is_gone
 
@@ -242,22 +244,7 @@ def _children(
             parent = sub.parent
             # A parent always starts before its child; anything else is not trusted.
             parent_id = first + parent if parent is not None and 0 <= parent < position else None
-            sub_rows.append(
-                (
-                    first + position,
-                    step_id,
-                    parent_id,
-                    position,
-                    sub.kind,
-                    sub.phase,
-                    sub.title,
-                    sub.parameters,
-                    sub.outcome,
-                    sub.message,
-                    sub.started_at,
-                    sub.duration,
-                )
-            )
+            sub_rows.append((first + position, step_id, parent_id, position, *substep_values(sub)))
         next_id += len(step.substeps)
         if step.artifacts:
             number = execution_number(conn, step.execution_id, cache)
@@ -266,19 +253,7 @@ def _children(
                 substep_id = (
                     first + index if index is not None and 0 <= index < len(step.substeps) else None
                 )
-                art_rows.append(
-                    (
-                        step_id,
-                        substep_id,
-                        number,
-                        a.name,
-                        a.mime_type,
-                        a.size,
-                        a.sha256,
-                        a.stored_path,
-                        a.created_at,
-                    )
-                )
+                art_rows.append((step_id, substep_id, number, *artifact_values(a)))
     if sub_rows:
         _INSERT_SUBSTEP.run(conn, sub_rows)
     if art_rows:
