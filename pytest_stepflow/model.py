@@ -234,6 +234,11 @@ class ExecutionStarted(NamedTuple):
     tags: str  # JSON object
     metadata: str  # JSON object
     worker_count: int
+    # The pipeline this session is one job of, and which job: every job of a CI pipeline
+    # shares the group. Defaults keep spill journals of earlier versions readable; a None
+    # group is stored as the execution's own id (a group of one).
+    run_group: str | None = None
+    shard: str | None = None
 
 
 class ExecutionMetadata(NamedTuple):

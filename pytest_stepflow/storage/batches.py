@@ -56,6 +56,9 @@ started_params = operator.attrgetter(
     "metadata",
     "worker_count",
     "started_at",
+    "run_group",
+    "id",  # the group of a session that names none: its own
+    "shard",
 )
 
 # A sub-step's and an artifact's own values, after the keys each backend puts first (ids,

@@ -226,8 +226,9 @@ class Statements:
         return (
             f"INSERT INTO {self.s}.executions (id, name, command, working_directory, rootdir, "
             "status, created_at, started_at, environment, user_name, host, pid, tags, "
-            "metadata, worker_count, heartbeat_at) VALUES (%s, %s, %s::json, %s, %s, "
-            "'running', %s, %s, %s::json, %s, %s, %s, %s::json, %s::json, %s, %s) "
+            "metadata, worker_count, heartbeat_at, run_group, shard) VALUES (%s, %s, "
+            "%s::json, %s, %s, 'running', %s, %s, %s::json, %s, %s, %s, %s::json, %s::json, "
+            "%s, %s, coalesce(%s, %s), %s) "
             "ON CONFLICT (id) DO NOTHING"
         )
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION = "pytest-stepflow"
 META = "stepflow_meta"
 FTS_CHARS = 100_000  # characters of a row's text that go into its tsvector
@@ -214,7 +214,18 @@ _V1 = (
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+# Run groups (a CI pipeline's jobs are one logical run): see the SQLite schema's version 3.
+_V2 = (
+    "ALTER TABLE {s}.executions ADD COLUMN run_group text",
+    "ALTER TABLE {s}.executions ADD COLUMN shard text",
+    "UPDATE {s}.executions SET run_group = id WHERE run_group IS NULL",
+    "CREATE INDEX executions_run_group ON {s}.executions (run_group, number)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1),
+    Migration(2, "run groups and shards", _V2),
+)
 
 
 def statements_for(schema: str, old: int) -> list[str]:

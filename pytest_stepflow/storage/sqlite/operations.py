@@ -46,8 +46,9 @@ class WriteCache:
 
 _INSERT_EXECUTION = """
 INSERT INTO executions (id, name, command, working_directory, rootdir, status, created_at,
-    started_at, environment, user_name, host, pid, tags, metadata, worker_count, heartbeat_at)
-VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    started_at, environment, user_name, host, pid, tags, metadata, worker_count, heartbeat_at,
+    run_group, shard)
+VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, coalesce(?, ?), ?)
 ON CONFLICT (id) DO NOTHING
 """
 

@@ -212,9 +212,21 @@ _V2_FULL_TEXT = (
     "INSERT INTO logs_fts (logs_fts) VALUES ('rebuild')",
 )
 
+# Run groups: the jobs of one CI pipeline (or any sessions given one --stepflow-run-group)
+# are one logical run; `shard` says which job an execution was. A session outside any group
+# is a group of one, its own id, so every reader can treat every run as a group.
+_V3 = (
+    "ALTER TABLE executions ADD COLUMN run_group TEXT",
+    "ALTER TABLE executions ADD COLUMN shard TEXT",
+    "UPDATE executions SET run_group = id WHERE run_group IS NULL",
+    # A group's executions, and the newest groups first, straight from the index.
+    "CREATE INDEX executions_run_group ON executions (run_group, number)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "sub-steps, artifact links, full-text search", _V2, _V2_FULL_TEXT),
+    Migration(3, "run groups and shards", _V3),
 )
 
 
