@@ -52,6 +52,8 @@ class Run:
     metadata: dict[str, Any]
     environment: dict[str, str]
     writer_stats: dict[str, Any] | None
+    run_group: str  # the pipeline it was one job of; its own id when none was named
+    shard: str | None  # which job of the pipeline ("2/4", a job name), when known
     counts: dict[str, int]
 
     @property
@@ -251,6 +253,49 @@ class Diff:
     faster: list[Change]
 
 
+# The aggregate status of a run group: the first of these any of its runs has, else passed
+# (a shard that collected no tests does not fail a pipeline whose other shards passed).
+GROUP_STATUS_ORDER = ("running", "error", "interrupted", "failed", "passed", "no_tests")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunGroup:
+    """The runs of one run group (a CI pipeline's jobs) as one logical run."""
+
+    id: str
+    runs: list[Run]  # ascending by number; each with its counts
+    started_at: str  # the earliest start
+    completed_at: str | None  # the latest end; None while a run is still going
+    duration: float | None  # wall time from the earliest start to the latest end
+    status: str  # see GROUP_STATUS_ORDER
+    counts: dict[str, int]  # final outcomes over all its runs
+    running: int  # runs still going
+    expected_shards: int | None  # N of shards named "K/N", when they say it
+
+    @property
+    def numbers(self) -> list[int]:
+        return [r.number for r in self.runs]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def commit(self) -> str | None:
+        return next((r.commit for r in reversed(self.runs) if r.commit), None)
+
+    @property
+    def branch(self) -> str | None:
+        return next((r.branch for r in reversed(self.runs) if r.branch), None)
+
+    @property
+    def missing_shards(self) -> int:
+        """Shards the "K/N" names promise that have not been recorded (yet)."""
+        if self.expected_shards is None:
+            return 0
+        return max(self.expected_shards - len({r.shard for r in self.runs}), 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class HistoryEntry:
     run: int
@@ -308,6 +353,7 @@ class ReportStep(NamedTuple):
     markers: str | None  # JSON array text, as stored
     reason: str | None
     detailed: bool  # has a traceback, output, properties, logs, sub-steps or artifacts
+    execution: int  # the run's number (a run group's report has several)
 
 
 class DetailRow(NamedTuple):

@@ -35,6 +35,15 @@ class RunNotFoundError(StorageError):
     """A run reference that names no execution (or more than one)."""
 
 
+# The executions a question is about: one run's number, or the numbers of a run group's
+# executions, which the questions about "one run" then treat as one logical run.
+Numbers = int | Sequence[int]
+
+
+def as_numbers(numbers: Numbers) -> list[int]:
+    return [numbers] if isinstance(numbers, int) else [int(n) for n in numbers]
+
+
 class ReadSide(Protocol):
     """One question at a time, each answered with typed records."""
 
@@ -54,6 +63,16 @@ class ReadSide(Protocol):
 
     def last_numbers(self, count: int, before: int | None = None) -> list[int]: ...
 
+    def groups(
+        self, *, limit: int, offset: int = 0, before: int | None = None
+    ) -> list[tuple[str, list[int]]]:
+        """Run groups, newest first (by their newest execution; only those whose newest is
+        `before` or older, when given), each with its execution numbers ascending."""
+
+    def group_members(self, group: str) -> tuple[str, list[int]]:
+        """The group named by its exact id, else by a unique prefix of it, with its
+        execution numbers ascending; RunNotFoundError when none (or several) match."""
+
     def runs(
         self,
         *,
@@ -72,7 +91,7 @@ class ReadSide(Protocol):
 
     def steps(
         self,
-        number: int,
+        number: Numbers,
         *,
         outcomes: Sequence[str] = (),
         worker: str | None = None,
@@ -83,7 +102,7 @@ class ReadSide(Protocol):
         offset: int = 0,
     ) -> list[StepRow]: ...
 
-    def find_steps(self, nodeid: str, number: int) -> list[StepRow]: ...
+    def find_steps(self, nodeid: str, number: Numbers) -> list[StepRow]: ...
 
     def matching_nodeids(self, text: str, limit: int = 5) -> list[str]: ...
 
@@ -94,7 +113,7 @@ class ReadSide(Protocol):
     def artifacts(
         self,
         *,
-        number: int | None = None,
+        number: Numbers | None = None,
         step_id: int | None = None,
         nodeid: str | None = None,
         artifact_id: int | None = None,
@@ -124,7 +143,7 @@ class ReadSide(Protocol):
         self, text: str, *, limit: int, numbers: Sequence[int] | None = None
     ) -> list[SearchHit]: ...
 
-    def iter_steps(self, number: int) -> Iterator[StepDetail]: ...
+    def iter_steps(self, number: Numbers) -> Iterator[StepDetail]: ...
 
 
 class BulkReadSide(ReadSide, Protocol):
@@ -135,12 +154,12 @@ class BulkReadSide(ReadSide, Protocol):
 
     def number_of(self, execution_id: str) -> int: ...
 
-    def report_steps(self, number: int) -> list[ReportStep]: ...
+    def report_steps(self, number: Numbers) -> list[ReportStep]: ...
 
-    def detail_rows(self, number: int, limit: int) -> list[DetailRow]: ...
+    def detail_rows(self, number: Numbers, limit: int) -> list[DetailRow]: ...
 
-    def log_rows(self, number: int, limit: int, per_step: int) -> list[LogRow]: ...
+    def log_rows(self, number: Numbers, limit: int, per_step: int) -> list[LogRow]: ...
 
-    def substep_rows(self, number: int, limit: int) -> list[SubStepRow]: ...
+    def substep_rows(self, number: Numbers, limit: int) -> list[SubStepRow]: ...
 
-    def run_outcomes(self, number: int) -> dict[int, str]: ...
+    def run_outcomes(self, number: Numbers) -> dict[int, str]: ...

@@ -50,7 +50,7 @@ from pytest_stepflow.storage.location import PostgresqlLocation
 from pytest_stepflow.storage.postgresql import catalog
 from pytest_stepflow.storage.postgresql.connection import connect, describe_error
 from pytest_stepflow.storage.postgresql.schema import FTS_CHARS, LOGS_TEXT, STEPS_TEXT
-from pytest_stepflow.storage.reading import RunNotFoundError
+from pytest_stepflow.storage.reading import Numbers, RunNotFoundError, as_numbers
 from pytest_stepflow.storage.snippets import START, Fts5Snippets, marked
 
 _JSON_COLUMNS = frozenset({"command", "tags", "metadata", "environment", "writer_stats"})
@@ -88,6 +88,10 @@ def _fields(
 
 
 _RUN_COLUMNS = _select(_fields(Run, "e", skip=("counts",), json=_JSON_COLUMNS))
+# Schema version 1 had no run groups: each execution is a group of one.
+_RUN_COLUMNS_V1 = _select(
+    _fields(Run, "e", skip=("counts",), json=_JSON_COLUMNS, run_group="e.id", shard="NULL")
+)
 _STEP_COLUMNS = _select(_fields(StepRow, "s", json=_STEP_JSON, nodeid="t.nodeid"))
 _DETAIL_COLUMNS = _select(
     _fields(StepDetail, "s", skip=("step", "logs", "substeps", "artifacts"), json=_STEP_JSON)
@@ -96,7 +100,8 @@ _LOG_COLUMNS = _select(_fields(LogLine, "g"))
 _SUBSTEP_COLUMNS = _select(_fields(StoredSubStep, "u", json=frozenset({"parameters"})))
 _ARTIFACT_COLUMNS = _select(_fields(StoredArtifact, "a", nodeid="t.nodeid"))
 _STEP_ORDERS = {
-    "item": "s.item_index IS NULL, s.item_index, s.id",
+    # A run group's steps run by run, each in collection order.
+    "item": "s.execution, s.item_index IS NULL, s.item_index, s.id",
     "start": "s.started_at, s.id",
     "duration": "s.duration DESC, s.id",
     "id": "s.id",
@@ -177,6 +182,8 @@ class Reader:
             self._conn.close()
             raise catalog.missing(location)
         self.schema_version = version
+        self._run_columns = _RUN_COLUMNS if version >= 2 else _RUN_COLUMNS_V1
+        self._group = "run_group" if version >= 2 else "id"
 
     def __enter__(self) -> Reader:
         return self
@@ -263,6 +270,47 @@ class Reader:
             )
         ]
 
+    def groups(
+        self, *, limit: int, offset: int = 0, before: int | None = None
+    ) -> list[tuple[str, list[int]]]:
+        g = self._group
+        newest = self._rows(
+            f"SELECT {g}, max(number) AS newest FROM {self._s}.executions GROUP BY {g} "
+            "HAVING max(number) <= %s ORDER BY newest DESC LIMIT %s OFFSET %s",
+            (2**62 if before is None else before, limit, offset),
+        )
+        return self._members([str(name) for name, _ in newest])
+
+    def _members(self, names: Sequence[str]) -> list[tuple[str, list[int]]]:
+        members: dict[str, list[int]] = {name: [] for name in names}
+        if names:
+            for name, number in self._rows(
+                f"SELECT {self._group}, number FROM {self._s}.executions "
+                f"WHERE {self._group} = ANY(%s) ORDER BY number",
+                (list(names),),
+            ):
+                members[str(name)].append(int(number))
+        return list(members.items())
+
+    def group_members(self, group: str) -> tuple[str, list[int]]:
+        g = self._group
+        # starts_with() rather than LIKE: a group id may hold % or _.
+        names = [
+            str(n)
+            for (n, _) in self._rows(
+                f"SELECT DISTINCT {g}, {g} = %s FROM {self._s}.executions "
+                f"WHERE starts_with({g}, %s) ORDER BY 2 DESC LIMIT 2",
+                (group, group),
+            )
+        ]
+        if names and (names[0] == group or len(names) == 1):
+            return self._members(names[:1])[0]
+        if names:
+            raise RunNotFoundError(f"run group prefix {group!r} is ambiguous; give more of it")
+        raise RunNotFoundError(
+            f"no run group {group!r} in {self.name}; see `stepflow runs --groups`"
+        )
+
     def runs(
         self,
         *,
@@ -306,7 +354,7 @@ class Reader:
         if numbers is not None:
             where.append("e.number = ANY(%s)")
             params.append(list(numbers))
-        sql = f"SELECT {_RUN_COLUMNS} FROM {self._s}.executions e"
+        sql = f"SELECT {self._run_columns} FROM {self._s}.executions e"
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = self._named_rows(sql + " ORDER BY e.number DESC LIMIT %s", (*params, limit))
@@ -362,7 +410,7 @@ class Reader:
 
     def steps(
         self,
-        number: int,
+        number: Numbers,
         *,
         outcomes: Sequence[str] = (),
         worker: str | None = None,
@@ -374,8 +422,8 @@ class Reader:
     ) -> list[StepRow]:
         """Steps of one run; `pattern` is a glob on the node id (`*` added at both ends
         when it has no wildcard)."""
-        where: list[str] = ["s.execution = %s"]
-        params: list[Any] = [number]
+        where: list[str] = ["s.execution = ANY(%s)"]
+        params: list[Any] = [as_numbers(number)]
         if outcomes:
             where.append("s.outcome = ANY(%s)")
             params.append(list(outcomes))
@@ -399,13 +447,14 @@ class Reader:
         params.extend((limit, offset))  # LIMIT NULL is no limit
         return [_step_row(r) for r in self._named_rows(sql, params)]
 
-    def find_steps(self, nodeid: str, number: int) -> list[StepRow]:
+    def find_steps(self, nodeid: str, number: Numbers) -> list[StepRow]:
         """All attempts of one test in one run (several under --dist each or reruns)."""
         rows = self._named_rows(
             f"SELECT {_STEP_COLUMNS} FROM {self._s}.steps s "
             f"JOIN {self._s}.tests t ON t.id = s.test_id "
-            'WHERE t.nodeid = %s AND s.execution = %s ORDER BY s.worker COLLATE "C", s.attempt',
-            (nodeid, number),
+            "WHERE t.nodeid = %s AND s.execution = ANY(%s) "
+            'ORDER BY s.execution, s.worker COLLATE "C", s.attempt',
+            (nodeid, as_numbers(number)),
         )
         return [_step_row(r) for r in rows]
 
@@ -464,13 +513,16 @@ class Reader:
     def artifacts(
         self,
         *,
-        number: int | None = None,
+        number: Numbers | None = None,
         step_id: int | None = None,
         nodeid: str | None = None,
         artifact_id: int | None = None,
     ) -> list[StoredArtifact]:
         return self._artifacts(
-            number=number, step_id=step_id, nodeid=nodeid, artifact_id=artifact_id
+            number=None if number is None else as_numbers(number),
+            step_id=step_id,
+            nodeid=nodeid,
+            artifact_id=artifact_id,
         )
 
     def _artifacts(
@@ -479,7 +531,7 @@ class Reader:
         where: list[str] = []
         params: list[Any] = []
         for clause, value in (
-            ("a.execution = %s", equal.get("number")),
+            ("a.execution = ANY(%s)", equal.get("number")),
             ("a.step_id = %s", equal.get("step_id")),
             ("t.nodeid = %s", equal.get("nodeid")),
             ("a.id = %s", equal.get("artifact_id")),
@@ -732,7 +784,7 @@ class Reader:
 
     # -- streaming ----------------------------------------------------------------------
 
-    def iter_steps(self, number: int) -> Iterator[StepDetail]:
+    def iter_steps(self, number: Numbers) -> Iterator[StepDetail]:
         """Every step of a run with its details, in collection order (for exports).
 
         A server-side cursor brings ITER_CHUNK steps a round trip, and each chunk's logs,
@@ -753,9 +805,9 @@ class Reader:
                 self._conn.execute("SET LOCAL jit = off")
                 cursor.execute(
                     f"SELECT {_STEP_COLUMNS}, {_DETAIL_COLUMNS} FROM {s}.steps s "
-                    f"JOIN {s}.tests t ON t.id = s.test_id WHERE s.execution = %s "
+                    f"JOIN {s}.tests t ON t.id = s.test_id WHERE s.execution = ANY(%s) "
                     f"ORDER BY {_STEP_ORDERS['item']}",
-                    (number,),
+                    (as_numbers(number),),
                 )
                 while True:
                     chunk = cursor.fetchmany(ITER_CHUNK)

@@ -32,7 +32,7 @@ from pytest_stepflow.query.records import (
     WorkerLoad,
     parse_json,
 )
-from pytest_stepflow.storage.reading import RunNotFoundError
+from pytest_stepflow.storage.reading import Numbers, RunNotFoundError, as_numbers
 from pytest_stepflow.storage.snippets import fts_query, marked, scan_snippet
 from pytest_stepflow.storage.sqlite.connection import (
     check_stepflow,
@@ -60,6 +60,18 @@ def _fields(
 
 
 _RUN_COLUMNS = _select(_fields(Run, "executions", skip=("counts",)))
+# Schema versions before 3 had no run groups: each execution is a group of one.
+_RUN_COLUMNS_V2 = _select(
+    _fields(Run, "executions", skip=("counts",), run_group="id", shard="NULL")
+)
+
+
+def _in(column: str, numbers: Numbers) -> tuple[str, list[int]]:
+    """`column IN (?, ...)` and its parameters: one execution, or a run group's."""
+    values = as_numbers(numbers)
+    return f"{column} IN ({', '.join('?' * len(values))})", values
+
+
 _STEP_COLUMNS = _select(_fields(StepRow, "s", nodeid="t.nodeid"))
 _DETAIL_COLUMNS = _select(_fields(StepDetail, "s", skip=("step", "logs", "substeps", "artifacts")))
 _PHASE_COLUMNS = {
@@ -115,6 +127,8 @@ class Reader:
         self.schema_version = version
         self.has_substeps = "substeps" in tables
         self.has_full_text = "steps_fts" in tables and "logs_fts" in tables
+        self._run_columns = _RUN_COLUMNS if version >= 3 else _RUN_COLUMNS_V2
+        self._group = "run_group" if version >= 3 else "id"
 
     def __enter__(self) -> Reader:
         return self
@@ -187,6 +201,46 @@ class Reader:
             )
         ]
 
+    def groups(
+        self, *, limit: int, offset: int = 0, before: int | None = None
+    ) -> list[tuple[str, list[int]]]:
+        g = self._group
+        newest = self._rows(
+            f"SELECT {g}, max(number) AS newest FROM executions GROUP BY {g} "
+            "HAVING newest <= ? ORDER BY newest DESC LIMIT ? OFFSET ?",
+            (2**62 if before is None else before, limit, offset),
+        )
+        return self._members([str(name) for name, _ in newest])
+
+    def _members(self, names: Sequence[str]) -> list[tuple[str, list[int]]]:
+        members: dict[str, list[int]] = {name: [] for name in names}
+        if names:
+            for name, number in self._rows(
+                f"SELECT {self._group}, number FROM executions WHERE {self._group} IN "
+                f"({', '.join('?' * len(names))}) ORDER BY number",
+                names,
+            ):
+                members[str(name)].append(int(number))
+        return list(members.items())
+
+    def group_members(self, group: str) -> tuple[str, list[int]]:
+        g = self._group
+        names = [
+            str(n)
+            for (n,) in self._rows(
+                f"SELECT DISTINCT {g} FROM executions WHERE {g} = ? OR "
+                f"({g} >= ? AND {g} < ?) ORDER BY {g} = ? DESC LIMIT 2",
+                (group, group, group + "\U0010ffff", group),
+            )
+        ]
+        if names and (names[0] == group or len(names) == 1):
+            return self._members(names[:1])[0]
+        if names:
+            raise RunNotFoundError(f"run group prefix {group!r} is ambiguous; give more of it")
+        raise RunNotFoundError(
+            f"no run group {group!r} in {self.path}; see `stepflow runs --groups`"
+        )
+
     def runs(
         self,
         *,
@@ -225,7 +279,7 @@ class Reader:
         if numbers is not None:
             where.append(f"number IN ({', '.join('?' * len(numbers))})")
             params.extend(numbers)
-        sql = f"SELECT {_RUN_COLUMNS} FROM executions"
+        sql = f"SELECT {self._run_columns} FROM executions"
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = self._named_rows(sql + " ORDER BY number DESC LIMIT ?", (*params, limit))
@@ -251,6 +305,8 @@ class Reader:
                 metadata=parse_json(r["metadata"], {}),
                 environment=parse_json(r["environment"], {}),
                 writer_stats=parse_json(r["writer_stats"], None),
+                run_group=r["run_group"],
+                shard=r["shard"],
                 counts=outcomes.get(int(r["number"]), {}),
             )
             for r in rows
@@ -290,7 +346,7 @@ class Reader:
 
     def steps(
         self,
-        number: int,
+        number: Numbers,
         *,
         outcomes: Sequence[str] = (),
         worker: str | None = None,
@@ -302,8 +358,9 @@ class Reader:
     ) -> list[StepRow]:
         """Steps of one run; `pattern` is a glob on the node id (`*` added at both ends
         when it has no wildcard)."""
-        where: list[str] = ["s.execution = ?"]
-        params: list[Any] = [number]
+        within, numbers = _in("s.execution", number)
+        where: list[str] = [within]
+        params: list[Any] = list(numbers)
         if outcomes:
             where.append(f"s.outcome IN ({', '.join('?' * len(outcomes))})")
             params.extend(outcomes)
@@ -316,7 +373,8 @@ class Reader:
         if final_only:
             where.append("s.final")
         orders = {
-            "item": "s.item_index IS NULL, s.item_index, s.id",
+            # A run group's steps run by run, each in collection order.
+            "item": "s.execution, s.item_index IS NULL, s.item_index, s.id",
             "start": "s.started_at, s.id",
             "duration": "s.duration DESC, s.id",
             "id": "s.id",
@@ -328,12 +386,13 @@ class Reader:
         params.extend((-1 if limit is None else limit, offset))
         return [_step_row(r) for r in self._named_rows(sql, params)]
 
-    def find_steps(self, nodeid: str, number: int) -> list[StepRow]:
+    def find_steps(self, nodeid: str, number: Numbers) -> list[StepRow]:
         """All attempts of one test in one run (several under --dist each or reruns)."""
+        within, params = _in("s.execution", number)
         rows = self._named_rows(
             f"SELECT {_STEP_COLUMNS} FROM steps s JOIN tests t ON t.id = s.test_id "
-            "WHERE t.nodeid = ? AND s.execution = ? ORDER BY s.worker, s.attempt",
-            (nodeid, number),
+            f"WHERE t.nodeid = ? AND {within} ORDER BY s.execution, s.worker, s.attempt",
+            (nodeid, *params),
         )
         return [_step_row(r) for r in rows]
 
@@ -395,15 +454,18 @@ class Reader:
     def artifacts(
         self,
         *,
-        number: int | None = None,
+        number: Numbers | None = None,
         step_id: int | None = None,
         nodeid: str | None = None,
         artifact_id: int | None = None,
     ) -> list[StoredArtifact]:
         where: list[str] = []
         params: list[Any] = []
+        if number is not None:
+            within, values = _in("a.execution", number)
+            where.append(within)
+            params.extend(values)
         for clause, value in (
-            ("a.execution = ?", number),
             ("a.step_id = ?", step_id),
             ("t.nodeid = ?", nodeid),
             ("a.id = ?", artifact_id),
@@ -629,7 +691,7 @@ class Reader:
         hits.sort(key=lambda h: (-h.execution, -h.step_id))
         return hits[:limit]
 
-    def iter_steps(self, number: int) -> Iterator[StepDetail]:
+    def iter_steps(self, number: Numbers) -> Iterator[StepDetail]:
         """Every step of a run with its details, in collection order (for exports)."""
         for step in self.steps(number):
             yield self.step_detail(step.id)

@@ -1,0 +1,155 @@
+"""Run groups: the executions of one CI pipeline (its shards) as one logical run.
+
+A run reference names one execution (`12`, `latest~1`, an id prefix) or, with the `group:`
+prefix, a run group (`group:latest`, `group:latest~1`, `group:<id or unique prefix>`). Every
+command that takes a run takes either: it resolves the reference to a `Selection`, the
+execution numbers it then asks about, which the readers treat as one run (storage/reading.py
+`Numbers`). Outside CI each execution is a group of its own, so a group of one is a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+
+from pytest_stepflow.query.records import GROUP_STATUS_ORDER, Run, RunGroup
+from pytest_stepflow.storage.reading import ReadSide, RunNotFoundError
+from pytest_stepflow.timestamps import parse_iso
+
+GROUP_PREFIX = "group:"
+_LATEST = re.compile(r"latest(?:~(\d+))?")
+_SHARD_OF = re.compile(r"\s*\d+\s*/\s*(\d+)\s*")
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """What a run reference named: one execution, or a run group's executions."""
+
+    numbers: tuple[int, ...]  # ascending
+    group: str | None = None  # set when the reference named a group
+
+    @property
+    def label(self) -> str:
+        if self.group is None:
+            return f"run #{self.numbers[0]}"
+        return f"run group {self.group}"
+
+    @property
+    def newest(self) -> int:
+        return self.numbers[-1]
+
+
+def is_group_reference(ref: str | None) -> bool:
+    return bool(ref) and str(ref).strip().startswith(GROUP_PREFIX)
+
+
+def select(db: ReadSide, ref: str | None) -> Selection:
+    """The executions `ref` names (default: the latest run); RunNotFoundError otherwise."""
+    text = (ref or "latest").strip()
+    if not text.startswith(GROUP_PREFIX):
+        return Selection((db.resolve(text),))
+    name = text[len(GROUP_PREFIX) :].strip()
+    if not name:
+        raise RunNotFoundError(
+            f"{ref!r} names no run group; write group:latest, group:latest~N or group:ID"
+        )
+    latest = _LATEST.fullmatch(name)
+    if latest:
+        back = int(latest.group(1) or 0)
+        found = db.groups(limit=1, offset=back)
+        if not found:
+            raise RunNotFoundError(
+                f"{ref}: {db.name} has fewer than {back + 1} run group(s); "
+                "see `stepflow runs --groups`"
+            )
+        group, numbers = found[0]
+    else:
+        group, numbers = db.group_members(name)
+    return Selection(tuple(numbers), group)
+
+
+def group_window(db: ReadSide, end: Selection | None, last: int) -> list[int]:
+    """The execution numbers of the `last` run groups ending at `end`'s group (the newest
+    when None), newest first: a window of logical runs, so that `--last 10` means ten
+    pipelines, not ten shards. Without groups it is the last `last` executions."""
+    found = db.groups(limit=max(last, 1), before=None if end is None else end.newest)
+    if end is not None and end.group is None and found and end.newest not in found[0][1]:
+        # A single run whose group has newer members: the window starts at the run.
+        found = [(end.label, [end.newest]), *found[: max(last, 1) - 1]]
+    return sorted((n for _, numbers in found for n in numbers), reverse=True)
+
+
+def _expected_shards(runs: Sequence[Run]) -> int | None:
+    totals = [int(m.group(1)) for r in runs if r.shard and (m := _SHARD_OF.fullmatch(r.shard))]
+    return max(totals) if totals else None
+
+
+def _wall(start: str, end: str | None) -> float | None:
+    if end is None:
+        return None
+    try:
+        return max((parse_iso(end) - parse_iso(start)).total_seconds(), 0.0)
+    except ValueError:
+        return None
+
+
+def build_group(group: str, runs: Sequence[Run]) -> RunGroup:
+    """A group's aggregate from its runs (any order; each with its counts)."""
+    ordered = sorted(runs, key=lambda r: r.number)
+    statuses = {r.status for r in ordered}
+    status = next((s for s in GROUP_STATUS_ORDER if s in statuses), "passed")
+    if status == "no_tests" and len(statuses) > 1:
+        status = "passed"
+    counts: dict[str, int] = {}
+    for run in ordered:
+        for outcome, count in run.counts.items():
+            counts[outcome] = counts.get(outcome, 0) + count
+    running = sum(r.status == "running" for r in ordered)
+    started = min(r.started_at for r in ordered)
+    ends = [r.completed_at for r in ordered]
+    completed = None if running or None in ends else max(e for e in ends if e)
+    return RunGroup(
+        id=group,
+        runs=ordered,
+        started_at=started,
+        completed_at=completed,
+        duration=_wall(started, completed),
+        status=status,
+        counts=counts,
+        running=running,
+        expected_shards=_expected_shards(ordered),
+    )
+
+
+def run_group(db: ReadSide, selection: Selection) -> RunGroup:
+    """The selected executions as one group (a single run: a group of one)."""
+    runs = db.runs(numbers=list(selection.numbers), limit=len(selection.numbers))
+    if not runs:
+        raise RunNotFoundError(f"no {selection.label} in {db.name}; see `stepflow runs`")
+    return build_group(selection.group or runs[0].run_group, runs)
+
+
+def groups(db: ReadSide, *, limit: int = 20, status: str | None = None) -> list[RunGroup]:
+    """The newest run groups with their aggregates, newest first; `status` keeps those
+    whose aggregate status it is."""
+    found: list[RunGroup] = []
+    page = max(limit, 20)
+    offset = 0
+    while len(found) < limit:
+        members = db.groups(limit=page, offset=offset)
+        if not members:
+            break
+        offset += len(members)
+        numbers = [n for _, ns in members for n in ns]
+        runs = {r.number: r for r in db.runs(numbers=numbers, limit=len(numbers))}
+        for group, ns in members:
+            present = [runs[n] for n in ns if n in runs]  # a prune may have taken some
+            if not present:
+                continue
+            built = build_group(group, present)
+            if status is None or built.status == status:
+                found.append(built)
+        if status is None:
+            break
+    return found[:limit]
