@@ -48,6 +48,8 @@ def new_execution(
     clock: RealClock,
     worker_count: int,
     version: str,
+    run_group: str | None = None,
+    shard: str | None = None,
 ) -> ExecutionStarted:
     now = clock.iso()
     argv = [sys.argv[0], *config.invocation_params.args]
@@ -67,6 +69,8 @@ def new_execution(
         tags=json.dumps(dict(tags), ensure_ascii=False),
         metadata=json.dumps(platform_metadata(version), ensure_ascii=False),
         worker_count=worker_count,
+        run_group=run_group,
+        shard=shard,
     )
 
 

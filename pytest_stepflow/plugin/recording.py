@@ -177,6 +177,8 @@ class Owner(Recording):
             clock=CLOCK,
             worker_count=worker_count,
             version=__version__,
+            run_group=settings.run_group,
+            shard=settings.shard,
         )
         self.interrupted = False
         self.internal_error: str | None = None

@@ -29,6 +29,12 @@ from pytest_stepflow.storage.location import (
 )
 
 CAPTURE_CHOICES = ("all", "failed", "none")
+RUN_GROUP_ENV = "STEPFLOW_RUN_GROUP"
+SHARD_ENV = "STEPFLOW_SHARD"
+# Options with an environment twin, read between the command line and the ini file: the
+# database, and what CI sets per job (the pipeline's group, the job's shard).
+_ENVIRONMENT = {"db": DB_ENV, "run-group": RUN_GROUP_ENV, "shard": SHARD_ENV}
+MAX_GROUP_TEXT = 200  # characters of a run group's or shard's name
 DB_OPTION = "--stepflow-db"  # what the plugin's messages tell a user to pass (StorageError)
 
 
@@ -50,6 +56,19 @@ OPTIONS = (
         metavar="PATH",
     ),
     Option("name", "a name for this execution", metavar="NAME"),
+    Option(
+        "run-group",
+        f"the run group (CI pipeline) this session is one job of; the commands treat a "
+        f"group's executions as one run (env {RUN_GROUP_ENV}; default: the CI pipeline's id "
+        "and attempt, else the execution's own id)",
+        metavar="ID",
+    ),
+    Option(
+        "shard",
+        f"which job of the run group this is, e.g. 2/4 (env {SHARD_ENV}; default: the CI "
+        "job's index and total, or its name)",
+        metavar="NAME",
+    ),
     Option("tag", "tag the execution, repeatable", "linelist", "KEY=VALUE", repeatable=True),
     Option(
         "batch-size",
@@ -137,6 +156,8 @@ class Settings:
     max_artifact_total: int = DEFAULT_MAX_ARTIFACT_TOTAL
     attach_on_failure: tuple[str, ...] = ()
     html_path: Path | None = None
+    run_group: str | None = None  # None: the execution is a group of its own
+    shard: str | None = None
 
     def describe_db(self) -> str:
         """The database in messages: a path (relative to the current folder where that is
@@ -156,8 +177,9 @@ def _raw(config: pytest.Config, name: str) -> Any:
     cli = config.getoption(key)
     if cli is not None:
         return cli
-    if name == "db" and os.environ.get(DB_ENV):
-        return os.environ[DB_ENV]
+    env = _ENVIRONMENT.get(name)
+    if env and os.environ.get(env):
+        return os.environ[env]
     ini = config.getini(key)
     return ini if ini not in ("", [], None) else None
 
@@ -225,6 +247,18 @@ def parse_globs(values: list[str]) -> tuple[str, ...]:
         if pattern not in globs:
             globs.append(pattern)
     return tuple(globs)
+
+
+def group_text(name: str, value: object) -> str | None:
+    """A run group's or shard's name: one line of printable text, or None when empty."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    if len(text) > MAX_GROUP_TEXT or not text.isprintable():
+        raise _fail(name, value, f"one line of printable text, at most {MAX_GROUP_TEXT} characters")
+    return text
 
 
 def parse_tags(values: list[str]) -> dict[str, str]:
@@ -312,4 +346,6 @@ def resolve(config: pytest.Config) -> Settings:
         max_artifact_total=_size(config, "max-artifact-total", DEFAULT_MAX_ARTIFACT_TOTAL),
         attach_on_failure=parse_globs(globs),
         html_path=html,
+        run_group=group_text("run-group", _raw(config, "run-group")),
+        shard=group_text("shard", _raw(config, "shard")),
     )
