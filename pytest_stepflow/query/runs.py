@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from pytest_stepflow.query.errors import QueryError
+from pytest_stepflow.query.groups import Selection, group_window
 from pytest_stepflow.query.history import similar
 from pytest_stepflow.query.records import FAILING, Overview, Run, SlowTest, StepDetail, StepRow
 from pytest_stepflow.storage.reading import ReadSide
@@ -18,9 +19,12 @@ from pytest_stepflow.storage.reading import ReadSide
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
 
 
-def window(db: ReadSide, run: int | None, last: int) -> list[int]:
-    """The numbers of `last` runs ending at `run` (the newest when None), newest first."""
-    return db.last_numbers(max(last, 1), before=run)
+def window(db: ReadSide, run: int | Selection | None, last: int) -> list[int]:
+    """The execution numbers of the `last` runs ending at `run` (the newest when None),
+    newest first. A run group counts as one run: `--last 10` is ten CI pipelines, however
+    many shards each had (query/groups.py)."""
+    end = Selection((run,)) if isinstance(run, int) else run
+    return group_window(db, end, last)
 
 
 def failures(db: ReadSide, run: int) -> list[StepRow]:
