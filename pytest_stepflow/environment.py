@@ -6,26 +6,63 @@ data is simply omitted.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
 import string
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 from urllib.parse import quote
 
 MAX_VALUE_LENGTH = 4096
 
-# A field is a variable name, a "{VAR}" template, or alternatives tried in order.
+# A field is a variable name, a "{VAR}" template, or alternatives tried in order; a template
+# is used only when every variable in it is set and non-empty. A "{VAR:.0}" piece prints
+# nothing: it only makes the template require VAR.
 _Field: TypeAlias = str | tuple[str, ...]
 
-# (provider, variable whose truthiness detects it, output key -> field).
-_PROVIDERS: tuple[tuple[str, str, dict[str, _Field]], ...] = (
-    (
+# Keys whose composed templates are URLs: their pieces are percent-escaped.
+_URL_KEYS = frozenset({"url", "job_url"})
+
+
+@dataclass(frozen=True)
+class _Shard:
+    """Which job of the pipeline this is: "K/N" from a position (K 1-based) and a total,
+    "K" from a position alone, else the job's name."""
+
+    index: str | None = None  # the variable holding the job's position
+    base: int = 1  # 0 when that position counts from zero
+    total: str | None = None  # the variable holding the number of jobs
+    name: _Field | None = None  # the job's name, used when there is no position
+
+
+@dataclass(frozen=True)
+class _Provider:
+    name: str
+    # Every variable must be set: to a truthy value (None), or to text the pattern matches.
+    detect: tuple[tuple[str, re.Pattern[str] | None], ...]
+    fields: dict[str, _Field]
+    # The id every job of one pipeline run (or attempt) shares: where an execution's shards
+    # are gathered. Never a per-job id.
+    group: _Field | None = None
+    shard: _Shard = _Shard()
+
+
+def _flag(name: str) -> tuple[tuple[str, re.Pattern[str] | None], ...]:
+    return ((name, None),)
+
+
+# Tried in this order, the first match wins: a provider whose detection is weaker or whose
+# variables another provider also sets comes after it. Only a bare truthy CI falls through
+# to "unknown".
+_PROVIDERS: tuple[_Provider, ...] = (
+    _Provider(
         "github-actions",
-        "GITHUB_ACTIONS",
+        _flag("GITHUB_ACTIONS"),
         {
             "run_id": "GITHUB_RUN_ID",
             "run_number": "GITHUB_RUN_NUMBER",
@@ -38,10 +75,14 @@ _PROVIDERS: tuple[tuple[str, str, dict[str, _Field]], ...] = (
             "commit": "GITHUB_SHA",
             "pull_request": "GITHUB_REF",
         },
+        # A re-run is a new attempt of the same run id: each attempt is its own group.
+        group=("{GITHUB_RUN_ID}-{GITHUB_RUN_ATTEMPT}", "GITHUB_RUN_ID"),
+        # GitHub exports nothing about a matrix: the job id names the job, not the leg.
+        shard=_Shard(name="GITHUB_JOB"),
     ),
-    (
+    _Provider(
         "gitlab-ci",
-        "GITLAB_CI",
+        _flag("GITLAB_CI"),
         {
             "run_id": "CI_PIPELINE_ID",
             "job_id": "CI_JOB_ID",
@@ -52,10 +93,14 @@ _PROVIDERS: tuple[tuple[str, str, dict[str, _Field]], ...] = (
             "branch": "CI_COMMIT_REF_NAME",
             "pull_request": "CI_MERGE_REQUEST_IID",
         },
+        group="CI_PIPELINE_ID",
+        # CI_NODE_INDEX (1-based) is set for `parallel:` jobs only, whose CI_JOB_NAME
+        # already ends in "1/4"; CI_NODE_TOTAL is 1 for the others.
+        shard=_Shard(index="CI_NODE_INDEX", total="CI_NODE_TOTAL", name="CI_JOB_NAME"),
     ),
-    (
+    _Provider(
         "jenkins",
-        "JENKINS_URL",
+        _flag("JENKINS_URL"),
         {
             "run_id": "BUILD_ID",
             "run_number": "BUILD_NUMBER",
@@ -65,10 +110,14 @@ _PROVIDERS: tuple[tuple[str, str, dict[str, _Field]], ...] = (
             "branch": ("BRANCH_NAME", "GIT_BRANCH"),
             "pull_request": "CHANGE_ID",
         },
+        # "jenkins-${JOB_NAME}-${BUILD_NUMBER}": the build, whose parallel stages share it.
+        group="BUILD_TAG",
+        # A declarative pipeline's current stage.
+        shard=_Shard(name="STAGE_NAME"),
     ),
-    (
+    _Provider(
         "circleci",
-        "CIRCLECI",
+        _flag("CIRCLECI"),
         {
             "run_id": "CIRCLE_WORKFLOW_ID",
             "run_number": "CIRCLE_BUILD_NUM",
@@ -78,10 +127,14 @@ _PROVIDERS: tuple[tuple[str, str, dict[str, _Field]], ...] = (
             "branch": "CIRCLE_BRANCH",
             "pull_request": "CIRCLE_PULL_REQUEST",
         },
+        group="CIRCLE_WORKFLOW_ID",
+        shard=_Shard(
+            index="CIRCLE_NODE_INDEX", base=0, total="CIRCLE_NODE_TOTAL", name="CIRCLE_JOB"
+        ),
     ),
-    (
+    _Provider(
         "buildkite",
-        "BUILDKITE",
+        _flag("BUILDKITE"),
         {
             "run_id": "BUILDKITE_BUILD_ID",
             "run_number": "BUILDKITE_BUILD_NUMBER",
@@ -92,10 +145,17 @@ _PROVIDERS: tuple[tuple[str, str, dict[str, _Field]], ...] = (
             "branch": "BUILDKITE_BRANCH",
             "pull_request": "BUILDKITE_PULL_REQUEST",
         },
+        group="BUILDKITE_BUILD_ID",
+        shard=_Shard(
+            index="BUILDKITE_PARALLEL_JOB",
+            base=0,
+            total="BUILDKITE_PARALLEL_JOB_COUNT",
+            name="BUILDKITE_LABEL",
+        ),
     ),
-    (
+    _Provider(
         "azure-pipelines",
-        "TF_BUILD",
+        _flag("TF_BUILD"),
         {
             "run_id": "BUILD_BUILDID",
             "run_number": "BUILD_BUILDNUMBER",
@@ -111,6 +171,12 @@ _PROVIDERS: tuple[tuple[str, str, dict[str, _Field]], ...] = (
                 "SYSTEM_PULLREQUEST_PULLREQUESTID",
             ),
         },
+        group="BUILD_BUILDID",
+        shard=_Shard(
+            index="SYSTEM_JOBPOSITIONINPHASE",
+            total="SYSTEM_TOTALJOBSINPHASE",
+            name="SYSTEM_JOBDISPLAYNAME",
+        ),
     ),
 )
 
@@ -120,15 +186,33 @@ def _templates(field: _Field) -> tuple[str, ...]:
     return tuple(t if "{" in t else "{" + t + "}" for t in alternatives)
 
 
-def _variables(field: _Field) -> set[str]:
-    return {f for t in _templates(field) for _, f, _, _ in string.Formatter().parse(t) if f}
+@functools.cache
+def _parsed(template: str) -> tuple[tuple[str, str | None, str], ...]:
+    """(literal text, variable or None, format spec) pieces of *template*, parsed once."""
+    return tuple(
+        (literal, name or None, spec or "")
+        for literal, name, spec, _ in string.Formatter().parse(template)
+    )
 
 
-_CI_VARIABLES = frozenset(
-    {"CI"}
-    | {flag for _, flag, _ in _PROVIDERS}
-    | {v for _, _, fields in _PROVIDERS for field in fields.values() for v in _variables(field)}
-)
+def _variables(field: _Field | None) -> set[str]:
+    if field is None:
+        return set()
+    return {name for t in _templates(field) for _, name, _ in _parsed(t) if name}
+
+
+def _provider_variables(provider: _Provider) -> set[str]:
+    shard = provider.shard
+    return (
+        {name for name, _ in provider.detect}
+        | {v for field in provider.fields.values() for v in _variables(field)}
+        | _variables(provider.group)
+        | {v for v in (shard.index, shard.total) if v}
+        | _variables(shard.name)
+    )
+
+
+_CI_VARIABLES = frozenset({"CI"}.union(*(_provider_variables(p) for p in _PROVIDERS)))
 
 ENVIRONMENT_ALLOW_LIST: frozenset[str] = (
     frozenset(
@@ -232,35 +316,90 @@ def _truthy(value: str | None) -> bool:
     return value is not None and value.strip().lower() not in _FALSY
 
 
-def _render(field: _Field, environ: Mapping[str, str]) -> str | None:
+def _render(field: _Field, environ: Mapping[str, str], escape: bool = False) -> str | None:
     for template in _templates(field):
-        parts = list(string.Formatter().parse(template))
-        names = [name for _, name, _, _ in parts if name]
-        if all(environ.get(name) for name in names):
-            # Pieces of a composed URL are escaped (Azure project names may contain spaces).
-            values = {
-                n: quote(environ[n], safe=":/%") if len(names) > 1 else environ[n] for n in names
-            }
-            return "".join(lit + (values[n] if n else "") for lit, n, _, _ in parts)
+        parts = _parsed(template)
+        names = [name for _, name, _ in parts if name]
+        if not all(environ.get(name) for name in names):
+            continue
+        # Pieces of a composed URL are escaped (Azure project names may contain spaces).
+        quoted = escape and len(names) > 1
+        pieces = []
+        for literal, name, spec in parts:
+            pieces.append(literal)
+            if name:
+                value = quote(environ[name], safe=":/%") if quoted else environ[name]
+                pieces.append(format(value, spec))
+        return "".join(pieces)
     return None
+
+
+def _detect(environ: Mapping[str, str]) -> _Provider | None:
+    for provider in _PROVIDERS:
+        if all(
+            _truthy(environ.get(name))
+            if pattern is None
+            else pattern.fullmatch(environ.get(name, "").strip()) is not None
+            for name, pattern in provider.detect
+        ):
+            return provider
+    return None
+
+
+def _position(value: str | None) -> int | None:
+    value = (value or "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+def _shard(shard: _Shard, environ: Mapping[str, str]) -> str | None:
+    index = _position(environ.get(shard.index)) if shard.index else None
+    if index is not None and index + 1 - shard.base >= 1:
+        position = index + 1 - shard.base
+        total = _position(environ.get(shard.total)) if shard.total else None
+        # A total smaller than the position is inconsistent: the position alone is kept.
+        return f"{position}/{total}" if total is not None and total >= position else str(position)
+    return _render(shard.name, environ) if shard.name else None
+
+
+def _run_group(provider: _Provider, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    group = _render(provider.group, environ) if provider.group else None
+    shard = _shard(provider.shard, environ)
+    return (
+        _clean(group) if group is not None else None,
+        _clean(shard) if shard is not None else None,
+    )
+
+
+def ci_run_group(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(group, shard) of the CI job running: the id every job of the pipeline run shares,
+    and which of those jobs this is ("2/4", "2" or the job's name); (None, None) outside CI.
+
+    Called in pytest's process: dictionary reads and string formatting only.
+    """
+    provider = _detect(environ)
+    return (None, None) if provider is None else _run_group(provider, environ)
 
 
 def ci_info(environ: Mapping[str, str]) -> dict[str, str] | None:
     """Identify the CI provider and run, or None when not running on CI."""
-    for provider, flag, fields in _PROVIDERS:
-        if not _truthy(environ.get(flag)):
-            continue
-        info = {"provider": provider}
-        for key, field in fields.items():
-            value = _render(field, environ)
-            if value is not None and key == "pull_request":
-                # Keep the number only; drops Buildkite's "false" and GitHub branch refs.
-                match = _PR_NUMBER.fullmatch(value)
-                value = match.group(1) if match else None
-            if value is not None:
-                info[key] = _clean(value)
-        return info
-    return {"provider": "unknown"} if _truthy(environ.get("CI")) else None
+    provider = _detect(environ)
+    if provider is None:
+        return {"provider": "unknown"} if _truthy(environ.get("CI")) else None
+    info = {"provider": provider.name}
+    for key, field in provider.fields.items():
+        value = _render(field, environ, escape=key in _URL_KEYS)
+        if value is not None and key == "pull_request":
+            # Keep the number only; drops Buildkite's "false" and GitHub branch refs.
+            match = _PR_NUMBER.fullmatch(value)
+            value = match.group(1) if match else None
+        if value is not None:
+            info[key] = _clean(value)
+    group, shard = _run_group(provider, environ)
+    if group is not None:
+        info["group"] = group
+    if shard is not None:
+        info["shard"] = shard
+    return info
 
 
 def git_info(path: Path, timeout: float = 2.0) -> dict[str, object] | None:

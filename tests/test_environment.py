@@ -14,6 +14,7 @@ from pytest_stepflow import environment
 from pytest_stepflow.environment import (
     ENVIRONMENT_ALLOW_LIST,
     ci_info,
+    ci_run_group,
     collect_environment,
     git_info,
     looks_secret,
@@ -281,6 +282,8 @@ PROVIDER_CASES = [
             "branch": "feature",
             "commit": "a" * 40,
             "pull_request": "42",
+            "group": "9876543210-2",
+            "shard": "test",
         },
         id="github-actions",
     ),
@@ -306,6 +309,8 @@ PROVIDER_CASES = [
             "job_url": "https://gitlab.com/acme/app/-/jobs/2002",
             "commit": "b" * 40,
             "branch": "main",
+            "group": "1001",
+            "shard": "pytest",
         },
         id="gitlab-ci",
     ),
@@ -315,6 +320,7 @@ PROVIDER_CASES = [
             "BUILD_NUMBER": "15",
             "BUILD_ID": "15",
             "BUILD_URL": "https://ci.example/job/app/15/",
+            "BUILD_TAG": "jenkins-app-15",
             "JOB_NAME": "app",
             "GIT_COMMIT": "c" * 40,
             "GIT_BRANCH": "origin/main",
@@ -327,6 +333,7 @@ PROVIDER_CASES = [
             "url": "https://ci.example/job/app/15/",
             "commit": "c" * 40,
             "branch": "origin/main",
+            "group": "jenkins-app-15",
         },
         id="jenkins",
     ),
@@ -338,6 +345,8 @@ PROVIDER_CASES = [
             "CIRCLE_BUILD_NUM": "321",
             "CIRCLE_BUILD_URL": "https://circleci.com/gh/acme/app/321",
             "CIRCLE_JOB": "build",
+            "CIRCLE_NODE_INDEX": "2",
+            "CIRCLE_NODE_TOTAL": "4",
             "CIRCLE_SHA1": "d" * 40,
             "CIRCLE_BRANCH": "dev",
             "CIRCLE_PULL_REQUEST": "https://github.com/acme/app/pull/7",
@@ -351,6 +360,8 @@ PROVIDER_CASES = [
             "commit": "d" * 40,
             "branch": "dev",
             "pull_request": "7",
+            "group": "wf-uuid",
+            "shard": "3/4",
         },
         id="circleci",
     ),
@@ -362,6 +373,8 @@ PROVIDER_CASES = [
             "BUILDKITE_BUILD_NUMBER": "88",
             "BUILDKITE_JOB_ID": "job-uuid",
             "BUILDKITE_LABEL": ":pytest: tests",
+            "BUILDKITE_PARALLEL_JOB": "0",
+            "BUILDKITE_PARALLEL_JOB_COUNT": "3",
             "BUILDKITE_BUILD_URL": "https://buildkite.com/acme/app/builds/88",
             "BUILDKITE_COMMIT": "e" * 40,
             "BUILDKITE_BRANCH": "main",
@@ -377,6 +390,8 @@ PROVIDER_CASES = [
             "url": "https://buildkite.com/acme/app/builds/88",
             "commit": "e" * 40,
             "branch": "main",
+            "group": "bk-uuid",
+            "shard": "1/3",
         },
         id="buildkite",
     ),
@@ -386,6 +401,8 @@ PROVIDER_CASES = [
             "BUILD_BUILDID": "1234",
             "BUILD_BUILDNUMBER": "20240101.1",
             "SYSTEM_JOBID": "job-guid",
+            "SYSTEM_JOBPOSITIONINPHASE": "2",
+            "SYSTEM_TOTALJOBSINPHASE": "2",
             "SYSTEM_COLLECTIONURI": "https://dev.azure.com/acme/",
             "SYSTEM_TEAMPROJECT": "Web Shop",
             "BUILD_SOURCEVERSION": "f" * 40,
@@ -401,6 +418,8 @@ PROVIDER_CASES = [
             "commit": "f" * 40,
             "branch": "main",
             "pull_request": "55",
+            "group": "1234",
+            "shard": "2/2",
         },
         id="azure-pipelines",
     ),
@@ -410,6 +429,13 @@ PROVIDER_CASES = [
 @pytest.mark.parametrize(("environ", "expected"), PROVIDER_CASES)
 def test_ci_info_providers(environ: dict[str, str], expected: dict[str, str]) -> None:
     assert ci_info(environ) == expected
+
+
+@pytest.mark.parametrize(("environ", "expected"), PROVIDER_CASES)
+def test_ci_run_group_is_ci_info_group_and_shard(
+    environ: dict[str, str], expected: dict[str, str]
+) -> None:
+    assert ci_run_group(environ) == (expected.get("group"), expected.get("shard"))
 
 
 @pytest.mark.parametrize(("environ", "expected"), PROVIDER_CASES)
@@ -500,7 +526,7 @@ def test_recorded_metadata_with_git_and_ci(
     git(pytester.path, "add", ".")
     git(pytester.path, "commit", "-q", "-m", "initial")
     metadata = run_stepflow().metadata
-    assert metadata["ci"] == {"provider": "gitlab-ci", "run_id": "5"}
+    assert metadata["ci"] == {"provider": "gitlab-ci", "run_id": "5", "group": "5"}
     assert metadata["git"] == git_info(pytester.path)
     assert metadata["git"] is not None
 
