@@ -56,9 +56,12 @@ def _flag(name: str) -> tuple[tuple[str, re.Pattern[str] | None], ...]:
     return ((name, None),)
 
 
+_UUID = re.compile(r"[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}", re.IGNORECASE)
+
 # Tried in this order, the first match wins: a provider whose detection is weaker or whose
-# variables another provider also sets comes after it. Only a bare truthy CI falls through
-# to "unknown".
+# variables another provider also sets comes after it (Woodpecker, which exports Drone's
+# names for Drone plugins, before Drone; Google Cloud Build, detected from generic names,
+# last). Only a bare truthy CI falls through to "unknown".
 _PROVIDERS: tuple[_Provider, ...] = (
     _Provider(
         "github-actions",
@@ -178,6 +181,232 @@ _PROVIDERS: tuple[_Provider, ...] = (
             name="SYSTEM_JOBDISPLAYNAME",
         ),
     ),
+    _Provider(
+        "travis-ci",
+        _flag("TRAVIS"),
+        {
+            "run_id": "TRAVIS_BUILD_ID",
+            "run_number": "TRAVIS_BUILD_NUMBER",
+            "job_id": "TRAVIS_JOB_ID",
+            "job": ("TRAVIS_JOB_NAME", "TRAVIS_JOB_NUMBER"),
+            "url": "TRAVIS_BUILD_WEB_URL",
+            "job_url": "TRAVIS_JOB_WEB_URL",
+            "commit": "TRAVIS_COMMIT",
+            # The source branch of a pull request, else the branch built.
+            "branch": ("TRAVIS_PULL_REQUEST_BRANCH", "TRAVIS_BRANCH"),
+            "pull_request": "TRAVIS_PULL_REQUEST",  # "false" outside pull requests
+        },
+        # The build (TRAVIS_BUILD_ID, internal and unique) holds the matrix's jobs.
+        group="TRAVIS_BUILD_ID",
+        # No index and no total: the optional job name, else "4.1" (build 4, job 1).
+        shard=_Shard(name=("TRAVIS_JOB_NAME", "TRAVIS_JOB_NUMBER")),
+    ),
+    _Provider(
+        "bitbucket-pipelines",
+        # Bitbucket has no flag of its own (CI=true only): its build number is always set.
+        _flag("BITBUCKET_BUILD_NUMBER"),
+        {
+            "run_id": "BITBUCKET_PIPELINE_UUID",
+            "run_number": "BITBUCKET_BUILD_NUMBER",
+            "job_id": "BITBUCKET_STEP_UUID",
+            "url": "{BITBUCKET_GIT_HTTP_ORIGIN}/pipelines/results/{BITBUCKET_BUILD_NUMBER}",
+            "commit": "BITBUCKET_COMMIT",
+            "branch": "BITBUCKET_BRANCH",
+            "pull_request": "BITBUCKET_PR_ID",
+        },
+        # The pipeline, shared by its steps (and kept when a failed step is re-run); the
+        # build number is only unique within a repository.
+        group=(
+            "BITBUCKET_PIPELINE_UUID",
+            "{BITBUCKET_REPO_FULL_NAME}#{BITBUCKET_BUILD_NUMBER}",
+        ),
+        shard=_Shard(
+            index="BITBUCKET_PARALLEL_STEP", base=0, total="BITBUCKET_PARALLEL_STEP_COUNT"
+        ),
+    ),
+    _Provider(
+        "teamcity",
+        _flag("TEAMCITY_VERSION"),
+        {
+            # TeamCity exports no build id (teamcity.build.id is a system property only):
+            # BUILD_NUMBER, as formatted by the build configuration, is the build's name.
+            "run_id": "BUILD_NUMBER",
+            "run_number": "BUILD_NUMBER",
+            "job": "TEAMCITY_BUILDCONF_NAME",
+            "url": "BUILD_URL",
+            # Only with a single VCS root (else BUILD_VCS_NUMBER_<root id>).
+            "commit": "BUILD_VCS_NUMBER",
+        },
+        # Builds of a chain share nothing in the environment: each build is its own group,
+        # named by its link (newer servers) or by configuration and number.
+        group=("BUILD_URL", "{TEAMCITY_PROJECT_NAME}/{TEAMCITY_BUILDCONF_NAME}#{BUILD_NUMBER}"),
+        shard=_Shard(name="TEAMCITY_BUILDCONF_NAME"),
+    ),
+    _Provider(
+        "appveyor",
+        _flag("APPVEYOR"),
+        {
+            "run_id": "APPVEYOR_BUILD_ID",
+            "run_number": "APPVEYOR_BUILD_NUMBER",
+            "job_id": "APPVEYOR_JOB_ID",
+            "job": "APPVEYOR_JOB_NAME",
+            "url": (
+                "{APPVEYOR_URL}/project/{APPVEYOR_ACCOUNT_NAME}/{APPVEYOR_PROJECT_SLUG}"
+                "/builds/{APPVEYOR_BUILD_ID}"
+            ),
+            "job_url": (
+                "{APPVEYOR_URL}/project/{APPVEYOR_ACCOUNT_NAME}/{APPVEYOR_PROJECT_SLUG}"
+                "/build/job/{APPVEYOR_JOB_ID}"
+            ),
+            "commit": "APPVEYOR_REPO_COMMIT",
+            "branch": ("APPVEYOR_PULL_REQUEST_HEAD_REPO_BRANCH", "APPVEYOR_REPO_BRANCH"),
+            "pull_request": "APPVEYOR_PULL_REQUEST_NUMBER",
+        },
+        # The build holds the matrix's jobs; APPVEYOR_JOB_NUMBER is the job's 1-based
+        # position in it, with no total exported.
+        group="APPVEYOR_BUILD_ID",
+        shard=_Shard(index="APPVEYOR_JOB_NUMBER", name="APPVEYOR_JOB_NAME"),
+    ),
+    _Provider(
+        "woodpecker",
+        # Woodpecker sets CI=woodpecker and CI_* names that partly overlap GitLab's
+        # (CI_COMMIT_SHA, CI_PIPELINE_URL...) but never GITLAB_CI, which GitLab always sets;
+        # it also copies its values to Drone's names for Drone plugins, never DRONE=true.
+        (("CI", re.compile("woodpecker", re.IGNORECASE)),),
+        {
+            "run_id": "CI_PIPELINE_NUMBER",
+            "run_number": "CI_PIPELINE_NUMBER",
+            "job": "CI_WORKFLOW_NAME",
+            "url": "CI_PIPELINE_URL",
+            "job_url": "CI_STEP_URL",
+            "commit": "CI_COMMIT_SHA",
+            # The source branch of a pull request, else the branch built.
+            "branch": ("CI_COMMIT_SOURCE_BRANCH", "CI_COMMIT_BRANCH"),
+            "pull_request": "CI_COMMIT_PULL_REQUEST",
+        },
+        # The pipeline, whose workflows are the jobs; its number is per repository.
+        group="{CI_REPO}#{CI_PIPELINE_NUMBER}",
+        shard=_Shard(name="CI_WORKFLOW_NAME"),
+    ),
+    _Provider(
+        "drone",
+        _flag("DRONE"),
+        {
+            "run_id": "DRONE_BUILD_NUMBER",
+            "run_number": "DRONE_BUILD_NUMBER",
+            "job": "DRONE_STAGE_NAME",
+            "url": "DRONE_BUILD_LINK",
+            "commit": "DRONE_COMMIT_SHA",
+            "branch": ("DRONE_SOURCE_BRANCH", "DRONE_BRANCH"),
+            "pull_request": "DRONE_PULL_REQUEST",
+        },
+        # The build, whose stages (pipelines) are the jobs; its number is per repository.
+        group="{DRONE_REPO}#{DRONE_BUILD_NUMBER}",
+        # DRONE_STAGE_NUMBER orders the stages but is no shard position: the name is kept.
+        shard=_Shard(name="DRONE_STAGE_NAME"),
+    ),
+    _Provider(
+        "aws-codebuild",
+        _flag("CODEBUILD_BUILD_ID"),
+        {
+            "run_id": "CODEBUILD_BUILD_ID",
+            "run_number": "CODEBUILD_BUILD_NUMBER",
+            "job": "CODEBUILD_BATCH_BUILD_IDENTIFIER",
+            "url": "CODEBUILD_PUBLIC_BUILD_URL",  # set only for public builds
+            "commit": "CODEBUILD_RESOLVED_SOURCE_VERSION",
+            "branch": "CODEBUILD_WEBHOOK_HEAD_REF",  # refs/heads/<branch>
+            "pull_request": "CODEBUILD_WEBHOOK_TRIGGER",  # pr/<number>, branch/<name>...
+        },
+        # Each build of a batch has its own CODEBUILD_BUILD_ID and no variable names the
+        # batch; in a batch's builds CODEBUILD_INITIATOR is the batch that started them (not
+        # in AWS's table, relied on by Cypress's CodeBuild guide), elsewhere it is a user or a
+        # pipeline name, shared by unrelated builds: used only inside a batch.
+        group=(
+            "{CODEBUILD_BATCH_BUILD_IDENTIFIER:.0}{CODEBUILD_INITIATOR}",
+            "CODEBUILD_BUILD_ID",
+        ),
+        shard=_Shard(name="CODEBUILD_BATCH_BUILD_IDENTIFIER"),
+    ),
+    _Provider(
+        "bitrise",
+        _flag("BITRISE_IO"),
+        {
+            "run_id": "BITRISE_BUILD_SLUG",
+            "run_number": "BITRISE_BUILD_NUMBER",
+            "job": "BITRISE_TRIGGERED_WORKFLOW_ID",
+            "url": "BITRISE_BUILD_URL",
+            # GIT_CLONE_COMMIT_HASH: exported by the Git Clone step when no commit was given.
+            "commit": ("BITRISE_GIT_COMMIT", "GIT_CLONE_COMMIT_HASH"),
+            "branch": "BITRISE_GIT_BRANCH",
+            "pull_request": "BITRISE_PULL_REQUEST",
+        },
+        # In a pipeline every workflow is a build of its own: the pipeline id gathers them.
+        group=("BITRISEIO_PIPELINE_ID", "BITRISE_BUILD_SLUG"),
+        shard=_Shard(
+            index="BITRISE_IO_PARALLEL_INDEX",
+            base=0,
+            total="BITRISE_IO_PARALLEL_TOTAL",
+            name="BITRISE_TRIGGERED_WORKFLOW_ID",
+        ),
+    ),
+    _Provider(
+        "semaphore",
+        _flag("SEMAPHORE"),
+        {
+            "run_id": "SEMAPHORE_WORKFLOW_ID",
+            "run_number": "SEMAPHORE_WORKFLOW_NUMBER",
+            "job_id": "SEMAPHORE_JOB_ID",
+            "job": "SEMAPHORE_JOB_NAME",
+            "url": "{SEMAPHORE_ORGANIZATION_URL}/workflows/{SEMAPHORE_WORKFLOW_ID}",
+            "job_url": "{SEMAPHORE_ORGANIZATION_URL}/jobs/{SEMAPHORE_JOB_ID}",
+            "commit": "SEMAPHORE_GIT_SHA",
+            # On pull requests SEMAPHORE_GIT_BRANCH is the target, the working branch the source.
+            "branch": ("SEMAPHORE_GIT_WORKING_BRANCH", "SEMAPHORE_GIT_BRANCH"),
+            "pull_request": "SEMAPHORE_GIT_PR_NUMBER",
+        },
+        # The pipeline: the workflow also holds the later, promoted pipelines (deploys).
+        group="SEMAPHORE_PIPELINE_ID",
+        shard=_Shard(
+            index="SEMAPHORE_JOB_INDEX", total="SEMAPHORE_JOB_COUNT", name="SEMAPHORE_JOB_NAME"
+        ),
+    ),
+    _Provider(
+        "codefresh",
+        _flag("CF_BUILD_ID"),
+        {
+            "run_id": "CF_BUILD_ID",
+            "job": "CF_STEP_NAME",
+            "workflow": "CF_PIPELINE_NAME",
+            "url": "CF_BUILD_URL",
+            "commit": "CF_REVISION",
+            "branch": "CF_BRANCH",
+            "pull_request": "CF_PULL_REQUEST_NUMBER",
+        },
+        # The build, whose (possibly parallel) steps are the jobs.
+        group="CF_BUILD_ID",
+        shard=_Shard(name="CF_STEP_NAME"),
+    ),
+    _Provider(
+        "google-cloud-build",
+        # Cloud Build exports nothing by default: its BUILD_ID, PROJECT_ID... are
+        # substitutions, passed to a step only through its `env:`. The pair commonly passed
+        # is required, with BUILD_ID in Cloud Build's UUID form, and the entry comes last
+        # (Jenkins and TeamCity use BUILD_ID and BUILD_NUMBER too).
+        (("BUILD_ID", _UUID), ("PROJECT_ID", None)),
+        {
+            "run_id": "BUILD_ID",
+            "url": (
+                "https://console.cloud.google.com/cloud-build/builds/{BUILD_ID}"
+                "?project={PROJECT_ID}"
+            ),
+            "commit": "COMMIT_SHA",
+            # _HEAD_BRANCH: a GitHub pull request trigger's source branch.
+            "branch": ("_HEAD_BRANCH", "BRANCH_NAME"),
+            "pull_request": "_PR_NUMBER",
+        },
+        # All steps of a build share it; a step has no name in the environment.
+        group="BUILD_ID",
+    ),
 )
 
 
@@ -280,7 +509,8 @@ _SECRET_WORDS = frozenset({"KEY", "PASS"})
 _URL_CREDENTIALS = re.compile(
     r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?:[^\s/?#@:]*:\S*@|[^\s/?#@]*@)"
 )
-_PR_NUMBER = re.compile(r"(?:refs/pull/|https?://\S+/pull/)?(\d+)(?:/merge|/head)?")
+# A number, a GitHub pull ref or URL, or CodeBuild's "pr/<number>" webhook trigger.
+_PR_NUMBER = re.compile(r"(?:refs/pull/|https?://\S+/pull/|pr/)?(\d+)(?:/merge|/head)?")
 _FALSY = frozenset({"", "0", "false", "no", "off"})
 
 
@@ -392,6 +622,8 @@ def ci_info(environ: Mapping[str, str]) -> dict[str, str] | None:
             # Keep the number only; drops Buildkite's "false" and GitHub branch refs.
             match = _PR_NUMBER.fullmatch(value)
             value = match.group(1) if match else None
+        elif value is not None and key == "branch":
+            value = value.removeprefix("refs/heads/")  # CodeBuild's head ref
         if value is not None:
             info[key] = _clean(value)
     group, shard = _run_group(provider, environ)
