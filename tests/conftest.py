@@ -39,6 +39,7 @@ from stores import PostgresStore, SqliteStore, Store, connect_ro, query
 # a re-imported asyncio would no longer match the C-level _asyncio module's classes. psycopg
 # (optional) likewise: the plugin imports it in every run on a PostgreSQL database.
 import pytest_stepflow.plugin.recording  # noqa: F401
+from pytest_stepflow.environment import CI_VARIABLES
 
 with contextlib.suppress(ImportError):
     import psycopg  # noqa: F401
@@ -243,6 +244,14 @@ def _quiet_inner_plugins(request: pytest.FixtureRequest, monkeypatch: pytest.Mon
         request.getfixturevalue("pytester")  # which clears PYTEST_ADDOPTS as it starts
     current = os.environ.get("PYTEST_ADDOPTS", "")
     monkeypatch.setenv("PYTEST_ADDOPTS", f"{current} {INNER_ADDOPTS}".strip())
+
+
+@pytest.fixture(autouse=True)
+def _outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner runs see no CI provider and no run group: on a CI machine they would all join
+    its pipeline's group (tests/test_run_groups.py sets the variables it needs)."""
+    for name in (*CI_VARIABLES, "STEPFLOW_RUN_GROUP", "STEPFLOW_SHARD"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pytest_stepflow.environment import ci_run_group
 from pytest_stepflow.limits import DEFAULT_MAX_ARTIFACT_SIZE, DEFAULT_MAX_ARTIFACT_TOTAL, GIB, MIB
 from pytest_stepflow.locations import DB_ENV as DB_ENV  # cmdline.py imports it from here
 from pytest_stepflow.locations import DEFAULT_DB
@@ -261,6 +262,26 @@ def group_text(name: str, value: object) -> str | None:
     return text
 
 
+def _from_ci(value: str | None) -> str | None:
+    """A CI variable's group or shard as the options accept one: a job name may be
+    anything, and it must never fail the session, so it is trimmed rather than refused."""
+    if value is None:
+        return None
+    text = "".join(c if c.isprintable() else " " for c in value).strip()
+    return text[:MAX_GROUP_TEXT] or None
+
+
+def run_group_and_shard(config: pytest.Config) -> tuple[str | None, str | None]:
+    """The options' group and shard, else the CI pipeline's and job's (environment.py)."""
+    group = group_text("run-group", _raw(config, "run-group"))
+    shard = group_text("shard", _raw(config, "shard"))
+    if group is None or shard is None:
+        ci_group, ci_shard = ci_run_group(os.environ)
+        group = group or _from_ci(ci_group)
+        shard = shard or _from_ci(ci_shard)
+    return group, shard
+
+
 def parse_tags(values: list[str]) -> dict[str, str]:
     tags: dict[str, str] = {}
     for value in values:
@@ -305,6 +326,7 @@ def resolve(config: pytest.Config) -> Settings:
         if raw_db
         else SqliteLocation(Path(os.path.abspath(config.rootpath / DEFAULT_DB)))
     )
+    run_group, shard = run_group_and_shard(config)
     raw_html = _raw(config, "html")
     html = _path(config, "html", raw_html) if raw_html else None
     if html is not None and html.is_dir():
@@ -346,6 +368,6 @@ def resolve(config: pytest.Config) -> Settings:
         max_artifact_total=_size(config, "max-artifact-total", DEFAULT_MAX_ARTIFACT_TOTAL),
         attach_on_failure=parse_globs(globs),
         html_path=html,
-        run_group=group_text("run-group", _raw(config, "run-group")),
-        shard=group_text("shard", _raw(config, "shard")),
+        run_group=run_group,
+        shard=shard,
     )
