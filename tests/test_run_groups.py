@@ -143,3 +143,11 @@ def test_under_xdist_the_controller_records_the_group_once(
     run.result.assert_outcomes(passed=1, failed=1)
     rows = run.query("SELECT run_group, shard FROM executions")
     assert rows == [{"run_group": "pipe-x", "shard": "1/2"}]
+
+
+@pytest.mark.sqlite_only("the summary line is the plugin's, whatever the backend")
+def test_the_summary_line_names_the_group(pytester: pytest.Pytester, run_stepflow: Run) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    run = run_stepflow("--stepflow-run-group=pipe-9", "--stepflow-shard=4/4")
+    assert "(run group pipe-9, shard 4/4)" in run.output
+    assert "run group" not in run_stepflow().output  # a group of its own is not worth a word

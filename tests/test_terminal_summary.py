@@ -109,3 +109,13 @@ def test_a_run_whose_execution_row_was_spilled_says_where_its_steps_are() -> Non
 def test_a_run_whose_number_never_came_back_still_says_what_it_recorded() -> None:
     (line,) = summary_lines(_end(number=None))
     assert line.text == f"stepflow: the execution recorded 12 steps in {DB}"
+
+
+def test_a_named_run_group_and_shard_are_said() -> None:
+    (line,) = summary_lines(_end(run_group="7781234-2", shard="3/4", worker_count=2))
+    assert line.text == (
+        f"stepflow: execution #7 recorded 12 steps in {DB} (run group 7781234-2, shard 3/4, "
+        "2 workers)"
+    )
+    (line,) = summary_lines(_end(run_group="nightly"))
+    assert line.text.endswith("(run group nightly)")

@@ -354,6 +354,8 @@ class Owner(Recording):
                 dead_runs=writer.dead_runs if writer is not None else (),
                 notices=self.notices.lines(),
                 html_note=self.html_note,
+                run_group=self.settings.run_group,
+                shard=self.settings.shard,
             ),
         )
 

@@ -33,6 +33,8 @@ class SessionEnd:
     dead_runs: Sequence[int] = ()  # earlier executions found dead and marked interrupted
     notices: Sequence[str] = ()  # refused artifacts, failing hook implementations
     html_note: str | None = None  # where --stepflow-html went, or why it did not
+    run_group: str | None = None  # the named run group (CI pipeline) the execution is in
+    shard: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +58,9 @@ def summary_lines(end: SessionEnd) -> list[Line]:
     else:  # its row was written late (a busy database): the number never came back
         line = f"stepflow: the execution recorded {end.steps} steps in {end.database}"
     extras = []
+    if end.run_group is not None:
+        shard = f", shard {end.shard}" if end.shard else ""
+        extras.append(f"run group {end.run_group}{shard}")
     if end.setup_only:
         extras.append("--setup-only and --setup-plan run no tests: none recorded")
     if end.worker_count:
