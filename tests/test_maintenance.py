@@ -42,6 +42,14 @@ Run = Callable[..., StepflowRun]
 NOW = datetime.now(timezone.utc)
 
 
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """NOW is each test's own: a module-wide one grows stale over a slow suite, and a run
+    whose heartbeat is NOW minus seconds would then look ten minutes silent (dead)."""
+    global NOW
+    NOW = datetime.now(timezone.utc)
+
+
 # ---- helpers -------------------------------------------------------------------------------
 
 

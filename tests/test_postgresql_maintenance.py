@@ -39,6 +39,16 @@ from pytest_stepflow.storage.spill import SpillJournal
 from pytest_stepflow.timestamps import iso_utc
 
 NOW = datetime.now(timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """NOW is each test's own: a module-wide one grows stale over a slow suite, and a run
+    whose heartbeat is NOW minus seconds would then look ten minutes silent (dead)."""
+    global NOW
+    NOW = datetime.now(timezone.utc)
+
+
 DATA_TABLES = ("executions", "tests", "steps", "logs", "substeps", "artifacts", "artifact_contents")
 
 

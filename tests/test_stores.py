@@ -9,7 +9,7 @@ from pathlib import Path
 from postgresql_server import PostgresServer
 from stores import PostgresStore, SqliteStore, to_postgresql
 
-from pytest_stepflow.storage.postgresql.schema import APPLICATION, META, statements_for
+from pytest_stepflow.storage.postgresql.schema import APPLICATION, META, MIGRATIONS, statements_for
 
 
 def test_placeholders_and_percent_signs_outside_quotes_only() -> None:
@@ -28,7 +28,11 @@ def _schema(server: PostgresServer, name: str) -> PostgresStore:
         for statement in statements_for(name, 0):
             conn.execute(statement)
         conn.execute(f"INSERT INTO {name}.{META} VALUES ('application', '{APPLICATION}')")
-        conn.execute(f"INSERT INTO {name}.migrations (version, description) VALUES (1, 'x')")
+        for migration in MIGRATIONS:
+            conn.execute(
+                f"INSERT INTO {name}.migrations (version, description) VALUES (%s, %s)",
+                (migration.version, migration.description),
+            )
         conn.execute(
             f"INSERT INTO {name}.executions (id, command, working_directory, rootdir, "
             "created_at, started_at, host, pid, tags) VALUES ('e1', '[\"pytest\", \"-q\"]', "
