@@ -242,7 +242,7 @@ class Change:
 
 @dataclasses.dataclass(frozen=True)
 class Diff:
-    a: int
+    a: int  # run A's number; when A is a run group, its newest execution's
     b: int
     new_failures: list[Change]
     fixed: list[Change]
@@ -251,6 +251,13 @@ class Diff:
     removed: list[Change]
     slower: list[Change]
     faster: list[Change]
+    # Added for run groups, after the fields above so that the JSON of a diff of plain runs
+    # only gains keys, none of them a list (consumers take the lists for the changes): the
+    # group each side names (None for a plain run) and each side's executions, {"a": [...],
+    # "b": [...]} (one each for plain runs).
+    a_group: str | None = None
+    b_group: str | None = None
+    runs: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
 
 # The aggregate status of a run group: the first of these any of its runs has, else passed
@@ -294,6 +301,14 @@ class RunGroup:
         if self.expected_shards is None:
             return 0
         return max(self.expected_shards - len({r.shard for r in self.runs}), 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupOverview:
+    """A run group as `stepflow show group:...` presents it."""
+
+    group: RunGroup
+    failures: list[StepDetail]  # failed and errored steps of all its runs (`step.execution`)
 
 
 @dataclasses.dataclass(frozen=True)
