@@ -13,7 +13,13 @@ import dataclasses
 import re
 from collections.abc import Sequence
 
-from pytest_stepflow.query.records import GROUP_STATUS_ORDER, Run, RunGroup
+from pytest_stepflow.query.records import (
+    FAILING,
+    GROUP_STATUS_ORDER,
+    GroupOverview,
+    Run,
+    RunGroup,
+)
 from pytest_stepflow.storage.reading import ReadSide, RunNotFoundError
 from pytest_stepflow.timestamps import parse_iso
 
@@ -134,7 +140,10 @@ def groups(db: ReadSide, *, limit: int = 20, status: str | None = None) -> list[
     """The newest run groups with their aggregates, newest first; `status` keeps those
     whose aggregate status it is."""
     found: list[RunGroup] = []
-    page = max(limit, 20)
+    # A status to look for may mean reading every group: the statuses need no counts of
+    # steps, so those are read for the groups kept only.
+    counted = status is None
+    page = max(limit, 20 if counted else 100)
     offset = 0
     while len(found) < limit:
         members = db.groups(limit=page, offset=offset)
@@ -142,7 +151,7 @@ def groups(db: ReadSide, *, limit: int = 20, status: str | None = None) -> list[
             break
         offset += len(members)
         numbers = [n for _, ns in members for n in ns]
-        runs = {r.number: r for r in db.runs(numbers=numbers, limit=len(numbers))}
+        runs = {r.number: r for r in db.runs(numbers=numbers, limit=len(numbers), counts=counted)}
         for group, ns in members:
             present = [runs[n] for n in ns if n in runs]  # a prune may have taken some
             if not present:
@@ -152,4 +161,34 @@ def groups(db: ReadSide, *, limit: int = 20, status: str | None = None) -> list[
                 found.append(built)
         if status is None:
             break
-    return found[:limit]
+    found = found[:limit]
+    if not counted and found:
+        numbers = [n for g in found for n in g.numbers]
+        runs = {r.number: r for r in db.runs(numbers=numbers, limit=len(numbers))}
+        found = [
+            build_group(g.id, present)
+            for g in found
+            if (present := [runs[n] for n in g.numbers if n in runs])
+        ]
+    return found
+
+
+def group_overview(db: ReadSide, selection: Selection) -> GroupOverview:
+    """The selected run group with the failures and errors of all its runs (in run order,
+    each in collection order), as `stepflow show group:...` presents it."""
+    group = run_group(db, selection)
+    failing = db.steps(group.numbers, outcomes=sorted(FAILING))
+    return GroupOverview(group=group, failures=[db.step_detail(s.id) for s in failing])
+
+
+def group_passed(group: RunGroup) -> bool:
+    """Whether a pipeline passed: its aggregate status is passed and every shard its "K/N"
+    names promise was recorded (a running group has not passed, nor has one short of a
+    shard)."""
+    return group.status == "passed" and not group.missing_shards
+
+
+def shard_order(run: Run) -> tuple[int, str, int]:
+    """Shards in a natural order: "2/4" before "10/12", then by name, then by number."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*\d+\s*", run.shard or "")
+    return (int(match.group(1)) if match else 2**31, run.shard or "", run.number)

@@ -47,13 +47,16 @@ def overview(db: ReadSide, number: int) -> Overview:
     )
 
 
-def logs_of_test(db: ReadSide, nodeid: str, number: int, *, min_level: int = 0) -> list[StepDetail]:
-    """Every attempt of one test in run `number` with its details, keeping the log records
-    at `min_level` (a `logging` level number) or above; QueryError when the run has no such
-    test."""
-    steps = db.find_steps(nodeid, number)
+def logs_of_test(
+    db: ReadSide, nodeid: str, number: int | Selection, *, min_level: int = 0
+) -> list[StepDetail]:
+    """Every attempt of one test in run `number` (or in every run of a run group: whichever
+    shards ran it) with its details, keeping the log records at `min_level` (a `logging`
+    level number) or above; QueryError when the run has no such test."""
+    selection = Selection((number,)) if isinstance(number, int) else number
+    steps = db.find_steps(nodeid, selection.numbers)
     if not steps:
-        raise QueryError(f"no test {nodeid!r} in run #{number}{similar(db, nodeid)}")
+        raise QueryError(f"no test {nodeid!r} in {selection.label}{similar(db, nodeid)}")
     return [
         dataclasses.replace(
             detail,
