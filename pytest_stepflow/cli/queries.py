@@ -1,6 +1,10 @@
 """The query commands: runs, show, steps, slowest, flaky, history, diff, logs, search,
 artifacts and artifact. Each parses its arguments, asks the query layer
-(`pytest_stepflow.query`) and prints the answer."""
+(`pytest_stepflow.query`) and prints the answer.
+
+Every RUN may name a run group (`group:latest`, `group:ID`: a CI pipeline's shards), which
+the commands answer about as one logical run (query/groups.py).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import argparse
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 
 from pytest_stepflow.cli.common import (
     FOUND,
@@ -19,18 +24,30 @@ from pytest_stepflow.cli.common import (
     local_time,
     open_db,
     positive,
-    resolve,
     to_jsonable,
 )
 from pytest_stepflow.query.artifacts import artifact_file
 from pytest_stepflow.query.compare import diff
 from pytest_stepflow.query.flakiness import FLAKY_MIN_FLIPS, FLAKY_WINDOW, flaky
+from pytest_stepflow.query.groups import (
+    group_overview,
+    group_passed,
+    groups,
+    run_group,
+    select,
+    shard_order,
+)
 from pytest_stepflow.query.history import known_history
-from pytest_stepflow.query.records import FAILING, OUTCOMES, Run, StepDetail
+from pytest_stepflow.query.records import FAILING, OUTCOMES, Run, RunGroup, StepDetail
 from pytest_stepflow.query.runs import LOG_LEVELS, logs_of_test, overview, slowest, window
 from pytest_stepflow.text import duration_text, size_text
 
 Sub = argparse._SubParsersAction  # argparse has no public name for it
+
+RUN_HELP = (
+    "run reference: 7, latest, latest~N, an id prefix, or a run group (its shards as one "
+    "run): group:latest, group:latest~N, group:ID (default: latest)"
+)
 
 
 def register(sub: Sub[argparse.ArgumentParser]) -> None:
@@ -38,11 +55,13 @@ def register(sub: Sub[argparse.ArgumentParser]) -> None:
         sub,
         "runs",
         cmd_runs,
-        "list recent runs",
+        "list recent runs (or run groups: CI pipelines)",
         """
 stepflow runs
 stepflow runs --status failed --limit 5
 stepflow runs --tag team=payments --branch main --json
+stepflow runs --groups                 pipelines: their shards as one run
+stepflow runs --groups --status running --json
 """,
     )
     p.add_argument("--limit", type=positive, default=20, help="at most this many (default 20)")
@@ -52,25 +71,33 @@ stepflow runs --tag team=payments --branch main --json
     p.add_argument("--tag", metavar="KEY[=VALUE]", help="runs with this tag (and value)")
     p.add_argument("--branch", help="runs on this git branch")
     p.add_argument("--name", help="runs whose name matches this glob")
+    p.add_argument(
+        "--groups",
+        action="store_true",
+        help="list run groups (a CI pipeline's shards as one run), by their aggregate status",
+    )
     p.add_argument("--fail-on", choices=["failed"], help="exit 1 when a listed run did not pass")
 
     p = command(
         sub,
         "show",
         cmd_show,
-        "one run: summary, metadata, workers, failures",
+        "one run (or run group): summary, metadata, workers or shards, failures",
         """
 stepflow show                   the latest run
 stepflow show latest~1
 stepflow show 12 --json
 stepflow show latest --fail-on failures    in CI: exit 1 when the run had failures
+stepflow show group:latest      the latest pipeline: its shards, failures over all of them
+stepflow show group:latest --fail-on not-passed   exit 1 unless every shard passed
 """,
     )
-    p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
+    p.add_argument("run", nargs="?", metavar="RUN", help=RUN_HELP)
     p.add_argument(
         "--fail-on",
         choices=["failures", "errors", "not-passed"],
-        help="exit 1 when the run had failures/errors (failures includes errors), or did not pass",
+        help="exit 1 when the run had failures/errors (failures includes errors), or did not "
+        "pass (a run group: a shard still running or missing has not passed)",
     )
     p.add_argument("--no-tracebacks", action="store_true", help="list failures without them")
 
@@ -83,9 +110,10 @@ stepflow show latest --fail-on failures    in CI: exit 1 when the run had failur
 stepflow steps
 stepflow steps latest --outcome failed --outcome error
 stepflow steps 7 --worker gw1 --match "test_api.py::*login*"
+stepflow steps group:latest --outcome failed     over all shards of the latest pipeline
 """,
     )
-    p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
+    p.add_argument("run", nargs="?", metavar="RUN", help=RUN_HELP)
     p.add_argument(
         "--outcome",
         action="append",
@@ -112,10 +140,11 @@ stepflow steps 7 --worker gw1 --match "test_api.py::*login*"
         """
 stepflow slowest
 stepflow slowest latest -n 20 --phase setup
-stepflow slowest --last 10          mean over the last 10 runs
+stepflow slowest --last 10          mean over the last 10 runs (a run group is one run)
+stepflow slowest group:latest       over all shards of the latest pipeline
 """,
     )
-    p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
+    p.add_argument("run", nargs="?", metavar="RUN", help=RUN_HELP)
     p.add_argument("--last", type=positive, help="over the last N runs (mean and max)")
     p.add_argument("-n", type=positive, default=10, dest="count", help="how many (default 10)")
     p.add_argument("--phase", choices=["total", "setup", "call", "teardown"], default="total")
@@ -138,7 +167,9 @@ A test is flaky when either rule holds over the window:
                (default {FLAKY_MIN_FLIPS}) in the last --last runs (default
                {FLAKY_WINDOW}) -- the Chromium/Google dashboards' rule; three
                flips, so one regression and its fix are not flaky.
-Skips count as neither pass nor fail.
+Skips count as neither pass nor fail. A run group (a CI pipeline's shards) is one run:
+a test's outcome there is its worst over the shards, and shards of one pipeline share
+its commit, so a test that passed in one shard and failed in another is flaky.
 """,
     )
     p.add_argument(
@@ -173,16 +204,19 @@ stepflow history "tests/test_api.py::test_get[2]" --limit 50 --json
         sub,
         "diff",
         cmd_diff,
-        "what changed between two runs",
+        "what changed between two runs (or run groups)",
         """
 stepflow diff                   the run before the latest vs the latest
 stepflow diff 41 42
+stepflow diff group:latest~1 group:latest     pipeline against pipeline
 stepflow diff latest~5 latest --ratio 2 --min-delta 0.5
 stepflow diff --fail-on new-failures
 """,
     )
-    p.add_argument("run_a", nargs="?", metavar="RUN_A", default="latest~1")
-    p.add_argument("run_b", nargs="?", metavar="RUN_B", default="latest")
+    p.add_argument(
+        "run_a", nargs="?", metavar="RUN_A", default="latest~1", help="default: latest~1"
+    )
+    p.add_argument("run_b", nargs="?", metavar="RUN_B", default="latest", help="default: latest")
     p.add_argument(
         "--ratio",
         type=float,
@@ -209,10 +243,11 @@ stepflow diff --fail-on new-failures
         """
 stepflow logs tests/test_api.py::test_login
 stepflow logs tests/test_api.py::test_login 7 --level WARNING
+stepflow logs tests/test_api.py::test_login group:latest   in whichever shard ran it
 """,
     )
     p.add_argument("nodeid", metavar="NODEID")
-    p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
+    p.add_argument("run", nargs="?", metavar="RUN", help=RUN_HELP)
     p.add_argument("--level", default=None, help="only log records at this level or above")
 
     p = command(
@@ -223,10 +258,11 @@ stepflow logs tests/test_api.py::test_login 7 --level WARNING
         """
 stepflow search ConnectionResetError
 stepflow search "timeout expired" --run latest --limit 50
+stepflow search ConnectionResetError --run group:latest
 """,
     )
     p.add_argument("text", metavar="TEXT")
-    p.add_argument("--run", help="only in this run")
+    p.add_argument("--run", help="only in this run (or run group)")
     p.add_argument("--last", type=positive, help="only in the last N runs")
     p.add_argument("--limit", type=positive, default=20)
     p.add_argument("--fail-on", choices=["any"], help="exit 1 when anything matched")
@@ -239,9 +275,10 @@ stepflow search "timeout expired" --run latest --limit 50
         """
 stepflow artifacts
 stepflow artifacts latest tests/test_ui.py::test_checkout
+stepflow artifacts group:latest
 """,
     )
-    p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
+    p.add_argument("run", nargs="?", metavar="RUN", help=RUN_HELP)
     p.add_argument("nodeid", nargs="?", metavar="NODEID", help="only this test's")
 
     p = command(
@@ -262,12 +299,14 @@ stepflow artifact 17 -o - > out.bin
 # -- runs and show -------------------------------------------------------------------------
 
 
-def _counts_text(run: Run, out: Output) -> str:
+def _counts_text(run: Run | RunGroup, out: Output) -> str:
     parts = [out.paint(f"{run.counts[o]} {o}", o) for o in OUTCOMES if run.counts.get(o)]
     return ", ".join(parts) or "no steps"
 
 
 def cmd_runs(args: argparse.Namespace, out: Output) -> int:
+    if args.groups:
+        return _list_groups(args, out)
     tag = None
     if args.tag:
         key, eq, value = args.tag.partition("=")
@@ -283,6 +322,8 @@ def cmd_runs(args: argparse.Namespace, out: Output) -> int:
     if not runs:
         out.line("no runs match")
         return found
+    # The group and shard columns only when a listed run is one job of a named group.
+    grouped = any(_named_group(r) for r in runs)
     out.table(
         [
             "#",
@@ -293,6 +334,7 @@ def cmd_runs(args: argparse.Namespace, out: Output) -> int:
             "outcomes",
             "name",
             "tags",
+            *(("group", "shard") if grouped else ()),
             "branch@commit",
         ],
         [
@@ -305,6 +347,7 @@ def cmd_runs(args: argparse.Namespace, out: Output) -> int:
                 _counts_text(r, out),
                 r.name,
                 _tags(r),
+                *((_named_group(r), r.shard) if grouped else ()),
                 _revision(r),
             )
             for r in runs
@@ -314,11 +357,85 @@ def cmd_runs(args: argparse.Namespace, out: Output) -> int:
     return found
 
 
+def _named_group(run: Run) -> str | None:
+    """The run group a run is one job of; None for a run outside any (a group of its own)."""
+    return run.run_group if run.run_group != run.id else None
+
+
+def _list_groups(args: argparse.Namespace, out: Output) -> int:
+    if args.tag or args.branch or args.name:
+        raise UsageError("runs --groups filters by --status only (not --tag, --branch, --name)")
+    with open_db(args) as db:
+        found = groups(db, limit=args.limit, status=args.status)
+    code = FOUND if args.fail_on and not all(group_passed(g) for g in found) else OK
+    if out.json_mode:
+        out.json([_group_json(g, [_run_summary_json(r) for r in g.runs]) for g in found])
+        return code
+    if not found:
+        out.line("no run groups match")
+        return code
+    out.table(
+        [
+            "group",
+            "shards",
+            "runs",
+            "status",
+            "started (UTC)",
+            "duration",
+            "tests",
+            "outcomes",
+            "branch@commit",
+        ],
+        [
+            (
+                _group_name(g),
+                _shards_text(g),
+                _numbers_text(g.numbers),
+                g.status,
+                iso_short(g.started_at),
+                g.duration,
+                g.total,
+                _counts_text(g, out),
+                _revision(g),
+            )
+            for g in found
+        ],
+        right=(5, 6),
+    )
+    return code
+
+
+def _group_name(group: RunGroup) -> str:
+    """A group's id; a run outside any group (its own group, named by its uuid) by the id's
+    first 8 characters, a prefix `group:` references take."""
+    alone = len(group.runs) == 1 and group.runs[0].id == group.id
+    return group.id[:8] if alone else group.id
+
+
+def _shards_text(group: RunGroup) -> str:
+    """ "4"; "3 of 4" while a shard its "K/N" names promise is missing; ", 2 running"."""
+    text = str(len(group.runs))
+    if group.missing_shards and group.expected_shards:
+        text = f"{group.expected_shards - group.missing_shards} of {group.expected_shards}"
+    return text + (f", {group.running} running" if group.running else "")
+
+
+def _numbers_text(numbers: Sequence[int]) -> str:
+    """Run numbers as ranges: "#5..#8", "#3,#5..#6"."""
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ",".join(f"#{a}" if a == b else f"#{a}..#{b}" for a, b in spans)
+
+
 def _tags(run: Run) -> str:
     return ",".join(f"{k}={v}" if v not in (None, "", True) else k for k, v in run.tags.items())
 
 
-def _revision(run: Run) -> str:
+def _revision(run: Run | RunGroup) -> str:
     commit = (run.commit or "")[:10]
     if run.branch and commit:
         return f"{run.branch}@{commit}"
@@ -331,11 +448,57 @@ def _run_json(run: Run) -> dict[str, object]:
     return data  # type: ignore[no-any-return]
 
 
+_RUN_SUMMARY = (
+    "number",
+    "id",
+    "shard",
+    "status",
+    "host",
+    "started_at",
+    "completed_at",
+    "duration",
+    "counts",
+)
+
+
+def _run_summary_json(run: Run) -> dict[str, object]:
+    """A group's run as `runs --groups --json` lists it (`show` gives the whole run)."""
+    data = {key: to_jsonable(getattr(run, key)) for key in _RUN_SUMMARY}
+    data["total"] = run.total
+    return data
+
+
+def _group_json(group: RunGroup, runs: list[dict[str, object]]) -> dict[str, object]:
+    """A run group's JSON (README, `stepflow runs`): the same keys in `runs --groups` and
+    `show group:...`, whose runs are whole."""
+    return {
+        "group": group.id,
+        "status": group.status,
+        "passed": group_passed(group),
+        "started_at": group.started_at,
+        "completed_at": group.completed_at,
+        "duration": group.duration,
+        "shards": len(group.runs),
+        "expected_shards": group.expected_shards,
+        "missing_shards": group.missing_shards,
+        "running": group.running,
+        "total": group.total,
+        "counts": group.counts,
+        "branch": group.branch,
+        "commit": group.commit,
+        "runs": runs,
+    }
+
+
 def cmd_show(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
-        shown = overview(db, resolve(db, args.run))
+        selection = select(db, args.run)
+        if selection.group is not None:
+            pipeline = group_overview(db, selection)
+            return _show_group(args, out, pipeline.group, pipeline.failures)
+        shown = overview(db, selection.newest)
     run, workers, failed = shown.run, shown.workers, shown.failures
-    found = _show_fails(args.fail_on, run, failed)
+    found = _show_fails(args.fail_on, run.status == "passed", failed)
     if out.json_mode:
         data = _run_json(run)
         data["workers"] = to_jsonable(workers)
@@ -355,6 +518,8 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         ("exit code", run.exit_code),
         ("tags", _tags(run) or None),
         ("git", _revision(run) or None),
+        ("group", _named_group(run)),
+        ("shard", run.shard if _named_group(run) else None),
         ("host", f"{run.user_name or '?'}@{run.host} pid {run.pid}"),
         ("command", " ".join(run.command)),
         ("rootdir", run.rootdir),
@@ -368,9 +533,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     rows.append(("versions", versions or None))
     if run.error_message:
         rows.append(("error", run.error_message))
-    for key, value in rows:
-        if value not in (None, ""):
-            out.line(f"  {key + ':':15} {value}")
+    _print_rows(rows, out)
     if workers and (len(workers) > 1 or workers[0].worker != "main"):
         out.line()
         out.table(
@@ -387,35 +550,112 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         )
         out.line()
         out.line(f"writer: {stats}")
-    if failed:
-        out.line()
-        out.line(out.paint(f"{len(failed)} failures and errors", "bold"))
-        for detail in failed:
-            _print_failure(detail, out, tracebacks=not args.no_tracebacks)
+    _print_failures(failed, out, tracebacks=not args.no_tracebacks)
     return found
 
 
-def _show_fails(fail_on: str | None, run: Run, failed: list[StepDetail]) -> int:
+def _print_rows(rows: Sequence[tuple[str, object]], out: Output) -> None:
+    for key, value in rows:
+        if value not in (None, ""):
+            out.line(f"  {key + ':':15} {value}")
+
+
+def _show_group(
+    args: argparse.Namespace, out: Output, group: RunGroup, failed: list[StepDetail]
+) -> int:
+    found = _show_fails(args.fail_on, group_passed(group), failed)
+    if out.json_mode:
+        data = _group_json(group, [_run_json(r) for r in group.runs])
+        data["failures"] = to_jsonable(failed)
+        out.json(data)
+        return found
+    out.line(
+        out.paint(f"run group {group.id}", "bold") + "  " + out.paint(group.status, group.status)
+    )
+    _print_rows(
+        [
+            ("started (UTC)", iso_short(group.started_at)),
+            ("duration", duration_text(group.duration)),  # wall: first start to last end
+            ("steps", f"{group.total}: {_counts_text(group, out)}"),
+            ("shards", f"{_shards_text(group)} (runs {_numbers_text(group.numbers)})"),
+            ("git", _revision(group) or None),
+        ],
+        out,
+    )
+    out.line()
+    out.table(
+        ["shard", "run", "host", "status", "duration", "steps", "outcomes"],
+        [
+            (
+                r.shard,
+                f"#{r.number}",
+                r.host,
+                r.status,
+                r.duration,
+                r.total,
+                _counts_text(r, out),
+            )
+            for r in sorted(group.runs, key=shard_order)
+        ],
+        right=(1, 4, 5),
+    )
+    for note in _group_notes(group):
+        out.line(out.paint(note, "running" if "running" in note else "interrupted"))
+    shards = {r.number: r.shard for r in group.runs}
+    _print_failures(failed, out, tracebacks=not args.no_tracebacks, shards=shards)
+    return found
+
+
+def _group_notes(group: RunGroup) -> list[str]:
+    """What says a group's answer is not final: shards still running, shards missing."""
+    total = group.expected_shards or len(group.runs)
+    notes = []
+    if group.running:
+        notes.append(f"{group.running} of {total} shards still running")
+    if group.missing_shards:
+        notes.append(f"{total - group.missing_shards} of {total} shards recorded")
+    return notes
+
+
+def _show_fails(fail_on: str | None, passed: bool, failed: list[StepDetail]) -> int:
     if fail_on == "failures" and failed:
         return FOUND
     if fail_on == "errors" and any(d.step.outcome == "error" for d in failed):
         return FOUND
-    if fail_on == "not-passed" and run.status != "passed":
+    if fail_on == "not-passed" and not passed:
         return FOUND
     return OK
 
 
-def _print_failure(detail: StepDetail, out: Output, *, tracebacks: bool) -> None:
-    step = detail.step
-    attempt = f" (attempt {step.attempt})" if step.attempt > 1 else ""
-    out.line(
-        f"{out.paint(step.outcome.upper(), step.outcome)} {step.nodeid}{attempt} "
-        f"[{step.worker}, {duration_text(step.duration)}]"
-    )
-    if tracebacks and detail.longrepr:
-        for line in detail.longrepr.splitlines():
-            out.line(f"    {line}")
-        out.line()
+def _print_failures(
+    failed: list[StepDetail],
+    out: Output,
+    *,
+    tracebacks: bool,
+    shards: dict[int, str | None] | None = None,
+) -> None:
+    """Every failure and error; of a run group's, each says which shard (run) it was in."""
+    if not failed:
+        return
+    out.line()
+    out.line(out.paint(f"{len(failed)} failures and errors", "bold"))
+    for detail in failed:
+        step = detail.step
+        attempt = f" (attempt {step.attempt})" if step.attempt > 1 else ""
+        where = ""
+        if shards is not None:
+            shard = shards.get(step.execution)
+            where = (
+                f"shard {shard} run #{step.execution}, " if shard else f"run #{step.execution}, "
+            )
+        out.line(
+            f"{out.paint(step.outcome.upper(), step.outcome)} {step.nodeid}{attempt} "
+            f"[{where}{step.worker}, {duration_text(step.duration)}]"
+        )
+        if tracebacks and detail.longrepr:
+            for line in detail.longrepr.splitlines():
+                out.line(f"    {line}")
+            out.line()
 
 
 # -- steps, slowest, flaky, history, diff ---------------------------------------------------
@@ -423,9 +663,9 @@ def _print_failure(detail: StepDetail, out: Output, *, tracebacks: bool) -> None
 
 def cmd_steps(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
-        number = resolve(db, args.run)
+        selection = select(db, args.run)
         steps = db.steps(
-            number,
+            selection.numbers,
             outcomes=args.outcome,
             worker=args.worker,
             pattern=args.match,
@@ -438,28 +678,46 @@ def cmd_steps(args: argparse.Namespace, out: Output) -> int:
         out.json(steps)
         return found
     if not steps:
-        out.line(f"no steps of run #{number} match")
+        out.line(f"no steps of {selection.label} match")
         return found
-    out.table(
-        ["id", "outcome", "duration", "worker", "try", "node id"],
-        [(s.id, s.outcome, s.duration, s.worker, s.attempt, s.nodeid) for s in steps],
-        right=(0, 2, 4),
+    if selection.group is None:
+        out.table(
+            ["id", "outcome", "duration", "worker", "try", "node id"],
+            [(s.id, s.outcome, s.duration, s.worker, s.attempt, s.nodeid) for s in steps],
+            right=(0, 2, 4),
+        )
+        return found
+    out.table(  # a run group's: which run (shard) each step was in
+        ["id", "run", "outcome", "duration", "worker", "try", "node id"],
+        [
+            (s.id, f"#{s.execution}", s.outcome, s.duration, s.worker, s.attempt, s.nodeid)
+            for s in steps
+        ],
+        right=(0, 1, 3, 5),
     )
     return found
 
 
 def cmd_slowest(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
-        end = resolve(db, args.run)
-        runs = window(db, end, args.last or 1)
+        end = select(db, args.run)
+        # --last N counts a run group as one run (query/runs.py window).
+        one = not args.last or args.last == 1
+        runs = sorted(end.numbers, reverse=True) if one else window(db, end, args.last)
         slow = slowest(db, runs, phase=args.phase, limit=args.count)
     if out.json_mode:
         out.json({"runs": runs, "phase": args.phase, "tests": slow})
         return OK
-    span = f"run #{runs[0]}" if len(runs) == 1 else f"runs #{runs[-1]}..#{runs[0]}"
+    span = end.label if one else f"runs #{runs[-1]}..#{runs[0]}"
     out.line(f"slowest by {args.phase} duration, {span}")
     if len(runs) == 1:
         out.table([args.phase, "node id"], [(s.mean, s.nodeid) for s in slow], right=(0,))
+    elif one:  # one run group: the run (shard) each test was slowest in
+        out.table(
+            [args.phase, "run", "node id"],
+            [(s.mean, f"#{s.run_of_max}", s.nodeid) for s in slow],
+            right=(0, 1),
+        )
     else:
         out.table(
             ["mean", "max", "runs", "node id"],
@@ -478,7 +736,9 @@ def cmd_flaky(args: argparse.Namespace, out: Output) -> int:
         out.json({"runs": runs, "min_flips": args.min_flips, "tests": found_tests})
         return found
     if not found_tests:
-        out.line(f"no flaky tests in the last {len(runs)} runs")
+        with open_db(args) as db:  # a run group is one run
+            listed = db.runs(numbers=runs, limit=len(runs), counts=False) if runs else []
+        out.line(f"no flaky tests in the last {len({r.run_group for r in listed})} runs")
         return found
     out.table(
         ["flips", "fail rate", "runs", "last failure", "same commit", "node id"],
@@ -524,8 +784,15 @@ def cmd_history(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_diff(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
-        a, b = resolve(db, args.run_a), resolve(db, args.run_b)
+        a, b = select(db, args.run_a), select(db, args.run_b)
         result = diff(db, a, b, ratio=args.ratio, min_delta=args.min_delta)
+        # A pipeline's answer is not final while a shard runs or is missing: say so.
+        notes = [
+            f"{side.label}: {note}"
+            for side in (a, b)
+            if side.group is not None
+            for note in _group_notes(run_group(db, side))
+        ]
     found = OK
     if (args.fail_on == "new-failures" and result.new_failures) or (
         args.fail_on == "slower" and result.slower
@@ -534,7 +801,9 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
     if out.json_mode:
         out.json(result)
         return found
-    out.line(f"run #{a} -> run #{b}")
+    out.line(f"{a.label} -> {b.label}")
+    for note in notes:
+        out.line(out.paint(note, "running"))
     sections = (
         ("new failures", result.new_failures, "failed"),
         ("fixed", result.fixed, "passed"),
@@ -573,7 +842,7 @@ def cmd_logs(args: argparse.Namespace, out: Output) -> int:
             )
         minimum = int(level) if level.isdigit() else LOG_LEVELS[level]
     with open_db(args) as db:
-        details = logs_of_test(db, args.nodeid, resolve(db, args.run), min_level=minimum)
+        details = logs_of_test(db, args.nodeid, select(db, args.run), min_level=minimum)
     if out.json_mode:
         out.json(details)
         return OK
@@ -621,7 +890,7 @@ def cmd_search(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
         numbers = None
         if args.run:
-            numbers = [resolve(db, args.run)]
+            numbers = list(select(db, args.run).numbers)
         elif args.last:
             numbers = window(db, None, args.last)
         if not db.has_full_text:
@@ -647,20 +916,22 @@ def cmd_search(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_artifacts(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
-        number = resolve(db, args.run)
-        found = db.artifacts(number=number, nodeid=args.nodeid)
+        selection = select(db, args.run)
+        found = db.artifacts(number=selection.numbers, nodeid=args.nodeid)
         base = db.artifacts_home
     if out.json_mode:
         out.json(found)
         return OK
     if not found:
-        out.line(f"no artifacts in run #{number}")
+        out.line(f"no artifacts in {selection.label}")
         return OK
+    grouped = selection.group is not None  # a run group's: which run (shard) each is of
     out.table(
-        ["id", "size", "type", "name", "node id", "stored at"],
+        ["id", *(("run",) if grouped else ()), "size", "type", "name", "node id", "stored at"],
         [
             (
                 a.id,
+                *((f"#{a.execution}",) if grouped else ()),
                 size_text(a.size),
                 a.mime_type,
                 a.name,
@@ -669,7 +940,7 @@ def cmd_artifacts(args: argparse.Namespace, out: Output) -> int:
             )
             for a in found
         ],
-        right=(0, 1),
+        right=(0, 1, 2) if grouped else (0, 1),
     )
     return OK
 
