@@ -731,14 +731,18 @@ def cmd_flaky(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
         runs = window(db, None, args.last)
         found_tests = flaky(db, runs, min_flips=args.min_flips)[: args.limit]
+        # How many runs that was, a run group counting as one, when saying none was flaky.
+        looked = (
+            []
+            if found_tests or out.json_mode or not runs
+            else db.runs(numbers=runs, limit=len(runs), counts=False)
+        )
     found = FOUND if args.fail_on and found_tests else OK
     if out.json_mode:
         out.json({"runs": runs, "min_flips": args.min_flips, "tests": found_tests})
         return found
     if not found_tests:
-        with open_db(args) as db:  # a run group is one run
-            listed = db.runs(numbers=runs, limit=len(runs), counts=False) if runs else []
-        out.line(f"no flaky tests in the last {len({r.run_group for r in listed})} runs")
+        out.line(f"no flaky tests in the last {len({r.run_group for r in looked})} runs")
         return found
     out.table(
         ["flips", "fail rate", "runs", "last failure", "same commit", "node id"],
