@@ -192,3 +192,40 @@ def shard_order(run: Run) -> tuple[int, str, int]:
     """Shards in a natural order: "2/4" before "10/12", then by name, then by number."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*\d+\s*", run.shard or "")
     return (int(match.group(1)) if match else 2**31, run.shard or "", run.number)
+
+
+def window_groups(db: ReadSide, end: Selection | None, last: int) -> list[tuple[str, list[int]]]:
+    """`group_window` with its logical runs kept apart: (group, its execution numbers
+    ascending) for each of the `last` run groups ending at `end`'s group, newest first. A
+    single run whose group has newer members stands alone first, as in `group_window`."""
+    found = db.groups(limit=max(last, 1), before=None if end is None else end.newest)
+    if end is not None and end.group is None and found and end.newest not in found[0][1]:
+        found = [(end.label, [end.newest]), *found[: max(last, 1) - 1]]
+    return found
+
+
+def named_group(run: Run) -> str | None:
+    """The run group a run was named part of; None when it is a group of its own."""
+    return None if run.run_group == run.id else run.run_group
+
+
+def shard_label(run: Run) -> str:
+    """How a run is named among its group's: its shard ("2/4", a job name), else #number."""
+    return run.shard or f"#{run.number}"
+
+
+def shard_labels(runs: Sequence[Run]) -> dict[int, str]:
+    """Run number -> `shard_label`, with " #number" added where two runs of the group
+    share a shard name (a re-run CI job), so that each label names one run."""
+    seen: dict[str, int] = {}
+    for run in runs:
+        seen[shard_label(run)] = seen.get(shard_label(run), 0) + 1
+    return {
+        r.number: shard_label(r) + (f" #{r.number}" if seen[shard_label(r)] > 1 else "")
+        for r in runs
+    }
+
+
+def by_shard(runs: Sequence[Run]) -> list[Run]:
+    """A group's runs in shard order (`shard_order`)."""
+    return sorted(runs, key=shard_order)

@@ -336,16 +336,18 @@ class Failure:
     outcome: str
     worker: str
     reason: str | None
+    run: int | None = None  # the run it failed in (a run group's summary has several)
 
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
-    run: Run
+    run: Run  # a run group's: its newest run (git, CI, versions)
     failures: list[Failure]
     failure_count: int
     slowest: list[SlowTest]
     flaky: list[FlakyTest]
     flaky_window: int
+    group: RunGroup | None = None  # set when the summary is of a run group
 
 
 # -- bulk rows of the HTML report (storage/sqlite/bulk_reader.py) ---------------------------------
@@ -425,11 +427,18 @@ class ReportInputs:
     artifacts_home: Path  # artifact rows' stored paths are relative to it
     run: Run
     steps: list[ReportStep]  # in collection order
-    history_runs: list[int]  # oldest first
-    histories: dict[int, str]  # test id -> one outcome code per run of `history_runs`
+    history_runs: list[int]  # oldest first (the newest execution of each history column)
+    histories: dict[int, str]  # test id -> one outcome code per history column
     flaky: list[FlakyTest]  # over the last FLAKY_WINDOW runs up to this one
     trend: list[Run]  # oldest first
     artifacts: list[StoredArtifact]
     details: list[DetailRow]  # steps that have any; text clipped to `clip`
     logs: list[LogRow]  # at most `logs_per_step` a step; messages clipped to `clip`
     substeps: list[SubStepRow]  # messages clipped to `clip`
+    # A run group's report: the group (then `run` is its newest run, `steps` those of all
+    # its runs, and `trend_groups` the trend as logical runs).
+    group: RunGroup | None = None
+    # One label per history column ("run #12", "run group pipe-7"); a column is a logical
+    # run (a run group), `history_runs` holds the newest execution of each.
+    history_labels: list[str] = dataclasses.field(default_factory=list)
+    trend_groups: list[RunGroup] = dataclasses.field(default_factory=list)  # oldest first
