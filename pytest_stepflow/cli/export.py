@@ -1,4 +1,4 @@
-"""`stepflow export`: one run as JUnit XML, a JSON document or JSON Lines."""
+"""`stepflow export`: one run, or one run group, as JUnit XML, a JSON document or JSON Lines."""
 
 from __future__ import annotations
 
@@ -8,10 +8,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from pytest_stepflow.cli.common import OK, Output, UsageError, command, open_db, resolve
+from pytest_stepflow.cli.common import OK, Output, UsageError, command, open_db
 from pytest_stepflow.files import write_atomically
 from pytest_stepflow.query.database import ReadSide
-from pytest_stepflow.report.export import JUNIT_FAMILIES, json_document, json_lines, junit_xml
+from pytest_stepflow.query.groups import Selection, run_group, select
+from pytest_stepflow.report.export import (
+    JUNIT_FAMILIES,
+    json_document,
+    json_group_document,
+    json_group_lines,
+    json_lines,
+    junit_group_xml,
+    junit_xml,
+)
 
 FORMATS = ("junit", "json", "jsonl")
 # Output suffixes that name a format when --format is not given.
@@ -21,6 +30,7 @@ EXAMPLES = """
 stepflow export --format junit -o junit.xml     the latest run, for a CI test report
 stepflow export 7 -o run7.json                  run 7 as one JSON document (from the suffix)
 stepflow export latest --format jsonl | jq -c 'select(.outcome == "failed") | .nodeid'
+stepflow export group:latest -o junit.xml       the latest CI pipeline: a <testsuite> per shard
 """
 
 
@@ -29,11 +39,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         sub,
         "export",
         export,
-        "Write one run as JUnit XML (for CI test reports), one JSON document or JSON Lines.",
+        "Write one run (or a run group: a CI pipeline's shards) as JUnit XML (for CI test "
+        "reports), one JSON document or JSON Lines.",
         EXAMPLES,
         json_output=False,
     )
-    parser.add_argument("run", nargs="?", metavar="RUN", help="the run (default: latest)")
+    parser.add_argument(
+        "run",
+        nargs="?",
+        metavar="RUN",
+        help="the run (default: latest), or group:latest, group:latest~N, group:ID for a "
+        "run group: one JUnit file with a <testsuite> per shard, one JSON document",
+    )
     parser.add_argument(
         "--format",
         choices=FORMATS,
@@ -58,7 +75,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--suite-name",
         metavar="NAME",
-        help="the <testsuite> name (default: the run's name, else pytest)",
+        help="the <testsuite> name (default: the run's name, else pytest); a run group's "
+        "suites are named NAME SHARD",
     )
 
 
@@ -70,7 +88,20 @@ def _format(args: argparse.Namespace) -> str:
     return "junit"
 
 
-def _chunks(db: ReadSide, number: int, fmt: str, args: argparse.Namespace) -> Iterator[str]:
+def _chunks(
+    db: ReadSide, selection: Selection, fmt: str, args: argparse.Namespace
+) -> Iterator[str]:
+    if selection.group is not None:
+        group = run_group(db, selection)
+        numbers = list(selection.numbers)
+        if fmt == "json":
+            return json_group_document(group, db.iter_steps(numbers))
+        if fmt == "jsonl":
+            return json_group_lines(group, db.iter_steps(numbers))
+        return junit_group_xml(
+            group, db.iter_steps, family=args.junit_family, suite_name=args.suite_name
+        )
+    number = selection.newest
     run = db.run(number)
     steps = db.iter_steps(number)
     if fmt == "json":
@@ -84,10 +115,10 @@ def export(args: argparse.Namespace, out: Output) -> int:
     fmt = _format(args)
     target = None if args.output == "-" else Path(args.output)
     with open_db(args) as db:
-        number = resolve(db, args.run)
+        selection = select(db, args.run)
         if target is not None:
             _check_target(target)
-        chunks = _chunks(db, number, fmt, args)
+        chunks = _chunks(db, selection, fmt, args)
         if target is None:
             write = _stdout_writer(out.stream)
             for chunk in chunks:

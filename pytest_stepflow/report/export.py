@@ -28,9 +28,11 @@ import re
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from contextlib import ExitStack
+from typing import IO, Any, TypeVar
 
-from pytest_stepflow.query.records import FAILING, LogLine, Run, StepDetail, StepRow
+from pytest_stepflow.query.groups import by_shard, named_group, shard_labels
+from pytest_stepflow.query.records import FAILING, LogLine, Run, RunGroup, StepDetail, StepRow
 from pytest_stepflow.timestamps import parse_iso
 
 FORMAT = "stepflow-export"
@@ -196,6 +198,52 @@ def json_lines(run: Run, steps: Iterable[StepDetail]) -> Iterator[str]:
     """JSON Lines: the run first ("type": "run"), then one line per step ("type": "step")."""
     yield _dumps({"type": "run", "format": FORMAT, "version": VERSION, **run_record(run)})
     yield "\n"
+    for detail in steps:
+        yield _dumps({"type": "step", **step_record(detail)})
+        yield "\n"
+
+
+def group_record(group: RunGroup) -> dict[str, Any]:
+    """A run group as exported: its aggregate, and its runs' numbers (their records follow
+    apart, each as `run_record` gives it)."""
+    return {
+        "id": group.id,
+        "status": group.status,
+        "started_at": group.started_at,
+        "completed_at": group.completed_at,
+        "duration": _plain(group.duration),
+        "counts": group.counts,
+        "total": group.total,
+        "runs": group.numbers,
+        "running": group.running,
+        "expected_shards": group.expected_shards,
+        "missing_shards": group.missing_shards,
+    }
+
+
+def json_group_document(group: RunGroup, steps: Iterable[StepDetail]) -> Iterator[str]:
+    """A run group as one JSON document: {"format", "version", "group", "runs": [...],
+    "steps": [...]}, each step with its `execution` (the run it belongs to)."""
+    runs = ",\n  ".join(_dumps(run_record(run)) for run in group.runs)
+    yield (
+        f'{{"format": {_dumps(FORMAT)}, "version": {VERSION},\n'
+        f' "group": {_dumps(group_record(group))},\n "runs": [\n  {runs}\n],\n "steps": ['
+    )
+    separator = "\n  "
+    for detail in steps:
+        yield separator + _dumps(step_record(detail))
+        separator = ",\n  "
+    yield "\n]}\n"
+
+
+def json_group_lines(group: RunGroup, steps: Iterable[StepDetail]) -> Iterator[str]:
+    """JSON Lines of a run group: the group ("type": "group"), a line per run ("type":
+    "run"), then one line per step ("type": "step")."""
+    yield _dumps({"type": "group", "format": FORMAT, "version": VERSION, **group_record(group)})
+    yield "\n"
+    for run in group.runs:
+        yield _dumps({"type": "run", **run_record(run)})
+        yield "\n"
     for detail in steps:
         yield _dumps({"type": "step", **step_record(detail)})
         yield "\n"
@@ -380,6 +428,8 @@ def suite_properties(run: Run) -> list[tuple[str, str]]:
         ("stepflow.exit_code", run.exit_code),
         ("stepflow.started_at", run.started_at),
         ("stepflow.workers", run.worker_count or None),
+        ("stepflow.run_group", named_group(run)),
+        ("stepflow.shard", run.shard),
     ]
     pairs += [(f"tag.{key}", value) for key, value in sorted(run.tags.items())]
     for source in ("git", "ci"):
@@ -413,6 +463,59 @@ def _opening_tag(node: ET.Element) -> str:
     return ET.tostring(node, encoding="unicode", short_empty_elements=False)[: -len(closing)]
 
 
+_Spool = IO[str]
+
+
+def _junit_body(
+    stack: ExitStack, steps: Iterable[StepDetail], family: str
+) -> tuple[_Spool, SuiteCounts]:
+    """The testcases of one suite rendered into a spooled temporary file (memory up to a
+    few MB, then disk), with their counts; the file is closed with `stack`."""
+    counts = SuiteCounts()
+    body: _Spool = stack.enter_context(
+        tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed with `stack`)
+            max_size=_SPOOL_BYTES, mode="w+", encoding="utf-8", newline=""
+        )
+    )
+    for detail, earlier in group_attempts(steps, lambda d: d.step):
+        testcase = junit_testcase(detail, earlier, family=family)
+        counts.add(testcase, detail.step.duration)
+        body.write(_xml(testcase))
+    body.seek(0)
+    return body, counts
+
+
+def _junit_suite(run: Run, name: str, counts: SuiteCounts, body: _Spool) -> Iterator[str]:
+    """One `<testsuite>` of `run`: its opening tag, properties, testcases and end."""
+    duration = run.duration if run.duration is not None else counts.time
+    suite = _element(
+        "testsuite",
+        name=name,
+        errors=str(counts.errors),
+        failures=str(counts.failures),
+        skipped=str(counts.skipped),
+        tests=str(counts.tests),
+        time=f"{duration:.3f}",
+        timestamp=_timestamp(run.started_at),
+        hostname=run.host,
+    )
+    yield _opening_tag(suite)
+    properties = suite_properties(run)
+    if properties:
+        node = ET.Element("properties")
+        for prop, value in properties:
+            node.append(_element("property", name=prop, value=value))
+        yield _xml(node)
+    while chunk := body.read(1 << 16):
+        yield chunk
+    yield "</testsuite>"
+
+
+def _check_family(family: str) -> None:
+    if family not in JUNIT_FAMILIES:
+        raise ValueError(f"unknown JUnit family {family!r}; use one of {JUNIT_FAMILIES}")
+
+
 def junit_xml(
     run: Run,
     steps: Iterable[StepDetail],
@@ -423,46 +526,62 @@ def junit_xml(
     """The run as JUnit XML (one `<testsuite>`), in chunks of text.
 
     The suite's counts head the document but are known only once every step is seen, so
-    the testcases are rendered first into a spooled temporary file (memory up to a few MB,
-    then disk) and follow the header from there.
+    the testcases are rendered first into a spooled temporary file and follow the header
+    from there.
     """
-    if family not in JUNIT_FAMILIES:
-        raise ValueError(f"unknown JUnit family {family!r}; use one of {JUNIT_FAMILIES}")
-    counts = SuiteCounts()
-    with tempfile.SpooledTemporaryFile(
-        max_size=_SPOOL_BYTES, mode="w+", encoding="utf-8", newline=""
-    ) as body:
-        for detail, earlier in group_attempts(steps, lambda d: d.step):
-            testcase = junit_testcase(detail, earlier, family=family)
-            counts.add(testcase, detail.step.duration)
-            body.write(_xml(testcase))
+    _check_family(family)
+    with ExitStack() as stack:
+        body, counts = _junit_body(stack, steps, family)
         duration = run.duration if run.duration is not None else counts.time
-        totals = {
-            "tests": str(counts.tests),
-            "failures": str(counts.failures),
-            "errors": str(counts.errors),
-        }
-        suite = _element(
-            "testsuite",
-            name=suite_name or run.name or DEFAULT_SUITE_NAME,
-            errors=totals["errors"],
-            failures=totals["failures"],
-            skipped=str(counts.skipped),
-            tests=totals["tests"],
+        top = _element(
+            "testsuites",
+            name="pytest tests",
             time=f"{duration:.3f}",
-            timestamp=_timestamp(run.started_at),
-            hostname=run.host,
+            tests=str(counts.tests),
+            failures=str(counts.failures),
+            errors=str(counts.errors),
         )
-        top = _element("testsuites", name="pytest tests", time=f"{duration:.3f}", **totals)
         yield '<?xml version="1.0" encoding="utf-8"?>\n'
-        yield _opening_tag(top) + _opening_tag(suite)
-        properties = suite_properties(run)
-        if properties:
-            node = ET.Element("properties")
-            for name, value in properties:
-                node.append(_element("property", name=name, value=value))
-            yield _xml(node)
-        body.seek(0)
-        while chunk := body.read(1 << 16):
-            yield chunk
-        yield "</testsuite></testsuites>\n"
+        yield _opening_tag(top)
+        yield from _junit_suite(run, suite_name or run.name or DEFAULT_SUITE_NAME, counts, body)
+        yield "</testsuites>\n"
+
+
+def junit_group_xml(
+    group: RunGroup,
+    steps_of: Callable[[int], Iterable[StepDetail]],
+    *,
+    family: str = "xunit2",
+    suite_name: str | None = None,
+) -> Iterator[str]:
+    """A run group as one JUnit XML document: a `<testsuite>` per run (shard), in shard
+    order, named "NAME SHARD" (NAME: `suite_name`, else the run's name, else pytest) with
+    the run's host, start and properties; `<testsuites>` carries the totals of all of them
+    and the group's wall time. `steps_of(number)` gives the steps of one run."""
+    _check_family(family)
+    labels = shard_labels(group.runs)
+    with ExitStack() as stack:
+        suites = []
+        total = SuiteCounts()
+        for run in by_shard(group.runs):
+            body, counts = _junit_body(stack, steps_of(run.number), family)
+            suites.append((run, counts, body))
+            total.tests += counts.tests
+            total.failures += counts.failures
+            total.errors += counts.errors
+            total.time += counts.time
+        duration = group.duration if group.duration is not None else total.time
+        top = _element(
+            "testsuites",
+            name=f"pytest run group {group.id}",
+            time=f"{duration:.3f}",
+            tests=str(total.tests),
+            failures=str(total.failures),
+            errors=str(total.errors),
+        )
+        yield '<?xml version="1.0" encoding="utf-8"?>\n'
+        yield _opening_tag(top)
+        for run, counts, body in suites:
+            name = f"{suite_name or run.name or DEFAULT_SUITE_NAME} {labels[run.number]}"
+            yield from _junit_suite(run, name, counts, body)
+        yield "</testsuites>\n"
