@@ -1,5 +1,5 @@
 """The report commands: `report` (a self-contained HTML file) and `summary` (Markdown for
-CI job summaries, plain text or JSON)."""
+CI job summaries, plain text or JSON), of a run or of a run group (`group:REF`) as one."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pytest_stepflow.cli.common import OK, Output, UsageError, command, positive
 from pytest_stepflow.query.database import BulkReadSide, open_bulk
+from pytest_stepflow.query.groups import select
 from pytest_stepflow.query.summary import summarize
 from pytest_stepflow.report import markdown
 from pytest_stepflow.report.html import write_report
@@ -21,11 +22,12 @@ def register(sub: Sub[argparse.ArgumentParser]) -> None:
         sub,
         "report",
         cmd_report,
-        "write one self-contained HTML report of a run (timeline, charts, steps)",
+        "write one self-contained HTML report of a run or a run group (timeline, charts, steps)",
         """
 stepflow report                          the latest run into stepflow-report.html
 stepflow report 12 -o reports/run-12.html
 stepflow report latest~1 -o before.html --db ci/.stepflow/stepflow.db
+stepflow report group:latest -o ci.html  the latest CI pipeline, all its shards as one run
 
 The file needs no network and opens from disk. It embeds every step, and the traceback,
 output and logs of the steps that have any (each text clipped at 65,536 characters);
@@ -34,7 +36,13 @@ report.
 """,
         json_output=False,
     )
-    p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
+    p.add_argument(
+        "run",
+        nargs="?",
+        metavar="RUN",
+        help="run reference (default: latest); group:latest, group:latest~N or group:ID "
+        "for a run group (a CI pipeline's shards as one run)",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -47,14 +55,21 @@ report.
         sub,
         "summary",
         cmd_summary,
-        "a short summary of a run: counts, failures, slowest, flaky",
+        "a short summary of a run or a run group: counts, failures, slowest, flaky",
         """
 stepflow summary
 stepflow summary latest --markdown >> "$GITHUB_STEP_SUMMARY"
+stepflow summary group:latest --markdown >> "$GITHUB_STEP_SUMMARY"   every shard of the pipeline
 stepflow summary 12 --json
 """,
     )
-    p.add_argument("run", nargs="?", metavar="RUN", help="run reference (default: latest)")
+    p.add_argument(
+        "run",
+        nargs="?",
+        metavar="RUN",
+        help="run reference (default: latest); group:latest, group:latest~N or group:ID "
+        "for a run group: its shards as one run, with a line per shard",
+    )
     p.add_argument(
         "--markdown",
         action="store_true",
@@ -85,13 +100,17 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
     if output.is_dir():
         raise UsageError(f"{output} is a directory; pass a file name with -o")
     with _reader(args) as db:
-        number = db.resolve(args.run or "latest")
+        selection = select(db, args.run)
         try:
-            written = write_report(db, number, output)
+            written = write_report(db, selection, output)
         except OSError as exc:
             raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from exc
+    what = selection.label
+    if selection.group is not None:
+        count = len(selection.numbers)
+        what += f" ({count} run{'s' if count != 1 else ''})"
     out.line(
-        f"wrote {written.path}: run #{number}, {written.steps} steps, "
+        f"wrote {written.path}: {what}, {written.steps} steps, "
         f"{size_text(written.size)} in {duration_text(written.seconds)}"
     )
     return OK
@@ -101,8 +120,8 @@ def cmd_summary(args: argparse.Namespace, out: Output) -> int:
     if args.markdown and out.json_mode:
         raise UsageError("--markdown and --json exclude each other")
     with _reader(args) as db:
-        number = db.resolve(args.run or "latest")
-        summary = summarize(db, number, failures=args.failures, slowest=args.slowest)
+        selection = select(db, args.run)
+        summary = summarize(db, selection, failures=args.failures, slowest=args.slowest)
     if out.json_mode:
         out.json(markdown.as_data(summary))
     elif args.markdown:

@@ -1,4 +1,4 @@
-"""What the HTML report embeds: one run as compact, columnar JSON-ready data.
+"""What the HTML report embeds: one run (or a run group as one) as compact, columnar data.
 
 The query layer finds what to show (`query/report_inputs.py`: the rows, the history and
 trend windows, the flaky tests); this lays it out for the page (`encode`).
@@ -18,7 +18,11 @@ Stored in the report (everything comes from the database, nothing from the netwo
   `DETAIL_BUDGET` characters of such text in all (failures first); what is clipped or
   left out says so and points at `stepflow logs`;
 - the outcome history of each test over the last `HISTORY_RUNS` runs, the flaky tests by
-  the rules of `stepflow flaky`, and a trend over the last `TREND_RUNS` runs.
+  the rules of `stepflow flaky`, and a trend over the last `TREND_RUNS` runs (a run group,
+  a CI pipeline's shards, counts as one run in each);
+- a run group's report (`group`): the group's aggregate and its runs (shards) in shard
+  order, each step's run as an index into them (column `x`), and workers named per shard
+  ("2/4 gw0"), since every shard under xdist has its own gw0, gw1...
 
 Left in the artifact store (next to the database): artifact files themselves. The report
 links to them with paths relative to the report's folder (images shown as thumbnails), so
@@ -37,12 +41,14 @@ from urllib.parse import quote, urlsplit
 
 from pytest_stepflow.query.database import BulkReadSide
 from pytest_stepflow.query.flakiness import FLAKY_MIN_FLIPS, FLAKY_WINDOW
+from pytest_stepflow.query.groups import Selection, by_shard, named_group, shard_labels
 from pytest_stepflow.query.records import (
     FAILING,
     OUTCOMES,
     DetailRow,
     ReportInputs,
     Run,
+    RunGroup,
     StoredArtifact,
     parse_json,
 )
@@ -167,18 +173,59 @@ def run_header(run: Run) -> dict[str, Any]:
         "git": {"branch": run.branch, "commit": run.commit, "dirty": git.get("dirty")},
         "ci": ci,
         "writerStats": run.writer_stats or {},
+        "runGroup": named_group(run),
+        "shard": run.shard,
+    }
+
+
+def group_header(group: RunGroup) -> dict[str, Any]:
+    """A run group's aggregate and its runs in shard order (the order of `x`'s indexes)."""
+    labels = shard_labels(group.runs)
+    return {
+        "id": group.id,
+        "status": group.status,
+        "counts": group.counts,
+        "total": group.total,
+        "startedAt": group.started_at,
+        "completedAt": group.completed_at,
+        "duration": group.duration,
+        "running": group.running,
+        "expectedShards": group.expected_shards,
+        "missingShards": group.missing_shards,
+        "runs": [
+            {
+                "number": r.number,
+                "id": r.id,
+                "name": r.name,
+                "shard": r.shard,
+                "label": labels[r.number],
+                "status": r.status,
+                "exitCode": r.exit_code,
+                "error": r.error_message,
+                "startedAt": r.started_at,
+                "completedAt": r.completed_at,
+                "duration": r.duration,
+                "host": r.host,
+                "user": r.user_name,
+                "workerCount": r.worker_count,
+                "counts": r.counts,
+                "total": r.total,
+            }
+            for r in by_shard(group.runs)
+        ],
     }
 
 
 def build(
     db: BulkReadSide,
-    number: int,
+    number: int | Selection,
     report_dir: Path,
     *,
     clip: int = CLIP,
     budget: int = DETAIL_BUDGET,
 ) -> dict[str, Any]:
-    """The report's data for run `number`; artifact links relative to `report_dir`."""
+    """The report's data for run `number` (or the selection's: a run group's when it
+    names one); artifact links relative to `report_dir`."""
     found = report_inputs(
         db,
         number,
@@ -194,14 +241,22 @@ def encode(
     found: ReportInputs, report_dir: Path, *, clip: int = CLIP, budget: int = DETAIL_BUDGET
 ) -> dict[str, Any]:
     """The report's data, laid out for the page, from what the query layer found."""
-    run, steps = found.run, found.steps
-    run_start = epoch(run.started_at)
+    run, steps, group = found.run, found.steps, found.group
+    run_start = epoch(run.started_at if group is None else group.started_at)
     starts = [s.started_at for s in steps]
     t0 = min([*starts, run_start] if run_start is not None else starts or [0.0])
 
     files = _Interner()
-    workers = sorted({s.worker for s in steps}, key=_natural)
-    worker_index = {w: i for i, w in enumerate(workers)}
+    # A lane per worker; in a run group's report per shard and worker ("2/4 gw0").
+    shards = by_shard(group.runs) if group is not None else []
+    shard_index = {r.number: k for k, r in enumerate(shards)}
+    labels = shard_labels(shards)
+    lanes = sorted(
+        {(shard_index.get(s.execution, -1), s.worker) for s in steps},
+        key=lambda lane: (lane[0], _natural(lane[1])),
+    )
+    lane_index = {lane: i for i, lane in enumerate(lanes)}
+    workers = [w if k < 0 else f"{labels[shards[k].number]} {w}" for k, w in lanes]
     outcomes = list(OUTCOMES)
     outcome_index = {o: i for i, o in enumerate(outcomes)}
     marker_sets: list[list[str]] = [[]]
@@ -222,6 +277,7 @@ def encode(
     col_d: list[int] = []
     col_m: list[int] = []
     col_h: list[int] = []
+    col_x: list[int] = []
     attempts: list[list[int]] = []
     nonfinal: list[int] = []
     collect: list[int] = []
@@ -236,7 +292,10 @@ def encode(
         else:
             col_f.append(-1)
             col_n.append(s.nodeid)
-        col_w.append(worker_index[s.worker])
+        shard = shard_index.get(s.execution, -1)
+        col_w.append(lane_index[(shard, s.worker)])
+        if group is not None:
+            col_x.append(shard)
         o = outcome_index.get(s.outcome)
         if o is None:
             o = outcome_index[s.outcome] = len(outcomes)
@@ -264,6 +323,20 @@ def encode(
     db_dir = found.artifacts_home
     details, reasons, stats = _details(found, row_of, t0, report_dir, clip, budget)
     run_artifacts = [_artifact(a, db_dir, report_dir) for a in found.artifacts if a.step_id is None]
+    columns = {
+        "f": col_f,
+        "n": col_n,
+        "w": col_w,
+        "o": col_o,
+        "s": col_s,
+        "d": col_d,
+        "m": col_m,
+        "h": col_h,
+    }
+    extra: dict[str, Any] = {}
+    if group is not None:
+        columns["x"] = col_x
+        extra["group"] = group_header(group)
     return {
         "format": FORMAT_VERSION,
         "generatedAt": datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -276,16 +349,8 @@ def encode(
         "markerSets": marker_sets,
         "histories": histories.values,
         "historyRuns": history_numbers,
-        "steps": {
-            "f": col_f,
-            "n": col_n,
-            "w": col_w,
-            "o": col_o,
-            "s": col_s,
-            "d": col_d,
-            "m": col_m,
-            "h": col_h,
-        },
+        "historyLabels": found.history_labels or [f"run #{n}" for n in history_numbers],
+        "steps": columns,
         "attempts": attempts,
         "nonfinal": nonfinal,
         "collect": collect,
@@ -309,9 +374,10 @@ def encode(
                 for f in flaky
             ],
         },
-        "trend": _trend(found.trend),
+        "trend": _trend(found.trend) if group is None else _group_trend(found.trend_groups, group),
         "runArtifacts": run_artifacts,
         "limits": {"clip": clip, "logsPerStep": LOGS_PER_STEP, "budget": budget},
+        **extra,
     }
 
 
@@ -329,6 +395,24 @@ def _trend(runs: Sequence[Run]) -> list[dict[str, Any]]:
     ]
 
 
+def _group_trend(groups: Sequence[RunGroup], current: RunGroup) -> list[dict[str, Any]]:
+    """A trend point per run group (the pipeline's wall time and counts over its runs)."""
+    return [
+        {
+            "number": g.numbers[-1],
+            "label": f"#{g.numbers[0]}" if len(g.runs) == 1 else g.id,
+            "runs": len(g.runs),
+            "current": g.id == current.id,
+            "startedAt": g.started_at,
+            "status": g.status,
+            "duration": g.duration,
+            "total": g.total,
+            "counts": g.counts,
+        }
+        for g in groups
+    ]
+
+
 def _artifact(a: StoredArtifact, db_dir: Path, report_dir: Path) -> dict[str, Any]:
     mime = (a.mime_type or "").lower()
     return {
@@ -340,6 +424,10 @@ def _artifact(a: StoredArtifact, db_dir: Path, report_dir: Path) -> dict[str, An
         "image": mime in IMAGE_TYPES,
         "substep": a.substep_id,
     }
+
+
+def _runs_of(found: ReportInputs) -> list[Run]:
+    return found.group.runs if found.group is not None else [found.run]
 
 
 def _clip(
@@ -360,13 +448,14 @@ def _details(
 ) -> tuple[dict[str, dict[str, Any]], list[list[Any]], dict[str, int]]:
     steps = found.steps
     by_id = {s.id: s for s in steps}
-    root = found.run.rootdir.rstrip("/\\") + os.sep
+    roots = {r.number: r.rootdir.rstrip("/\\") + os.sep for r in _runs_of(found)}
     logs: dict[int, list[list[Any]]] = {}
     log_totals: dict[int, int] = {}
     for g in found.logs:
         message = g.message + (
             f"… [clipped at {clip} characters]" if g.message_length > clip else ""
         )
+        root = roots[by_id[g.step_id].execution] if g.step_id in by_id else ""
         logs.setdefault(g.step_id, []).append(
             [
                 g.phase,
@@ -374,7 +463,7 @@ def _details(
                 g.level_name,
                 g.logger,
                 message,
-                g.file[len(root) :] if g.file and g.file.startswith(root) else g.file,
+                g.file[len(root) :] if root and g.file and g.file.startswith(root) else g.file,
                 g.line,
             ]
         )

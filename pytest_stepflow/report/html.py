@@ -22,6 +22,7 @@ from typing import Any
 
 from pytest_stepflow.files import write_atomically
 from pytest_stepflow.query.database import BulkReadSide, Database, open_bulk
+from pytest_stepflow.query.groups import Selection
 from pytest_stepflow.report import data as report_data
 
 _ASSETS = ("template.html", "report.css", "report.js")
@@ -53,10 +54,15 @@ def render(payload: dict[str, Any]) -> str:
     """The complete HTML document for the report data `payload`."""
     template, css, js = (_asset(name) for name in _ASSETS)
     run = payload["run"]
-    title = f"stepflow run #{run['number']}" + (f" {run['name']}" if run.get("name") else "")
+    group = payload.get("group")
+    if group is not None:
+        title, status = f"stepflow run group {group['id']}", group["status"]
+    else:
+        title = f"stepflow run #{run['number']}" + (f" {run['name']}" if run.get("name") else "")
+        status = run["status"]
     parts = {
         "nonce": secrets.token_urlsafe(18),
-        "title": html.escape(f"{title} - {run['status']}"),
+        "title": html.escape(f"{title} - {status}"),
         "css": css,
         "js": js,
         "data": embed_json(payload),
@@ -74,8 +80,9 @@ class Written:
     seconds: float
 
 
-def write_report(db: BulkReadSide, number: int, output: Path) -> Written:
-    """Render run `number` of `db` into `output` (atomically)."""
+def write_report(db: BulkReadSide, number: int | Selection, output: Path) -> Written:
+    """Render run `number` of `db` (or the selection's: a run group's when it names one)
+    into `output` (atomically)."""
     began = time.perf_counter()
     payload = report_data.build(db, number, output.parent)
     output.parent.mkdir(parents=True, exist_ok=True)

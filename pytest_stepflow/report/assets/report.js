@@ -5,6 +5,10 @@
  * nodes, attribute values), never parsed as HTML; links are only relative paths (artifacts)
  * or http(s) URLs (the CI run). No network access, no external resources.
  *
+ * A run group's report (DATA.group: a CI pipeline's shards as one run) has the group's
+ * aggregate in the header, a table of its shards, each step's shard (S.x, an index into
+ * DATA.group.runs) and workers named per shard ("2/4 gw0").
+ *
  * Performance marks (performance.getEntriesByName): stepflow-data-parsed,
  * stepflow-first-rows (the steps table shows its first rows), stepflow-ready.
  */
@@ -21,6 +25,8 @@
   const WORKERS = DATA.workers;
   const FILES = DATA.files;
   const DETAILS = DATA.details;
+  const GROUP = DATA.group || null;
+  const SHARDS = GROUP ? GROUP.runs : [];
   const COLOURS = {
     passed: "#2f9e44", failed: "#e03131", error: "#9c36b5", skipped: "#adb5bd",
     xfailed: "#4dabf7", xpassed: "#f59f00",
@@ -53,6 +59,8 @@
     return f >= 0 ? FILES[f] + "::" + S.n[i] : S.n[i];
   }
   function outcomeOf(i) { return OUTCOMES[S.o[i]]; }
+  function shardOf(i) { return GROUP ? SHARDS[S.x[i]] : null; }
+  function runNumberOf(i) { return GROUP ? SHARDS[S.x[i]].number : RUN.number; }
   function colour(outcome) { return COLOURS[outcome] || "#868e96"; }
   function $(id) { return document.getElementById(id); }
 
@@ -128,32 +136,73 @@
   }
   function shellQuote(text) { return "'" + String(text).replace(/'/g, "'\\''") + "'"; }
   function logsCommand(i) {
-    return "stepflow logs " + shellQuote(nodeid(i)) + " " + RUN.number;
+    return "stepflow logs " + shellQuote(nodeid(i)) + " " + runNumberOf(i);
   }
   function pill(outcome, extra) {
     return h("span", { cls: "pill " + outcome + (extra ? " " + extra : ""), text: outcome });
   }
 
   // ---- header ----------------------------------------------------------------------------
-  function renderHeader() {
-    const header = $("header");
-    const counts = h("div", { cls: "counts", id: "counts" });
-    counts.append(h("span", { cls: "count", text: RUN.total + " steps" }));
-    const seen = Object.keys(RUN.counts);
+  function countsNode(total, counts) {
+    const node = h("div", { cls: "counts", id: "counts" });
+    node.append(h("span", { cls: "count", text: total + " steps" }));
+    const seen = Object.keys(counts);
     const order = OUTCOMES.filter((o) => seen.indexOf(o) >= 0)
       .concat(seen.filter((o) => OUTCOMES.indexOf(o) < 0));
     for (const o of order) {
       const dot = h("span", { cls: "dot" });
       dot.style.background = colour(o);
-      counts.append(h("button", {
+      node.append(h("button", {
         type: "button", cls: "count", "data-outcome": o, title: "show only " + o,
         on: { click: () => setFilter("outcome", o) },
-      }, [dot, RUN.counts[o] + " " + o]));
+      }, [dot, counts[o] + " " + o]));
     }
+    return node;
+  }
+
+  function countsText(counts) {
+    const parts = OUTCOMES.filter((o) => counts[o]).map((o) => counts[o] + " " + o);
+    for (const o of Object.keys(counts)) if (OUTCOMES.indexOf(o) < 0 && counts[o]) parts.push(counts[o] + " " + o);
+    return parts.join(", ") || "no tests";
+  }
+
+  function shardState() {
+    const expected = Math.max(GROUP.expectedShards || 0, SHARDS.length);
+    const parts = [SHARDS.length + (GROUP.expectedShards ? " of " + GROUP.expectedShards : "") +
+      " shard" + (expected === 1 ? "" : "s") + " recorded"];
+    if (GROUP.running) parts.push(GROUP.running + " of " + expected + " still running");
+    if (GROUP.missingShards) parts.push(GROUP.missingShards + " of " + expected + " missing");
+    return h("span", { id: "shard-state", text: parts.join(" \u00b7 ") });
+  }
+
+  function shardsTable() {
+    const head = ["Shard", "Run", "Host", "Status", "Duration", "Started", "Outcomes"];
+    const body = SHARDS.map((r, k) => h("tr", {
+      "data-run": String(r.number), "data-shard": r.label, title: "show only the steps of " + r.label,
+      on: { click: () => setFilter("shard", String(k)) },
+    }, [
+      h("td", { cls: "mono", text: r.label }),
+      h("td", { text: "#" + r.number }),
+      h("td", { text: (r.user ? r.user + "@" : "") + r.host }),
+      h("td", null, [h("span", { cls: "pill " + r.status, text: r.status, title: r.error || null })]),
+      h("td", { text: r.duration === null ? (r.status === "running" ? "still running" : "-") : fmtDur(r.duration * 1000) }),
+      h("td", { text: fmtIso(r.startedAt) }),
+      h("td", { text: r.total + " steps: " + countsText(r.counts) }),
+    ]));
+    return h("table", { cls: "shards", id: "shards" }, [
+      h("thead", null, [h("tr", null, head.map((t) => h("th", { text: t })))]),
+      h("tbody", null, body),
+    ]);
+  }
+
+  function renderHeader() {
+    const header = $("header");
+    const title = GROUP ? "Run group " + GROUP.id : "Run #" + RUN.number + (RUN.name ? " \u00b7 " + RUN.name : "");
+    const status = GROUP ? GROUP.status : RUN.status;
     header.append(h("div", { cls: "title-line" }, [
-      h("h1", { id: "run-title", text: "Run #" + RUN.number + (RUN.name ? " \u00b7 " + RUN.name : "") }),
-      h("span", { cls: "pill " + RUN.status, id: "run-status", text: RUN.status }),
-      counts,
+      h("h1", { id: "run-title", text: title }),
+      h("span", { cls: "pill " + status, id: "run-status", text: status }),
+      GROUP ? countsNode(GROUP.total, GROUP.counts) : countsNode(RUN.total, RUN.counts),
     ]));
 
     const rows = [];
@@ -161,11 +210,21 @@
       if (value === null || value === undefined || value === "") return;
       rows.push(h("dt", { text: label }), h("dd", null, Array.isArray(value) ? value : [value]));
     };
-    add("started", fmtIso(RUN.startedAt));
-    add("duration", RUN.duration === null ? (RUN.status === "running" ? "still running" : null)
-      : fmtDur(RUN.duration * 1000));
-    if (RUN.error) add("error", h("span", { cls: "error-message", text: RUN.error }));
-    add("exit code", RUN.exitCode === null ? null : String(RUN.exitCode));
+    if (GROUP) {
+      add("started", fmtIso(GROUP.startedAt));
+      add("duration", GROUP.duration === null ? (GROUP.running ? "still running" : null)
+        : fmtDur(GROUP.duration * 1000) + " wall time (first start to last end)");
+      add("shards", shardState());
+    } else {
+      add("started", fmtIso(RUN.startedAt));
+      add("duration", RUN.duration === null ? (RUN.status === "running" ? "still running" : null)
+        : fmtDur(RUN.duration * 1000));
+      if (RUN.error) add("error", h("span", { cls: "error-message", text: RUN.error }));
+      add("exit code", RUN.exitCode === null ? null : String(RUN.exitCode));
+      if (RUN.runGroup) {
+        add("run group", h("span", { id: "run-group", text: RUN.runGroup + (RUN.shard ? ", shard " + RUN.shard : "") }));
+      } else if (RUN.shard) add("shard", RUN.shard);
+    }
     const tags = Object.keys(RUN.tags).map((k) =>
       h("span", { cls: "tag", text: RUN.tags[k] === "" || RUN.tags[k] === null ? k : k + "=" + RUN.tags[k] }));
     add("tags", tags.length ? tags : null);
@@ -195,21 +254,26 @@
     if (v.stepflow) versions.push("pytest-stepflow " + v.stepflow);
     if (v.platform) versions.push(v.platform);
     add("versions", versions.join(" \u00b7 "));
-    add("host", (RUN.user ? RUN.user + "@" : "") + RUN.host + " pid " + RUN.pid);
-    add("workers", WORKERS.length ? WORKERS.join(", ") : null);
-    add("command", RUN.command.join(" "));
-    const stats = Object.keys(RUN.writerStats).map((k) => {
-      const value = RUN.writerStats[k];
-      return k + " " + (typeof value === "object" ? JSON.stringify(value) : String(value));
-    });
-    add("writer", stats.length ? stats.join(" \u00b7 ") : null);
-    add("run id", RUN.id);
+    if (GROUP) {
+      add("workers", WORKERS.length ? WORKERS.join(", ") : null);
+    } else {
+      add("host", (RUN.user ? RUN.user + "@" : "") + RUN.host + " pid " + RUN.pid);
+      add("workers", WORKERS.length ? WORKERS.join(", ") : null);
+      add("command", RUN.command.join(" "));
+      const stats = Object.keys(RUN.writerStats).map((k) => {
+        const value = RUN.writerStats[k];
+        return k + " " + (typeof value === "object" ? JSON.stringify(value) : String(value));
+      });
+      add("writer", stats.length ? stats.join(" \u00b7 ") : null);
+      add("run id", RUN.id);
+    }
     if (DATA.runArtifacts.length) add("artifacts", artifactNodes(DATA.runArtifacts));
     header.append(h("dl", { cls: "meta", id: "run-meta" }, rows));
+    if (GROUP) header.append(shardsTable());
   }
 
   // ---- steps table -----------------------------------------------------------------------
-  const state = { text: "", outcome: "", worker: "", marker: "", flaky: false, sort: "idx", dir: 1 };
+  const state = { text: "", outcome: "", shard: "", worker: "", marker: "", flaky: false, sort: "idx", dir: 1 };
   let view = new Int32Array(N);
   for (let i = 0; i < N; i++) view[i] = i;
   let selected = -1;
@@ -241,6 +305,14 @@
     OUTCOMES.forEach((o, k) => {
       if (present[k]) outcome.append(h("option", { value: o, text: o + " (" + present[k] + ")" }));
     });
+    const shard = $("f-shard");
+    if (GROUP) {
+      shard.hidden = false;
+      shard.append(h("option", { value: "", text: "all shards" }));
+      SHARDS.forEach((r, k) => shard.append(h("option", { value: String(k), text: r.label + " (#" + r.number + ")" })));
+      shard.addEventListener("change", () => setFilter("shard", shard.value));
+      $("table").classList.add("group");
+    }
     const worker = $("f-worker");
     worker.append(h("option", { value: "", text: "all workers" }));
     WORKERS.forEach((w, k) => worker.append(h("option", { value: String(k), text: w })));
@@ -274,6 +346,7 @@
   function setFilter(key, value) {
     state[key] = value;
     if (key === "outcome") $("f-outcome").value = value;
+    if (key === "shard") $("f-shard").value = value;
     applyFilters();
   }
 
@@ -296,6 +369,7 @@
       });
     }
     const worker = state.worker === "" ? -1 : Number(state.worker);
+    const shard = state.shard === "" || !GROUP ? -1 : Number(state.shard);
     let markers = null;
     if (state.marker) {
       markers = new Uint8Array(DATA.markerSets.length);
@@ -306,6 +380,7 @@
     for (let i = 0; i < N; i++) {
       if (outcomes && !outcomes[S.o[i]]) continue;
       if (worker >= 0 && S.w[i] !== worker) continue;
+      if (shard >= 0 && S.x[i] !== shard) continue;
       if (markers && !markers[S.m[i]]) continue;
       if (state.flaky && !flakyRow[i]) continue;
       if (text && text[i].indexOf(q) < 0) continue;
@@ -355,8 +430,8 @@
       const text = DATA.histories[k];
       t = h("span", { cls: "hist" });
       for (let j = 0; j < text.length; j++) {
-        const run = DATA.historyRuns[j];
-        t.append(h("i", { cls: text[j], title: "run #" + run + ": " + (HISTORY_NAMES[text[j]] || text[j]) }));
+        const label = (DATA.historyLabels || [])[j] || "run #" + DATA.historyRuns[j];
+        t.append(h("i", { cls: text[j], title: label + ": " + (HISTORY_NAMES[text[j]] || text[j]) }));
       }
       historyTemplates[k] = t;
     }
@@ -397,6 +472,7 @@
     row.dataset.row = String(i);
     row.dataset.outcome = o;
     row.dataset.worker = WORKERS[S.w[i]];
+    if (GROUP) row.dataset.shard = shardOf(i).label;
     c.idx.textContent = String(i + 1);
     const f = S.f[i];
     c.file.textContent = f >= 0 ? FILES[f] + "::" : "";
@@ -543,6 +619,7 @@
     body.replaceChildren();
     const o = outcomeOf(i);
     body.append(h("h2", { id: "detail-title", text: nodeid(i) }));
+    const shard = shardOf(i);
     const rows = [
       ["outcome", [pill(o)]],
       ["worker", WORKERS[S.w[i]]],
@@ -550,6 +627,11 @@
       ["duration", fmtDur(S.d[i] / 1000)],
       ["started", fmtClock(DATA.t0 * 1000 + S.s[i]) + " (+" + fmtDur(S.s[i]) + " into the run)"],
     ];
+    if (shard) {
+      rows.splice(1, 0, ["shard", h("span", {
+        id: "detail-shard", text: shard.label + " (run #" + shard.number + " on " + shard.host + ")",
+      })]);
+    }
     if (d && d.phases && d.phases.length) {
       rows.push(["phases", d.phases.map((p) => p[0] + " " + (p[1] || "-") + " " +
         fmtDur(p[2] === null ? null : p[2] / 1000)).join(" \u00b7 ")]);
@@ -862,6 +944,7 @@
         for (const i of arr) busy += S.d[i] / 1000;
         labels.append(h("div", {
           cls: "lane", role: "listitem", "data-worker": WORKERS[k],
+          "data-shard": GROUP && arr.length ? shardOf(arr[0]).label : null,
           title: WORKERS[k] + ": " + arr.length + " steps, busy " + fmtDur(busy) + " (" +
             Math.round((100 * busy) / (span / 1.01)) + "% of the run's span)",
         }, [WORKERS[k], h("span", { cls: "muted", text: String(arr.length) })]));
@@ -962,7 +1045,10 @@
   function trend() {
     const box = $("chart-trend");
     const runs = DATA.trend;
-    $("trend-hint").textContent = "last " + runs.length + " run" + (runs.length === 1 ? "" : "s") + " of this database";
+    $("trend-hint").textContent = "last " + runs.length + (GROUP ? " run group" : " run") + (runs.length === 1 ? "" : "s") + " of this database";
+    const isCurrent = (r) => (r.current !== undefined ? r.current : r.number === RUN.number);
+    const label = (r) => (r.label !== undefined ? r.label : "#" + r.number);
+    const name = (r) => (r.label !== undefined && r.runs > 1 ? "run group " + r.label + " (" + r.runs + " runs)" : "run #" + r.number);
     const W = 360, H = 170, L = 34, R = 40, B = 22, T = 8;
     const svg = s("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "pass rate and duration trend", id: "trend" });
     const maxDur = Math.max(...runs.map((r) => r.duration || 0), 0.001);
@@ -973,8 +1059,8 @@
     runs.forEach((r, k) => {
       const x = L + k * xw;
       const hgt = ((H - B - T) * (r.duration || 0)) / maxDur;
-      const bar = s("rect", { x: x + xw * 0.2, y: H - B - hgt, width: Math.max(xw * 0.6, 1), height: hgt, fill: r.number === RUN.number ? "#a5d8ff" : "#dee2e6" });
-      bar.append(svgTitle("run #" + r.number + ": " + (r.duration === null ? "no duration" : fmtDur(r.duration * 1000))));
+      const bar = s("rect", { x: x + xw * 0.2, y: H - B - hgt, width: Math.max(xw * 0.6, 1), height: hgt, fill: isCurrent(r) ? "#a5d8ff" : "#dee2e6" });
+      bar.append(svgTitle(name(r) + ": " + (r.duration === null ? "no duration" : fmtDur(r.duration * 1000))));
       svg.append(bar);
       const c = r.counts || {};
       const good = (c.passed || 0) + (c.xfailed || 0) + (c.xpassed || 0);
@@ -985,19 +1071,19 @@
       svg.append(s("polyline", { points: points.map((p) => p[0].toFixed(1) + "," + p[1].toFixed(1)).join(" "), fill: "none", stroke: "#2f9e44", "stroke-width": 2 }));
     }
     for (const [x, y, r, rate] of points) {
-      const dot = s("circle", { cx: x, cy: y, r: r.number === RUN.number ? 4.5 : 3, fill: rate === 1 ? "#2f9e44" : "#e03131", stroke: "#fff", "stroke-width": 1 });
-      dot.append(svgTitle("run #" + r.number + " (" + r.status + "): " + (100 * rate).toFixed(1) + "% passed of " + r.total + " steps"));
+      const dot = s("circle", { cx: x, cy: y, r: isCurrent(r) ? 4.5 : 3, fill: rate === 1 ? "#2f9e44" : "#e03131", stroke: "#fff", "stroke-width": 1 });
+      dot.append(svgTitle(name(r) + " (" + r.status + "): " + (100 * rate).toFixed(1) + "% passed of " + r.total + " steps"));
       svg.append(dot);
     }
     svg.append(s("text", { x: L - 4, y: T + 4, "text-anchor": "end" }, ["100%"]));
     svg.append(s("text", { x: L - 4, y: H - B, "text-anchor": "end" }, ["0%"]));
     svg.append(s("text", { x: W - R + 4, y: T + 4 }, [fmtDur(maxDur * 1000)]));
     if (n) {
-      svg.append(s("text", { x: L + xw / 2, y: H - 6, "text-anchor": "middle" }, ["#" + runs[0].number]));
-      if (n > 1) svg.append(s("text", { x: L + (n - 0.5) * xw, y: H - 6, "text-anchor": "middle" }, ["#" + runs[n - 1].number]));
+      svg.append(s("text", { x: L + xw / 2, y: H - 6, "text-anchor": "middle" }, [label(runs[0])]));
+      if (n > 1) svg.append(s("text", { x: L + (n - 0.5) * xw, y: H - 6, "text-anchor": "middle" }, [label(runs[n - 1])]));
     }
     box.append(svg);
-    box.append(h("div", { cls: "hint", text: "line: pass rate (passed, xfailed, xpassed of the steps not skipped); bars: run duration" }));
+    box.append(h("div", { cls: "hint", text: "line: pass rate (passed, xfailed, xpassed of the steps not skipped); bars: " + (GROUP ? "wall time of each run group" : "run duration") }));
   }
 
   function problems() {
@@ -1011,8 +1097,9 @@
     if (failing.length) {
       const list = h("ul", { cls: "problem-list" });
       for (const i of failing.slice(0, 200)) {
-        list.append(h("li", { "data-row": String(i), on: { click: () => openDetail(i) } }, [
-          pill(outcomeOf(i)), " ", h("span", { cls: "mono", text: nodeid(i) }),
+        list.append(h("li", { "data-row": String(i), "data-shard": GROUP ? shardOf(i).label : null, on: { click: () => openDetail(i) } }, [
+          pill(outcomeOf(i)), " ", GROUP ? h("span", { cls: "shard", text: shardOf(i).label }) : null,
+          GROUP ? " " : null, h("span", { cls: "mono", text: nodeid(i) }),
           h("span", { cls: "reason", text: reasons.get(i) || "" }),
         ]));
       }
