@@ -400,7 +400,8 @@ def _group_trend(groups: Sequence[RunGroup], current: RunGroup) -> list[dict[str
     return [
         {
             "number": g.numbers[-1],
-            "label": f"#{g.numbers[0]}" if len(g.runs) == 1 else g.id,
+            # A run of its own by its number; a named group (a pipeline) by its id.
+            "label": f"#{g.numbers[0]}" if g.id == g.runs[0].id else g.id,
             "runs": len(g.runs),
             "current": g.id == current.id,
             "startedAt": g.started_at,
