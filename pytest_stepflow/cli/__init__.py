@@ -22,8 +22,11 @@ Answer questions about the test runs that `pytest --stepflow` recorded: what fai
 slow, what is flaky, what changed since the last run, what a test logged.
 
 A run is named by its number (`7`), a unique prefix of its id (`3f2a9c`), `latest`, or
-`latest~N` (N runs before the latest). The database is --db PATH, else ${DB_ENV}, else
-{DEFAULT_DB} in the current folder or its nearest parent. Commands open it
+`latest~N` (N runs before the latest); a run group (the shards of one CI pipeline) by
+`group:latest`, `group:latest~N` or `group:ID`, and then treated as one run.
+
+The database is --db PATH, else ${DB_ENV}, else {DEFAULT_DB} in the current
+folder or its nearest parent. Commands open it
 read-only and never block a running test session; `optimize`, `prune`, `import-spill` and
 `doctor --fix` write, and say so.
 
@@ -37,6 +40,7 @@ examples:
   stepflow runs                          recent runs
   stepflow show latest --fail-on failures   failures of the last run; exit 1 if any
   stepflow diff latest~1 latest          what changed since the run before
+  stepflow show group:latest             the last CI pipeline, all its shards as one run
   stepflow flaky --last 50               flaky tests over the last 50 runs
   stepflow logs tests/test_api.py::test_login   output and logs of one test
   stepflow search "ConnectionResetError"       full-text search across runs
