@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import signal
@@ -317,6 +318,59 @@ def test_the_json_summary(
     distinct = sources[0].query("SELECT count(DISTINCT sha256) AS n FROM artifacts")[0]["n"]
     assert rows["contents"] == distinct == 3
     assert summary["refused"] == [] and summary["missing_content"] == []
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_only_on_a_terminal_and_erased_at_the_end(
+    pytester: pytest.Pytester,
+    sources: list[SqliteStore],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    result = merge(capsys, sources[0].path, f"--into={pytester.path / 't.db'}")
+    assert result.code == 0
+    shown = terminal.getvalue()
+    rows = sum(n for table, n in counts(sources[0]).items() if table != "executions")
+    assert f"\r\x1b[Kmerge: {sources[0].path}: 0/2 run(s), 0 rows copied" in shown
+    assert f"\r\x1b[Kmerge: {sources[0].path}: 2/2 run(s), {rows:,} rows copied" in shown
+    assert shown.endswith("\r\x1b[K")  # nothing left on the line
+    # Not on a file or pipe: nothing at all.
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    quiet = merge(capsys, sources[1].path, f"--into={pytester.path / 't.db'}")
+    assert quiet.code == 0 and quiet.err == ""
+
+
+def test_a_source_named_twice_is_merged_once(
+    pytester: pytest.Pytester, sources: list[SqliteStore], capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = SqliteStore(pytester.path / "t.db")
+    a = sources[0].path
+    result = merge(capsys, a, f"sqlite:///{a.relative_to(pytester.path)}", f"--into={target.path}")
+    assert result.code == 0, result
+    assert "merged 2 run(s)" in result.out and "2 run(s) already here" in result.out
+    assert ids(target) == ids(sources[0])
+    assert target.integrity_problems() == []
+
+
+def test_an_older_target_is_migrated_first(
+    pytester: pytest.Pytester, sources: list[SqliteStore], capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = SqliteStore(pytester.path / "old-target.db")
+    with contextlib.closing(_old_schema(target.path, 1)) as conn:
+        _old_rows(conn, 1, "kept")
+    result = merge(capsys, sources[1].path, f"--into={target.path}")
+    assert result.code == 0, result
+    assert target.query("PRAGMA user_version") == [{"user_version": SCHEMA_VERSION}]
+    assert ids(target) == ["old-1-kept", *ids(sources[1])]
+    assert_same_runs(target, [sources[1]])
+    assert target.integrity_problems() == [] and orphans(target) == []
+    fts_ok(target.path)
 
 
 # ---- artifact content --------------------------------------------------------------------

@@ -257,6 +257,9 @@ class Target(Protocol):
     ) -> Outcome:
         """Copy one execution in one transaction (or decide not to, in it)."""
 
+    def done_with(self, source: Source) -> None:
+        """Let go of anything held on `source` (before it is closed)."""
+
     def close(self) -> None: ...
 
 
@@ -496,7 +499,10 @@ def _merge_source(
     except SourceError as exc:
         result.refused.append(Refused(name, refusal(exc)))
     finally:
-        source.close()
+        try:
+            into.done_with(source)
+        finally:
+            source.close()
 
 
 def _note(result: Merged, source: str, run: SourceRun, outcome: Outcome) -> None:

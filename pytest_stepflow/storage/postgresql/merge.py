@@ -287,6 +287,9 @@ class PostgresqlTarget:
     def fingerprint(self) -> object:
         return self._fingerprint
 
+    def done_with(self, source: Source) -> None:
+        """Nothing is held on a source between transactions."""
+
     def close(self) -> None:
         self.conn.close()
 

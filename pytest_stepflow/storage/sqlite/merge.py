@@ -291,6 +291,13 @@ class SqliteTarget:
         info = os.stat(self.path)
         return ("sqlite", info.st_dev, info.st_ino)
 
+    def done_with(self, source: Source) -> None:
+        """DETACH the source: nothing of this process holds it once it is closed (its header
+        may be read again, for another source that names the same file)."""
+        if self._attached is source:
+            with contextlib.suppress(sqlite3.Error):
+                self._detach()
+
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self._detach()
