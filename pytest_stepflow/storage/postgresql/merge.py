@@ -352,7 +352,9 @@ class PostgresqlTarget:
         values = [row[name] for name in EXECUTION_COLUMNS]
         if clean:
             values = list(_cleaner(_positions(EXECUTION_COLUMNS, EXECUTION_JSON, 0))(tuple(values)))
-        marks = ", ".join("%s::json" if c in EXECUTION_JSON else "%s" for c in EXECUTION_COLUMNS)
+        marks = ", ".join(
+            "%s::json" if name in EXECUTION_JSON else "%s" for name in EXECUTION_COLUMNS
+        )
         columns = ", ".join(EXECUTION_COLUMNS)
         if action == "replace":
             assert existing is not None

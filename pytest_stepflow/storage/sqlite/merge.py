@@ -162,6 +162,7 @@ class SqliteRunStream:
     def __init__(self, source: SqliteSource, run: SourceRun) -> None:
         self.source = source
         self.run = run
+        self._bounds: Bounds | None = None
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[Row]:
         try:
@@ -185,18 +186,33 @@ class SqliteRunStream:
         return self.run.number
 
     def bounds(self) -> Bounds:
-        found = self._one("SELECT min(id), max(id) FROM steps WHERE execution = ?", (self.number,))
-        step_min, step_max = found if found else (None, None)
-        substep_min = None
-        if step_min is not None and self.source.has_substeps:
-            # The range may hold other executions' steps: the minimum can only be smaller,
-            # which keeps the offset right.
-            sub = self._one(
-                "SELECT min(id) FROM substeps WHERE step_id BETWEEN ? AND ?",
-                (step_min, step_max),
+        if self._bounds is None:
+            found = self._one(
+                "SELECT min(id), max(id) FROM steps WHERE execution = ?", (self.number,)
             )
-            substep_min = sub[0] if sub else None
-        return Bounds(step_min, step_max, substep_min)
+            step_min, step_max = found if found else (None, None)
+            substep_min = None
+            if step_min is not None and self.source.has_substeps:
+                # The range may hold other executions' steps: the minimum can only be
+                # smaller, which keeps an offset from it right.
+                sub = self._one(
+                    "SELECT min(id) FROM substeps WHERE step_id BETWEEN ? AND ?",
+                    (step_min, step_max),
+                )
+                substep_min = sub[0] if sub else None
+            self._bounds = Bounds(step_min, step_max, substep_min)
+        return self._bounds
+
+    def _of_steps(self, select: str, join: str = "") -> Iterator[Row]:
+        """`select` over the execution's steps `s` (and what `join` adds), in step id order:
+        a range of the table's rowid, so that SQLite reads in order and sorts nothing."""
+        bounds = self.bounds()
+        if bounds.step_min is None:
+            return iter(())
+        return self._rows(
+            f"SELECT {select} FROM steps s {join} WHERE s.id BETWEEN ? AND ? AND +s.execution = ?",
+            (bounds.step_min, bounds.step_max, self.number),
+        )
 
     def tests(self) -> Iterator[Row]:
         return self._rows(
@@ -206,27 +222,22 @@ class SqliteRunStream:
         )
 
     def steps(self) -> Iterator[Row]:
-        return self._rows(
-            f"SELECT s.id, t.nodeid, {_prefixed(STEP_COLUMNS, 's')} FROM steps s "
-            "JOIN tests t ON t.id = s.test_id WHERE s.execution = ? ORDER BY s.id",
-            (self.number,),
+        return self._of_steps(
+            f"s.id, t.nodeid, {_prefixed(STEP_COLUMNS, 's')}", "JOIN tests t ON t.id = s.test_id"
         )
 
     def logs(self) -> Iterator[Row]:
-        return self._rows(
-            f"SELECT l.id, l.step_id, {_prefixed(LOG_COLUMNS, 'l')} FROM steps s "
-            "JOIN logs l ON l.step_id = s.id WHERE s.execution = ? ORDER BY l.id",
-            (self.number,),
+        # By step, then by id within each (the logs_step index's order).
+        return self._of_steps(
+            f"l.id, l.step_id, {_prefixed(LOG_COLUMNS, 'l')}", "JOIN logs l ON l.step_id = s.id"
         )
 
     def substeps(self) -> Iterator[Row]:
         if not self.source.has_substeps:
             return iter(())
-        return self._rows(
-            f"SELECT x.id, x.step_id, x.parent_id, {_prefixed(SUBSTEP_COLUMNS, 'x')} "
-            "FROM steps s JOIN substeps x ON x.step_id = s.id WHERE s.execution = ? "
-            "ORDER BY x.id",
-            (self.number,),
+        return self._of_steps(
+            f"x.id, x.step_id, x.parent_id, {_prefixed(SUBSTEP_COLUMNS, 'x')}",
+            "JOIN substeps x ON x.step_id = s.id",
         )
 
     def artifacts(self) -> Iterator[Row]:
@@ -551,7 +562,7 @@ class SqliteTarget:
         if action in ("present", "running"):
             return Outcome(action, existing[0] if existing else None, status=status)
         counts = Counts(executions=1)
-        values = [row[c] for c in EXECUTION_COLUMNS]
+        values = [row[name] for name in EXECUTION_COLUMNS]
         marks = ", ".join("?" * len(EXECUTION_COLUMNS))
         if action == "replace":
             assert existing is not None
