@@ -840,15 +840,17 @@ def test_a_merge_killed_half_way_leaves_whole_runs_and_a_rerun_completes_it(
 ) -> None:
     source, target = SqliteStore(tmp_path / "s.db"), SqliteStore(tmp_path / "t" / "t.db")
     _big_source(source.path)
+    # The real command, its slices made smaller so that each run spans several of them: a
+    # commit between two slices of a run would leave half a run behind.
+    command = (
+        "import sys\n"
+        "from pytest_stepflow.storage.sqlite import merge\n"
+        f"merge.CHUNK_STEPS = {STEPS_PER_RUN // 8}\n"
+        "from pytest_stepflow.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest_stepflow",
-            "merge",
-            str(source.path),
-            f"--into={target.path}",
-        ],
+        [sys.executable, "-c", command, "merge", str(source.path), f"--into={target.path}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
