@@ -729,13 +729,18 @@ def test_last_since_and_group_choose_the_runs(
         assert result.code == 0, result
         return ids(target)
 
-    assert chosen("--last", "2") == made[3:]
+    # --last counts run groups, by their newest run: the last two are made[4] (a group of
+    # its own) and pr-7, with both its runs.
+    assert chosen("--last", "2") == made[2:]
+    assert chosen("--last", "3") == made
     assert chosen("--since", "7d") == made[3:]
     assert chosen("--since", "15d") == made[2:]
     assert chosen("--since", (now - timedelta(days=25)).date().isoformat()) == made[1:]
     assert chosen("--group", "nightly") == made[:2]
     assert chosen("--group", "pr-7", "--group", made[4]) == made[2:]  # own id: a group of one
-    assert chosen("--group", "nightly", "--last", "1") == made[1:2]
+    assert chosen("--group", "nightly", "--last", "1") == made[:2]
+    assert chosen("--since", "15d", "--last", "1") == made[4:]
+    assert chosen("--since", "15d", "--last", "2") == made[2:]
     assert chosen("--group", "pr-7", "--since", "5d") == made[3:4]
     assert chosen("--group", "nope") == []
     empty = merge(capsys, source.path, f"--into={tmp_path / 'e.db'}", "--group", "nope")

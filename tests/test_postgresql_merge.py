@@ -99,19 +99,26 @@ def test_schema_runs_into_a_file_with_last_and_group(
     try:
         for tag in ("alpha", "beta", "gamma"):
             pg_run(pytester, source, tag)
-        source.query("UPDATE executions SET run_group = 'nightly-7' WHERE number IN (1, 3)")
         made = ids(source)
         last = SqliteStore(pytester.path / "last.db")
         result = merge(capsys, source.location, f"--into={last.path}", "--last", "1")
         assert result.code == 0, result
         assert ids(last) == made[2:]
+        assert dump(last, made[2]) == dump(source, made[2])
+        # Runs 1 and 3 are two shards of one pipeline: --last 1 takes the pipeline whole.
+        source.query("UPDATE executions SET run_group = 'nightly-7' WHERE number IN (1, 3)")
         grouped = SqliteStore(pytester.path / "group.db")
         result = merge(capsys, source.location, f"--into={grouped.path}", "--group", "nightly-7")
         assert result.code == 0, result
         assert ids(grouped) == [made[0], made[2]]
-        for store in (last, grouped):
+        pipeline = SqliteStore(pytester.path / "pipeline.db")
+        result = merge(capsys, source.location, f"--into={pipeline.path}", "--last", "1")
+        assert result.code == 0, result
+        assert ids(pipeline) == [made[0], made[2]]
+        for store in (grouped, pipeline):
             for execution_id in ids(store):
                 assert dump(store, execution_id) == dump(source, execution_id)
+        for store in (last, grouped, pipeline):
             shots = store.query("SELECT * FROM artifacts WHERE name = 'shot.png'")
             for shot in shots:
                 data = (store.path.parent / shot["stored_path"]).read_bytes()

@@ -84,7 +84,11 @@ def register(sub: Sub[argparse.ArgumentParser]) -> None:
         help="the database to copy into (created when missing), written as SOURCE",
     )
     parser.add_argument(
-        "--last", type=positive, metavar="N", help="only the N newest runs of each source"
+        "--last",
+        type=positive,
+        metavar="N",
+        help="only the N newest runs of each source (a run group counts as one run, with "
+        "all its executions, as for the other commands)",
     )
     parser.add_argument(
         "--since",

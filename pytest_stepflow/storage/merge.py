@@ -321,7 +321,10 @@ def file_chunks(path: Path) -> Iterator[bytes] | None:
 @dataclasses.dataclass(frozen=True)
 class Selection:
     """Which executions of each source: those of `groups` (when given) started at or after
-    `since` (when given), then the `last` newest of them (when given)."""
+    `since` (when given), then those of the `last` newest run groups among them (when
+    given). A run group counts as one run, as in every window of runs the commands take
+    (query/groups.py): `--last 5` is five CI pipelines with all their shards, never half a
+    pipeline; an execution outside any group is a group of its own."""
 
     last: int | None = None
     since: datetime | None = None
@@ -334,7 +337,11 @@ class Selection:
             if (not self.groups or run.run_group in self.groups) and self._recent(run)
         ]
         if self.last is not None:
-            chosen = chosen[-self.last :] if self.last else []
+            newest: dict[str, int] = {}  # a group's newest execution: its place in time
+            for run in chosen:
+                newest[run.run_group] = max(newest.get(run.run_group, 0), run.number)
+            kept = set(sorted(newest, key=newest.__getitem__, reverse=True)[: self.last])
+            chosen = [run for run in chosen if run.run_group in kept]
         return chosen
 
     def _recent(self, run: SourceRun) -> bool:
