@@ -27,6 +27,16 @@ from pytest_stepflow.timestamps import parse_iso
 Sub = argparse._SubParsersAction  # argparse has no public name for it
 
 SUMMARY = "copy whole runs from other stepflow databases into one (writes)"
+DESCRIPTION = """\
+Copy whole runs from other stepflow databases into one (writes): each run with its steps,
+log records, sub-steps, artifact rows and artifact content, one transaction per run.
+
+A run the target has (the same id) is not copied again. Runs still running are skipped
+unless --include-running; a copy left running in the target is replaced once the source
+has it finished. The target is created and migrated when needed. The selection options
+apply to every source. Exit status: 0 done, 1 when a source was refused (the others are
+merged), 2 for usage errors and a target that cannot be used.
+"""
 EXAMPLES = """\
 stepflow merge ci/job-*/.stepflow/stepflow.db --into=.stepflow/stepflow.db
 stepflow merge .stepflow/stepflow.db --into=postgresql://ci@db.example/tests   upload later
@@ -66,11 +76,7 @@ def register(sub: Sub[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "merge",
         help=SUMMARY,
-        description=SUMMARY + ": each run with its steps, logs, sub-steps, artifact rows and "
-        "artifact content, one transaction per run. A run the target has (same id) is not "
-        "copied again; running runs are skipped unless --include-running; a copy left "
-        "running in the target is replaced once the source has it finished. The target is "
-        "created and migrated when needed. Selection options apply to every source.",
+        description=DESCRIPTION,
         epilog="examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES.strip().splitlines()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
