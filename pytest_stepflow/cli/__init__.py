@@ -27,7 +27,8 @@ A run is named by its number (`7`), a unique prefix of its id (`3f2a9c`), `lates
 
 The database is --db PATH, else ${DB_ENV}, else {DEFAULT_DB} in the current
 folder or its nearest parent. Commands open it read-only and never block a running test
-session; `optimize`, `prune`, `import-spill` and `doctor --fix` write, and say so.
+session; `optimize`, `prune`, `import-spill`, `doctor --fix` and `merge` (into its
+--into target) write, and say so.
 
 Exit status: 0 done; 1 when --fail-on found what it asks about (or `doctor` found a
 problem); 2 usage errors and bad input (no database, unknown run, corrupt file, newer

@@ -54,7 +54,7 @@ from pytest_stepflow.storage.merge import (
 )
 from pytest_stepflow.storage.postgresql.catalog import migrate, missing, stored_version
 from pytest_stepflow.storage.postgresql.connection import connect, describe_error
-from pytest_stepflow.storage.postgresql.operations import _json, _text
+from pytest_stepflow.storage.postgresql.operations import storable_json, storable_text
 
 FETCH = 5_000  # rows a server-side cursor hands over at a time
 _names = itertools.count()
@@ -246,7 +246,7 @@ def _cleaner(json_at: frozenset[int]) -> Callable[[Row], Row]:
 
     def clean(row: Row) -> Row:
         return tuple(
-            (_json(v) if i in json_at else _text(v)) if isinstance(v, str) else v
+            (storable_json(v) if i in json_at else storable_text(v)) if isinstance(v, str) else v
             for i, v in enumerate(row)
         )
 

@@ -631,7 +631,7 @@ def storable(records: Sequence[Record]) -> list[Record]:
 
 def _storable(value: Any) -> Any:
     if isinstance(value, str):
-        return _text(value)
+        return storable_text(value)
     if isinstance(value, tuple):
         fields = getattr(value, "_fields", None)
         if fields is None:
@@ -639,30 +639,35 @@ def _storable(value: Any) -> Any:
         json_fields = _JSON_FIELDS.get(type(value), frozenset())
         return type(value)(
             *(
-                _json(item) if name in json_fields and isinstance(item, str) else _storable(item)
+                storable_json(item)
+                if name in json_fields and isinstance(item, str)
+                else _storable(item)
                 for name, item in zip(fields, value, strict=True)
             )
         )
     return value
 
 
-def _text(text: str) -> str:
+def storable_text(text: str) -> str:
+    """Text as the server takes it: NUL (which PostgreSQL text cannot hold) becomes U+FFFD,
+    lone surrogates their backslash escapes."""
     text = text.replace("\x00", REPLACEMENT)
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _json(text: str) -> str:
+def storable_json(text: str) -> str:
+    """JSON text with every string in it made `storable_text`."""
     try:
         return json.dumps(_clean(json.loads(text)), ensure_ascii=False)
     except ValueError:  # not JSON after all: keep it, as a JSON string
-        return json.dumps(_text(_JSON_NUL.sub(r"\1\\ufffd", text)), ensure_ascii=False)
+        return json.dumps(storable_text(_JSON_NUL.sub(r"\1\\ufffd", text)), ensure_ascii=False)
 
 
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
-        return _text(value)
+        return storable_text(value)
     if isinstance(value, list):
         return [_clean(v) for v in value]
     if isinstance(value, dict):
-        return {_text(k): _clean(v) for k, v in value.items()}
+        return {storable_text(k): _clean(v) for k, v in value.items()}
     return value

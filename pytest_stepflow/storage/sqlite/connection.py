@@ -106,7 +106,7 @@ def open_for_writing(path: Path, busy_wait: float = BUSY_TIMEOUT_MS / 1000) -> s
             conn.execute(pragma)
         conn.execute(f"PRAGMA busy_timeout = {int(busy_wait * 1000)}")
         check_schema(conn, path)  # a foreign or newer database is refused before any change
-        _switch_to_wal(conn, busy_wait)
+        switch_to_wal(conn, busy_wait)
     except sqlite3.Error as exc:
         conn.close()
         raise describe_error(path, exc) from exc
@@ -116,7 +116,7 @@ def open_for_writing(path: Path, busy_wait: float = BUSY_TIMEOUT_MS / 1000) -> s
     return conn
 
 
-def _switch_to_wal(conn: sqlite3.Connection, busy_wait: float) -> None:
+def switch_to_wal(conn: sqlite3.Connection, busy_wait: float) -> None:
     """SQLite does not apply busy_timeout to a journal-mode change (it fails at once while
     another session holds a lock on a new file), so wait for it here."""
     deadline = _REAL.monotonic() + busy_wait

@@ -58,12 +58,12 @@ from pytest_stepflow.storage.merge import (
 )
 from pytest_stepflow.storage.sqlite.connection import (
     WRITER_PRAGMAS,
-    _switch_to_wal,
     check_file,
     check_stepflow,
     describe_error,
     is_busy,
     open_read_only,
+    switch_to_wal,
 )
 from pytest_stepflow.storage.sqlite.schema import check_schema, migrate
 
@@ -286,7 +286,7 @@ class SqliteTarget:
             # Temporary b-trees (the IN lists of node ids) on disk: memory stays bounded.
             self.conn.execute("PRAGMA temp_store = FILE")
             check_schema(self.conn, path)  # foreign or newer: refused before any change
-            _switch_to_wal(self.conn, wait)
+            switch_to_wal(self.conn, wait)
             migrate(self.conn, path)
         except sqlite3.Error as exc:
             self.conn.close()
