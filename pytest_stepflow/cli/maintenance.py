@@ -61,7 +61,8 @@ def duration_arg(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def _seconds(text: str) -> float:
+def wait_seconds(text: str) -> float:
+    """A `--wait` value: seconds to wait for another session's lock, 0 to 86400."""
     try:
         value = float(text)
     except ValueError:
@@ -74,7 +75,7 @@ def _seconds(text: str) -> float:
 def _add_wait(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait",
-        type=_seconds,
+        type=wait_seconds,
         default=maintenance.MAINTENANCE_WAIT,
         metavar="SECONDS",
         help="wait this long for another session's write lock before giving up "

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TextIO
 
 from pytest_stepflow.cli.common import BAD_INPUT, FOUND, OK, Output, UsageError, error, positive
-from pytest_stepflow.cli.maintenance import duration_arg
+from pytest_stepflow.cli.maintenance import duration_arg, wait_seconds
 from pytest_stepflow.storage.errors import LockedError, StorageError
 from pytest_stepflow.storage.location import ACCEPTED, Location, LocationError, parse_location
 from pytest_stepflow.storage.maintenance import MAINTENANCE_WAIT, utc_now
@@ -60,16 +60,6 @@ def since_arg(text: str) -> datetime:
             f"{text!r} is neither a duration (7d, 12h, 2w, 1d12h) nor an ISO date or time "
             "(2026-01-31, 2026-01-31T12:00:00Z)"
         ) from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value <= 86400:  # also refuses nan and inf
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 86400")
-    return value
 
 
 def register(sub: Sub[argparse.ArgumentParser]) -> None:
@@ -116,7 +106,7 @@ def register(sub: Sub[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument(
         "--wait",
-        type=_seconds,
+        type=wait_seconds,
         default=MAINTENANCE_WAIT,
         metavar="SECONDS",
         help="wait this long for another session's write lock on the target before giving "

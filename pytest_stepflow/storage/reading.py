@@ -44,6 +44,17 @@ def as_numbers(numbers: Numbers) -> list[int]:
     return [numbers] if isinstance(numbers, int) else [int(n) for n in numbers]
 
 
+def chosen_group(group: str, candidates: Sequence[str], database: str) -> str:
+    """The run group a name picks from at most two candidates that equal it or start with
+    it (an exact match first): the exact one, else a unique prefix's; RunNotFoundError
+    otherwise. Both readers ask for the candidates the same way."""
+    if candidates and (candidates[0] == group or len(candidates) == 1):
+        return candidates[0]
+    if candidates:
+        raise RunNotFoundError(f"run group prefix {group!r} is ambiguous; give more of it")
+    raise RunNotFoundError(f"no run group {group!r} in {database}; see `stepflow runs --groups`")
+
+
 class ReadSide(Protocol):
     """One question at a time, each answered with typed records."""
 

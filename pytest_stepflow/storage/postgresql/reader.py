@@ -50,7 +50,7 @@ from pytest_stepflow.storage.location import PostgresqlLocation
 from pytest_stepflow.storage.postgresql import catalog
 from pytest_stepflow.storage.postgresql.connection import connect, describe_error
 from pytest_stepflow.storage.postgresql.schema import FTS_CHARS, LOGS_TEXT, STEPS_TEXT
-from pytest_stepflow.storage.reading import Numbers, RunNotFoundError, as_numbers
+from pytest_stepflow.storage.reading import Numbers, RunNotFoundError, as_numbers, chosen_group
 from pytest_stepflow.storage.snippets import START, Fts5Snippets, marked
 
 _JSON_COLUMNS = frozenset({"command", "tags", "metadata", "environment", "writer_stats"})
@@ -303,13 +303,7 @@ class Reader:
                 (group, group),
             )
         ]
-        if names and (names[0] == group or len(names) == 1):
-            return self._members(names[:1])[0]
-        if names:
-            raise RunNotFoundError(f"run group prefix {group!r} is ambiguous; give more of it")
-        raise RunNotFoundError(
-            f"no run group {group!r} in {self.name}; see `stepflow runs --groups`"
-        )
+        return self._members([chosen_group(group, names, self.name)])[0]
 
     def runs(
         self,

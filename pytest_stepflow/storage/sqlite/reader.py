@@ -32,7 +32,7 @@ from pytest_stepflow.query.records import (
     WorkerLoad,
     parse_json,
 )
-from pytest_stepflow.storage.reading import Numbers, RunNotFoundError, as_numbers
+from pytest_stepflow.storage.reading import Numbers, RunNotFoundError, as_numbers, chosen_group
 from pytest_stepflow.storage.snippets import fts_query, marked, scan_snippet
 from pytest_stepflow.storage.sqlite.connection import (
     check_stepflow,
@@ -233,13 +233,7 @@ class Reader:
                 (group, group, group + "\U0010ffff", group),
             )
         ]
-        if names and (names[0] == group or len(names) == 1):
-            return self._members(names[:1])[0]
-        if names:
-            raise RunNotFoundError(f"run group prefix {group!r} is ambiguous; give more of it")
-        raise RunNotFoundError(
-            f"no run group {group!r} in {self.path}; see `stepflow runs --groups`"
-        )
+        return self._members([chosen_group(group, names, str(self.path))])[0]
 
     def runs(
         self,
