@@ -13,16 +13,18 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from pytest_stepflow.cli.common import BAD_INPUT, FOUND, OK, Output, UsageError, error, positive
 from pytest_stepflow.cli.maintenance import duration_arg, wait_seconds
 from pytest_stepflow.storage.errors import LockedError, StorageError
 from pytest_stepflow.storage.location import ACCEPTED, Location, LocationError, parse_location
 from pytest_stepflow.storage.maintenance import MAINTENANCE_WAIT, utc_now
-from pytest_stepflow.storage.merge import Merged, Progress, RunNote, Selection, merge, same_location
 from pytest_stepflow.text import size_text
 from pytest_stepflow.timestamps import parse_iso
+
+if TYPE_CHECKING:
+    from pytest_stepflow.storage.merge import Merged, Progress, RunNote
 
 Sub = argparse._SubParsersAction  # argparse has no public name for it
 
@@ -151,6 +153,9 @@ class Meter:
 
 
 def cmd_merge(args: argparse.Namespace, out: Output) -> int:
+    # Imported when the command runs: every other command's start-up would pay for it.
+    from pytest_stepflow.storage.merge import Selection, merge, same_location
+
     sources = [_location(text, "SOURCE") for text in args.sources]
     target = _location(args.into, "--into")
     for source in sources:
