@@ -46,10 +46,6 @@ class Selection:
         return self.numbers[-1]
 
 
-def is_group_reference(ref: str | None) -> bool:
-    return bool(ref) and str(ref).strip().startswith(GROUP_PREFIX)
-
-
 def select(db: ReadSide, ref: str | None) -> Selection:
     """The executions `ref` names (default: the latest run); RunNotFoundError otherwise."""
     text = (ref or "latest").strip()
@@ -79,10 +75,7 @@ def group_window(db: ReadSide, end: Selection | None, last: int) -> list[int]:
     """The execution numbers of the `last` run groups ending at `end`'s group (the newest
     when None), newest first: a window of logical runs, so that `--last 10` means ten
     pipelines, not ten shards. Without groups it is the last `last` executions."""
-    found = db.groups(limit=max(last, 1), before=None if end is None else end.newest)
-    if end is not None and end.group is None and found and end.newest not in found[0][1]:
-        # A single run whose group has newer members: the window starts at the run.
-        found = [(end.label, [end.newest]), *found[: max(last, 1) - 1]]
+    found = window_groups(db, end, last)
     return sorted((n for _, numbers in found for n in numbers), reverse=True)
 
 
@@ -200,6 +193,7 @@ def window_groups(db: ReadSide, end: Selection | None, last: int) -> list[tuple[
     single run whose group has newer members stands alone first, as in `group_window`."""
     found = db.groups(limit=max(last, 1), before=None if end is None else end.newest)
     if end is not None and end.group is None and found and end.newest not in found[0][1]:
+        # A single run whose group has newer members: the window starts at the run.
         found = [(end.label, [end.newest]), *found[: max(last, 1) - 1]]
     return found
 
