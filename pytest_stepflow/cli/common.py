@@ -26,6 +26,12 @@ Handler = Callable[[argparse.Namespace, "Output"], int]
 # Exit codes: 0 done, 1 found what --fail-on asks about, 2 usage error or bad input.
 OK, FOUND, BAD_INPUT = 0, 1, 2
 
+# What every command's RUN argument accepts.
+RUN_HELP = (
+    "run reference: 7, latest, latest~N, an id prefix, or a run group (its shards as one "
+    "run): group:latest, group:latest~N, group:ID (default: latest)"
+)
+
 _COLOURS = {
     "passed": "32",
     "xpassed": "33",

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from pytest_stepflow.cli.common import OK, Output, UsageError, command, open_db
+from pytest_stepflow.cli.common import OK, RUN_HELP, Output, UsageError, command, open_db
 from pytest_stepflow.files import write_atomically
 from pytest_stepflow.query.database import ReadSide
 from pytest_stepflow.query.groups import Selection, run_group, select
@@ -48,8 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "run",
         nargs="?",
         metavar="RUN",
-        help="the run (default: latest), or group:latest, group:latest~N, group:ID for a "
-        "run group: one JUnit file with a <testsuite> per shard, one JSON document",
+        help=RUN_HELP,
     )
     parser.add_argument(
         "--format",

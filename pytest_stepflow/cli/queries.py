@@ -1,5 +1,5 @@
-"""The query commands: runs, show, steps, slowest, flaky, history, diff, logs, search,
-artifacts and artifact. Each parses its arguments, asks the query layer
+"""The query commands: steps, slowest, flaky, history, diff, logs, search, artifacts and
+artifact (runs and show: cli/runs.py). Each parses its arguments, asks the query layer
 (`pytest_stepflow.query`) and prints the answer.
 
 Every RUN may name a run group (`group:latest`, `group:ID`: a CI pipeline's shards), which
@@ -12,11 +12,11 @@ import argparse
 import os
 import shutil
 import sys
-from collections.abc import Sequence
 
 from pytest_stepflow.cli.common import (
     FOUND,
     OK,
+    RUN_HELP,
     Output,
     UsageError,
     command,
@@ -24,83 +24,24 @@ from pytest_stepflow.cli.common import (
     local_time,
     open_db,
     positive,
-    to_jsonable,
 )
+from pytest_stepflow.cli.runs import group_notes
 from pytest_stepflow.query.artifacts import artifact_file
 from pytest_stepflow.query.compare import diff
 from pytest_stepflow.query.flakiness import FLAKY_MIN_FLIPS, FLAKY_WINDOW, flaky
 from pytest_stepflow.query.groups import (
-    group_overview,
-    group_passed,
-    groups,
     run_group,
     select,
-    shard_order,
 )
 from pytest_stepflow.query.history import known_history
-from pytest_stepflow.query.records import FAILING, OUTCOMES, Run, RunGroup, StepDetail
-from pytest_stepflow.query.runs import LOG_LEVELS, logs_of_test, overview, slowest, window
+from pytest_stepflow.query.records import FAILING, OUTCOMES, StepDetail
+from pytest_stepflow.query.runs import LOG_LEVELS, logs_of_test, slowest, window
 from pytest_stepflow.text import duration_text, size_text
 
 Sub = argparse._SubParsersAction  # argparse has no public name for it
 
-RUN_HELP = (
-    "run reference: 7, latest, latest~N, an id prefix, or a run group (its shards as one "
-    "run): group:latest, group:latest~N, group:ID (default: latest)"
-)
-
 
 def register(sub: Sub[argparse.ArgumentParser]) -> None:
-    p = command(
-        sub,
-        "runs",
-        cmd_runs,
-        "list recent runs (or run groups: CI pipelines)",
-        """
-stepflow runs
-stepflow runs --status failed --limit 5
-stepflow runs --tag team=payments --branch main --json
-stepflow runs --groups                 pipelines: their shards as one run
-stepflow runs --groups --status running --json
-""",
-    )
-    p.add_argument("--limit", type=positive, default=20, help="at most this many (default 20)")
-    p.add_argument(
-        "--status", choices=["running", "passed", "failed", "interrupted", "error", "no_tests"]
-    )
-    p.add_argument("--tag", metavar="KEY[=VALUE]", help="runs with this tag (and value)")
-    p.add_argument("--branch", help="runs on this git branch")
-    p.add_argument("--name", help="runs whose name matches this glob")
-    p.add_argument(
-        "--groups",
-        action="store_true",
-        help="list run groups (a CI pipeline's shards as one run), by their aggregate status",
-    )
-    p.add_argument("--fail-on", choices=["failed"], help="exit 1 when a listed run did not pass")
-
-    p = command(
-        sub,
-        "show",
-        cmd_show,
-        "one run (or run group): summary, metadata, workers or shards, failures",
-        """
-stepflow show                   the latest run
-stepflow show latest~1
-stepflow show 12 --json
-stepflow show latest --fail-on failures    in CI: exit 1 when the run had failures
-stepflow show group:latest      the latest pipeline: its shards, failures over all of them
-stepflow show group:latest --fail-on not-passed   exit 1 unless every shard passed
-""",
-    )
-    p.add_argument("run", nargs="?", metavar="RUN", help=RUN_HELP)
-    p.add_argument(
-        "--fail-on",
-        choices=["failures", "errors", "not-passed"],
-        help="exit 1 when the run had failures/errors (failures includes errors), or did not "
-        "pass (a run group: a shard still running or missing has not passed)",
-    )
-    p.add_argument("--no-tracebacks", action="store_true", help="list failures without them")
-
     p = command(
         sub,
         "steps",
@@ -296,368 +237,6 @@ stepflow artifact 17 -o - > out.bin
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to (- for stdout)")
 
 
-# -- runs and show -------------------------------------------------------------------------
-
-
-def _counts_text(run: Run | RunGroup, out: Output) -> str:
-    parts = [out.paint(f"{run.counts[o]} {o}", o) for o in OUTCOMES if run.counts.get(o)]
-    return ", ".join(parts) or "no steps"
-
-
-def cmd_runs(args: argparse.Namespace, out: Output) -> int:
-    if args.groups:
-        return _list_groups(args, out)
-    tag = None
-    if args.tag:
-        key, eq, value = args.tag.partition("=")
-        tag = (key, value if eq else None)
-    with open_db(args) as db:
-        runs = db.runs(
-            limit=args.limit, status=args.status, name=args.name, tag=tag, branch=args.branch
-        )
-    found = FOUND if args.fail_on and any(r.status != "passed" for r in runs) else OK
-    if out.json_mode:
-        out.json([_run_json(r) for r in runs])
-        return found
-    if not runs:
-        out.line("no runs match")
-        return found
-    # The group and shard columns only when a listed run is one job of a named group.
-    grouped = any(_named_group(r) for r in runs)
-    out.table(
-        [
-            "#",
-            "status",
-            "started (UTC)",
-            "duration",
-            "tests",
-            "outcomes",
-            "name",
-            "tags",
-            *(("group", "shard") if grouped else ()),
-            "branch@commit",
-        ],
-        [
-            (
-                r.number,
-                r.status,
-                iso_short(r.started_at),
-                r.duration,
-                r.total,
-                _counts_text(r, out),
-                r.name,
-                _tags(r),
-                *((_named_group(r), r.shard) if grouped else ()),
-                _revision(r),
-            )
-            for r in runs
-        ],
-        right=(0, 3, 4),
-    )
-    return found
-
-
-def _named_group(run: Run) -> str | None:
-    """The run group a run is one job of; None for a run outside any (a group of its own)."""
-    return run.run_group if run.run_group != run.id else None
-
-
-def _list_groups(args: argparse.Namespace, out: Output) -> int:
-    if args.tag or args.branch or args.name:
-        raise UsageError("runs --groups filters by --status only (not --tag, --branch, --name)")
-    with open_db(args) as db:
-        found = groups(db, limit=args.limit, status=args.status)
-    code = FOUND if args.fail_on and not all(group_passed(g) for g in found) else OK
-    if out.json_mode:
-        out.json([_group_json(g, [_run_summary_json(r) for r in g.runs]) for g in found])
-        return code
-    if not found:
-        out.line("no run groups match")
-        return code
-    out.table(
-        [
-            "group",
-            "shards",
-            "runs",
-            "status",
-            "started (UTC)",
-            "duration",
-            "tests",
-            "outcomes",
-            "branch@commit",
-        ],
-        [
-            (
-                _group_name(g),
-                _shards_text(g),
-                _numbers_text(g.numbers),
-                g.status,
-                iso_short(g.started_at),
-                g.duration,
-                g.total,
-                _counts_text(g, out),
-                _revision(g),
-            )
-            for g in found
-        ],
-        right=(5, 6),
-    )
-    return code
-
-
-def _group_name(group: RunGroup) -> str:
-    """A group's id; a run outside any group (its own group, named by its uuid) by the id's
-    first 8 characters, a prefix `group:` references take."""
-    alone = len(group.runs) == 1 and group.runs[0].id == group.id
-    return group.id[:8] if alone else group.id
-
-
-def _shards_text(group: RunGroup) -> str:
-    """ "4"; "3 of 4" while a shard its "K/N" names promise is missing; ", 2 running"."""
-    text = str(len(group.runs))
-    if group.missing_shards and group.expected_shards:
-        text = f"{group.expected_shards - group.missing_shards} of {group.expected_shards}"
-    return text + (f", {group.running} running" if group.running else "")
-
-
-def _numbers_text(numbers: Sequence[int]) -> str:
-    """Run numbers as ranges: "#5..#8", "#3,#5..#6"."""
-    spans: list[list[int]] = []
-    for n in sorted(numbers):
-        if spans and n == spans[-1][1] + 1:
-            spans[-1][1] = n
-        else:
-            spans.append([n, n])
-    return ",".join(f"#{a}" if a == b else f"#{a}..#{b}" for a, b in spans)
-
-
-def _tags(run: Run) -> str:
-    return ",".join(f"{k}={v}" if v not in (None, "", True) else k for k, v in run.tags.items())
-
-
-def _revision(run: Run | RunGroup) -> str:
-    commit = (run.commit or "")[:10]
-    if run.branch and commit:
-        return f"{run.branch}@{commit}"
-    return run.branch or commit
-
-
-def _run_json(run: Run) -> dict[str, object]:
-    data = to_jsonable(run)
-    data.update(total=run.total, commit=run.commit, branch=run.branch)
-    return data  # type: ignore[no-any-return]
-
-
-_RUN_SUMMARY = (
-    "number",
-    "id",
-    "shard",
-    "status",
-    "host",
-    "started_at",
-    "completed_at",
-    "duration",
-    "counts",
-)
-
-
-def _run_summary_json(run: Run) -> dict[str, object]:
-    """A group's run as `runs --groups --json` lists it (`show` gives the whole run)."""
-    data = {key: to_jsonable(getattr(run, key)) for key in _RUN_SUMMARY}
-    data["total"] = run.total
-    return data
-
-
-def _group_json(group: RunGroup, runs: list[dict[str, object]]) -> dict[str, object]:
-    """A run group's JSON (README, `stepflow runs`): the same keys in `runs --groups` and
-    `show group:...`, whose runs are whole."""
-    return {
-        "group": group.id,
-        "status": group.status,
-        "passed": group_passed(group),
-        "started_at": group.started_at,
-        "completed_at": group.completed_at,
-        "duration": group.duration,
-        "shards": len(group.runs),
-        "expected_shards": group.expected_shards,
-        "missing_shards": group.missing_shards,
-        "running": group.running,
-        "total": group.total,
-        "counts": group.counts,
-        "branch": group.branch,
-        "commit": group.commit,
-        "runs": runs,
-    }
-
-
-def cmd_show(args: argparse.Namespace, out: Output) -> int:
-    with open_db(args) as db:
-        selection = select(db, args.run)
-        if selection.group is not None:
-            pipeline = group_overview(db, selection)
-            return _show_group(args, out, pipeline.group, pipeline.failures)
-        shown = overview(db, selection.newest)
-    run, workers, failed = shown.run, shown.workers, shown.failures
-    found = _show_fails(args.fail_on, run.status == "passed", failed)
-    if out.json_mode:
-        data = _run_json(run)
-        data["workers"] = to_jsonable(workers)
-        data["failures"] = to_jsonable(failed)
-        out.json(data)
-        return found
-    out.line(
-        out.paint(f"run #{run.number}", "bold")
-        + f"  {run.id}  "
-        + out.paint(run.status, run.status)
-    )
-    rows: list[tuple[str, object]] = [
-        ("name", run.name),
-        ("started (UTC)", iso_short(run.started_at)),
-        ("duration", duration_text(run.duration)),
-        ("steps", f"{run.total}: {_counts_text(run, out)}"),
-        ("exit code", run.exit_code),
-        ("tags", _tags(run) or None),
-        ("git", _revision(run) or None),
-        ("group", _named_group(run)),
-        ("shard", run.shard if _named_group(run) else None),
-        ("host", f"{run.user_name or '?'}@{run.host} pid {run.pid}"),
-        ("command", " ".join(run.command)),
-        ("rootdir", run.rootdir),
-    ]
-    ci = run.metadata.get("ci") or {}
-    if ci:
-        rows.append(("ci", " ".join(str(v) for v in (ci.get("provider"), ci.get("url")) if v)))
-    versions = " ".join(
-        f"{k} {run.metadata[k]}" for k in ("python", "pytest", "platform") if run.metadata.get(k)
-    )
-    rows.append(("versions", versions or None))
-    if run.error_message:
-        rows.append(("error", run.error_message))
-    _print_rows(rows, out)
-    if workers and (len(workers) > 1 or workers[0].worker != "main"):
-        out.line()
-        out.table(
-            ["worker", "steps", "busy", "first start", "last end"],
-            [
-                (w.worker, w.steps, w.busy, local_time(w.first_start), local_time(w.last_end))
-                for w in workers
-            ],
-            right=(1, 2),
-        )
-    if run.writer_stats:
-        stats = ", ".join(
-            f"{k} {v}" for k, v in run.writer_stats.items() if not isinstance(v, (dict, list))
-        )
-        out.line()
-        out.line(f"writer: {stats}")
-    _print_failures(failed, out, tracebacks=not args.no_tracebacks)
-    return found
-
-
-def _print_rows(rows: Sequence[tuple[str, object]], out: Output) -> None:
-    for key, value in rows:
-        if value not in (None, ""):
-            out.line(f"  {key + ':':15} {value}")
-
-
-def _show_group(
-    args: argparse.Namespace, out: Output, group: RunGroup, failed: list[StepDetail]
-) -> int:
-    found = _show_fails(args.fail_on, group_passed(group), failed)
-    if out.json_mode:
-        data = _group_json(group, [_run_json(r) for r in group.runs])
-        data["failures"] = to_jsonable(failed)
-        out.json(data)
-        return found
-    out.line(
-        out.paint(f"run group {group.id}", "bold") + "  " + out.paint(group.status, group.status)
-    )
-    _print_rows(
-        [
-            ("started (UTC)", iso_short(group.started_at)),
-            ("duration", duration_text(group.duration)),  # wall: first start to last end
-            ("steps", f"{group.total}: {_counts_text(group, out)}"),
-            ("shards", f"{_shards_text(group)} (runs {_numbers_text(group.numbers)})"),
-            ("git", _revision(group) or None),
-        ],
-        out,
-    )
-    out.line()
-    out.table(
-        ["shard", "run", "host", "status", "duration", "steps", "outcomes"],
-        [
-            (
-                r.shard,
-                f"#{r.number}",
-                r.host,
-                r.status,
-                r.duration,
-                r.total,
-                _counts_text(r, out),
-            )
-            for r in sorted(group.runs, key=shard_order)
-        ],
-        right=(1, 4, 5),
-    )
-    for note in _group_notes(group):
-        out.line(out.paint(note, "running" if "running" in note else "interrupted"))
-    shards = {r.number: r.shard for r in group.runs}
-    _print_failures(failed, out, tracebacks=not args.no_tracebacks, shards=shards)
-    return found
-
-
-def _group_notes(group: RunGroup) -> list[str]:
-    """What says a group's answer is not final: shards still running, shards missing."""
-    total = group.expected_shards or len(group.runs)
-    notes = []
-    if group.running:
-        notes.append(f"{group.running} of {total} shards still running")
-    if group.missing_shards:
-        notes.append(f"{total - group.missing_shards} of {total} shards recorded")
-    return notes
-
-
-def _show_fails(fail_on: str | None, passed: bool, failed: list[StepDetail]) -> int:
-    if fail_on == "failures" and failed:
-        return FOUND
-    if fail_on == "errors" and any(d.step.outcome == "error" for d in failed):
-        return FOUND
-    if fail_on == "not-passed" and not passed:
-        return FOUND
-    return OK
-
-
-def _print_failures(
-    failed: list[StepDetail],
-    out: Output,
-    *,
-    tracebacks: bool,
-    shards: dict[int, str | None] | None = None,
-) -> None:
-    """Every failure and error; of a run group's, each says which shard (run) it was in."""
-    if not failed:
-        return
-    out.line()
-    out.line(out.paint(f"{len(failed)} failures and errors", "bold"))
-    for detail in failed:
-        step = detail.step
-        attempt = f" (attempt {step.attempt})" if step.attempt > 1 else ""
-        where = ""
-        if shards is not None:
-            shard = shards.get(step.execution)
-            where = (
-                f"shard {shard} run #{step.execution}, " if shard else f"run #{step.execution}, "
-            )
-        out.line(
-            f"{out.paint(step.outcome.upper(), step.outcome)} {step.nodeid}{attempt} "
-            f"[{where}{step.worker}, {duration_text(step.duration)}]"
-        )
-        if tracebacks and detail.longrepr:
-            for line in detail.longrepr.splitlines():
-                out.line(f"    {line}")
-            out.line()
-
-
 # -- steps, slowest, flaky, history, diff ---------------------------------------------------
 
 
@@ -795,7 +374,7 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
             f"{side.label}: {note}"
             for side in (a, b)
             if side.group is not None
-            for note in _group_notes(run_group(db, side))
+            for note in group_notes(run_group(db, side))
         ]
     found = OK
     if (args.fail_on == "new-failures" and result.new_failures) or (

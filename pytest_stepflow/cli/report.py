@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pytest_stepflow.cli.common import OK, Output, UsageError, command, positive
+from pytest_stepflow.cli.common import OK, RUN_HELP, Output, UsageError, command, positive
 from pytest_stepflow.query.database import BulkReadSide, open_bulk
 from pytest_stepflow.query.groups import select
 from pytest_stepflow.query.summary import summarize
@@ -40,8 +40,7 @@ report.
         "run",
         nargs="?",
         metavar="RUN",
-        help="run reference (default: latest); group:latest, group:latest~N or group:ID "
-        "for a run group (a CI pipeline's shards as one run)",
+        help=RUN_HELP,
     )
     p.add_argument(
         "-o",
@@ -67,8 +66,7 @@ stepflow summary 12 --json
         "run",
         nargs="?",
         metavar="RUN",
-        help="run reference (default: latest); group:latest, group:latest~N or group:ID "
-        "for a run group: its shards as one run, with a line per shard",
+        help=RUN_HELP,
     )
     p.add_argument(
         "--markdown",
