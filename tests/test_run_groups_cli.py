@@ -3,10 +3,10 @@
 The history (recorded by real pytest runs, on SQLite and on PostgreSQL), each on a git commit
 of its own:
 - run #1: the whole suite, outside any group (a group of one);
-- pipeline `pipe-1`, runs #2..#5: shards 1/4..4/4 in order. Shard 2 fails
+- pipeline `pipe-1`, runs #2-#5: shards 1/4..4/4 in order. Shard 2 fails
   test_common.py::test_shared (which shard 1 passes: flaky on one commit) and shard 3 fails
   test_c.py::test_fixme;
-- pipeline `pipe-2`, runs #6..#9: shards 3/4, 1/4, 4/4, 2/4 in that order. Shard 2 fails
+- pipeline `pipe-2`, runs #6-#9: shards 3/4, 1/4, 4/4, 2/4 in that order. Shard 2 fails
   test_b.py::test_regress (a new failure); test_fixme passes (fixed).
 
 Shard K runs test_<K>.py (`test_a.py` .. `test_d.py`); shards 1 and 2 also run test_common.py.
@@ -202,9 +202,9 @@ def test_runs_groups_lists_pipelines_newest_first(
     lines = out.splitlines()
     assert code == 0 and len(lines) == 3
     assert lines[0].split()[:4] == ["group", "shards", "runs", "status"]
-    assert lines[1].split()[:4] == ["pipe-2", "4", "#6..#9", "failed"]
+    assert lines[1].split()[:4] == ["pipe-2", "4", "#6-#9", "failed"]
     assert "9 passed, 1 failed" in lines[1] and "main@" in lines[1]
-    assert lines[2].split()[:4] == ["pipe-1", "4", "#2..#5", "failed"]
+    assert lines[2].split()[:4] == ["pipe-1", "4", "#2-#5", "failed"]
     code, out, _ = stepflow(history, "runs", "--groups", capsys=capsys)
     assert out.splitlines()[3].split()[:3] == [alone["group"][:8], "1", "#1"]  # its id's prefix
     assert as_json(history, capsys, "runs", "--groups", "--status", "passed") == []
@@ -238,7 +238,7 @@ def test_show_group_sums_its_shards_and_lists_their_failures(
     lines = out.splitlines()
     assert lines[0] == "run group pipe-1  failed"
     assert "  steps:          10: 8 passed, 2 failed" in lines
-    assert "  shards:         4 (runs #2..#5)" in lines
+    assert "  shards:         4 (runs #2-#5)" in lines
     table = lines[lines.index("") + 1 :]
     assert table[0].split() == ["shard", "run", "host", "status", "duration", "steps", "outcomes"]
     assert [row.split()[:2] for row in table[1:5]] == [
@@ -513,7 +513,7 @@ def test_a_group_with_a_shard_running_and_one_missing(
     )
     code, out, _ = stepflow(store, "runs", "--groups", capsys=capsys)
     rows = out.splitlines()
-    assert re.match(r"pipe-r\s+2 of 3, 1 running\s+#2\.\.#3\s+running\s", rows[1])
+    assert re.match(r"pipe-r\s+2 of 3, 1 running\s+#2-#3\s+running\s", rows[1])
     assert re.match(r"pipe-m\s+1 of 2\s+#1\s+passed\s", rows[2])
     assert as_json(store, capsys, "runs", "--groups", "--status", "running")[0]["group"] == "pipe-r"
     assert stepflow(store, "runs", "--groups", "--fail-on", "failed", capsys=capsys)[0] == 1

@@ -139,6 +139,21 @@ def resolve(db: ReadSide, ref: str | None) -> int:
     return db.resolve(ref or "latest")
 
 
+def run_ranges(numbers: Sequence[int | None]) -> str:
+    """Run numbers as ranges: [1, 2, 3, 7] -> '#1-#3, #7' (None, a number not known, is left
+    out)."""
+    ordered = sorted(n for n in numbers if n is not None)
+    parts: list[str] = []
+    start = 0
+    for i, number in enumerate(ordered):
+        if i + 1 < len(ordered) and ordered[i + 1] == number + 1:
+            continue
+        first = ordered[start]
+        parts.append(f"#{first}" if first == number else f"#{first}-#{number}")
+        start = i + 1
+    return ", ".join(parts)
+
+
 def positive(text: str) -> int:
     try:
         value = int(text)

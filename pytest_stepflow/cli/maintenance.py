@@ -23,6 +23,7 @@ from pytest_stepflow.cli.common import (
     UsageError,
     command,
     positive,
+    run_ranges,
     to_jsonable,
 )
 from pytest_stepflow.query.database import locate
@@ -193,20 +194,6 @@ def _db(args: argparse.Namespace) -> Location:
     return locate(args.db)
 
 
-def _runs(numbers: Sequence[int]) -> str:
-    """[1, 2, 3, 7] -> '#1-#3, #7'."""
-    parts: list[str] = []
-    ordered = sorted(numbers)
-    start = 0
-    for i, number in enumerate(ordered):
-        if i + 1 < len(ordered) and ordered[i + 1] == number + 1:
-            continue
-        first = ordered[start]
-        parts.append(f"#{first}" if first == number else f"#{first}-#{number}")
-        start = i + 1
-    return ", ".join(parts)
-
-
 def _pairs(out: Output, pairs: Sequence[tuple[str, str]]) -> None:
     width = max(len(k) for k, _ in pairs) + 2
     for key, value in pairs:
@@ -315,7 +302,7 @@ def _describe_repairs(r: Repairs) -> list[str]:
     if r.imported.files:
         done.append(f"imported {r.imported.files} spill journal(s), {r.imported.records} record(s)")
     if r.interrupted:
-        done.append(f"marked run(s) {_runs(r.interrupted)} interrupted")
+        done.append(f"marked run(s) {run_ranges(r.interrupted)} interrupted")
     if r.rebuilt_indexes:
         done.append(f"rebuilt the full-text index ({', '.join(r.rebuilt_indexes)})")
     return done
@@ -458,7 +445,7 @@ def cmd_prune(args: argparse.Namespace, out: Output) -> int:
         else f"prune wrote to {r.database}"
     )
     if r.runs:
-        out.line(f"{verb} {len(r.runs)} run(s): {_runs([x.number for x in r.runs])}")
+        out.line(f"{verb} {len(r.runs)} run(s): {run_ranges([x.number for x in r.runs])}")
         out.line(
             f"  {r.steps:,} step(s), {r.logs:,} log record(s), {r.substeps:,} sub-step(s), "
             f"{r.artifact_rows:,} artifact row(s)"

@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, TextIO
 
-from pytest_stepflow.cli.common import BAD_INPUT, FOUND, OK, Output, UsageError, error, positive
+from pytest_stepflow.cli.common import (
+    BAD_INPUT,
+    FOUND,
+    OK,
+    Output,
+    UsageError,
+    error,
+    positive,
+    run_ranges,
+)
 from pytest_stepflow.cli.maintenance import duration_arg, wait_seconds
 from pytest_stepflow.storage.errors import LockedError, StorageError
 from pytest_stepflow.storage.location import ACCEPTED, Location, LocationError, parse_location
@@ -193,20 +202,6 @@ def cmd_merge(args: argparse.Namespace, out: Output) -> int:
     return FOUND if result.refused else OK
 
 
-def _numbers(numbers: Sequence[int | None]) -> str:
-    """[1, 2, 3, 7] -> '#1-#3, #7'."""
-    ordered = sorted(n for n in numbers if n is not None)
-    parts: list[str] = []
-    start = 0
-    for i, number in enumerate(ordered):
-        if i + 1 < len(ordered) and ordered[i + 1] == number + 1:
-            continue
-        first = ordered[start]
-        parts.append(f"#{first}" if first == number else f"#{first}-#{number}")
-        start = i + 1
-    return ", ".join(parts)
-
-
 def _of(notes: Sequence[RunNote], source: str) -> list[RunNote]:
     return [n for n in notes if n.source == source]
 
@@ -220,8 +215,8 @@ def _print(out: Output, r: Merged) -> None:
         if merged:
             out.line(
                 f"{source}: merged {len(merged)} run(s): "
-                f"{_numbers([n.source_number for n in merged])}, "
-                f"here {_numbers([n.number for n in merged])}"
+                f"{run_ranges([n.source_number for n in merged])}, "
+                f"here {run_ranges([n.number for n in merged])}"
             )
         for n in _of(r.replaced, source):
             out.line(
@@ -232,14 +227,14 @@ def _print(out: Output, r: Merged) -> None:
         if present:
             out.line(
                 f"{source}: {len(present)} run(s) already here: "
-                f"{_numbers([n.source_number for n in present])} (here "
-                f"{_numbers([n.number for n in present])})"
+                f"{run_ranges([n.source_number for n in present])} (here "
+                f"{run_ranges([n.number for n in present])})"
             )
         running = _of(r.skipped_running, source)
         if running:
             out.line(
                 f"{source}: skipped {len(running)} run(s) still running there: "
-                f"{_numbers([n.source_number for n in running])} (--include-running copies "
+                f"{run_ranges([n.source_number for n in running])} (--include-running copies "
                 "them as they are now; a later merge completes them)"
             )
         if source in refused:

@@ -21,6 +21,7 @@ from pytest_stepflow.cli.common import (
     local_time,
     open_db,
     positive,
+    run_ranges,
     to_jsonable,
 )
 from pytest_stepflow.query.groups import (
@@ -176,7 +177,7 @@ def _list_groups(args: argparse.Namespace, out: Output) -> int:
             (
                 _group_name(g),
                 _shards_text(g),
-                _numbers_text(g.numbers),
+                run_ranges(g.numbers),
                 g.status,
                 iso_short(g.started_at),
                 g.duration,
@@ -204,17 +205,6 @@ def _shards_text(group: RunGroup) -> str:
     if group.missing_shards and group.expected_shards:
         text = f"{group.expected_shards - group.missing_shards} of {group.expected_shards}"
     return text + (f", {group.running} running" if group.running else "")
-
-
-def _numbers_text(numbers: Sequence[int]) -> str:
-    """Run numbers as ranges: "#5..#8", "#3,#5..#6"."""
-    spans: list[list[int]] = []
-    for n in sorted(numbers):
-        if spans and n == spans[-1][1] + 1:
-            spans[-1][1] = n
-        else:
-            spans.append([n, n])
-    return ",".join(f"#{a}" if a == b else f"#{a}..#{b}" for a, b in spans)
 
 
 def _tags(run: Run) -> str:
@@ -363,7 +353,7 @@ def _show_group(
             ("started (UTC)", iso_short(group.started_at)),
             ("duration", duration_text(group.duration)),  # wall: first start to last end
             ("steps", f"{group.total}: {_counts_text(group, out)}"),
-            ("shards", f"{_shards_text(group)} (runs {_numbers_text(group.numbers)})"),
+            ("shards", f"{_shards_text(group)} (runs {run_ranges(group.numbers)})"),
             ("git", _revision(group) or None),
         ],
         out,
@@ -394,7 +384,7 @@ def _show_group(
 
 def group_notes(group: RunGroup) -> list[str]:
     """What says a group's answer is not final: shards still running, shards missing."""
-    total = group.expected_shards or len(group.runs)
+    total = group.shard_count
     notes = []
     if group.running:
         notes.append(f"{group.running} of {total} shards still running")

@@ -296,6 +296,11 @@ class RunGroup:
         return next((r.branch for r in reversed(self.runs) if r.branch), None)
 
     @property
+    def shard_count(self) -> int:
+        """Shards the group has or promises: the "K/N" names' N, or more if recorded."""
+        return max(self.expected_shards or 0, len(self.runs))
+
+    @property
     def missing_shards(self) -> int:
         """Shards the "K/N" names promise that have not been recorded (yet)."""
         if self.expected_shards is None:

@@ -90,7 +90,7 @@ def _facts(run: Run, group: RunGroup | None = None) -> list[tuple[str, str, str 
 
 def _shard_state(group: RunGroup) -> list[str]:
     """ "N of M shards still running", "N of M shards missing", when so (text)."""
-    expected = max(group.expected_shards or 0, len(group.runs))
+    expected = group.shard_count
     notes = []
     if group.running:
         notes.append(f"{group.running} of {expected} shards still running")
