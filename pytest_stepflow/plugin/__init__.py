@@ -52,6 +52,8 @@ def stepflow() -> Stepflow:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
+    if not _informational(config):
+        _register_sharding(config)
     if hasattr(config, "workerinput"):  # an xdist worker: its controller decides
         from pytest_stepflow.plugin.xdist_contract import received_input
 
@@ -75,6 +77,31 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_stepflow.plugin.recording import Standalone
 
         _register(config, Standalone(config, settings))
+
+
+def _register_sharding(config: pytest.Config) -> None:
+    """Balanced shards (plugin/shards.py), with or without recording: wherever tests are
+    collected, and a header line on an xdist controller."""
+    from pytest_stepflow.plugin.settings import (
+        history_location,
+        run_group_and_shard,
+        split_choice,
+    )
+
+    choice = split_choice(config)  # raises UsageError for bad values
+    if choice is None or config.pluginmanager.has_plugin("stepflow-shards"):
+        return
+    from pytest_stepflow.plugin.shards import Sharding
+
+    group, splits = choice
+    sharding = Sharding(
+        group,
+        splits,
+        history_location(config),
+        run_group_and_shard(config)[0],
+        controller=_is_xdist_controller(config),
+    )
+    config.pluginmanager.register(sharding, "stepflow-shards")
 
 
 def _informational(config: pytest.Config) -> bool:
@@ -101,6 +128,9 @@ def _register(config: pytest.Config, recording: Recording) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    sharding = config.pluginmanager.get_plugin("stepflow-shards")
+    if sharding is not None:
+        config.pluginmanager.unregister(sharding)
     recording = config.stash.get(recording_key, None)
     if recording is None:
         return

@@ -32,9 +32,18 @@ from pytest_stepflow.storage.location import (
 CAPTURE_CHOICES = ("all", "failed", "none")
 RUN_GROUP_ENV = "STEPFLOW_RUN_GROUP"
 SHARD_ENV = "STEPFLOW_SHARD"
+SPLITS_ENV = "STEPFLOW_SPLITS"
+GROUP_ENV = "STEPFLOW_GROUP"
 # Options with an environment twin, read between the command line and the ini file: the
 # database, and what CI sets per job (the pipeline's group, the job's shard).
-_ENVIRONMENT = {"db": DB_ENV, "run-group": RUN_GROUP_ENV, "shard": SHARD_ENV}
+# The balanced shards' count and index: set per CI job too.
+_ENVIRONMENT = {
+    "db": DB_ENV,
+    "run-group": RUN_GROUP_ENV,
+    "shard": SHARD_ENV,
+    "splits": SPLITS_ENV,
+    "group": GROUP_ENV,
+}
 MAX_GROUP_TEXT = 200  # characters of a run group's or shard's name
 DB_OPTION = "--stepflow-db"  # what the plugin's messages tell a user to pass (StorageError)
 
@@ -69,6 +78,17 @@ OPTIONS = (
         f"which job of the run group this is, e.g. 2/4 (env {SHARD_ENV}; default: the CI "
         "job's index and total, or its name)",
         metavar="NAME",
+    ),
+    Option(
+        "splits",
+        "run one of N shards of the suite, balanced by the recorded durations in the "
+        f"database (needs --stepflow-group; env {SPLITS_ENV}; works without --stepflow)",
+        metavar="N",
+    ),
+    Option(
+        "group",
+        f"which shard of --stepflow-splits to run, 1 to N (env {GROUP_ENV})",
+        metavar="K",
     ),
     Option("tag", "tag the execution, repeatable", "linelist", "KEY=VALUE", repeatable=True),
     Option(
@@ -159,6 +179,7 @@ class Settings:
     html_path: Path | None = None
     run_group: str | None = None  # None: the execution is a group of its own
     shard: str | None = None
+    split: tuple[int, int] | None = None  # (K, N): shard K of N balanced shards
 
     def describe_db(self) -> str:
         """The database in messages: a path (relative to the current folder where that is
@@ -271,10 +292,43 @@ def _from_ci(value: str | None) -> str | None:
     return text[:MAX_GROUP_TEXT] or None
 
 
+def split_choice(config: pytest.Config) -> tuple[int, int] | None:
+    """(K, N) of --stepflow-group K --stepflow-splits N, or None when not splitting;
+    UsageError for a bad value or a group without splits."""
+    raw_splits, raw_group = _raw(config, "splits"), _raw(config, "group")
+    if raw_splits is None:
+        if raw_group is not None:
+            raise _fail("group", raw_group, "to be given with --stepflow-splits N")
+        return None
+    splits = _number("splits", raw_splits, int, 1, "a whole number of shards, at least 1")
+    if raw_group is None:
+        raise pytest.UsageError(
+            f"--stepflow-splits={splits} needs --stepflow-group K (1 to {splits}): the shard "
+            "this session runs"
+        )
+    group = _number("group", raw_group, int, 1, f"a shard number from 1 to {splits}")
+    if group > splits:
+        raise _fail("group", raw_group, f"a shard number from 1 to {splits}")
+    return group, splits
+
+
+def history_location(config: pytest.Config) -> Location:
+    """The database the run records into (and the balanced shards read): --stepflow-db,
+    else $STEPFLOW_DB or the ini's, else <rootdir>/.stepflow/stepflow.db."""
+    raw_db = _raw(config, "db")
+    if raw_db:
+        return _location(config, raw_db)
+    return SqliteLocation(Path(os.path.abspath(config.rootpath / DEFAULT_DB)))
+
+
 def run_group_and_shard(config: pytest.Config) -> tuple[str | None, str | None]:
-    """The options' group and shard, else the CI pipeline's and job's (environment.py)."""
+    """The options' group and shard, else (the shard) K/N of the balanced shards, else the
+    CI pipeline's and job's (environment.py)."""
     group = group_text("run-group", _raw(config, "run-group"))
     shard = group_text("shard", _raw(config, "shard"))
+    choice = split_choice(config)
+    if shard is None and choice is not None:
+        shard = f"{choice[0]}/{choice[1]}"
     if group is None or shard is None:
         ci_group, ci_shard = ci_run_group(os.environ)
         group = group or _from_ci(ci_group)
@@ -320,12 +374,7 @@ def _location(config: pytest.Config, raw: object) -> Location:
 
 def resolve(config: pytest.Config) -> Settings:
     """Read and validate every option once; raises pytest.UsageError saying what is accepted."""
-    raw_db = _raw(config, "db")
-    location = (
-        _location(config, raw_db)
-        if raw_db
-        else SqliteLocation(Path(os.path.abspath(config.rootpath / DEFAULT_DB)))
-    )
+    location = history_location(config)
     run_group, shard = run_group_and_shard(config)
     raw_html = _raw(config, "html")
     html = _path(config, "html", raw_html) if raw_html else None
@@ -370,4 +419,5 @@ def resolve(config: pytest.Config) -> Settings:
         html_path=html,
         run_group=run_group,
         shard=shard,
+        split=split_choice(config),
     )

@@ -140,6 +140,19 @@ class ReadSide(Protocol):
 
     def history(self, nodeid: str, limit: int) -> list[FinalOutcome]: ...
 
+    def durations(
+        self,
+        *,
+        last_runs: int,
+        files: Sequence[str] | None = None,
+        exclude_group: str | None = None,
+    ) -> dict[str, list[float]]:
+        """Each test's durations (setup + call + teardown) in its last `last_runs` runs,
+        newest first: final attempts of kind 'test', one query. Only the tests of `files`
+        (node id prefixes before '::') when given; never the steps of executions in the
+        run group `exclude_group` (the shards of the pipeline now running, so that every
+        shard reads the same history while its siblings write)."""
+
     def slowest(
         self, numbers: Sequence[int], *, phase: str = "total", limit: int = 10
     ) -> list[SlowTest]: ...

@@ -620,6 +620,37 @@ class Reader:
         )
         return [FinalOutcome(e, nodeid, o, d, a, o) for e, o, d, a in rows]
 
+    def durations(
+        self,
+        *,
+        last_runs: int,
+        files: Sequence[str] | None = None,
+        exclude_group: str | None = None,
+    ) -> dict[str, list[float]]:
+        s = self._s
+        where = ["s.final", "s.kind = 'test'"]
+        params: list[Any] = []
+        if files is not None:
+            where.append("t.file = ANY(%s)")
+            params.append(list(files))
+        if exclude_group is not None:
+            where.append(
+                f"s.execution NOT IN (SELECT number FROM {s}.executions WHERE {self._group} = %s)"
+            )
+            params.append(exclude_group)
+        rows = self._rows(
+            "SELECT nodeid, duration FROM (SELECT t.nodeid, s.duration, row_number() OVER "
+            "(PARTITION BY s.test_id ORDER BY s.execution DESC, s.id DESC) AS n "
+            f"FROM {s}.steps s JOIN {s}.tests t ON t.id = s.test_id "
+            f"WHERE {' AND '.join(where)}) AS recent "
+            'WHERE n <= %s ORDER BY nodeid COLLATE "C", n',
+            (*params, last_runs),
+        )
+        found: dict[str, list[float]] = {}
+        for nodeid, duration in rows:
+            found.setdefault(nodeid, []).append(float(duration))
+        return found
+
     def slowest(
         self, numbers: Sequence[int], *, phase: str = "total", limit: int = 10
     ) -> list[SlowTest]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import operator
 import re
 import sqlite3
@@ -516,6 +517,35 @@ class Reader:
             (nodeid, limit),
         )
         return [FinalOutcome(e, nodeid, o, d, a, o) for e, o, d, a in rows]
+
+    def durations(
+        self,
+        *,
+        last_runs: int,
+        files: Sequence[str] | None = None,
+        exclude_group: str | None = None,
+    ) -> dict[str, list[float]]:
+        where = ["s.final", "s.kind = 'test'"]
+        params: list[Any] = []
+        if files is not None:
+            where.append("t.file IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(files)))
+        if exclude_group is not None:
+            where.append(
+                f"s.execution NOT IN (SELECT number FROM executions WHERE {self._group} = ?)"
+            )
+            params.append(exclude_group)
+        rows = self._rows(
+            "SELECT nodeid, duration FROM (SELECT t.nodeid, s.duration, row_number() OVER "
+            "(PARTITION BY s.test_id ORDER BY s.execution DESC, s.id DESC) AS n "
+            f"FROM steps s JOIN tests t ON t.id = s.test_id WHERE {' AND '.join(where)}) "
+            "WHERE n <= ? ORDER BY nodeid, n",
+            (*params, last_runs),
+        )
+        found: dict[str, list[float]] = {}
+        for nodeid, duration in rows:
+            found.setdefault(nodeid, []).append(float(duration))
+        return found
 
     def slowest(
         self, numbers: Sequence[int], *, phase: str = "total", limit: int = 10
