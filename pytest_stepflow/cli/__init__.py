@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from pytest_stepflow import __version__
-from pytest_stepflow.cli import export, maintenance, merge, queries, report, runs
+from pytest_stepflow.cli import durations, export, maintenance, merge, queries, report, runs
 from pytest_stepflow.cli.common import BAD_INPUT, Output, UsageError, error
 from pytest_stepflow.locations import DB_ENV, DEFAULT_DB
 from pytest_stepflow.query.errors import QueryError
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for module in (runs, queries, export, maintenance, merge, report):
+    for module in (runs, queries, durations, export, maintenance, merge, report):
         module.register(sub)
     return parser
 
