@@ -250,7 +250,13 @@ def _quiet_inner_plugins(request: pytest.FixtureRequest, monkeypatch: pytest.Mon
 def _outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     """Inner runs see no CI provider and no run group: on a CI machine they would all join
     its pipeline's group (tests/test_run_groups.py sets the variables it needs)."""
-    for name in (*CI_VARIABLES, "STEPFLOW_RUN_GROUP", "STEPFLOW_SHARD"):
+    for name in (
+        *CI_VARIABLES,
+        "STEPFLOW_RUN_GROUP",
+        "STEPFLOW_SHARD",
+        "STEPFLOW_SPLITS",
+        "STEPFLOW_GROUP",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
