@@ -3,7 +3,8 @@
 Writes a history of RUNS runs straight into a fresh SQLite database with the real schema and
 the real write path (storage's start_execution and apply_batch: what the writer process
 does), each test's duration jittered by +-20% around its own mean, then computes the split
-the plugin would (query/shards.py: read_history, split) for N = 2, 4, 8 and prints the
+the plugin would (query/run_history.py: read_recent; query/shards.py: split) for N = 2, 4,
+8 and prints the
 slowest shard against the ideal (total / N; target: within 10%), checks that the N shards
 together are the suite, each test once, and times the history query.
 
@@ -29,7 +30,8 @@ from typing import Any
 from _records import passing_step
 from report import _started
 
-from pytest_stepflow.query.shards import read_history, split
+from pytest_stepflow.query.run_history import read_recent
+from pytest_stepflow.query.shards import split
 from pytest_stepflow.storage.location import SqliteLocation
 from pytest_stepflow.storage.sqlite.bootstrap import start_execution
 from pytest_stepflow.storage.sqlite.connection import open_for_writing
@@ -105,9 +107,10 @@ def main() -> None:
         written = time.perf_counter() - began
         nodeids = sorted(mean)
         began = time.perf_counter()
-        history, problem = read_history(SqliteLocation(path), nodeids)
+        recent = read_recent(SqliteLocation(path), nodeids, anchor=time.time())
+        history = recent.durations()
         read = time.perf_counter() - began
-    assert problem is None, problem
+    assert recent.problem is None, recent.problem
     slow = sum(1 for s in mean.values() if s >= 5)
     print(
         f"suite: {len(mean)} tests ({slow} slow), total {sum(mean.values()):.1f} s of mean "

@@ -181,7 +181,9 @@ def test_xdist_workers_apply_the_same_split(pytester: pytest.Pytester, run_stepf
     run.result.assert_outcomes(passed=len(alone))
     assert sorted(_ran(run)) == sorted(alone)
     assert run.execution["shard"] == "2/2"
-    assert "stepflow: shard 2/2, split by each xdist worker" in run.output
+    assert "stepflow: shard 2/2, planned by each xdist worker" in run.output
+    # The first worker's line, in the controller's summary: what it kept, by what.
+    assert f"stepflow: shard 2/2 by recorded durations: {len(alone)} of 10 tests" in run.output
 
 
 @pytest.mark.parametrize(

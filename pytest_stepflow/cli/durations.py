@@ -49,7 +49,8 @@ setup + call + teardown: what `pytest --stepflow-splits N` balances shards by.
 
 def cmd_durations(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
-        history = db.durations(last_runs=args.last)
+        recent = db.recent_results(last_runs=args.last)
+    history = {n: [r.duration for r in rs] for n, rs in recent.items()}
     expected = all_durations(history)
     fmt = "json" if out.json_mode else args.format
     if fmt == "pytest-split":

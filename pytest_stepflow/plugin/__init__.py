@@ -53,7 +53,7 @@ def stepflow() -> Stepflow:
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     if not _informational(config):
-        _register_sharding(config)
+        _register_planning(config)
     if hasattr(config, "workerinput"):  # an xdist worker: its controller decides
         from pytest_stepflow.plugin.xdist_contract import received_input
 
@@ -79,29 +79,32 @@ def pytest_configure(config: pytest.Config) -> None:
         _register(config, Standalone(config, settings))
 
 
-def _register_sharding(config: pytest.Config) -> None:
-    """Balanced shards (plugin/shards.py), with or without recording: wherever tests are
-    collected, and a header line on an xdist controller."""
+def _register_planning(config: pytest.Config) -> None:
+    """Balanced shards and the order (plugin/planning.py), with or without recording:
+    wherever tests are collected, and on an xdist controller (its workers' anchor)."""
     from pytest_stepflow.plugin.settings import (
         history_location,
+        order_choice,
         run_group_and_shard,
         split_choice,
     )
 
-    choice = split_choice(config)  # raises UsageError for bad values
-    if choice is None or config.pluginmanager.has_plugin("stepflow-shards"):
+    split, how = split_choice(config), order_choice(config)  # UsageError for bad values
+    if (split is None and how is None) or config.pluginmanager.has_plugin("stepflow-plan"):
         return
-    from pytest_stepflow.plugin.shards import Sharding
+    from pytest_stepflow.plugin.planning import Planner
 
-    group, splits = choice
-    sharding = Sharding(
-        group,
-        splits,
-        history_location(config),
-        run_group_and_shard(config)[0],
+    run_group = run_group_and_shard(config)[0]
+    planner = Planner(
+        config,
+        split=split,
+        how=how,
+        location=history_location(config),
+        run_group=run_group,
         controller=_is_xdist_controller(config),
+        ungrouped=split is not None and run_group is None and enabled(config),
     )
-    config.pluginmanager.register(sharding, "stepflow-shards")
+    config.pluginmanager.register(planner, "stepflow-plan")
 
 
 def _informational(config: pytest.Config) -> bool:
@@ -128,9 +131,9 @@ def _register(config: pytest.Config, recording: Recording) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    sharding = config.pluginmanager.get_plugin("stepflow-shards")
-    if sharding is not None:
-        config.pluginmanager.unregister(sharding)
+    planner = config.pluginmanager.get_plugin("stepflow-plan")
+    if planner is not None:
+        config.pluginmanager.unregister(planner)
     recording = config.stash.get(recording_key, None)
     if recording is None:
         return

@@ -90,6 +90,14 @@ OPTIONS = (
         f"which shard of --stepflow-splits to run, 1 to N (env {GROUP_ENV})",
         metavar="K",
     ),
+    Option(
+        "order",
+        "run the tests in this order, from their recorded history: failed-first (failed "
+        "in their last runs), new-first (never recorded), slowest-first, risk (failure "
+        "rate, then recency, then duration); files and classes stay together; works "
+        "without --stepflow",
+        metavar="ORDER",
+    ),
     Option("tag", "tag the execution, repeatable", "linelist", "KEY=VALUE", repeatable=True),
     Option(
         "batch-size",
@@ -310,6 +318,18 @@ def split_choice(config: pytest.Config) -> tuple[int, int] | None:
     if group > splits:
         raise _fail("group", raw_group, f"a shard number from 1 to {splits}")
     return group, splits
+
+
+def order_choice(config: pytest.Config) -> str | None:
+    """--stepflow-order's value, or None; UsageError for an unknown one."""
+    raw = _raw(config, "order")
+    if raw is None or raw == "":
+        return None
+    from pytest_stepflow.query.order import ORDERS
+
+    if raw not in ORDERS:
+        raise _fail("order", raw, "one of " + ", ".join(ORDERS))
+    return str(raw)
 
 
 def history_location(config: pytest.Config) -> Location:

@@ -177,6 +177,15 @@ class FinalOutcome:
 
 
 @dataclasses.dataclass(frozen=True)
+class RecentResult:
+    """One of a test's recent final results, as the history-driven runs weigh them."""
+
+    execution: int
+    outcome: str
+    duration: float  # setup + call + teardown, seconds
+
+
+@dataclasses.dataclass(frozen=True)
 class SearchHit:
     execution: int
     step_id: int

@@ -4,7 +4,8 @@ split of a collection into N shards of about equal time.
 The policy lives here, between storage (which only fetches each test's last durations, one
 query) and the plugin (which only asks for a split and deselects the other shards' tests):
 
-- expected duration: the median of a test's last `LAST_RUNS` final durations (setup + call
+- expected duration: the median of a test's last `LAST_RUNS` final durations (as of the moment
+  query/run_history.py reads them) (setup + call
   + teardown). The median, not the mean: one run stalled on a slow machine or a timeout
   does not make a test "slow" for the next ten runs.
 - a test never seen: the median of its file's known tests (tests of one file tend to be
@@ -26,15 +27,11 @@ import heapq
 import statistics
 from collections.abc import Mapping, Sequence
 
-from pytest_stepflow.query.database import Database, open_database
-from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.query.run_history import LAST_RUNS, file_of
 
-LAST_RUNS = 10  # a test's expected duration is the median of this many recent runs
+__all__ = ["LAST_RUNS", "Split", "all_durations", "expected_durations", "split"]
+
 UNKNOWN_DURATION = 1.0  # seconds, for a test never seen when no test is known at all
-
-
-def file_of(nodeid: str) -> str:
-    return nodeid.split("::", 1)[0]
 
 
 def medians(history: Mapping[str, Sequence[float]]) -> dict[str, float]:
@@ -109,26 +106,6 @@ def split(
         known=sum(1 for n in unique if n in known),
         problem=problem,
     )
-
-
-def read_history(
-    database: Database,
-    nodeids: Sequence[str],
-    *,
-    last_runs: int = LAST_RUNS,
-    exclude_group: str | None = None,
-) -> tuple[dict[str, list[float]], str | None]:
-    """The recent durations of the tests of the files `nodeids` belong to, and None; or
-    nothing and the reason, when the database cannot be read (the split is then by
-    count: a missing or unreadable history must never fail a run)."""
-    files = sorted({file_of(n) for n in nodeids})
-    try:
-        with open_database(database) as db:
-            return db.durations(last_runs=last_runs, files=files, exclude_group=exclude_group), None
-    except StorageError as exc:
-        return {}, exc.problem
-    except Exception as exc:  # fail safe: any reader failure is "no history", never fatal
-        return {}, f"{type(exc).__name__}: {exc}"
 
 
 def all_durations(history: Mapping[str, Sequence[float]]) -> dict[str, float]:

@@ -17,6 +17,7 @@ from pytest_stepflow.query.records import (
     DetailRow,
     FinalOutcome,
     LogRow,
+    RecentResult,
     ReportStep,
     Run,
     SearchHit,
@@ -84,6 +85,10 @@ class ReadSide(Protocol):
         """The group named by its exact id, else by a unique prefix of it, with its
         execution numbers ascending; RunNotFoundError when none (or several) match."""
 
+    def group_start(self, group: str, *, before: str) -> str | None:
+        """When the run group named exactly `group` started: the earliest `started_at`
+        (ISO-8601 UTC) of its executions that started before `before`; None when none."""
+
     def runs(
         self,
         *,
@@ -140,18 +145,22 @@ class ReadSide(Protocol):
 
     def history(self, nodeid: str, limit: int) -> list[FinalOutcome]: ...
 
-    def durations(
+    def recent_results(
         self,
         *,
         last_runs: int,
         files: Sequence[str] | None = None,
         exclude_group: str | None = None,
-    ) -> dict[str, list[float]]:
-        """Each test's durations (setup + call + teardown) in its last `last_runs` runs,
-        newest first: final attempts of kind 'test', one query. Only the tests of `files`
-        (node id prefixes before '::') when given; never the steps of executions in the
-        run group `exclude_group` (the shards of the pipeline now running, so that every
-        shard reads the same history while its siblings write)."""
+        completed_before: str | None = None,
+        steps_before: float | None = None,
+    ) -> dict[str, list[RecentResult]]:
+        """Each test's final results (kind 'test') in its last `last_runs` runs, newest
+        first, one query. Only the tests of `files` (node id prefixes before '::') when
+        given; never the steps of executions in the run group `exclude_group`. With
+        `completed_before` (ISO-8601 UTC) only the steps of executions completed before it,
+        and, of other executions, the steps completed before `steps_before` (epoch
+        seconds): a history that stays the same however long after that moment it is
+        read (query/run_history.py)."""
 
     def slowest(
         self, numbers: Sequence[int], *, phase: str = "total", limit: int = 10

@@ -35,6 +35,7 @@ from pytest_stepflow.query.records import (
     AttemptHistory,
     FinalOutcome,
     LogLine,
+    RecentResult,
     Run,
     SearchHit,
     SlowTest,
@@ -304,6 +305,14 @@ class Reader:
             )
         ]
         return self._members([chosen_group(group, names, self.name)])[0]
+
+    def group_start(self, group: str, *, before: str) -> str | None:
+        rows = self._rows(
+            f"SELECT min(started_at) FROM {self._s}.executions WHERE {self._group} = %s "
+            "AND started_at < %s",
+            (group, before),
+        )
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def runs(
         self,
@@ -620,13 +629,15 @@ class Reader:
         )
         return [FinalOutcome(e, nodeid, o, d, a, o) for e, o, d, a in rows]
 
-    def durations(
+    def recent_results(
         self,
         *,
         last_runs: int,
         files: Sequence[str] | None = None,
         exclude_group: str | None = None,
-    ) -> dict[str, list[float]]:
+        completed_before: str | None = None,
+        steps_before: float | None = None,
+    ) -> dict[str, list[RecentResult]]:
         s = self._s
         where = ["s.final", "s.kind = 'test'"]
         params: list[Any] = []
@@ -634,21 +645,24 @@ class Reader:
             where.append("t.file = ANY(%s)")
             params.append(list(files))
         if exclude_group is not None:
-            where.append(
-                f"s.execution NOT IN (SELECT number FROM {s}.executions WHERE {self._group} = %s)"
-            )
+            where.append(f"e.{self._group} <> %s")
             params.append(exclude_group)
+        if completed_before is not None:
+            where.append("(e.completed_at < %s OR s.completed_at < %s)")
+            params += [completed_before, steps_before if steps_before is not None else 0.0]
         rows = self._rows(
-            "SELECT nodeid, duration FROM (SELECT t.nodeid, s.duration, row_number() OVER "
-            "(PARTITION BY s.test_id ORDER BY s.execution DESC, s.id DESC) AS n "
+            "SELECT nodeid, execution, outcome, duration FROM (SELECT t.nodeid, s.execution, "
+            "s.outcome, s.duration, row_number() OVER (PARTITION BY s.test_id "
+            "ORDER BY s.execution DESC, s.id DESC) AS n "
             f"FROM {s}.steps s JOIN {s}.tests t ON t.id = s.test_id "
+            f"JOIN {s}.executions e ON e.number = s.execution "
             f"WHERE {' AND '.join(where)}) AS recent "
             'WHERE n <= %s ORDER BY nodeid COLLATE "C", n',
             (*params, last_runs),
         )
-        found: dict[str, list[float]] = {}
-        for nodeid, duration in rows:
-            found.setdefault(nodeid, []).append(float(duration))
+        found: dict[str, list[RecentResult]] = {}
+        for nodeid, execution, outcome, duration in rows:
+            found.setdefault(nodeid, []).append(RecentResult(execution, outcome, float(duration)))
         return found
 
     def slowest(

@@ -23,6 +23,7 @@ from pytest_stepflow.query.records import (
     AttemptHistory,
     FinalOutcome,
     LogLine,
+    RecentResult,
     Run,
     SearchHit,
     SlowTest,
@@ -235,6 +236,13 @@ class Reader:
             )
         ]
         return self._members([chosen_group(group, names, str(self.path))])[0]
+
+    def group_start(self, group: str, *, before: str) -> str | None:
+        rows = self._rows(
+            f"SELECT min(started_at) FROM executions WHERE {self._group} = ? AND started_at < ?",
+            (group, before),
+        )
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def runs(
         self,
@@ -518,33 +526,39 @@ class Reader:
         )
         return [FinalOutcome(e, nodeid, o, d, a, o) for e, o, d, a in rows]
 
-    def durations(
+    def recent_results(
         self,
         *,
         last_runs: int,
         files: Sequence[str] | None = None,
         exclude_group: str | None = None,
-    ) -> dict[str, list[float]]:
+        completed_before: str | None = None,
+        steps_before: float | None = None,
+    ) -> dict[str, list[RecentResult]]:
         where = ["s.final", "s.kind = 'test'"]
         params: list[Any] = []
         if files is not None:
             where.append("t.file IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(list(files)))
         if exclude_group is not None:
-            where.append(
-                f"s.execution NOT IN (SELECT number FROM executions WHERE {self._group} = ?)"
-            )
+            where.append(f"e.{self._group} <> ?")
             params.append(exclude_group)
+        if completed_before is not None:
+            where.append("(e.completed_at < ? OR s.completed_at < ?)")
+            params += [completed_before, steps_before if steps_before is not None else 0.0]
         rows = self._rows(
-            "SELECT nodeid, duration FROM (SELECT t.nodeid, s.duration, row_number() OVER "
-            "(PARTITION BY s.test_id ORDER BY s.execution DESC, s.id DESC) AS n "
-            f"FROM steps s JOIN tests t ON t.id = s.test_id WHERE {' AND '.join(where)}) "
+            "SELECT nodeid, execution, outcome, duration FROM (SELECT t.nodeid, s.execution, "
+            "s.outcome, s.duration, row_number() OVER (PARTITION BY s.test_id "
+            "ORDER BY s.execution DESC, s.id DESC) AS n "
+            f"FROM steps s JOIN tests t ON t.id = s.test_id "
+            f"JOIN executions e ON e.number = s.execution "
+            f"WHERE {' AND '.join(where)}) AS recent "
             "WHERE n <= ? ORDER BY nodeid, n",
             (*params, last_runs),
         )
-        found: dict[str, list[float]] = {}
-        for nodeid, duration in rows:
-            found.setdefault(nodeid, []).append(float(duration))
+        found: dict[str, list[RecentResult]] = {}
+        for nodeid, execution, outcome, duration in rows:
+            found.setdefault(nodeid, []).append(RecentResult(execution, outcome, float(duration)))
         return found
 
     def slowest(
