@@ -3,8 +3,8 @@
 
 The split and the order are the query layer's (query/shards.py, query/order.py, read by
 query/run_history.py); here the collection is narrowed to one shard the way `-k`/`-m`
-narrow it (`pytest_deselected`), then reordered, after every other plugin (trylast), so
-that the shards split what the other options selected.
+narrow it (`pytest_deselected`), then reordered, after every other plugin, so that the
+shards split what the other options selected.
 
 Wherever tests are collected the plan is made: in a plain session, and under xdist in
 every worker, each of which must keep the same tests in the same order (xdist refuses
@@ -21,11 +21,14 @@ with these options.
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_stepflow.storage.location import Location
+from pytest_stepflow.plugin.execution import display_path
+from pytest_stepflow.query.run_history import LAST_RUNS
+from pytest_stepflow.storage.location import Location, SqliteLocation
 from pytest_stepflow.text import duration_text
 
 if TYPE_CHECKING:
@@ -77,12 +80,20 @@ class Planner:
             parts.append(f"order {self.how}")
         return ", ".join(parts)
 
-    def pytest_report_header(self) -> str | None:
-        if not self.controller:
-            return None
+    def pytest_report_header(self) -> str:
+        if self.controller:
+            return (
+                f"stepflow: {self.what()}, planned by each xdist worker from the history as "
+                "of this session's start (the same plan on every worker)"
+            )
+        where = (
+            display_path(self.location.path)
+            if isinstance(self.location, SqliteLocation)
+            else self.location.describe()  # the password masked
+        )
         return (
-            f"stepflow: {self.what()}, planned by each xdist worker from the history as of "
-            "this session's start (the same plan on every worker)"
+            f"stepflow: planned from the last {LAST_RUNS} runs of each test in {where}: "
+            f"{self.what()}"
         )
 
     @pytest.hookimpl(optionalhook=True)
@@ -95,10 +106,18 @@ class Planner:
         if self.worker_line is None and isinstance(line, str):
             self.worker_line = line
 
-    @pytest.hookimpl(trylast=True)
+    # The outermost wrapper (tryfirst, and registered after pytest's own and entry-point
+    # plugins): its code after `yield` runs after every other plugin's selection and order
+    # (-k/-m, --lf, --ff/--nf and pytest-randomly are wrappers too), so that the shards split
+    # what was selected and the order is the last word (ties keep the order it was given).
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_collection_modifyitems(
         self, config: pytest.Config, items: list[pytest.Item]
-    ) -> None:
+    ) -> Generator[None, None, None]:
+        yield
+        self._plan(config, items)
+
+    def _plan(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         from pytest_stepflow.query.run_history import read_recent
 
         history = read_recent(
