@@ -176,9 +176,9 @@ class FinalOutcome:
     first_outcome: str  # of attempt 1
 
 
-@dataclasses.dataclass(frozen=True)
-class RecentResult:
-    """One of a test's recent final results, as the history-driven runs weigh them."""
+class RecentResult(NamedTuple):
+    """One of a test's recent final results, as the history-driven runs weigh them (a
+    tuple: a plan of a large suite reads hundreds of thousands)."""
 
     execution: int
     outcome: str

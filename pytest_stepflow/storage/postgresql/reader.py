@@ -639,31 +639,37 @@ class Reader:
         steps_before: float | None = None,
     ) -> dict[str, list[RecentResult]]:
         s = self._s
-        where = ["s.final", "s.kind = 'test'"]
+        # Each test's last runs through the (test_id, execution) index, newest first, one
+        # test at a time: a window over all of a file's steps sorts every run ever kept.
+        where = ["r.test_id = t.id", "r.final", "r.kind = 'test'"]
         params: list[Any] = []
-        if files is not None:
-            where.append("t.file = ANY(%s)")
-            params.append(list(files))
         if exclude_group is not None:
             where.append(f"e.{self._group} <> %s")
             params.append(exclude_group)
         if completed_before is not None:
-            where.append("(e.completed_at < %s OR s.completed_at < %s)")
+            where.append("(e.completed_at < %s OR r.completed_at < %s)")
             params += [completed_before, steps_before if steps_before is not None else 0.0]
-        rows = self._rows(
-            "SELECT nodeid, execution, outcome, duration FROM (SELECT t.nodeid, s.execution, "
-            "s.outcome, s.duration, row_number() OVER (PARTITION BY s.test_id "
-            "ORDER BY s.execution DESC, s.id DESC) AS n "
-            f"FROM {s}.steps s JOIN {s}.tests t ON t.id = s.test_id "
-            f"JOIN {s}.executions e ON e.number = s.execution "
-            f"WHERE {' AND '.join(where)}) AS recent "
-            'WHERE n <= %s ORDER BY nodeid COLLATE "C", n',
-            (*params, last_runs),
+        recent = (
+            "SELECT r.id, r.execution, r.outcome, r.duration "
+            f"FROM {s}.steps r JOIN {s}.executions e ON e.number = r.execution "
+            f"WHERE {' AND '.join(where)} ORDER BY r.execution DESC, r.id DESC LIMIT %s"
         )
-        found: dict[str, list[RecentResult]] = {}
-        for nodeid, execution, outcome, duration in rows:
-            found.setdefault(nodeid, []).append(RecentResult(execution, outcome, float(duration)))
-        return found
+        params.append(last_runs)
+        chosen = ""
+        if files is not None:
+            chosen = "WHERE t.file = ANY(%s)"
+            params.append(list(files))
+        rows = self._rows(
+            "SELECT t.nodeid, x.execution, x.outcome, x.duration "
+            f"FROM {s}.tests t CROSS JOIN LATERAL ({recent}) x "
+            f"{chosen} ORDER BY t.id, x.execution DESC, x.id DESC",
+            params,
+        )
+        # Rows come test by test (ORDER BY t.id).
+        return {
+            nodeid: [RecentResult(e, o, float(d)) for _, e, o, d in test_rows]
+            for nodeid, test_rows in itertools.groupby(rows, key=operator.itemgetter(0))
+        }
 
     def slowest(
         self, numbers: Sequence[int], *, phase: str = "total", limit: int = 10

@@ -535,31 +535,36 @@ class Reader:
         completed_before: str | None = None,
         steps_before: float | None = None,
     ) -> dict[str, list[RecentResult]]:
-        where = ["s.final", "s.kind = 'test'"]
+        # Each test's last runs through the (test_id, execution) index, newest first, one
+        # test at a time: a window over all of a file's steps sorts every run ever kept.
+        where = ["r.test_id = t.id", "r.final", "r.kind = 'test'"]
         params: list[Any] = []
-        if files is not None:
-            where.append("t.file IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(list(files)))
         if exclude_group is not None:
             where.append(f"e.{self._group} <> ?")
             params.append(exclude_group)
         if completed_before is not None:
-            where.append("(e.completed_at < ? OR s.completed_at < ?)")
+            where.append("(e.completed_at < ? OR r.completed_at < ?)")
             params += [completed_before, steps_before if steps_before is not None else 0.0]
-        rows = self._rows(
-            "SELECT nodeid, execution, outcome, duration FROM (SELECT t.nodeid, s.execution, "
-            "s.outcome, s.duration, row_number() OVER (PARTITION BY s.test_id "
-            "ORDER BY s.execution DESC, s.id DESC) AS n "
-            f"FROM steps s JOIN tests t ON t.id = s.test_id "
-            f"JOIN executions e ON e.number = s.execution "
-            f"WHERE {' AND '.join(where)}) AS recent "
-            "WHERE n <= ? ORDER BY nodeid, n",
-            (*params, last_runs),
+        recent = (
+            f"SELECT r.id FROM steps r JOIN executions e ON e.number = r.execution "
+            f"WHERE {' AND '.join(where)} ORDER BY r.execution DESC, r.id DESC LIMIT ?"
         )
-        found: dict[str, list[RecentResult]] = {}
-        for nodeid, execution, outcome, duration in rows:
-            found.setdefault(nodeid, []).append(RecentResult(execution, outcome, float(duration)))
-        return found
+        params.append(last_runs)
+        chosen = ""
+        if files is not None:
+            chosen = "WHERE t.file IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(list(files)))
+        rows = self._rows(
+            "SELECT t.nodeid, s.execution, s.outcome, s.duration FROM tests t "
+            f"JOIN steps s ON s.id IN ({recent}) {chosen} "
+            "ORDER BY t.id, s.execution DESC, s.id DESC",
+            params,
+        )
+        # Rows come test by test (ORDER BY t.id).
+        return {
+            nodeid: [RecentResult(e, o, float(d)) for _, e, o, d in test_rows]
+            for nodeid, test_rows in itertools.groupby(rows, key=operator.itemgetter(0))
+        }
 
     def slowest(
         self, numbers: Sequence[int], *, phase: str = "total", limit: int = 10
