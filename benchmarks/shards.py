@@ -6,7 +6,8 @@ does), each test's duration jittered by +-20% around its own mean, then computes
 the plugin would (query/run_history.py: read_recent; query/shards.py: split) for N = 2, 4,
 8 and prints the
 slowest shard against the ideal (total / N; target: within 10%), checks that the N shards
-together are the suite, each test once, and times the history query.
+together are the suite, each test once, and times the history query and each
+--stepflow-order (the work a session does at collection).
 
 pytest-split's two algorithms run on the same expected durations when its wheel is unzipped
 at PSPLIT (default /tmp/psplit/x: `unzip pytest_split-0.11.0-py3-none-any.whl`); they are
@@ -30,6 +31,7 @@ from typing import Any
 from _records import passing_step
 from report import _started
 
+from pytest_stepflow.query.order import ORDERS, order
 from pytest_stepflow.query.run_history import read_recent
 from pytest_stepflow.query.shards import split
 from pytest_stepflow.storage.location import SqliteLocation
@@ -115,8 +117,12 @@ def main() -> None:
     print(
         f"suite: {len(mean)} tests ({slow} slow), total {sum(mean.values()):.1f} s of mean "
         f"durations; history: {args.runs} runs written in {written:.1f} s; "
-        f"history query + medians: {read * 1000:.0f} ms"
+        f"history query: {read * 1000:.0f} ms"
     )
+    for how in ORDERS:
+        began = time.perf_counter()
+        order(nodeids, how, recent.results)
+        print(f"--stepflow-order={how}: {(time.perf_counter() - began) * 1000:.0f} ms")
     algorithms = pytest_split_algorithms()
     print("pytest-split algorithms:", ", ".join(algorithms) or f"not found in {PSPLIT}")
     items = [_Item(n) for n in nodeids]

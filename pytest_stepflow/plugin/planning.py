@@ -191,15 +191,15 @@ class Planner:
         )
 
     def _order_text(self) -> str | None:
-        if self.ordered is None or self.how is None:
+        ordered, how = self.ordered, self.how
+        if ordered is None or how is None:
             return None
-        facts = {
-            "failed-first": f"{self.ordered.failing:,} with recent failures first",
-            "new-first": f"{self.ordered.new:,} never seen first",
-            "slowest-first": "longest expected first",
-            "risk": (
-                f"{self.ordered.failing:,} with recent failures, then {self.ordered.new:,} "
-                "never seen, first"
-            ),
-        }
-        return f"order {self.how}: {facts[self.how]}"
+        failing = f"{ordered.failing:,} with recent failures" if ordered.failing else ""
+        new = f"{ordered.new:,} never seen" if ordered.new else ""
+        first = {
+            "failed-first": failing,
+            "new-first": new,
+            "slowest-first": "the longest expected",
+            "risk": ", then ".join(p for p in (failing, new) if p) or "the longest expected",
+        }[how]
+        return f"order {how}: " + (f"{first} first" if first else "nothing to move, pytest's order")

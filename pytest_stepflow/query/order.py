@@ -99,16 +99,17 @@ def order(
     known = facts(nodeids, results)
     ranks = [rank(how, known[n]) for n in nodeids]
     # Each enclosing scope takes the best rank of its tests, and its first position for ties.
+    enclosing = [scopes(n) for n in nodeids]
     best: dict[str, tuple[Rank, int]] = {}
-    for index, nodeid in enumerate(nodeids):
-        for scope in scopes(nodeid):
+    for index, found in enumerate(enclosing):
+        for scope in found:
             if scope not in best:
                 best[scope] = (ranks[index], index)
             elif ranks[index] < best[scope][0]:
                 best[scope] = (ranks[index], best[scope][1])
 
     def key(index: int) -> list[tuple[Rank, int]]:
-        return [best[s] for s in scopes(nodeids[index])] + [(ranks[index], index)]
+        return [best[s] for s in enclosing[index]] + [(ranks[index], index)]
 
     return Ordered(
         positions=sorted(range(len(nodeids)), key=key),
