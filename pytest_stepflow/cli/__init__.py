@@ -11,7 +11,16 @@ import sys
 from collections.abc import Sequence
 
 from pytest_stepflow import __version__
-from pytest_stepflow.cli import durations, export, maintenance, merge, queries, report, runs
+from pytest_stepflow.cli import (
+    durations,
+    export,
+    maintenance,
+    merge,
+    quarantine,
+    queries,
+    report,
+    runs,
+)
 from pytest_stepflow.cli.common import BAD_INPUT, Output, UsageError, error
 from pytest_stepflow.locations import DB_ENV, DEFAULT_DB
 from pytest_stepflow.query.errors import QueryError
@@ -27,8 +36,8 @@ A run is named by its number (`7`), a unique prefix of its id (`3f2a9c`), `lates
 
 The database is --db PATH, else ${DB_ENV}, else {DEFAULT_DB} in the current
 folder or its nearest parent. Commands open it read-only and never block a running test
-session; `optimize`, `prune`, `import-spill`, `doctor --fix` and `merge` (into its
---into target) write, and say so.
+session; `optimize`, `prune`, `import-spill`, `doctor --fix`, `merge` (into its
+--into target) and `quarantine add`, `rm` and `import` write, and say so.
 
 Exit status: 0 done; 1 when --fail-on found what it asks about (or `doctor` found a
 problem); 2 usage errors and bad input (no database, unknown run, corrupt file, newer
@@ -57,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for module in (runs, queries, durations, export, maintenance, merge, report):
+    for module in (runs, queries, durations, export, maintenance, merge, quarantine, report):
         module.register(sub)
     return parser
 

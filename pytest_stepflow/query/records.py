@@ -238,6 +238,24 @@ class FlakyTest:
     failure_rate: float
     last_failure: int | None
     same_commit: bool  # passed and failed on one commit (or within one run)
+    quarantined: bool = False  # in quarantine now (stepflow quarantine)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuarantineEntry:
+    """One stay of a test in quarantine (`stepflow quarantine`): open while `left_at` is
+    None; the departure says when, why, and which run released it (None: by hand)."""
+
+    nodeid: str
+    reason: str
+    issue: str | None = None
+    until_passes: int | None = None  # leaves by itself after this many passes in a row
+    added_by: str = ""
+    added_at: str = ""  # UTC ISO-8601
+    passes: int = 0  # passes in a row so far, in runs with --stepflow-quarantine
+    left_at: str | None = None
+    left_run: int | None = None
+    left_reason: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pytest_stepflow.query.records import (
     DetailRow,
     FinalOutcome,
     LogRow,
+    QuarantineEntry,
     RecentResult,
     ReportStep,
     Run,
@@ -177,6 +178,10 @@ class ReadSide(Protocol):
     ) -> list[SearchHit]: ...
 
     def iter_steps(self, number: Numbers) -> Iterator[StepDetail]: ...
+
+    def quarantine(self, *, include_left: bool = False) -> list[QuarantineEntry]:
+        """The tests in quarantine now, by node id; with `include_left` every past stay
+        too. Empty on a schema older than the quarantine's."""
 
 
 class BulkReadSide(ReadSide, Protocol):

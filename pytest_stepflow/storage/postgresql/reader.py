@@ -35,6 +35,7 @@ from pytest_stepflow.query.records import (
     AttemptHistory,
     FinalOutcome,
     LogLine,
+    QuarantineEntry,
     RecentResult,
     Run,
     SearchHit,
@@ -48,7 +49,7 @@ from pytest_stepflow.query.records import (
 )
 from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.location import PostgresqlLocation
-from pytest_stepflow.storage.postgresql import catalog
+from pytest_stepflow.storage.postgresql import catalog, quarantine
 from pytest_stepflow.storage.postgresql.connection import connect, describe_error
 from pytest_stepflow.storage.postgresql.schema import FTS_CHARS, LOGS_TEXT, STEPS_TEXT
 from pytest_stepflow.storage.reading import Numbers, RunNotFoundError, as_numbers, chosen_group
@@ -730,6 +731,14 @@ class Reader:
             _, executions, finals, failing = zip(*group, strict=True)
             found.append(AttemptHistory(test_id, executions, finals, failing))
         return found
+
+    def quarantine(self, *, include_left: bool = False) -> list[QuarantineEntry]:
+        if self.schema_version < 3:
+            return []  # before the quarantine's tables
+        try:
+            return quarantine.read(self._conn, self._s, include_left=include_left)
+        except psycopg.Error as exc:
+            raise describe_error(self.location, exc) from exc
 
     def nodeids(self, test_ids: Sequence[int]) -> dict[int, str]:
         """Test id -> node id."""

@@ -23,6 +23,7 @@ from pytest_stepflow.query.records import (
     AttemptHistory,
     FinalOutcome,
     LogLine,
+    QuarantineEntry,
     RecentResult,
     Run,
     SearchHit,
@@ -36,6 +37,7 @@ from pytest_stepflow.query.records import (
 )
 from pytest_stepflow.storage.reading import Numbers, RunNotFoundError, as_numbers, chosen_group
 from pytest_stepflow.storage.snippets import fts_query, marked, scan_snippet
+from pytest_stepflow.storage.sqlite import quarantine
 from pytest_stepflow.storage.sqlite.connection import (
     check_stepflow,
     describe_error,
@@ -629,6 +631,14 @@ class Reader:
             _, executions, finals, failing = zip(*group, strict=True)
             found.append(AttemptHistory(test_id, executions, finals, failing))
         return found
+
+    def quarantine(self, *, include_left: bool = False) -> list[QuarantineEntry]:
+        if self.schema_version < 4:
+            return []  # before the quarantine's tables
+        try:
+            return quarantine.read(self._conn, include_left=include_left)
+        except sqlite3.Error as exc:
+            raise describe_error(self.path, exc) from exc
 
     def nodeids(self, test_ids: Sequence[int]) -> dict[int, str]:
         """Test id -> node id."""

@@ -223,10 +223,45 @@ _V3 = (
     "CREATE INDEX executions_run_group ON executions (run_group, number)",
 )
 
+# Quarantine: tests whose failures do not fail a `pytest --stepflow-quarantine` session.
+# One row per stay in quarantine, kept after the test leaves it (`left_at` set), so that
+# `stepflow quarantine ls --all` shows who put it there, why, and what let it out: removed
+# by hand (`left_run` NULL) or released by run `left_run` after `until_passes` passes in a
+# row (`passes` counts them, reset by a failure). At most one stay is open per node id.
+# `quarantine_runs` says which tests ran quarantined in which execution, with their real
+# outcome (the steps keep it too): written once, at the end of the session.
+_V4 = (
+    """
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY,
+        nodeid TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        issue TEXT,                                -- a URL or a ticket, as given
+        until_passes INTEGER,                      -- NULL: until removed by hand
+        added_by TEXT NOT NULL,                    -- $STEPFLOW_USER, else user@host
+        added_at TEXT NOT NULL,                    -- UTC ISO-8601
+        passes INTEGER NOT NULL DEFAULT 0,         -- passes in a row in quarantined runs
+        left_at TEXT,                              -- NULL while quarantined
+        left_run INTEGER,                          -- the execution that released it
+        left_reason TEXT                           -- why it left
+    )
+    """,
+    "CREATE UNIQUE INDEX quarantine_open ON quarantine (nodeid) WHERE left_at IS NULL",
+    """
+    CREATE TABLE quarantine_runs (
+        execution INTEGER NOT NULL REFERENCES executions (number) ON DELETE CASCADE,
+        nodeid TEXT NOT NULL,
+        outcome TEXT NOT NULL,                     -- the real one: passed failed error...
+        PRIMARY KEY (execution, nodeid)
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "sub-steps, artifact links, full-text search", _V2, _V2_FULL_TEXT),
     Migration(3, "run groups and shards", _V3),
+    Migration(4, "quarantine", _V4),
 )
 
 
