@@ -54,6 +54,7 @@ def stepflow() -> Stepflow:
 def pytest_configure(config: pytest.Config) -> None:
     if not _informational(config):
         _register_planning(config)
+        _register_quarantine(config)
     if hasattr(config, "workerinput"):  # an xdist worker: its controller decides
         from pytest_stepflow.plugin.xdist_contract import received_input
 
@@ -107,6 +108,19 @@ def _register_planning(config: pytest.Config) -> None:
     config.pluginmanager.register(planner, "stepflow-plan")
 
 
+def _register_quarantine(config: pytest.Config) -> None:
+    """--stepflow-quarantine (plugin/quarantine.py), with or without recording: the list
+    read on the controller (or a session without xdist), handed to each worker."""
+    if (
+        hasattr(config, "workerinput")
+        or config.getoption("stepflow_quarantine")
+        or (config.getini("stepflow_quarantine") or config.getoption("stepflow_quarantine_file"))
+    ):
+        from pytest_stepflow.plugin.quarantine import register
+
+        register(config)
+
+
 def _informational(config: pytest.Config) -> bool:
     """--help and --markers configure pytest, print, and end without a session: nothing to
     record (an execution started here would be left `running`)."""
@@ -131,9 +145,10 @@ def _register(config: pytest.Config, recording: Recording) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    planner = config.pluginmanager.get_plugin("stepflow-plan")
-    if planner is not None:
-        config.pluginmanager.unregister(planner)
+    for name in ("stepflow-plan", "stepflow-quarantine"):
+        plugin = config.pluginmanager.get_plugin(name)
+        if plugin is not None:
+            config.pluginmanager.unregister(plugin)
     recording = config.stash.get(recording_key, None)
     if recording is None:
         return

@@ -98,6 +98,19 @@ OPTIONS = (
         "without --stepflow",
         metavar="ORDER",
     ),
+    Option(
+        "quarantine",
+        "quarantined tests (`stepflow quarantine`, read from the database) still run and "
+        "are recorded, but their failures do not fail the session; works without --stepflow",
+        "bool",
+        flag=True,
+    ),
+    Option(
+        "quarantine-file",
+        "with --stepflow-quarantine: the tests a quarantine file (stepflow quarantine "
+        "export) lists are quarantined too, imported or not",
+        metavar="PATH",
+    ),
     Option("tag", "tag the execution, repeatable", "linelist", "KEY=VALUE", repeatable=True),
     Option(
         "batch-size",
@@ -330,6 +343,22 @@ def order_choice(config: pytest.Config) -> str | None:
     if raw not in ORDERS:
         raise _fail("order", raw, "one of " + ", ".join(ORDERS))
     return str(raw)
+
+
+def quarantine_choice(config: pytest.Config) -> tuple[bool, Path | None]:
+    """(--stepflow-quarantine, the --stepflow-quarantine-file path); UsageError for a file
+    option without the quarantine, or a folder for a file."""
+    cli = config.getoption("stepflow_quarantine")
+    on = bool(cli) if cli is not None else bool(config.getini("stepflow_quarantine"))
+    raw = _raw(config, "quarantine-file")
+    if raw is None:
+        return on, None
+    if not on:
+        raise _fail("quarantine-file", raw, "to be given with --stepflow-quarantine")
+    path = _path(config, "quarantine-file", raw)
+    if path.is_dir():
+        raise _fail("quarantine-file", raw, "a quarantine file, e.g. stepflow-quarantine.toml")
+    return on, path
 
 
 def history_location(config: pytest.Config) -> Location:
