@@ -28,12 +28,13 @@ from pytest_stepflow.cli.common import (
 from pytest_stepflow.cli.runs import group_notes
 from pytest_stepflow.query.artifacts import artifact_file
 from pytest_stepflow.query.compare import diff
-from pytest_stepflow.query.flakiness import FLAKY_MIN_FLIPS, FLAKY_WINDOW, flaky
+from pytest_stepflow.query.flakiness import FLAKY_MIN_FLIPS, FLAKY_WINDOW
 from pytest_stepflow.query.groups import (
     run_group,
     select,
 )
 from pytest_stepflow.query.history import known_history
+from pytest_stepflow.query.quarantine import flaky_marked
 from pytest_stepflow.query.records import FAILING, OUTCOMES, StepDetail
 from pytest_stepflow.query.runs import LOG_LEVELS, logs_of_test, slowest, window
 from pytest_stepflow.text import duration_text, size_text
@@ -309,7 +310,7 @@ def cmd_slowest(args: argparse.Namespace, out: Output) -> int:
 def cmd_flaky(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
         runs = window(db, None, args.last)
-        found_tests = flaky(db, runs, min_flips=args.min_flips)[: args.limit]
+        found_tests = flaky_marked(db, runs, min_flips=args.min_flips)[: args.limit]
         # How many runs that was, a run group counting as one, when saying none was flaky.
         looked = (
             []
@@ -324,7 +325,7 @@ def cmd_flaky(args: argparse.Namespace, out: Output) -> int:
         out.line(f"no flaky tests in the last {len({r.run_group for r in looked})} runs")
         return found
     out.table(
-        ["flips", "fail rate", "runs", "last failure", "same commit", "node id"],
+        ["flips", "fail rate", "runs", "last failure", "same commit", "quarantined", "node id"],
         [
             (
                 f.flips,
@@ -332,6 +333,7 @@ def cmd_flaky(args: argparse.Namespace, out: Output) -> int:
                 f.runs,
                 f"#{f.last_failure}" if f.last_failure else None,
                 "yes" if f.same_commit else "",
+                "yes" if f.quarantined else "",
                 f.nodeid,
             )
             for f in found_tests

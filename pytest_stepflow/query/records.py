@@ -474,3 +474,4 @@ class ReportInputs:
     # run (a run group), `history_runs` holds the newest execution of each.
     history_labels: list[str] = dataclasses.field(default_factory=list)
     trend_groups: list[RunGroup] = dataclasses.field(default_factory=list)  # oldest first
+    quarantine: list[QuarantineEntry] = dataclasses.field(default_factory=list)  # now

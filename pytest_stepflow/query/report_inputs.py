@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pytest_stepflow.query.flakiness import FLAKY_WINDOW, flaky
 from pytest_stepflow.query.groups import Selection, build_group, run_group, window_groups
 from pytest_stepflow.query.history import HISTORY_CODES
+from pytest_stepflow.query.quarantine import marked
 from pytest_stepflow.query.records import ReportInputs, RunGroup
 from pytest_stepflow.query.runs import trend, window
 from pytest_stepflow.storage.reading import BulkReadSide, Numbers
@@ -41,6 +42,7 @@ def report_inputs(
     artifacts = db.artifacts(number=numbers)
     db.fetch_artifacts(artifacts)  # the report copies their files
     columns = list(reversed(window_groups(db, selection, history_runs)))
+    quarantine = db.quarantine()
     return ReportInputs(
         database=db.name,
         artifacts_home=db.artifacts_home,
@@ -48,7 +50,7 @@ def report_inputs(
         steps=steps,
         history_runs=[column[-1] for _, column in columns],
         histories=column_histories(db, (s.test_id for s in steps), [c for _, c in columns]),
-        flaky=flaky(db, window(db, selection, FLAKY_WINDOW)),
+        flaky=marked(flaky(db, window(db, selection, FLAKY_WINDOW)), quarantine),
         trend=[] if group is not None else trend(db, selection.newest, trend_runs),
         artifacts=artifacts,
         details=db.detail_rows(numbers, clip),
@@ -57,6 +59,7 @@ def report_inputs(
         group=group,
         history_labels=[_column_label(name, column) for name, column in columns],
         trend_groups=[] if group is None else trend_groups(db, selection, trend_runs),
+        quarantine=quarantine,
     )
 
 

@@ -370,10 +370,14 @@ def encode(
                     "runs": f.runs,
                     "lastFailure": f.last_failure,
                     "sameCommit": f.same_commit,
+                    "quarantined": f.quarantined,
                 }
                 for f in flaky
             ],
         },
+        # Tests in quarantine now, [node id, reason] pairs (a Map in the page: no object
+        # keys made of untrusted node ids).
+        "quarantine": [[e.nodeid, e.reason] for e in found.quarantine],
         "trend": _trend(found.trend) if group is None else _group_trend(found.trend_groups, group),
         "runArtifacts": run_artifacts,
         "limits": {"clip": clip, "logsPerStep": LOGS_PER_STEP, "budget": budget},

@@ -53,6 +53,7 @@
   const attempts = new Map(DATA.attempts);
   const reasons = new Map(DATA.reasons.map((r) => [r[0], DATA.reasonTexts[r[1]]]));
   const flakyInfo = new Map(DATA.flaky.tests.map((t) => [t.nodeid, t]));
+  const quarantined = new Map(DATA.quarantine || []);
 
   function nodeid(i) {
     const f = S.f[i];
@@ -487,6 +488,12 @@
         title: info ? flakyTitle(info) : "flaky",
       }));
     }
+    if (quarantined.has(nodeid(i))) {
+      c.badges.append(h("span", {
+        cls: "badge quarantined", text: "quarantined",
+        title: "quarantined: " + quarantined.get(nodeid(i)) + " (stepflow quarantine ls)",
+      }));
+    }
     const attempt = attempts.get(i);
     if (attempt) c.badges.append(h("span", { cls: "badge rerun", text: "attempt " + attempt }));
     if (nonfinal[i]) c.badges.append(h("span", { cls: "badge rerun", text: "rerun" }));
@@ -641,6 +648,7 @@
     if (d && d.line !== undefined) rows.push(["line", String(d.line)]);
     const info = flakyInfo.get(nodeid(i));
     if (info) rows.push(["flaky", flakyTitle(info)]);
+    if (quarantined.has(nodeid(i))) rows.push(["quarantined", quarantined.get(nodeid(i))]);
     rows.push(["history", [historyNode(i), " oldest \u2192 newest"]]);
     body.append(kvTable(rows));
     const reason = reasons.get(i);
@@ -1117,6 +1125,7 @@
         list.append(h("li", { on: { click: () => openDetail(i) } }, [
           h("span", { cls: "mono", text: t.nodeid }),
           h("span", { cls: "reason", text: flakyTitle(t) + (i < 0 ? " \u2014 not in this run" : "") }),
+          t.quarantined ? h("span", { cls: "badge quarantined", text: "quarantined", title: quarantined.get(t.nodeid) || "" }) : null,
         ]));
       }
       flaky.append(list);
