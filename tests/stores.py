@@ -134,6 +134,7 @@ FOREIGN_KEYS = {
     ("artifacts", "step_id", "steps"),
     ("artifacts", "substep_id", "substeps"),
     ("artifacts", "execution", "executions"),
+    ("quarantine_runs", "execution", "executions"),
 }
 
 

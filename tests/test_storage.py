@@ -206,10 +206,12 @@ def test_version_1_is_migrated_and_its_text_indexed(tmp_path: Path) -> None:
             "VALUES (1, 1, 'main', 1, 1, 'test', 'failed', 1, 1, 2, 'ZeroDivisionError')"
         )
     assert start_execution(path, started).number == 2
-    assert scalar(path, "PRAGMA user_version") == SCHEMA_VERSION == 3
+    assert scalar(path, "PRAGMA user_version") == SCHEMA_VERSION == 4
     assert scalar(path, "SELECT count(*) FROM substeps") == 0
     # Version 3: an execution made before run groups is a group of one, its own id.
     assert scalar(path, "SELECT run_group FROM executions WHERE number = 1") == "old"
+    # Version 4: the quarantine, empty.
+    assert scalar(path, "SELECT count(*) FROM quarantine") == 0
     assert (
         scalar(path, "SELECT rowid FROM steps_fts WHERE steps_fts MATCH 'zerodivisionerror'") == 1
     )
