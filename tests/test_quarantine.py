@@ -460,3 +460,80 @@ def test_a_newer_schema_is_refused(store: Store, capsys: Capsys) -> None:
     _sqlite(store, f"PRAGMA user_version = {sqlite_schema.SCHEMA_VERSION + 1}")
     err = cli(capsys, "quarantine", "add", FLAKY, "--reason=r", f"--db={store.location}", code=2)
     assert f"schema version {sqlite_schema.SCHEMA_VERSION + 1}, newer than version" in err
+
+
+# ---- the file's text ------------------------------------------------------------------------
+
+
+def test_the_writer_escapes_and_both_readers_read_it_back() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+; 3.10 reads with parse_simple
+    from pytest_stepflow.query.quarantine_file import (
+        dumps,
+        entries_of,
+        loads,
+        parse_simple,
+        toml_string,
+    )
+    from pytest_stepflow.query.records import QuarantineEntry
+
+    entries = [
+        QuarantineEntry("t.py::b", HOSTILE, "https://x/1", 3, "bob@h", "2026-01-01T00:00:00Z"),
+        QuarantineEntry('t.py::a["\\\\n"]', "r", None, None, "", ""),
+    ]
+    text = dumps(entries)
+    by_tomllib = loads(text, "q.toml")
+    assert by_tomllib == sorted(entries, key=lambda e: e.nodeid)
+    assert entries_of(parse_simple(text, "q.toml"), "q.toml", []) == by_tomllib
+    assert dumps(reversed(entries)) == text
+    # Control characters never pass the entry checks; the writer escapes them all the same.
+    written = toml_string("tab\there\x7f\x00")
+    assert written == '"tab\\there\\u007F\\u0000"'
+    assert tomllib.loads(f"x = {written}")["x"] == "tab\there\x7f\x00"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('nodeid = "a"\n', "q.toml:1: expected [[quarantine]] or key = value"),
+        ('[[quarantine]]\nnodeid = "a\n', "q.toml:2: a string is not closed on its line"),
+        ("[[quarantine]]\nnodeid = [1]\n", "q.toml:2: expected a string or a whole number"),
+        ('[[quarantine]]\nnodeid = "a" x\n', "q.toml:2: unexpected text after the value"),
+        ('[[quarantine]]\nnodeid = "\\q"\n', "q.toml:2: bad escape in a string"),
+    ],
+)
+def test_the_reader_for_python_3_10_names_the_line(text: str, message: str) -> None:
+    from pytest_stepflow.query.quarantine_file import QuarantineInputError, parse_simple
+
+    with pytest.raises(QuarantineInputError) as error:
+        parse_simple(text, "q.toml")
+    assert str(error.value).startswith(message)
+
+
+def test_bad_entries_name_the_file_and_line() -> None:
+    from pytest_stepflow.query.quarantine_file import QuarantineInputError, loads
+
+    cases = {
+        '[[quarantine]]\nnodeid = "a"\nreason = "r"\ncolour = "red"\n': "q.toml:1: unknown key "
+        "'colour'",
+        '[[quarantine]]\nnodeid = "a"\nreason = "r"\n'
+        '[[quarantine]]\nnodeid = "a"\nreason = "s"\n': "q.toml:4: a is listed twice (first at "
+        "q.toml:1)",
+        '[[quarantine]]\nnodeid = "a"\nreason = "r"\nuntil_passes = 0\n': "q.toml:1: until_passes "
+        "must be from 1",
+        '[[quarantine]]\nnodeid = "a\\u001b"\nreason = "r"\n': "q.toml:1: nodeid holds control "
+        "characters",
+        "other = 1\n": "q.toml: unknown key 'other'",
+    }
+    for text, message in cases.items():
+        with pytest.raises(QuarantineInputError) as error:
+            loads(text, "q.toml")
+        assert str(error.value).startswith(message), (text, str(error.value))
+
+
+def test_a_file_option_without_the_quarantine_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_inprocess("--stepflow-quarantine-file=q.toml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--stepflow-quarantine-file*to be given with --stepflow-quarantine*"]
+    )
