@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 import time
 import uuid
@@ -244,6 +245,56 @@ def _quiet_inner_plugins(request: pytest.FixtureRequest, monkeypatch: pytest.Mon
         request.getfixturevalue("pytester")  # which clears PYTEST_ADDOPTS as it starts
     current = os.environ.get("PYTEST_ADDOPTS", "")
     monkeypatch.setenv("PYTEST_ADDOPTS", f"{current} {INNER_ADDOPTS}".strip())
+
+
+class _RerunServers:
+    """pytest-rerunfailures starts a socket server and its thread in every session run where
+    xdist is installed and never stops them: each in-process pytester run leaks a socket,
+    and past 1,024 descriptors select() (execnet's, our writer pipe's) fails. The servers
+    that start during a test are shut once it ends (their accept() then returns an error,
+    which ends the thread quietly)."""
+
+    def __init__(self) -> None:
+        self.started: list[Any] = []
+        self.tracking = False
+        try:
+            import pytest_rerunfailures as rerun  # type: ignore[import-untyped]
+        except ImportError:
+            return
+        cls = rerun.ServerStatusDB
+        init, serve = cls.__init__, cls.run_server
+
+        def tracked_init(server: Any) -> None:
+            init(server)
+            if self.tracking:
+                self.started.append(server)
+
+        def quiet_serve(server: Any) -> None:
+            with contextlib.suppress(OSError):
+                serve(server)
+
+        cls.__init__ = tracked_init
+        cls.run_server = quiet_serve
+
+    def shut(self) -> None:
+        for server in self.started:
+            with contextlib.suppress(OSError):
+                server.sock.shutdown(socket.SHUT_RDWR)
+            server.sock.close()
+        self.started.clear()
+
+
+_RERUN_SERVERS = _RerunServers()
+
+
+@pytest.fixture(autouse=True)
+def _rerun_servers_shut() -> Iterator[None]:
+    _RERUN_SERVERS.tracking = True
+    try:
+        yield
+    finally:
+        _RERUN_SERVERS.tracking = False
+        _RERUN_SERVERS.shut()
 
 
 @pytest.fixture(autouse=True)
