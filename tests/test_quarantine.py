@@ -153,12 +153,26 @@ def test_only_quarantined_failures_exit_0_others_still_1(
             f"  {FLAKY} — races the cache",
         ]
     )
+    # `stepflow show --fail-on` agrees with the session: the failure is shown, marked, and
+    # does not count.
+    db = f"--db={store.location}"
+    shown = cli(capsys, "show", str(number), "--fail-on=failures", db)
+    assert "1 failures and errors (1 quarantined: not counted)" in shown
+    assert f"FAILED {FLAKY} (quarantined)" in shown
     # Without the option the failure counts, as ever.
     assert run_stepflow().result.ret == 1
+    assert main(["show", "latest", "--fail-on=failures", db]) == 1
     monkeypatch.setenv("OTHER_FAIL", "1")
     run = quarantined_run(run_stepflow)
     assert run.result.ret == 1
     run.result.assert_outcomes(failed=2, passed=1)
+    capsys.readouterr()
+    assert main(["show", "latest", "--fail-on=failures", "--json", db]) == 1
+    failures = json.loads(capsys.readouterr().out)["failures"]
+    assert {(f["step"]["nodeid"], f["quarantined"]) for f in failures} == {
+        (FLAKY, True),
+        ("test_suite.py::test_other", False),
+    }
 
 
 def test_maxfail_does_not_stop_for_a_quarantined_failure(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
+from typing import Any
 
 from pytest_stepflow.cli.common import (
     FOUND,
@@ -269,16 +271,17 @@ def _group_json(group: RunGroup, runs: list[dict[str, object]]) -> dict[str, obj
 def cmd_show(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
         selection = select(db, args.run)
+        quarantined = db.ran_quarantined(selection.numbers)
         if selection.group is not None:
             pipeline = group_overview(db, selection)
-            return _show_group(args, out, pipeline.group, pipeline.failures)
+            return _show_group(args, out, pipeline.group, pipeline.failures, quarantined)
         shown = overview(db, selection.newest)
     run, workers, failed = shown.run, shown.workers, shown.failures
-    found = _show_fails(args.fail_on, run.status == "passed", failed)
+    found = _show_fails(args.fail_on, run.status == "passed", failed, quarantined)
     if out.json_mode:
         data = _run_json(run)
         data["workers"] = to_jsonable(workers)
-        data["failures"] = to_jsonable(failed)
+        data["failures"] = _failures_json(failed, quarantined)
         out.json(data)
         return found
     out.line(
@@ -326,7 +329,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         )
         out.line()
         out.line(f"writer: {stats}")
-    _print_failures(failed, out, tracebacks=not args.no_tracebacks)
+    _print_failures(failed, out, tracebacks=not args.no_tracebacks, quarantined=quarantined)
     return found
 
 
@@ -337,12 +340,16 @@ def _print_rows(rows: Sequence[tuple[str, object]], out: Output) -> None:
 
 
 def _show_group(
-    args: argparse.Namespace, out: Output, group: RunGroup, failed: list[StepDetail]
+    args: argparse.Namespace,
+    out: Output,
+    group: RunGroup,
+    failed: list[StepDetail],
+    quarantined: set[tuple[int, str]],
 ) -> int:
-    found = _show_fails(args.fail_on, group_passed(group), failed)
+    found = _show_fails(args.fail_on, group_passed(group), failed, quarantined)
     if out.json_mode:
         data = _group_json(group, [_run_json(r) for r in group.runs])
-        data["failures"] = to_jsonable(failed)
+        data["failures"] = _failures_json(failed, quarantined)
         out.json(data)
         return found
     out.line(
@@ -378,7 +385,9 @@ def _show_group(
     for note in group_notes(group):
         out.line(out.paint(note, "running" if "running" in note else "interrupted"))
     shards = {r.number: r.shard for r in group.runs}
-    _print_failures(failed, out, tracebacks=not args.no_tracebacks, shards=shards)
+    _print_failures(
+        failed, out, tracebacks=not args.no_tracebacks, shards=shards, quarantined=quarantined
+    )
     return found
 
 
@@ -393,10 +402,30 @@ def group_notes(group: RunGroup) -> list[str]:
     return notes
 
 
-def _show_fails(fail_on: str | None, passed: bool, failed: list[StepDetail]) -> int:
-    if fail_on == "failures" and failed:
+def _is_quarantined(detail: StepDetail, quarantined: AbstractSet[tuple[int, str]]) -> bool:
+    return (detail.step.execution, detail.step.nodeid) in quarantined
+
+
+def _failures_json(failed: list[StepDetail], quarantined: set[tuple[int, str]]) -> list[Any]:
+    """Each failure as JSON, with whether it ran quarantined (and so did not count)."""
+    found = to_jsonable(failed)
+    for detail, data in zip(failed, found, strict=True):
+        data["quarantined"] = _is_quarantined(detail, quarantined)
+    return list(found)
+
+
+def _show_fails(
+    fail_on: str | None,
+    passed: bool,
+    failed: list[StepDetail],
+    quarantined: set[tuple[int, str]],
+) -> int:
+    """FOUND when `--fail-on` finds what it names. A failure of a test that ran quarantined
+    does not count: the session it ran in did not fail for it either."""
+    counted = [d for d in failed if not _is_quarantined(d, quarantined)]
+    if fail_on == "failures" and counted:
         return FOUND
-    if fail_on == "errors" and any(d.step.outcome == "error" for d in failed):
+    if fail_on == "errors" and any(d.step.outcome == "error" for d in counted):
         return FOUND
     if fail_on == "not-passed" and not passed:
         return FOUND
@@ -409,12 +438,16 @@ def _print_failures(
     *,
     tracebacks: bool,
     shards: dict[int, str | None] | None = None,
+    quarantined: AbstractSet[tuple[int, str]] = frozenset(),
 ) -> None:
-    """Every failure and error; of a run group's, each says which shard (run) it was in."""
+    """Every failure and error; of a run group's, each says which shard (run) it was in;
+    those of tests that ran quarantined say so."""
     if not failed:
         return
     out.line()
-    out.line(out.paint(f"{len(failed)} failures and errors", "bold"))
+    held = sum(1 for d in failed if _is_quarantined(d, quarantined))
+    note = f" ({held} quarantined: not counted)" if held else ""
+    out.line(out.paint(f"{len(failed)} failures and errors{note}", "bold"))
     for detail in failed:
         step = detail.step
         attempt = f" (attempt {step.attempt})" if step.attempt > 1 else ""
@@ -424,8 +457,9 @@ def _print_failures(
             where = (
                 f"shard {shard} run #{step.execution}, " if shard else f"run #{step.execution}, "
             )
+        mark = " (quarantined)" if _is_quarantined(detail, quarantined) else ""
         out.line(
-            f"{out.paint(step.outcome.upper(), step.outcome)} {step.nodeid}{attempt} "
+            f"{out.paint(step.outcome.upper(), step.outcome)} {step.nodeid}{attempt}{mark} "
             f"[{where}{step.worker}, {duration_text(step.duration)}]"
         )
         if tracebacks and detail.longrepr:

@@ -183,6 +183,10 @@ class ReadSide(Protocol):
         """The tests in quarantine now, by node id; with `include_left` every past stay
         too. Empty on a schema older than the quarantine's."""
 
+    def ran_quarantined(self, number: Numbers) -> set[tuple[int, str]]:
+        """(execution, node id) of the tests that ran quarantined in the runs `number`
+        (`pytest --stepflow-quarantine`): their failures did not count."""
+
 
 class BulkReadSide(ReadSide, Protocol):
     """Set-wise reads for a report of a whole run (60,000 steps at once): rows, not one

@@ -740,6 +740,15 @@ class Reader:
         except psycopg.Error as exc:
             raise describe_error(self.location, exc) from exc
 
+    def ran_quarantined(self, number: Numbers) -> set[tuple[int, str]]:
+        if self.schema_version < 3:
+            return set()
+        rows = self._rows(
+            f"SELECT execution, nodeid FROM {self._s}.quarantine_runs WHERE execution = ANY(%s)",
+            (as_numbers(number),),
+        )
+        return {(int(e), str(n)) for e, n in rows}
+
     def nodeids(self, test_ids: Sequence[int]) -> dict[int, str]:
         """Test id -> node id."""
         if not test_ids:

@@ -640,6 +640,17 @@ class Reader:
         except sqlite3.Error as exc:
             raise describe_error(self.path, exc) from exc
 
+    def ran_quarantined(self, number: Numbers) -> set[tuple[int, str]]:
+        if self.schema_version < 4:
+            return set()
+        numbers = as_numbers(number)
+        rows = self._rows(
+            "SELECT execution, nodeid FROM quarantine_runs WHERE execution IN "
+            f"({', '.join('?' * len(numbers))})",
+            numbers,
+        )
+        return {(int(e), str(n)) for e, n in rows}
+
     def nodeids(self, test_ids: Sequence[int]) -> dict[int, str]:
         """Test id -> node id."""
         if not test_ids:
