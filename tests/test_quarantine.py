@@ -8,12 +8,14 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import StepflowRun, Store
+from stores import PostgresStore
 
 from pytest_stepflow.cli import main
 from pytest_stepflow.storage.postgresql import schema as pg_schema
@@ -173,6 +175,41 @@ def test_only_quarantined_failures_exit_0_others_still_1(
         (FLAKY, True),
         ("test_suite.py::test_other", False),
     }
+
+
+def test_merge_carries_which_tests_ran_quarantined_not_the_list(
+    pytester: pytest.Pytester,
+    run_stepflow: Run,
+    store: Store,
+    capsys: Capsys,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    cli(capsys, "quarantine", "add", FLAKY, "--reason=r", f"--db={store.location}", code=2)
+    run_stepflow()
+    cli(capsys, "quarantine", "add", FLAKY, "--reason=r", f"--db={store.location}")
+    monkeypatch.setenv("FLAKY_FAIL", "1")
+    assert quarantined_run(run_stepflow).result.ret == 0
+    # Into a file (SQLite to SQLite attached, or from the server's stream) and, on the
+    # server's run, from that file into a new schema (the server as the target).
+    into = tmp_path / "merged.db"
+    cli(capsys, "merge", store.location, f"--into={into}")
+    targets = [str(into)]
+    if store.backend == "postgresql":
+        schema = PostgresStore(
+            request.getfixturevalue("postgres_server").url(), "t_" + uuid.uuid4().hex[:12]
+        )
+        request.addfinalizer(schema.close)
+        cli(capsys, "merge", str(into), f"--into={schema.location}")
+        targets.append(schema.location)
+    for target in targets:
+        shown = cli(capsys, "show", "latest", "--fail-on=failures", f"--db={target}")
+        assert f"FAILED {FLAKY} (quarantined)" in shown, target
+        assert ls(capsys, store) and not json.loads(
+            cli(capsys, "quarantine", "ls", f"--db={target}", "--json")
+        )  # each database keeps its own list
 
 
 def test_maxfail_does_not_stop_for_a_quarantined_failure(

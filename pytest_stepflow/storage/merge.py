@@ -18,6 +18,9 @@ The rules every pair of backends follows (storage/sqlite/merge.py, storage/postg
 - **streaming**: rows go from source to target a statement or a cursor page at a time, and
   ids are mapped by SQL (offsets inside the target's write transaction for SQLite,
   sequences and staging tables for PostgreSQL): memory does not grow with the execution.
+- **what is not the execution's** (the quarantine list itself, its stays and who added
+  them) stays where it is: each database keeps its own list; which tests ran quarantined
+  in the execution (`quarantine_runs`) travels with it.
 - **sources that cannot be read** (missing, corrupt, foreign, of a newer schema) are
   refused one by one with one line each; the others are merged. Older schemas are read.
 
@@ -117,6 +120,7 @@ SUBSTEP_JSON = frozenset({"parameters"})
 #   logs:      (source id, source step id, *LOG_COLUMNS), by source id
 #   substeps:  (source id, source step id, source parent id, *SUBSTEP_COLUMNS), by source id
 #   artifacts: (source id, source step id, source sub-step id, *ARTIFACT_COLUMNS), by id
+#   quarantined: (node id, outcome): the tests that ran quarantined (quarantine_runs)
 Row = tuple[Any, ...]
 
 RUNNING = "running"
@@ -175,6 +179,8 @@ class RunStream(Protocol):
     def substeps(self) -> Iterator[Row]: ...
 
     def artifacts(self) -> Iterator[Row]: ...
+
+    def quarantined(self) -> Iterator[Row]: ...
 
     def content(self, sha256: str, stored_path: str) -> Iterator[bytes] | None:
         """An artifact's content in chunks, as stored (unchecked); None when the source has

@@ -103,6 +103,10 @@ class PostgresqlSource:
     def has_groups(self) -> bool:
         return self.version >= 2
 
+    @property
+    def has_quarantine(self) -> bool:
+        return self.version >= 3
+
     def describe(self) -> str:
         return self.location.describe()
 
@@ -228,6 +232,15 @@ class PostgresqlRunStream:
         return self._rows(
             f"SELECT a.id, a.step_id, a.substep_id, {_cast(ARTIFACT_COLUMNS, 'a', frozenset())} "
             f"FROM {self.s}.artifacts a WHERE a.execution = %s ORDER BY a.id",
+            (self.number,),
+        )
+
+    def quarantined(self) -> Iterator[Row]:
+        if not self.source.has_quarantine:
+            return iter(())
+        return self._rows(
+            f"SELECT nodeid, outcome FROM {self.s}.quarantine_runs WHERE execution = %s "
+            'ORDER BY nodeid COLLATE "C"',
             (self.number,),
         )
 
@@ -362,6 +375,7 @@ class PostgresqlTarget:
             # Its steps take their log records, sub-steps and artifact rows with them.
             c.execute(f"DELETE FROM {s}.artifacts WHERE execution = %s", (number,))
             c.execute(f"DELETE FROM {s}.steps WHERE execution = %s", (number,))
+            c.execute(f"DELETE FROM {s}.quarantine_runs WHERE execution = %s", (number,))
             c.execute(
                 f"UPDATE {s}.executions SET ({columns}) = ROW({marks}) WHERE number = %s",
                 (*values, number),
@@ -380,6 +394,11 @@ class PostgresqlTarget:
             number = int(inserted[0])
         counts = Counts(executions=1)
         self._copy_rows(stream, number, counts, tick, clean)
+        with c.cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO {s}.quarantine_runs (execution, nodeid, outcome) VALUES (%s, %s, %s)",
+                [(number, *r) for r in stream.quarantined()],
+            )
         missing = self._copy_contents(stream, source.describe(), run, counts)
         kind = "replaced" if action == "replace" else "merged"
         return Outcome(kind, number, existing[1] if existing else None, status, counts, missing)

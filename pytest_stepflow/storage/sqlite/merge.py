@@ -110,6 +110,10 @@ class SqliteSource:
     def has_substeps(self) -> bool:
         return self.version >= 2
 
+    @property
+    def has_quarantine(self) -> bool:
+        return self.version >= 4
+
     def describe(self) -> str:
         return str(self.path)
 
@@ -248,6 +252,14 @@ class SqliteRunStream:
             (self.number,),
         )
 
+    def quarantined(self) -> Iterator[Row]:
+        if not self.source.has_quarantine:
+            return iter(())
+        return self._rows(
+            "SELECT nodeid, outcome FROM quarantine_runs WHERE execution = ? ORDER BY nodeid",
+            (self.number,),
+        )
+
     def content(self, sha256: str, stored_path: str) -> Iterator[bytes] | None:
         path = stored_file(self.source.home, stored_path)
         return None if path is None else file_chunks(path)
@@ -343,6 +355,7 @@ class SqliteTarget:
         self.conn.execute(f"DELETE FROM main.logs WHERE step_id IN ({steps})", (number,))
         self.conn.execute(f"DELETE FROM main.substeps WHERE step_id IN ({steps})", (number,))
         self.conn.execute("DELETE FROM main.steps WHERE execution = ?", (number,))
+        self.conn.execute("DELETE FROM main.quarantine_runs WHERE execution = ?", (number,))
 
     def _offset(self, table: str, source_min: int | None) -> int:
         """What to add to a source id of `table` so that it follows the target's ids."""
@@ -468,6 +481,12 @@ class SqliteTarget:
             (step_offset, number, src_number),
         ).rowcount
         tick(counts.artifacts)
+        if source.has_quarantine:
+            c.execute(
+                "INSERT INTO main.quarantine_runs (execution, nodeid, outcome) "
+                "SELECT ?, nodeid, outcome FROM src.quarantine_runs WHERE execution = ?",
+                (number, src_number),
+            )
         wanted = c.execute(
             "SELECT sha256, min(stored_path), min(name) FROM src.artifacts WHERE execution = ? "
             "GROUP BY sha256 ORDER BY sha256",
@@ -629,6 +648,11 @@ class SqliteTarget:
             f"VALUES (?2 + {step_offset}, ?3 + {substep_offset}, {number}, {art_marks})",
             noting(stream.artifacts()),
             tick,
+        )
+        c.executemany(
+            "INSERT INTO main.quarantine_runs (execution, nodeid, outcome) "
+            f"VALUES ({number}, ?, ?)",
+            stream.quarantined(),
         )
         missing = self._copy_contents(
             [(sha, stored, name) for sha, (stored, name) in sorted(wanted.items())],
