@@ -82,7 +82,12 @@ def test_add_ls_rm_keep_who_when_why_and_the_departure(
     run_stepflow()
     db = f"--db={store.location}"
     out = cli(capsys, "quarantine", "add", FLAKY, "--reason=races the cache", "--issue=#15", db)
-    assert out.startswith(f"quarantined {FLAKY} in ")
+    assert out.startswith(f"quarantined {FLAKY} in ") and "note:" not in out
+    # A node id never recorded (a typo, or a new test) is quarantined, and said so.
+    typo = "test_suite.py::test_flakey"
+    out = cli(capsys, "quarantine", "add", typo, "--reason=r", db)
+    assert f"note: {typo} has no recorded run there: check the node id" in out
+    cli(capsys, "quarantine", "rm", typo, db)
     [entry] = ls(capsys, store)
     assert entry["nodeid"] == FLAKY and entry["reason"] == "races the cache"
     assert (entry["issue"], entry["until_passes"], entry["added_by"]) == ("#15", None, "ci-bot")
@@ -96,13 +101,14 @@ def test_add_ls_rm_keep_who_when_why_and_the_departure(
     assert "ci-bot" in table and "0/3 passes" in table and "still racing" in table
     assert cli(capsys, "quarantine", "rm", FLAKY, db).startswith(f"took {FLAKY} out")
     assert ls(capsys, store) == []
-    [gone] = ls(capsys, store, "--all")
+    [gone] = [e for e in ls(capsys, store, "--all") if e["nodeid"] == FLAKY]
     assert gone["left_reason"] == "removed by ci-bot" and gone["left_run"] is None
     err = cli(capsys, "quarantine", "rm", FLAKY, db, code=2)
     assert f"{FLAKY} is not in quarantine in" in err
     # A second stay after the first: both are kept, one open.
     cli(capsys, "quarantine", "add", FLAKY, "--reason=back", db)
-    assert [e["left_at"] is None for e in ls(capsys, store, "--all")] == [False, True]
+    stays = [e for e in ls(capsys, store, "--all") if e["nodeid"] == FLAKY]
+    assert [e["left_at"] is None for e in stays] == [False, True]
 
 
 def test_bad_input_is_one_line(

@@ -212,11 +212,20 @@ def cmd_add(args: argparse.Namespace, out: Output) -> int:
     entry = _entry(args)
     location = locate(args.db)
     new = storage.add(location, entry, wait=args.wait)
+    # A node id with no recorded run is most often a typo: quarantined all the same (the
+    # test may be new), but said, since a mistyped id quarantines nothing.
+    with open_db(args) as db:
+        recorded = bool(db.history(entry.nodeid, 1))
     if out.json_mode:
-        out.json({"added": new, "updated": not new, "entry": entry})
+        out.json({"added": new, "updated": not new, "recorded": recorded, "entry": entry})
         return OK
     verb = "quarantined" if new else "updated the quarantine of"
     out.line(f"{verb} {shown(entry.nodeid)} in {location.describe()}")
+    if not recorded:
+        out.line(
+            f"note: {shown(entry.nodeid)} has no recorded run there: check the node id "
+            "(`stepflow steps latest` lists them)"
+        )
     return OK
 
 
