@@ -12,7 +12,9 @@ a property, a log record and two artifacts carry more of it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -65,6 +67,8 @@ PWN_STDOUT = [
     "<script>window.__pwned=1</script>",
     '</script><img src=x onerror="window.__pwned=1">',
 ]
+QUARANTINED = "test_hostile.py::test_fails"
+QUARANTINE_REASON = "times out <img src=x onerror=window.__pwned=1>"
 HOSTILE_ID = "<b>bold</b>"
 HOSTILE_ARTIFACT = "<img src=x onerror=window.__pwned=1>.txt"
 SUITE = """
@@ -252,6 +256,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     db = root / ".stepflow" / "stepflow.db"
     for number in (SERIAL_RUN, XDIST_RUN):
         _add_extras(db, number)
+    with contextlib.redirect_stdout(io.StringIO()):
+        quarantined = ["quarantine", "add", QUARANTINED, f"--reason={QUARANTINE_REASON}"]
+        assert main([*quarantined, f"--db={db}"]) == 0
     return Project(root, db)
 
 
@@ -564,6 +571,23 @@ def test_flaky_badge_and_history(project: Project, browser: Browser) -> None:
     assert "test_fails" not in flaky_box
     browser.find_element(By.ID, "f-flaky").click()
     wait(browser, lambda d: shown_count(d) == 1, "flaky only")
+    assert console_errors(browser) == []
+
+
+@needs_chromium
+def test_quarantined_tests_carry_a_badge_and_their_reason(
+    project: Project, browser: Browser
+) -> None:
+    load(browser, project.report(SERIAL_RUN))
+    badge = row_element(browser, "test_fails").find_element(By.CSS_SELECTOR, ".badge.quarantined")
+    assert badge.text == "quarantined"
+    assert badge.get_attribute("title") == (
+        f"quarantined: {QUARANTINE_REASON} (stepflow quarantine ls)"
+    )
+    assert row_element(browser, "test_many[0]").find_elements(By.CSS_SELECTOR, ".badge") == []
+    panel = open_row(browser, "test_fails")
+    assert QUARANTINE_REASON in panel.text  # as text: the markup in it stays inert
+    assert js(browser, "return typeof window.__pwned") == "undefined"
     assert console_errors(browser) == []
 
 
