@@ -556,17 +556,21 @@ class Reader:
         if files is not None:
             chosen = "WHERE t.file IN (SELECT value FROM json_each(?))"
             params.append(json.dumps(list(files)))
-        rows = self._rows(
-            "SELECT t.nodeid, s.execution, s.outcome, s.duration FROM tests t "
-            f"JOIN steps s ON s.id IN ({recent}) {chosen} "
-            "ORDER BY t.id, s.execution DESC, s.id DESC",
-            params,
-        )
-        # Rows come test by test (ORDER BY t.id).
-        return {
-            nodeid: [RecentResult(e, o, float(d)) for _, e, o, d in test_rows]
-            for nodeid, test_rows in itertools.groupby(rows, key=operator.itemgetter(0))
-        }
+        # Rows come test by test (ORDER BY t.id), read as they come: a large suite's history
+        # is never held twice.
+        try:
+            rows = self._conn.execute(
+                "SELECT t.nodeid, s.execution, s.outcome, s.duration FROM tests t "
+                f"JOIN steps s ON s.id IN ({recent}) {chosen} "
+                "ORDER BY t.id, s.execution DESC, s.id DESC",
+                params,
+            )
+            return {
+                nodeid: [RecentResult(e, o, float(d)) for _, e, o, d in test_rows]
+                for nodeid, test_rows in itertools.groupby(rows, key=operator.itemgetter(0))
+            }
+        except sqlite3.Error as exc:
+            raise describe_error(self.path, exc) from exc
 
     def slowest(
         self, numbers: Sequence[int], *, phase: str = "total", limit: int = 10
