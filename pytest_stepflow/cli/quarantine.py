@@ -22,12 +22,11 @@ from pytest_stepflow.cli.common import (
     add_common,
     iso_short,
     open_db,
-    positive,
 )
 from pytest_stepflow.cli.maintenance import wait_seconds
+from pytest_stepflow.cli.queries import add_flaky_rules
 from pytest_stepflow.files import write_atomically
 from pytest_stepflow.query.database import locate
-from pytest_stepflow.query.flakiness import FLAKY_MIN_FLIPS, FLAKY_WINDOW
 from pytest_stepflow.query.quarantine import suggest
 from pytest_stepflow.query.quarantine_file import (
     DEFAULT_FILE,
@@ -164,18 +163,7 @@ def register(sub: Sub[argparse.ArgumentParser]) -> None:
         "flaky tests (the rules of `stepflow flaky`) not in quarantine yet",
         "stepflow quarantine suggest --last 50",
     )
-    p.add_argument(
-        "--last",
-        type=positive,
-        default=FLAKY_WINDOW,
-        help=f"runs to look at (default {FLAKY_WINDOW})",
-    )
-    p.add_argument(
-        "--min-flips",
-        type=positive,
-        default=FLAKY_MIN_FLIPS,
-        help=f"flips that make a test flaky (default {FLAKY_MIN_FLIPS})",
-    )
+    add_flaky_rules(p)
 
     p = _leaf(
         actions,

@@ -42,6 +42,23 @@ from pytest_stepflow.text import duration_text, size_text
 Sub = argparse._SubParsersAction  # argparse has no public name for it
 
 
+def add_flaky_rules(p: argparse.ArgumentParser) -> None:
+    """--last and --min-flips: the flaky rules' window and threshold (flaky, quarantine
+    suggest)."""
+    p.add_argument(
+        "--last",
+        type=positive,
+        default=FLAKY_WINDOW,
+        help=f"runs to look at (default {FLAKY_WINDOW})",
+    )
+    p.add_argument(
+        "--min-flips",
+        type=positive,
+        default=FLAKY_MIN_FLIPS,
+        help=f"flips that make a test flaky (default {FLAKY_MIN_FLIPS})",
+    )
+
+
 def register(sub: Sub[argparse.ArgumentParser]) -> None:
     p = command(
         sub,
@@ -114,18 +131,7 @@ a test's outcome there is its worst over the shards, and shards of one pipeline 
 its commit, so a test that passed in one shard and failed in another is flaky.
 """,
     )
-    p.add_argument(
-        "--last",
-        type=positive,
-        default=FLAKY_WINDOW,
-        help=f"runs to look at (default {FLAKY_WINDOW})",
-    )
-    p.add_argument(
-        "--min-flips",
-        type=positive,
-        default=FLAKY_MIN_FLIPS,
-        help=f"flips that make a test flaky (default {FLAKY_MIN_FLIPS})",
-    )
+    add_flaky_rules(p)
     p.add_argument("--limit", type=positive, default=50)
     p.add_argument("--fail-on", choices=["flaky"], help="exit 1 when a test is flaky")
 

@@ -31,21 +31,21 @@ class Imported:
     unchanged: list[str]
 
 
-def released_reason(passes: int) -> str:
-    return f"passed {passes} time{'s' * (passes != 1)} in a row"
-
-
-def step(entry: QuarantineEntry, outcome: str) -> tuple[int, bool]:
-    """(passes, released) after one run in which the test ended with `outcome`: a pass
-    adds one, a failure starts again from 0, a skip changes nothing; released once
-    `until_passes` passes in a row are reached."""
-    passes = entry.passes
+def after_run(stay: QuarantineEntry, outcome: str, *, now: str, number: int) -> QuarantineEntry:
+    """An open stay after run `number`, in which its test ended with `outcome`: a pass
+    adds one to its passes in a row, a failure starts them again from 0, a skip changes
+    nothing; once `until_passes` are reached it has left (`left_at` set), by that run."""
+    passes = stay.passes
     if outcome in PASSING:
         passes += 1
     elif outcome in FAILING:
         passes = 0
-    released = entry.until_passes is not None and passes >= entry.until_passes
-    return passes, released
+    if stay.until_passes is None or passes < stay.until_passes:
+        return dataclasses.replace(stay, passes=passes)
+    reason = f"passed {passes} time{'s' * (passes != 1)} in a row"
+    return dataclasses.replace(
+        stay, passes=passes, left_at=now, left_run=number, left_reason=reason
+    )
 
 
 def same(a: QuarantineEntry, b: QuarantineEntry) -> bool:

@@ -119,7 +119,7 @@ def spill_stem(location: PostgresqlLocation) -> Path:
 
 
 @contextmanager
-def _connected(location: PostgresqlLocation, wait: float = MAINTENANCE_WAIT) -> Iterator[Any]:
+def connected(location: PostgresqlLocation, wait: float = MAINTENANCE_WAIT) -> Iterator[Any]:
     """An autocommit connection to a schema that holds stepflow data (never creates one);
     the server's errors become one-line StorageErrors that name it, password masked."""
     conn = connect(location, autocommit=True)
@@ -140,7 +140,7 @@ def _connected(location: PostgresqlLocation, wait: float = MAINTENANCE_WAIT) -> 
         conn.close()
 
 
-def _lock_timeout(conn: psycopg.Connection[Any], wait: float) -> None:
+def lock_timeout(conn: psycopg.Connection[Any], wait: float) -> None:
     """This transaction waits at most `wait` seconds for a lock (reads too: DDL's ACCESS
     EXCLUSIVE lock blocks them). SET LOCAL takes no parameter, hence set_config; 0 would
     mean no limit, hence 1 ms at least."""
@@ -156,7 +156,7 @@ def _snapshot(conn: psycopg.Connection[Any], wait: float = MAINTENANCE_WAIT) -> 
     conn.read_only = True
     try:
         with conn.transaction(force_rollback=True):
-            _lock_timeout(conn, wait)
+            lock_timeout(conn, wait)
             yield
     finally:
         conn.isolation_level = None
@@ -167,7 +167,7 @@ def _snapshot(conn: psycopg.Connection[Any], wait: float = MAINTENANCE_WAIT) -> 
 def _writing(conn: psycopg.Connection[Any], wait: float) -> Iterator[None]:
     """One transaction that may write and waits at most `wait` seconds for any lock."""
     with conn.transaction():
-        _lock_timeout(conn, wait)
+        lock_timeout(conn, wait)
         yield
 
 
@@ -213,7 +213,7 @@ def stats(location: PostgresqlLocation) -> ServerStats:
     """The server, the schema's version and size, rows and bytes per table, the full-text
     indexes, the artifact contents and the spill journals waiting here; read-only."""
     s = location.schema
-    with _connected(location) as conn, _snapshot(conn):
+    with connected(location) as conn, _snapshot(conn):
         version = stored_version(conn, location)
         server_version = str(_one(conn, "SELECT current_setting('server_version')")[0])
         found = {
@@ -277,7 +277,7 @@ def diagnose(location: PostgresqlLocation, *, host: str, now: datetime) -> Healt
     """The schema's version, invalid indexes, runs whose process is gone, rows that belong
     to nothing, artifact rows whose content is missing, spill journals waiting here;
     read-only."""
-    with _connected(location) as conn, _snapshot(conn):
+    with connected(location) as conn, _snapshot(conn):
         checks = [
             _schema(conn, location),
             _indexes(conn, location.schema),
@@ -382,7 +382,7 @@ def repair(
     """What `doctor --fix` writes: import the spill journals waiting here, then mark the
     runs whose process is gone interrupted (spills first, as at a run's start: a run whose
     final record was spilled gets its real status back instead of `interrupted`)."""
-    with _connected(location, wait) as conn:
+    with connected(location, wait) as conn:
         imported = _import(conn, location)
         with _writing(conn, wait):
             interrupted = drive(
@@ -416,7 +416,7 @@ def optimize(
     """
     s = location.schema
     notices: list[str] = []
-    with _connected(location, wait) as conn:
+    with connected(location, wait) as conn:
         conn.add_notice_handler(lambda d: notices.append(" ".join(str(d.message_primary).split())))
         with _writing(conn, wait):
             tables = [
@@ -525,7 +525,7 @@ def prune(
     artifact contents that nothing refers to any more (see `_sweep`). `dry_run` reads in
     one snapshot and reports what would go."""
     s = location.schema
-    with _connected(location, wait) as conn:
+    with connected(location, wait) as conn:
         if dry_run:
             with _snapshot(conn):
                 runs = select_runs(conn, s, keep=keep, older_than=older_than, now=now)
@@ -640,5 +640,5 @@ def import_spill(location: PostgresqlLocation, *, wait: float = MAINTENANCE_WAIT
             raise describe_error(location, exc) from exc
         finally:
             conn.close()
-    with _connected(location, wait) as conn:
+    with connected(location, wait) as conn:
         return _import(conn, location)

@@ -6,20 +6,18 @@ rows (`FOR UPDATE`), so that each run's pass is counted once.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import errors as pg_errors
 
 from pytest_stepflow.query.records import QuarantineEntry
-from pytest_stepflow.storage.errors import LockedError, StorageError
+from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.location import PostgresqlLocation
-from pytest_stepflow.storage.postgresql.catalog import migrate, missing, stored_version
-from pytest_stepflow.storage.postgresql.connection import connect, describe_error
-from pytest_stepflow.storage.quarantine import Imported, released_reason, same, step
+from pytest_stepflow.storage.postgresql.catalog import migrate
+from pytest_stepflow.storage.postgresql.maintenance import connected, lock_timeout
+from pytest_stepflow.storage.quarantine import Imported, after_run, same
 
 COLUMNS = (
     "nodeid, reason, issue, until_passes, added_by, added_at, passes, left_at, left_run, "
@@ -44,27 +42,13 @@ def read(conn: psycopg.Connection[Any], s: str, *, include_left: bool) -> list[Q
 
 @contextmanager
 def _transaction(location: PostgresqlLocation, wait: float) -> Iterator[psycopg.Connection[Any]]:
-    """One write transaction on a schema that holds stepflow data, migrated forward first."""
-    conn = connect(location, autocommit=True)
-    try:
-        if stored_version(conn, location) == 0:
-            raise missing(location)
+    """One write transaction on a schema that holds stepflow data, migrated forward first
+    (the maintenance commands' connection: one-line errors, a bounded wait for locks)."""
+    with connected(location, wait) as conn:
         migrate(conn, location)
         with conn.transaction():
-            conn.execute(
-                "SELECT set_config('lock_timeout', %s, true)",
-                (f"{max(1, round(wait * 1000))}ms",),
-            )
+            lock_timeout(conn, wait)
             yield conn
-    except pg_errors.LockNotAvailable as exc:
-        raise LockedError(
-            f"{location.describe()}: another session held a lock we need for {wait:g}s",
-            "try again when it is done, or wait longer",
-        ) from exc
-    except psycopg.Error as exc:
-        raise describe_error(location, exc) from exc
-    finally:
-        conn.close()
 
 
 def _open_stay(conn: psycopg.Connection[Any], s: str, nodeid: str) -> QuarantineEntry | None:
@@ -149,17 +133,12 @@ def record_run(
             (sorted(outcomes),),
         ).fetchall()
         for stay in map(entry, rows):
-            passes, done = step(stay, outcomes[stay.nodeid])
-            left = (now, number, released_reason(passes)) if done else (None, None, None)
+            after = after_run(stay, outcomes[stay.nodeid], now=now, number=number)
             conn.execute(
                 f"UPDATE {s}.quarantine SET passes = %s, left_at = %s, left_run = %s, "
                 "left_reason = %s WHERE nodeid = %s AND left_at IS NULL",
-                (passes, *left, stay.nodeid),
+                (after.passes, after.left_at, after.left_run, after.left_reason, stay.nodeid),
             )
-            if done:
-                released.append(
-                    dataclasses.replace(
-                        stay, passes=passes, left_at=now, left_run=number, left_reason=left[2]
-                    )
-                )
+            if after.left_at is not None:
+                released.append(after)
     return released

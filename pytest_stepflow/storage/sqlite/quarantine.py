@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -10,7 +9,7 @@ from pathlib import Path
 
 from pytest_stepflow.query.records import QuarantineEntry
 from pytest_stepflow.storage.errors import LockedError, StorageError
-from pytest_stepflow.storage.quarantine import Imported, released_reason, same, step
+from pytest_stepflow.storage.quarantine import Imported, after_run, same
 from pytest_stepflow.storage.sqlite.connection import describe_error, is_busy
 from pytest_stepflow.storage.sqlite.schema import migrate
 
@@ -127,17 +126,12 @@ def record_run(
             outcome = outcomes.get(stay.nodeid)
             if outcome is None:
                 continue
-            passes, done = step(stay, outcome)
-            left = (now, number, released_reason(passes)) if done else (None, None, None)
+            after = after_run(stay, outcome, now=now, number=number)
             conn.execute(
                 "UPDATE quarantine SET passes = ?, left_at = ?, left_run = ?, left_reason = ? "
                 "WHERE nodeid = ? AND left_at IS NULL",
-                (passes, *left, stay.nodeid),
+                (after.passes, after.left_at, after.left_run, after.left_reason, stay.nodeid),
             )
-            if done:
-                released.append(
-                    dataclasses.replace(
-                        stay, passes=passes, left_at=now, left_run=number, left_reason=left[2]
-                    )
-                )
+            if after.left_at is not None:
+                released.append(after)
     return released
