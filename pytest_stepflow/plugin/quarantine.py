@@ -69,6 +69,7 @@ class Quarantine:
         location: Location | None = None,
         database: str = "",
         problems: tuple[str, ...] = (),
+        notes: tuple[str, ...] = (),
         from_database: int = 0,
         from_file: int = 0,
     ) -> None:
@@ -78,6 +79,7 @@ class Quarantine:
         self.location = location
         self.database = database
         self.problems = list(problems)
+        self.notes = list(notes)
         self.from_database = from_database
         self.from_file = from_file
         self.session: pytest.Session | None = None
@@ -154,11 +156,11 @@ class Quarantine:
         """(text, yellow): what ran quarantined, what failed without counting, what left."""
         lines: list[tuple[str, bool]] = [
             (f"stepflow quarantine: {one_line(p, 500)}", True) for p in self.problems
-        ]
+        ] + [(f"stepflow quarantine: {one_line(n, 500)}", False) for n in self.notes]
         ran = self.outcomes
         failed = sorted(n for n, o in ran.items() if o in ("failed", "error"))
         if not self.entries:
-            if not self.problems:
+            if not self.problems and not self.notes:
                 lines.append(("stepflow quarantine: no test in quarantine", False))
             return lines
         lines.append(
@@ -233,6 +235,7 @@ def register(config: pytest.Config) -> None:
         location=location,
         database=database,
         problems=tuple(found.problems),
+        notes=tuple(found.notes),
         from_database=found.from_database,
         from_file=found.from_file,
     )

@@ -398,8 +398,9 @@ def parse_tags(values: list[str]) -> dict[str, str]:
 def _path(config: pytest.Config, name: str, raw: object) -> Path:
     path = Path(os.path.expanduser(str(raw)))
     if not path.is_absolute():  # tests may chdir later, so resolve now
-        from_ini = config.getoption("stepflow_" + name) is None and not (
-            name == "db" and os.environ.get(DB_ENV)
+        env = _ENVIRONMENT.get(name)
+        from_ini = config.getoption("stepflow_" + name.replace("-", "_")) is None and not (
+            env and os.environ.get(env)
         )
         # A path in an ini file is relative to that file, as pytest's own path options are.
         base = config.inipath.parent if from_ini and config.inipath else None

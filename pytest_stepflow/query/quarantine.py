@@ -12,6 +12,7 @@ from pytest_stepflow.query.flakiness import FLAKY_MIN_FLIPS, flaky
 from pytest_stepflow.query.quarantine_file import QuarantineInputError, read_file
 from pytest_stepflow.query.records import FlakyTest, QuarantineEntry
 from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.storage.location import SqliteLocation
 from pytest_stepflow.storage.reading import ReadSide
 
 
@@ -44,6 +45,7 @@ class SessionList:
     from_database: int
     from_file: int
     problems: list[str]  # one line each: a database or a file that could not be read
+    notes: list[str] = dataclasses.field(default_factory=list)  # said, but not a problem
 
 
 def session_list(database: Database, file: Path | None) -> SessionList:
@@ -62,6 +64,11 @@ def session_list(database: Database, file: Path | None) -> SessionList:
         else:
             entries.update((e.nodeid, e) for e in listed)
             from_file = len(listed)
+    if isinstance(database, SqliteLocation) and not database.path.exists():
+        # A first run, or a CI job that keeps only the file: nothing recorded yet is not a
+        # database that cannot be read.
+        notes = [f"{database.path} does not exist yet: no test quarantined from it"]
+        return SessionList(entries, 0, from_file, problems, notes)
     try:
         with open_database(database) as db:
             stays = db.quarantine()
