@@ -552,6 +552,36 @@ def test_database_from_the_environment(
     assert code == 0 and [r["number"] for r in json.loads(out)] == list(range(RUNS, 0, -1))
 
 
+def test_shared_options_before_the_command_as_after_it(
+    history: Store,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`stepflow --db=X --json runs` is `stepflow runs --db=X --json`; before the command the
+    option still wins over $STEPFLOW_DB, and after it wins over before it."""
+    _, after, _ = stepflow(history, "flaky", "--json", "--no-color", capsys=capsys)
+    monkeypatch.setenv("STEPFLOW_DB", str(tmp_path / "elsewhere.db"))
+    with cwd(tmp_path):
+        code, before, err = stepflow(
+            None, f"--db={history.location}", "--json", "--no-color", "flaky", capsys=capsys
+        )
+        assert code == 0, err
+        assert before == after and json.loads(before)
+        code, out, err = stepflow(
+            None, "--db=missing.db", "runs", f"--db={history.location}", capsys=capsys
+        )
+        assert code == 0 and out.startswith("#"), err
+        # Without --db anywhere: the environment's, which does not exist here.
+        code, _, err = stepflow(None, "runs", capsys=capsys)
+        assert code == 2 and "elsewhere.db does not exist" in err
+        # A command that writes no JSON says so in one line.
+        code, _, err = stepflow(None, "--json", "report", capsys=capsys)
+        assert code == 2 and err == "stepflow: error: --json: `stepflow report` writes no JSON\n"
+        code, _, err = stepflow(None, "--db=x.db", "merge", "a.db", "--into=b.db", capsys=capsys)
+        assert code == 2 and err == "stepflow: error: --db: `stepflow merge` takes no --db\n"
+
+
 def _newer(path: Path) -> None:
     start_execution(path, make_started())
     with contextlib.closing(sqlite3.connect(path)) as conn:
@@ -711,6 +741,8 @@ def test_colour_only_on_a_terminal_without_no_color(monkeypatch: pytest.MonkeyPa
     assert Output(_Terminal(), json_mode=True).paint("failed", "failed") == "failed"
     monkeypatch.setenv("NO_COLOR", "1")
     assert Output(_Terminal()).paint("failed", "failed") == "failed"
+    monkeypatch.delenv("NO_COLOR")
+    assert Output(_Terminal(), colour=False).paint("failed", "failed") == "failed"  # --no-color
 
 
 def test_every_command_has_examples_and_is_in_the_readme() -> None:

@@ -21,7 +21,14 @@ from pytest_stepflow.cli import (
     report,
     runs,
 )
-from pytest_stepflow.cli.common import BAD_INPUT, Output, UsageError, error
+from pytest_stepflow.cli.common import (
+    BAD_INPUT,
+    Output,
+    UsageError,
+    add_common,
+    error,
+    shared_options,
+)
 from pytest_stepflow.locations import DB_ENV, DEFAULT_DB
 from pytest_stepflow.query.errors import QueryError
 from pytest_stepflow.storage.errors import LockedError, StorageError
@@ -37,7 +44,8 @@ A run is named by its number (`7`), a unique prefix of its id (`3f2a9c`), `lates
 The database is --db PATH, else ${DB_ENV}, else {DEFAULT_DB} in the current
 folder or its nearest parent. Commands open it read-only and never block a running test
 session; `optimize`, `prune`, `import-spill`, `doctor --fix`, `merge` (into its
---into target) and `quarantine add`, `rm` and `import` write, and say so.
+--into target) and `quarantine add`, `rm` and `import` write, and say so. --db, --json
+and --no-color go before the command or after it.
 
 Exit status: 0 done; 1 when --fail-on found what it asks about (or `doctor` found a
 problem); 2 usage errors and bad input (no database, unknown run, corrupt file, newer
@@ -65,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    add_common(parser, before=True)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True, dest="command")
     for module in (runs, queries, durations, export, maintenance, merge, quarantine, report):
         module.register(sub)
     return parser
@@ -74,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    out = Output(sys.stdout, json_mode=getattr(args, "json", False))
+    try:
+        shared_options(args)
+    except UsageError as exc:
+        error(str(exc))
+        return BAD_INPUT
+    out = Output(sys.stdout, json_mode=getattr(args, "json", False), colour=not args.no_color)
     try:
         code: int = args.handler(args, out)
         sys.stdout.flush()

@@ -54,11 +54,12 @@ class UsageError(Exception):
 class Output:
     """Where a command writes: plain text, coloured only on a terminal without NO_COLOR."""
 
-    def __init__(self, stream: TextIO, *, json_mode: bool = False) -> None:
+    def __init__(self, stream: TextIO, *, json_mode: bool = False, colour: bool = True) -> None:
         self.stream = stream
         self.json_mode = json_mode
         self.colour = (
-            not json_mode
+            colour
+            and not json_mode
             and stream.isatty()
             and not os.environ.get("NO_COLOR")
             and os.environ.get("TERM") != "dumb"
@@ -181,19 +182,55 @@ def database(text: str) -> str:
     return str(location.path)
 
 
-def add_common(parser: argparse.ArgumentParser, *, json_output: bool = True) -> None:
+# The options every command shares, accepted before the command as well as after it
+# (`stepflow --db=ci.db runs`, as git, docker and pip take theirs). Before it they land
+# under GLOBAL + their name; `shared_options` settles them once parsed.
+GLOBAL = "global_"
+
+
+def add_common(
+    parser: argparse.ArgumentParser, *, json_output: bool = True, before: bool = False
+) -> None:
+    """--db, --json and --no-color on a command (or, `before`, on `stepflow` itself)."""
+    prefix = GLOBAL if before else ""
     parser.add_argument(
         "--db",
+        dest=prefix + "db",
         metavar="PATH",
         type=database,
-        # argparse passes a string default through `type` too: the environment's location
-        # is parsed (and a password in it hidden) as the option's is.
-        default=os.environ.get(DB_ENV) or None,
+        default=None,  # then --db before the command, then $STEPFLOW_DB (shared_options)
         help=f"the database: {ACCEPTED} (default: ${DB_ENV}, then the nearest {DEFAULT_DB} "
         "from here up)",
     )
     if json_output:
-        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+        parser.add_argument(
+            "--json", dest=prefix + "json", action="store_true", help="print JSON for scripts"
+        )
+    parser.add_argument(
+        "--no-color",
+        dest=prefix + "no_color",
+        action="store_true",
+        help="no colours (also: $NO_COLOR, or output that is not a terminal)",
+    )
+
+
+def shared_options(args: argparse.Namespace) -> None:
+    """The shared options' values: given after the command, else before it, else (--db)
+    the environment's, parsed as the option's is (a password in it hidden)."""
+    before = getattr(args, GLOBAL + "db", None)
+    if not hasattr(args, "db"):  # merge names its databases itself
+        if before is not None:
+            raise UsageError(f"--db: `stepflow {args.command}` takes no --db")
+    else:
+        if args.db is None:
+            args.db = before
+        if args.db is None and os.environ.get(DB_ENV):
+            args.db = database(os.environ[DB_ENV])
+    if getattr(args, GLOBAL + "json", False):
+        if not hasattr(args, "json"):
+            raise UsageError(f"--json: `stepflow {args.command}` writes no JSON")
+        args.json = True
+    args.no_color = getattr(args, "no_color", False) or getattr(args, GLOBAL + "no_color", False)
 
 
 def command(
