@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -494,3 +495,39 @@ def test_other_urls_are_refused_naming_the_accepted_forms(
     assert "a file path, sqlite:///path" in message and "postgresql://" in message
     assert "hunter2" not in "\n".join(result.outlines + result.errlines)
     assert _databases(pytester.path) == []
+
+
+def _readme_options() -> dict[str, tuple[str, str]]:
+    """README's option table: option name (without --stepflow-) -> (ini cell, default cell)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    rows: dict[str, tuple[str, str]] = {}
+    for line in readme.splitlines():
+        found = re.match(r"\| `--stepflow(?:-([a-z-]+))?[^`]*` \| ([^|]+) \| ([^|]+) \|", line)
+        if found:
+            rows[found.group(1) or ""] = (found.group(2).strip(), found.group(3).strip())
+    return rows
+
+
+def test_the_readme_option_table_is_the_options(pytester: pytest.Pytester) -> None:
+    """Every option is in README's table under its ini name, no row names an option that
+    does not exist, and the defaults the table states are the ones resolved."""
+    from pytest_stepflow.plugin.settings import OPTIONS, parse_size, resolve
+
+    rows = _readme_options()
+    assert set(rows) == {"", *(o.name for o in OPTIONS)}
+    for option in OPTIONS:
+        ini = rows[option.name][0]
+        key = "_".join(["stepflow", option.name.replace("-", "_")]).rstrip("_")
+        assert re.match(f"`{key}[ `]", ini), (option.name, ini)
+    settings = resolve(pytester.parseconfigure())
+    defaults = {name: cell for name, (_, cell) in rows.items()}
+    assert int(defaults["batch-size"]) == settings.batch_size
+    assert float(defaults["flush-interval"]) == settings.flush_interval
+    assert float(defaults["retry-budget"]) == settings.retry_budget
+    assert defaults["capture"] == settings.capture
+    for name, value in (
+        ("max-output", settings.max_output),
+        ("max-artifact-size", settings.max_artifact_size),
+        ("max-artifact-total", settings.max_artifact_total),
+    ):
+        assert parse_size(defaults[name]) == value, name
