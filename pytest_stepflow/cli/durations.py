@@ -11,7 +11,8 @@ import csv
 import json
 
 from pytest_stepflow.cli.common import OK, Output, command, open_db, positive
-from pytest_stepflow.query.shards import LAST_RUNS, all_durations
+from pytest_stepflow.query.run_history import LAST_RUNS, durations_of
+from pytest_stepflow.query.shards import medians
 
 FORMATS = ("pytest-split", "json", "csv")
 
@@ -50,8 +51,8 @@ setup + call + teardown: what `pytest --stepflow-splits N` balances shards by.
 def cmd_durations(args: argparse.Namespace, out: Output) -> int:
     with open_db(args) as db:
         recent = db.recent_results(last_runs=args.last)
-    history = {n: [r.duration for r in rs] for n, rs in recent.items()}
-    expected = all_durations(history)
+    history = durations_of(recent)
+    expected = medians(history)
     fmt = "json" if out.json_mode else args.format
     if fmt == "pytest-split":
         # As pytest-split writes the file: json.dump(durations, f, sort_keys=True, indent=4)

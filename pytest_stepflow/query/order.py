@@ -22,6 +22,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from pytest_stepflow.query.records import RecentResult
+from pytest_stepflow.query.run_history import durations_of
 from pytest_stepflow.query.shards import expected_durations, medians
 
 ORDERS = ("failed-first", "new-first", "slowest-first", "risk")
@@ -47,9 +48,7 @@ class Facts:
 def facts(
     nodeids: Sequence[str], results: Mapping[str, Sequence[RecentResult]]
 ) -> dict[str, Facts]:
-    expected = expected_durations(
-        sorted(set(nodeids)), medians({n: [r.duration for r in rs] for n, rs in results.items()})
-    )
+    expected = expected_durations(sorted(set(nodeids)), medians(durations_of(results)))
     found: dict[str, Facts] = {}
     for nodeid in nodeids:
         recent = results.get(nodeid, ())

@@ -22,7 +22,7 @@ runs: each then reads its predecessors too. The plugin says so, and asks for a g
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 
 from pytest_stepflow.query.database import Database, open_database
@@ -46,7 +46,12 @@ class RecentHistory:
     problem: str | None = None  # why the database could not be read
 
     def durations(self) -> dict[str, list[float]]:
-        return {n: [r.duration for r in rs] for n, rs in self.results.items()}
+        return durations_of(self.results)
+
+
+def durations_of(results: Mapping[str, Sequence[RecentResult]]) -> dict[str, list[float]]:
+    """Each test's recent durations, newest first: what its expected duration is taken from."""
+    return {nodeid: [r.duration for r in found] for nodeid, found in results.items()}
 
 
 def read_recent(

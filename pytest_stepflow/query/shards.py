@@ -27,9 +27,7 @@ import heapq
 import statistics
 from collections.abc import Mapping, Sequence
 
-from pytest_stepflow.query.run_history import LAST_RUNS, file_of
-
-__all__ = ["LAST_RUNS", "Split", "all_durations", "expected_durations", "split"]
+from pytest_stepflow.query.run_history import file_of
 
 UNKNOWN_DURATION = 1.0  # seconds, for a test never seen when no test is known at all
 
@@ -75,7 +73,6 @@ class Split:
     shards: list[list[str]]
     expected: dict[str, float]  # every test's expected duration, seconds
     known: int  # tests with a recorded duration
-    problem: str | None = None  # why the history could not be read (a split by count)
 
     @property
     def by_history(self) -> bool:
@@ -93,7 +90,6 @@ def split(
     nodeids: Sequence[str],
     splits: int,
     history: Mapping[str, Sequence[float]] | None,
-    problem: str | None = None,
 ) -> Split:
     """The split of `nodeids` into `splits` shards by their recorded `history` (node id ->
     recent durations; None or empty: by count)."""
@@ -104,11 +100,4 @@ def split(
         shards=pack(expected, splits),
         expected=expected,
         known=sum(1 for n in unique if n in known),
-        problem=problem,
     )
-
-
-def all_durations(history: Mapping[str, Sequence[float]]) -> dict[str, float]:
-    """The expected duration of every test of a history (`stepflow durations`): what
-    `split` uses for a test seen before."""
-    return medians(history)
