@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 
 import pytest
-from conftest import StepflowRun
+from conftest import StepflowRun, Store
 
 from pytest_stepflow.query.order import order
 from pytest_stepflow.query.records import RecentResult
@@ -57,6 +57,11 @@ def _order(run: StepflowRun) -> list[str]:
     found = re.findall(r"^(test_\w+\.py::\w+) (?:SETUP \w\n)?PASSED", run.output, re.MULTILINE)
     assert found, run.output
     return found
+
+
+def _collected(result: pytest.RunResult) -> list[str]:
+    """The node ids `--co -q` listed, in order."""
+    return [x for x in result.outlines if re.fullmatch(r"test_\w+\.py::\w+", x)]
 
 
 def _history(run_stepflow: Run, monkeypatch: pytest.MonkeyPatch, *failing: str | None) -> None:
@@ -120,6 +125,27 @@ def test_slowest_first_and_risk(
     # a3 failed 2 of its last 5 runs, a1 once (more recently): rate before recency.
     assert risk[:2] == ["test_a.py::test_a3", "test_a.py::test_a1"]
     assert risk[-2:] == ["test_b.py::test_b0", "test_b.py::test_b1"]
+
+
+def test_the_order_has_the_last_word_over_ff(
+    pytester: pytest.Pytester,
+    run_stepflow: Run,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _suite(pytester)
+    _history(run_stepflow, monkeypatch, None)  # recorded: test_b0 is the slow one
+    # pytest's cache (not recorded) remembers test_a1 failing: --ff alone runs it first.
+    monkeypatch.setenv("FAIL", "a1")
+    pytester.runpytest_inprocess()
+    monkeypatch.delenv("FAIL")
+    # (--co: a run would pass test_a1 and so clear pytest's memory of it)
+    ff = pytester.runpytest_inprocess("-q", "--co", "--ff")
+    assert _collected(ff)[0] == "test_a.py::test_a1"
+    both = pytester.runpytest_inprocess(
+        "-q", "--co", "--ff", f"--stepflow-db={store.location}", "--stepflow-order=slowest-first"
+    )
+    assert _collected(both)[:2] == ["test_b.py::test_b0", "test_b.py::test_b1"]
 
 
 def test_order_under_xdist_is_the_same_on_every_worker(
