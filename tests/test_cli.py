@@ -572,6 +572,16 @@ def test_shared_options_before_the_command_as_after_it(
             None, "--db=missing.db", "runs", f"--db={history.location}", capsys=capsys
         )
         assert code == 0 and out.startswith("#"), err
+        # Between a command and its action too, nearer the end winning.
+        code, out, err = stepflow(
+            None, "--db=missing.db", "quarantine", f"--db={history.location}", "--json", "ls",
+            capsys=capsys,
+        )  # fmt: skip
+        assert code == 0 and json.loads(out) == [], err
+        code, _, err = stepflow(
+            None, f"--db={history.location}", "quarantine", "--db=between.db", "ls", capsys=capsys
+        )
+        assert code == 2 and "between.db does not exist" in err
         # Without --db anywhere: the environment's, which does not exist here.
         code, _, err = stepflow(None, "runs", capsys=capsys)
         assert code == 2 and "elsewhere.db does not exist" in err

@@ -23,6 +23,7 @@ from pytest_stepflow.cli import (
 )
 from pytest_stepflow.cli.common import (
     BAD_INPUT,
+    GLOBAL,
     Output,
     UsageError,
     add_common,
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    add_common(parser, before=True)
+    add_common(parser, prefix=GLOBAL)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True, dest="command")
     for module in (runs, queries, durations, export, maintenance, merge, quarantine, report):
         module.register(sub)

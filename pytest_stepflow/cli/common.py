@@ -182,23 +182,27 @@ def database(text: str) -> str:
     return str(location.path)
 
 
-# The options every command shares, accepted before the command as well as after it
-# (`stepflow --db=ci.db runs`, as git, docker and pip take theirs). Before it they land
-# under GLOBAL + their name; `shared_options` settles them once parsed.
-GLOBAL = "global_"
+# The options every command shares, accepted before the command and, for a command with
+# actions, between it and its action, as well as after it (`stepflow --db=ci.db runs`, as
+# git, docker and pip take theirs). Each place has a prefix of its own: argparse copies a
+# sub-parser's defaults over its parent's values of the same name. `shared_options`
+# settles them once parsed, the place nearest the end winning.
+GLOBAL = "global_"  # stepflow --db=X runs
+BETWEEN = "between_"  # stepflow quarantine --db=X ls
+_EARLIER_PLACES = (BETWEEN, GLOBAL)
 
 
 def add_common(
-    parser: argparse.ArgumentParser, *, json_output: bool = True, before: bool = False
+    parser: argparse.ArgumentParser, *, json_output: bool = True, prefix: str = ""
 ) -> None:
-    """--db, --json and --no-color on a command (or, `before`, on `stepflow` itself)."""
-    prefix = GLOBAL if before else ""
+    """--db, --json and --no-color on a command (or, with a place's `prefix`, on `stepflow`
+    itself or on a command before its action)."""
     parser.add_argument(
         "--db",
         dest=prefix + "db",
         metavar="PATH",
         type=database,
-        default=None,  # then --db before the command, then $STEPFLOW_DB (shared_options)
+        default=None,  # then the earlier places, then $STEPFLOW_DB (shared_options)
         help=f"the database: {ACCEPTED} (default: ${DB_ENV}, then the nearest {DEFAULT_DB} "
         "from here up)",
     )
@@ -215,9 +219,11 @@ def add_common(
 
 
 def shared_options(args: argparse.Namespace) -> None:
-    """The shared options' values: given after the command, else before it, else (--db)
-    the environment's, parsed as the option's is (a password in it hidden)."""
-    before = getattr(args, GLOBAL + "db", None)
+    """The shared options' values: given after the command, else at the nearest earlier
+    place, else (--db) the environment's, parsed as the option's is (a password in it
+    hidden)."""
+    earlier = [getattr(args, place + "db", None) for place in _EARLIER_PLACES]
+    before = next((value for value in earlier if value is not None), None)
     if not hasattr(args, "db"):  # merge names its databases itself
         if before is not None:
             raise UsageError(f"--db: `stepflow {args.command}` takes no --db")
@@ -226,11 +232,13 @@ def shared_options(args: argparse.Namespace) -> None:
             args.db = before
         if args.db is None and os.environ.get(DB_ENV):
             args.db = database(os.environ[DB_ENV])
-    if getattr(args, GLOBAL + "json", False):
+    if any(getattr(args, place + "json", False) for place in _EARLIER_PLACES):
         if not hasattr(args, "json"):
             raise UsageError(f"--json: `stepflow {args.command}` writes no JSON")
         args.json = True
-    args.no_color = getattr(args, "no_color", False) or getattr(args, GLOBAL + "no_color", False)
+    args.no_color = getattr(args, "no_color", False) or any(
+        getattr(args, place + "no_color", False) for place in _EARLIER_PLACES
+    )
 
 
 def command(

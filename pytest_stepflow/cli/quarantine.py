@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pytest_stepflow.cli.common import (
+    BETWEEN,
     OK,
     Output,
     UsageError,
@@ -116,6 +117,7 @@ def register(sub: Sub[argparse.ArgumentParser]) -> None:
         epilog="examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES.splitlines()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_common(parser, prefix=BETWEEN)  # stepflow quarantine --db=X ls
     actions = parser.add_subparsers(title="actions", metavar="ACTION", required=True)
 
     p = _leaf(

@@ -132,7 +132,9 @@ its commit, so a test that passed in one shard and failed in another is flaky.
 """,
     )
     add_flaky_rules(p)
-    p.add_argument("--limit", type=positive, default=50)
+    p.add_argument(
+        "--limit", type=positive, default=50, metavar="N", help="at most N tests (default 50)"
+    )
     p.add_argument("--fail-on", choices=["flaky"], help="exit 1 when a test is flaky")
 
     p = command(
