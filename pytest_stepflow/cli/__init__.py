@@ -46,7 +46,7 @@ The database is --db PATH, else ${DB_ENV}, else {DEFAULT_DB} in the current
 folder or its nearest parent. Commands open it read-only and never block a running test
 session; `optimize`, `prune`, `import-spill`, `doctor --fix`, `merge` (into its
 --into target) and `quarantine add`, `rm` and `import` write, and say so. --db, --json
-and --no-color go before the command or after it.
+and --no-color go before the command (or its action) or after it.
 
 Exit status: 0 done; 1 when --fail-on found what it asks about (or `doctor` found a
 problem); 2 usage errors and bad input (no database, unknown run, corrupt file, newer
