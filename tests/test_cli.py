@@ -824,3 +824,29 @@ def test_show_and_steps_of_an_xdist_run(
     assert code == 1 and "worker  steps" in out and "FAILED test_many.py::test_i[5]" in out
     per_worker = [len(as_json(store, capsys, "steps", "--worker", w)) for w in workers]
     assert per_worker == list(workers.values())
+
+
+@pytest.mark.sqlite_only("a subprocess whose reader leaves early; the backend is irrelevant")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["steps", "--limit=100000"],
+        ["steps", "--limit=100000", "--json"],
+        ["export", "--format=jsonl"],
+    ],
+    ids=["table", "json", "jsonl"],
+)
+def test_output_piped_into_head_closes_quietly(store: Store, command: list[str]) -> None:
+    """`stepflow steps | head -1`: the reader leaves after one line, with far more than a pipe
+    holds still to come. No traceback, no "Exception ignored", exit status 0."""
+    started = make_started()
+    _start(store, started)
+    _apply(store, [make_step(started.id, f"t.py::test_{i:05}") for i in range(3000)])
+    argv = [sys.executable, "-m", "pytest_stepflow", *command, f"--db={store.location}"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()  # as head does after its line
+        err = process.stderr.read()
+        assert process.wait(timeout=60) == 0 and err == b""
+    assert first.strip()
