@@ -755,6 +755,20 @@ def test_colour_only_on_a_terminal_without_no_color(monkeypatch: pytest.MonkeyPa
     assert Output(_Terminal(), colour=False).paint("failed", "failed") == "failed"  # --no-color
 
 
+def _strict(word: str) -> None:
+    raise AssertionError(f"{word} is not JSON")
+
+
+def test_json_is_strict_json() -> None:
+    """NaN and the infinities are quoted words: `jq` and JSON.parse refuse the bare ones."""
+    stream = io.StringIO()
+    Output(stream, json_mode=True).json({"a": float("nan"), "b": [float("-inf"), 1.5]})
+    assert json.loads(stream.getvalue(), parse_constant=_strict) == {
+        "a": "NaN",
+        "b": ["-Infinity", 1.5],
+    }
+
+
 def test_every_command_has_examples_and_is_in_the_readme() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")

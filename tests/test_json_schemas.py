@@ -420,6 +420,8 @@ def json_outputs() -> set[str]:
     COMMAND-FORMAT for a JSON --format of a command without --json (export)."""
     names = set()
     for words, parser in commands(build_parser()):
+        if parser.get_default("handler") is None:  # `quarantine`: its actions answer
+            continue
         options = parser._option_string_actions
         if "--json" in options:
             names.add("-".join(words))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -11,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from pytest_stepflow.jsonable import to_jsonable
 from pytest_stepflow.locations import DB_ENV, DEFAULT_DB
 from pytest_stepflow.query.database import ReadSide, open_database
 from pytest_stepflow.storage.location import (
@@ -73,7 +73,7 @@ class Output:
         self.stream.write(text + "\n")
 
     def json(self, value: Any) -> None:
-        json.dump(to_jsonable(value), self.stream, indent=2, ensure_ascii=False)
+        json.dump(to_jsonable(value), self.stream, indent=2, ensure_ascii=False, allow_nan=False)
         self.stream.write("\n")
 
     def table(
@@ -109,16 +109,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return duration_text(value)
     return " ".join(str(value).split())  # one line per cell, whatever the test printed
-
-
-def to_jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    return value
 
 
 def local_time(epoch: float | None) -> str:

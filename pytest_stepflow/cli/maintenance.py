@@ -24,8 +24,8 @@ from pytest_stepflow.cli.common import (
     command,
     positive,
     run_ranges,
-    to_jsonable,
 )
+from pytest_stepflow.jsonable import to_jsonable
 from pytest_stepflow.query.database import locate
 from pytest_stepflow.storage import maintenance
 from pytest_stepflow.storage.location import Location, PostgresqlLocation

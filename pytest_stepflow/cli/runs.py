@@ -24,8 +24,8 @@ from pytest_stepflow.cli.common import (
     open_db,
     positive,
     run_ranges,
-    to_jsonable,
 )
+from pytest_stepflow.jsonable import to_jsonable
 from pytest_stepflow.query.groups import (
     group_overview,
     group_passed,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 import tempfile
@@ -31,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from typing import IO, Any, TypeVar
 
+from pytest_stepflow.jsonable import to_jsonable
 from pytest_stepflow.query.groups import by_shard, named_group, shard_labels
 from pytest_stepflow.query.records import FAILING, LogLine, Run, RunGroup, StepDetail, StepRow
 from pytest_stepflow.timestamps import parse_iso
@@ -145,21 +145,8 @@ def group_attempts(steps: Iterable[T], row: Callable[[T], StepRow]) -> Iterator[
         yield attempts[-1], attempts[:-1]
 
 
-def _plain(value: Any) -> Any:
-    """Records as JSON-ready values; non-finite floats as strings (strict JSON has none)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    return value
-
-
 def _dumps(value: Any) -> str:
-    return json.dumps(_plain(value), ensure_ascii=False, allow_nan=False)
+    return json.dumps(to_jsonable(value), ensure_ascii=False, allow_nan=False)
 
 
 # -- JSON and JSON Lines ------------------------------------------------------------------
@@ -167,17 +154,17 @@ def _dumps(value: Any) -> str:
 
 def run_record(run: Run) -> dict[str, Any]:
     """A run as exported: its fields plus the total of final steps."""
-    record: dict[str, Any] = _plain(run)
+    record: dict[str, Any] = to_jsonable(run)
     record["total"] = run.total
     return record
 
 
 def step_record(detail: StepDetail) -> dict[str, Any]:
     """A step as exported: the row's fields and the details side by side, one flat object."""
-    record: dict[str, Any] = _plain(detail.step)
+    record: dict[str, Any] = to_jsonable(detail.step)
     for field in dataclasses.fields(detail):
         if field.name != "step":
-            record[field.name] = _plain(getattr(detail, field.name))
+            record[field.name] = to_jsonable(getattr(detail, field.name))
     return record
 
 
@@ -211,7 +198,7 @@ def group_record(group: RunGroup) -> dict[str, Any]:
         "status": group.status,
         "started_at": group.started_at,
         "completed_at": group.completed_at,
-        "duration": _plain(group.duration),
+        "duration": to_jsonable(group.duration),
         "counts": group.counts,
         "total": group.total,
         "runs": group.numbers,
@@ -415,7 +402,7 @@ def junit_testcase(
 def _scalar(value: Any) -> str:
     if isinstance(value, str):
         return value
-    return json.dumps(_plain(value), ensure_ascii=False, allow_nan=False)
+    return json.dumps(to_jsonable(value), ensure_ascii=False, allow_nan=False)
 
 
 def suite_properties(run: Run) -> list[tuple[str, str]]:
