@@ -17,16 +17,16 @@ SHELLS = {"bash": bash.script, "zsh": zsh.script, "fish": fish.script}
 
 SUMMARY = "print a completion script for bash, zsh or fish"
 INSTALL = """\
-install (then start a new shell):
+examples:
   stepflow completion bash > ~/.local/share/bash-completion/completions/stepflow
   stepflow completion zsh > "${fpath[1]}/_stepflow"
   stepflow completion fish > ~/.config/fish/completions/stepflow.fish
-or load it in ~/.bashrc (~/.zshrc after compinit):
-  eval "$(stepflow completion bash)"
-  source <(stepflow completion zsh)
+  eval "$(stepflow completion bash)"     in ~/.bashrc, instead of the file
+  source <(stepflow completion zsh)      in ~/.zshrc after compinit, instead of the file
 
-Runs and node ids are offered from the database (--db on the line, else $STEPFLOW_DB,
-else the nearest .stepflow/stepflow.db); file names for --db, -o/--output, --file, --into.
+Install once, then start a new shell. Runs and node ids are offered from the database
+(--db on the line, else $STEPFLOW_DB, else the nearest .stepflow/stepflow.db); file names
+for --db, -o/--output, --file, --into.
 """
 
 
