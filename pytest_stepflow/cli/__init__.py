@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from pytest_stepflow import __version__
 from pytest_stepflow.cli import (
+    completion,
     durations,
     export,
     maintenance,
@@ -46,7 +47,8 @@ The database is --db PATH, else ${DB_ENV}, else {DEFAULT_DB} in the current
 folder or its nearest parent. Commands open it read-only and never block a running test
 session; `optimize`, `prune`, `import-spill`, `doctor --fix`, `merge` (into its
 --into target) and `quarantine add`, `rm` and `import` write, and say so. --db, --json
-and --no-color go before the command (or its action) or after it.
+and --no-color go before the command (or its action) or after it. `stepflow completion
+bash|zsh|fish` prints a completion script for that shell.
 
 Exit status: 0 done; 1 when --fail-on found what it asks about (or `doctor` found a
 problem); 2 usage errors and bad input (no database, unknown run, corrupt file, newer
@@ -76,7 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_common(parser, prefix=GLOBAL)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True, dest="command")
-    for module in (runs, queries, durations, export, maintenance, merge, quarantine, report):
+    for module in (
+        runs,
+        queries,
+        durations,
+        export,
+        maintenance,
+        merge,
+        quarantine,
+        report,
+        completion,
+    ):
         module.register(sub)
     return parser
 

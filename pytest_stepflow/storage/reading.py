@@ -123,6 +123,10 @@ class ReadSide(Protocol):
 
     def matching_nodeids(self, text: str, limit: int = 5) -> list[str]: ...
 
+    def nodeids_starting(self, prefix: str, *, limit: int) -> list[str]:
+        """Known node ids that start with `prefix`, in code-point order, at most `limit`:
+        for shell completion, so an index range, never a scan of every test."""
+
     def step_detail(self, step_id: int) -> StepDetail: ...
 
     def substeps(self, step_id: int) -> list[StoredSubStep]: ...

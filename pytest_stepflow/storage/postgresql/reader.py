@@ -473,6 +473,18 @@ class Reader:
             )
         ]
 
+    def nodeids_starting(self, prefix: str, *, limit: int) -> list[str]:
+        # The unique index on nodeid is in the database's collation, no help to a prefix: a
+        # scan of the tests (one row per distinct test, not per run), a few milliseconds.
+        return [
+            n
+            for (n,) in self._rows(
+                f"SELECT nodeid FROM {self._s}.tests WHERE left(nodeid, char_length(%(p)s)) "
+                '= %(p)s ORDER BY nodeid COLLATE "C" LIMIT %(limit)s',
+                {"p": prefix, "limit": limit},
+            )
+        ]
+
     def step_detail(self, step_id: int) -> StepDetail:
         rows = self._named_rows(
             f"SELECT {_STEP_COLUMNS}, {_DETAIL_COLUMNS} FROM {self._s}.steps s "

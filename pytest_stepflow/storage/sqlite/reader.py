@@ -411,6 +411,18 @@ class Reader:
             )
         ]
 
+    def nodeids_starting(self, prefix: str, *, limit: int) -> list[str]:
+        # A range of the unique index on nodeid (BINARY: code-point order), then the exact
+        # test, for a node id that continues with the highest code point itself.
+        return [
+            n
+            for (n,) in self._rows(
+                "SELECT nodeid FROM tests WHERE nodeid >= :p AND nodeid <= :p || char(1114111) "
+                "AND substr(nodeid, 1, length(:p)) = :p ORDER BY nodeid LIMIT :limit",
+                {"p": prefix, "limit": limit},
+            )
+        ]
+
     def step_detail(self, step_id: int) -> StepDetail:
         rows = self._named_rows(
             f"SELECT {_STEP_COLUMNS}, {_DETAIL_COLUMNS} "
