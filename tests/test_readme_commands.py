@@ -71,7 +71,8 @@ def option_groups(parser: argparse.ArgumentParser) -> list[tuple[str, ...]]:
     return groups
 
 
-COMMANDS = sub_parsers(build_parser())
+# `__complete` is hidden: the completion scripts' own (cli/completion/).
+COMMANDS = {n: p for n, p in sub_parsers(build_parser()).items() if not n.startswith("__")}
 
 
 def test_every_command_has_a_section_and_every_section_a_command() -> None:
