@@ -167,7 +167,8 @@ def test_sdist_has_the_tests_examples_benchmarks_and_documents(
 ) -> None:
     wanted = {n for n in project_files if n.startswith(SDIST_FOLDERS) or n in DOCUMENTS}
     assert {"tests/conftest.py", "examples/pytest.ini", "LICENSE", "CHANGELOG.md"} <= wanted
-    assert wanted - dists.sdist_files() == set()
+    missing = wanted - dists.sdist_files()
+    assert missing == set(), "MANIFEST.in (or, under pytest_stepflow/, package-data) lacks them"
 
 
 def test_sdist_has_nothing_but_project_files(dists: Dists, project_files: list[str]) -> None:
