@@ -356,3 +356,27 @@ def test_stepflow_report_writes_a_self_contained_page(
         text = dists.wheel_text(f"pytest_stepflow/report/assets/{asset}")
         assert text.strip() and text in html, asset
     assert "test_bulk_discount_applies_at_threshold" in html
+
+
+def test_a_broken_install_is_named_not_the_output(
+    recorded_examples: Recorded, venv: Venv, tmp_path: Path
+) -> None:
+    """A report asset deleted from the installed package (last: it breaks the module's
+    venv) is one line naming the asset and the fix, not "cannot write" the output."""
+    found = run(
+        [venv.bin("python"), "-c", "import pytest_stepflow; print(pytest_stepflow.__file__)"],
+        cwd=tmp_path,
+        env=venv.env,
+    )
+    script = Path(found.stdout.strip()).parent / "report" / "assets" / "report.js"
+    script.unlink()
+    page = tmp_path / "run.html"
+    made = run(
+        [venv.bin("stepflow"), "report", f"--db={recorded_examples.db}", f"--output={page}"],
+        tmp_path,
+        venv.env,
+    )
+    assert made.returncode == 2 and made.stdout == "" and not page.exists()
+    assert made.stderr.count("\n") == 1 and "Traceback" not in made.stderr
+    assert "report.js cannot be read from the installed pytest-stepflow" in made.stderr
+    assert made.stderr.rstrip().endswith("pip install --force-reinstall pytest-stepflow")

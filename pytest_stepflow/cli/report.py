@@ -11,7 +11,7 @@ from pytest_stepflow.query.database import BulkReadSide, open_bulk
 from pytest_stepflow.query.groups import select
 from pytest_stepflow.query.summary import summarize
 from pytest_stepflow.report import markdown
-from pytest_stepflow.report.html import write_report
+from pytest_stepflow.report.html import MissingAsset, write_report
 from pytest_stepflow.text import duration_text, size_text
 
 Sub = argparse._SubParsersAction  # argparse has no public name for it
@@ -101,6 +101,8 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
         selection = select(db, args.run)
         try:
             written = write_report(db, selection, output)
+        except MissingAsset as exc:
+            raise UsageError(str(exc)) from exc
         except OSError as exc:
             raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from exc
     what = selection.label

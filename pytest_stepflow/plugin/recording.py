@@ -289,10 +289,13 @@ class Owner(Recording):
         path = self.settings.html_path
         if path is None:
             return
-        from pytest_stepflow.report.html import write_html_report  # only when asked for
+        from pytest_stepflow.report.html import MissingAsset, write_html_report  # when asked
 
         try:
             write_html_report(self.settings.location, self.started.id, path)
+        except MissingAsset as exc:
+            self.html_note = f"stepflow: warning: no HTML report: {exc}"
+            return
         except (StorageError, OSError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.html_note = (

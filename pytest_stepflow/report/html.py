@@ -46,8 +46,20 @@ def embed_json(value: Any) -> str:
     return text.translate(_JSON_ESCAPES)
 
 
+class MissingAsset(Exception):
+    """A file of the report is missing from the installed package: a broken install, not
+    the output's fault."""
+
+
 def _asset(name: str) -> str:
-    return (resources.files("pytest_stepflow.report") / "assets" / name).read_text("utf-8")
+    asset = resources.files("pytest_stepflow.report") / "assets" / name
+    try:
+        return asset.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MissingAsset(
+            f"the report's {name} cannot be read from the installed pytest-stepflow "
+            f"({asset}); reinstall it: pip install --force-reinstall pytest-stepflow"
+        ) from exc
 
 
 def render(payload: dict[str, Any]) -> str:
