@@ -423,6 +423,9 @@ def test_export_import_and_the_file_option(
     first = text
     cli(capsys, "quarantine", "export", f"--file={file}", db)
     assert file.read_text(encoding="utf-8") == first  # the same list, the same bytes
+    assert cli(capsys, "quarantine", "export", "--file=-", db) == first
+    err = cli(capsys, "quarantine", "export", "--file=-", "--json", db, code=2)
+    assert "--json: `quarantine export --file=-` writes the TOML to stdout" in err
     before = ls(capsys, store)
     for nodeid in (FLAKY, other):
         cli(capsys, "quarantine", "rm", nodeid, db)

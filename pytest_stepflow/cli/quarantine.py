@@ -312,6 +312,8 @@ def cmd_suggest(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
+    if args.file == "-" and out.json_mode:  # stdout carries the TOML: no room for JSON
+        raise UsageError("--json: `quarantine export --file=-` writes the TOML to stdout; drop one")
     with open_db(args) as db:
         entries = db.quarantine()
     text = dumps(entries)
