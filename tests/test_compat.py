@@ -336,7 +336,9 @@ def test_pytest_asyncio(
     pytester.makepyfile(test_async=ASYNC)
     result = twin(pytester, mode, subprocess=True)
     unmarked = result.run.step("test_unmarked")["outcome"]
-    assert unmarked == ("passed" if asyncio_mode == "auto" else "failed")
+    # An async test no plugin runs: pytest 8.4 fails it, pytest before 8.4 skips it with a warning.
+    unhandled = "failed" if pytest.version_tuple >= (8, 4) else "skipped"
+    assert unmarked == ("passed" if asyncio_mode == "auto" else unhandled)
 
 
 RANDOM = """

@@ -256,7 +256,9 @@ def test_junit_output_with_control_characters_and_markup(
         for c in suite_of(pytester.path / "pytest.xml").iter("testcase")
         if c.get("name") == "test_output"
     )
-    assert out == (theirs.findtext("system-out") or "").replace("#x00", nul)
+    # pytest 8.0 leaves DEL raw (a slip in its character class: "\u10000" for "\U00010000").
+    theirs_out = (theirs.findtext("system-out") or "").replace("\x7f", "#x7F")
+    assert out == theirs_out.replace("#x00", nul)
     assert err == theirs.findtext("system-err")
     names = {c.get("name") for c in suite_of(target).iter("testcase")}
     assert {"test_param[1]", "test_param[a<b&c]", "test_param[nan]"} <= names
