@@ -275,6 +275,10 @@ class _RerunServers:
 
         cls.__init__ = tracked_init
         cls.run_server = quiet_serve
+        if not hasattr(rerun.SocketDB, "_sock_recv_bytes"):
+            # Before 16.6.1 a connection's thread spins on recv() == b"" forever once the
+            # worker hangs up: dozens of busy threads by mid-suite (the lowest-bound run).
+            rerun.SocketDB._sock_recv = _sock_recv_until_closed
 
     def shut(self) -> None:
         for server in self.started:
@@ -282,6 +286,17 @@ class _RerunServers:
                 server.sock.shutdown(socket.SHUT_RDWR)
             server.sock.close()
         self.started.clear()
+
+
+def _sock_recv_until_closed(db: Any, conn: socket.socket) -> str:
+    """pytest-rerunfailures' `_sock_recv`, ending (ConnectionError, which its caller
+    suppresses) when the peer has closed the connection."""
+    buf = b""
+    while (byte := conn.recv(1)) != db.delim:
+        if not byte:
+            raise ConnectionError("StatusDB connection closed")
+        buf += byte
+    return buf.decode()
 
 
 _RERUN_SERVERS = _RerunServers()
