@@ -290,10 +290,11 @@ class _RerunServers:
 
 def _sock_recv_until_closed(db: Any, conn: socket.socket) -> str:
     """pytest-rerunfailures' `_sock_recv`, ending (ConnectionError, which its caller
-    suppresses) when the peer has closed the connection."""
+    suppresses) when the peer has closed the connection, and closing it as 16.6.1 does."""
     buf = b""
     while (byte := conn.recv(1)) != db.delim:
         if not byte:
+            conn.close()
             raise ConnectionError("StatusDB connection closed")
         buf += byte
     return buf.decode()
