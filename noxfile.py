@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import nox
@@ -116,7 +117,11 @@ def _show_versions(session: nox.Session, names: list[str]) -> None:
 
 
 def _pytest(session: nox.Session) -> None:
-    session.run("python", "-m", "pytest", *session.posargs)
+    # nox points TMPDIR into .nox/ inside the checkout, where every pytester run would find
+    # this project's pyproject.toml (its rootdir, addopts, filterwarnings = error) and behave
+    # unlike a user's: the suite's temporary folders stay outside, as for `python -m pytest`.
+    outside = {"TMPDIR": tempfile.gettempdir()}
+    session.run("python", "-m", "pytest", *session.posargs, env=outside)
 
 
 @nox.session(python=supported_pythons())
