@@ -56,6 +56,7 @@ class Controller(Owner):
         self.workers_done: set[str] = set()
         self._recent: dict[str, collections.deque[pytest.TestReport]] = {}
         self._attempts: Counter[tuple[str, str]] = Counter()
+        self._open: set[str] = set()  # workers with an attempt begun and not yet ended
         self._starts: dict[str, float] = {}
         self._inflight: dict[str, dict[str, pytest.TestReport]] = {}
         self.record_tests = not setup_only(config)
@@ -143,12 +144,21 @@ class Controller(Owner):
         worker = str(node.gateway.id) if node is not None else "main"
         self.workers_seen.add(worker)
         if str(report.when) == "???":  # xdist's report for a test whose worker crashed
+            self._open.discard(worker)
             self.tally.reported += 1
             self._record_crash(report, worker)
             return
         if report.failed:
             self.tally.failed_reports += 1
+        if report.when == "setup":
+            # Older pytest-rerunfailures (14.0) logs no teardown for an attempt it reruns: the
+            # next setup ends it, as the worker's recorder counts it.
+            if worker in self._open:
+                self.tally.reported += 1
+                self._attempts[(report.nodeid, worker)] += 1
+            self._open.add(worker)
         if report.when == "teardown":  # an attempt ends at its teardown, as on the worker
+            self._open.discard(worker)
             self.tally.reported += 1
             self._attempts[(report.nodeid, worker)] += 1
         # Only kept, not processed: steps are rebuilt from them if the worker dies.
