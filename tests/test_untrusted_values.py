@@ -171,6 +171,9 @@ def test_hostile_substep_titles_and_parameters(pytester: pytest.Pytester) -> Non
         "value": "<unrepresentable Bad: ValueError in repr()>"
     }
     assert all(s["outcome"] == "passed" for s in subs)
+    if pytest.version_tuple < (9,):  # pytest 8 has no `subtests` fixture: an error, no subtest
+        assert run.step("test_subtests")["setup_outcome"] == "failed"
+        return
     [subtest] = run.substeps(run.step("test_subtests")["id"])
     assert subtest["title"] == "hostile"
     assert "Bad" in json.loads(subtest["parameters"])["value"]
