@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -447,7 +448,10 @@ def test_export_import_and_the_file_option(
     assert f"{bad}:5: reason is missing" in err
     bad.write_text('[[quarantine]]\nnodeid = "a\n')
     err = cli(capsys, "quarantine", "import", f"--file={bad}", db, code=2)
-    assert f"{bad}: not valid TOML" in err and "line 2" in err
+    if sys.version_info >= (3, 11):
+        assert f"{bad}: not valid TOML" in err and "line 2" in err
+    else:  # parse_simple's words (test_the_reader_for_python_3_10_names_the_line)
+        assert f"{bad}:2: a string is not closed on its line" in err
 
 
 # ---- the schema before the quarantine -------------------------------------------------------
@@ -585,7 +589,9 @@ def test_bad_entries_name_the_file_and_line() -> None:
         "must be from 1",
         '[[quarantine]]\nnodeid = "a\\u001b"\nreason = "r"\n': "q.toml:1: nodeid holds control "
         "characters",
-        "other = 1\n": "q.toml: unknown key 'other'",
+        "other = 1\n": "q.toml: unknown key 'other'"
+        if sys.version_info >= (3, 11)
+        else "q.toml:1: expected [[quarantine]] or key = value",  # parse_simple
     }
     for text, message in cases.items():
         with pytest.raises(QuarantineInputError) as error:
