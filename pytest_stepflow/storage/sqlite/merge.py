@@ -607,28 +607,30 @@ class SqliteTarget:
         bounds = stream.bounds()
         step_offset = self._offset("steps", bounds.step_min)
         substep_offset = self._offset("substeps", bounds.substep_min)
-        step_marks = ", ".join(f"?{i}" for i in range(3, 3 + len(STEP_COLUMNS)))
+        # Plain `?` in row order: Python 3.12 deprecates numbered `?NNN` with a sequence
+        # (3.14 refuses it), so a row's unused leading id is dropped instead of skipped.
+        step_marks = ", ".join("?" for _ in STEP_COLUMNS)
         counts.steps = _many(
             c,
             f"INSERT INTO main.steps (id, execution, test_id, {_COPY_STEP_COLUMNS}) "
-            f"VALUES (?1 + {step_offset}, {number}, "
-            f"(SELECT id FROM main.tests WHERE nodeid = ?2), {step_marks})",
+            f"VALUES (? + {step_offset}, {number}, "
+            f"(SELECT id FROM main.tests WHERE nodeid = ?), {step_marks})",
             stream.steps(),
             tick,
         )
-        log_marks = ", ".join(f"?{i}" for i in range(3, 3 + len(LOG_COLUMNS)))
+        log_marks = ", ".join("?" for _ in LOG_COLUMNS)
         counts.logs = _many(
             c,
             f"INSERT INTO main.logs (step_id, {_LOG_COLUMNS}) "
-            f"VALUES (?2 + {step_offset}, {log_marks})",
-            stream.logs(),
+            f"VALUES (? + {step_offset}, {log_marks})",
+            (r[1:] for r in stream.logs()),  # the log's own id is not kept
             tick,
         )
-        sub_marks = ", ".join(f"?{i}" for i in range(4, 4 + len(SUBSTEP_COLUMNS)))
+        sub_marks = ", ".join("?" for _ in SUBSTEP_COLUMNS)
         counts.substeps = _many(
             c,
             f"INSERT INTO main.substeps (id, step_id, parent_id, {_SUBSTEP_COLUMNS}) "
-            f"VALUES (?1 + {substep_offset}, ?2 + {step_offset}, ?3 + {substep_offset}, "
+            f"VALUES (? + {substep_offset}, ? + {step_offset}, ? + {substep_offset}, "
             f"{sub_marks})",
             stream.substeps(),
             tick,
@@ -641,12 +643,12 @@ class SqliteTarget:
                 wanted.setdefault(sha, (stored, name))
                 yield r
 
-        art_marks = ", ".join(f"?{i}" for i in range(4, 4 + len(ARTIFACT_COLUMNS)))
+        art_marks = ", ".join("?" for _ in ARTIFACT_COLUMNS)
         counts.artifacts = _many(
             c,
             f"INSERT INTO main.artifacts (step_id, substep_id, execution, {_ARTIFACT_COLUMNS}) "
-            f"VALUES (?2 + {step_offset}, ?3 + {substep_offset}, {number}, {art_marks})",
-            noting(stream.artifacts()),
+            f"VALUES (? + {step_offset}, ? + {substep_offset}, {number}, {art_marks})",
+            (r[1:] for r in noting(stream.artifacts())),  # the artifact's own id is not kept
             tick,
         )
         c.executemany(
