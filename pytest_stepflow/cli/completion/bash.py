@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_stepflow.cli.completion.shells import data_functions
+from pytest_stepflow.cli.completion.shells import WORD_WALK, data_functions
 from pytest_stepflow.cli.completion.spec import Command
 
 INSTALL = """\
@@ -15,7 +15,8 @@ INSTALL = """\
 # COMP_WORDS are also split at '=' and ':' (COMP_WORDBREAKS), which `--db=PATH` and node ids
 # (`tests/test_a.py::test_b`) are full of. What bash then replaces is the part of the word
 # after its last '=' or ':', so the candidates lose what comes before it.
-WALKER = r"""
+WALKER = (
+    r"""
 __stepflow_offer() {  # add the values of kind $1 that start with $2 (database $3), each after $4
     local c
     case $1 in
@@ -45,32 +46,9 @@ _stepflow() {
     fi
     for ((i = 1; i < ${#words[@]}; i++)); do
         w=${words[i]}
-        if [[ -n $want ]]; then
-            [[ $opt == --db ]] && db=$w
-            want=""
-            continue
-        fi
-        case $w in
-            --db=*) db=${w#--db=} ;;
-            -?*=*) ;;
-            -?*)
-                opt=$w
-                __stepflow_value "$command" "$w"
-                want=$REPLY
-                ;;
-            *)
-                __stepflow_commands "$command"
-                if [[ " $REPLY " == *" $w "* ]]; then
-                    command=${command:+$command }$w
-                    pos=0
-                else
-                    pos+=1
-                fi
-                ;;
-        esac
-    done
-    db=${db/#\~/$HOME}
-    COMPREPLY=()
+"""
+    + WORD_WALK
+    + r"""    COMPREPLY=()
     if [[ -n $want ]]; then
         __stepflow_offer "$want" "$cur" "$db" ""
     elif [[ $cur == -?*=* ]]; then
@@ -99,6 +77,7 @@ _stepflow() {
 
 complete -F _stepflow stepflow
 """
+)
 
 
 def script(top: Command) -> str:

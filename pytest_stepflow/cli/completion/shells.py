@@ -9,6 +9,36 @@ from collections.abc import Iterable
 
 from pytest_stepflow.cli.completion.spec import Command
 
+# The body of bash's and zsh's loop over the words typed before the cursor (both read `w`):
+# which command they name, the value an option still wants, and the line's --db (both
+# shells' syntax alike; each script's own loop header says where the words come from).
+WORD_WALK = r"""        if [[ -n $want ]]; then
+            [[ $opt == --db ]] && db=$w
+            want=""
+            continue
+        fi
+        case $w in
+            --db=*) db=${w#--db=} ;;
+            -?*=*) ;;
+            -?*)
+                opt=$w
+                __stepflow_value "$command" "$w"
+                want=$REPLY
+                ;;
+            *)
+                __stepflow_commands "$command"
+                if [[ " $REPLY " == *" $w "* ]]; then
+                    command=${command:+$command }$w
+                    pos=0
+                else
+                    pos+=1
+                fi
+                ;;
+        esac
+    done
+    db=${db/#\~/$HOME}
+"""
+
 
 def case_function(
     name: str, comment: str, subject: str, branches: Iterable[tuple[str, str]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pytest_stepflow.cli.completion.shells import data_functions
+from pytest_stepflow.cli.completion.shells import WORD_WALK, data_functions
 from pytest_stepflow.cli.completion.spec import Command
 
 INSTALL = """\
@@ -15,7 +15,8 @@ INSTALL = """\
 """
 
 # zsh's words are whole (`=` and `:` split nothing) and quoted as typed: (Q) unquotes them.
-WALKER = r"""
+WALKER = (
+    r"""
 __stepflow_offer() {  # offer the values of kind $1 from the database $2; PREFIX is the start
     local -a found
     case $1 in
@@ -38,32 +39,9 @@ _stepflow() {
     local -i i pos=0
     for ((i = 2; i < CURRENT; i++)); do
         w=${(Q)words[i]}
-        if [[ -n $want ]]; then
-            [[ $opt == --db ]] && db=$w
-            want=""
-            continue
-        fi
-        case $w in
-            --db=*) db=${w#--db=} ;;
-            -?*=*) ;;
-            -?*)
-                opt=$w
-                __stepflow_value "$command" "$w"
-                want=$REPLY
-                ;;
-            *)
-                __stepflow_commands "$command"
-                if [[ " $REPLY " == *" $w "* ]]; then
-                    command=${command:+$command }$w
-                    pos=0
-                else
-                    pos+=1
-                fi
-                ;;
-        esac
-    done
-    db=${db/#\~/$HOME}
-    if [[ -n $want ]]; then
+"""
+    + WORD_WALK
+    + r"""    if [[ -n $want ]]; then
         __stepflow_offer "$want" "$db"
     elif [[ $cur == -?*=* ]]; then
         __stepflow_value "$command" "${cur%%=*}"
@@ -90,6 +68,7 @@ else
     compdef _stepflow stepflow
 fi
 """
+)
 
 
 def script(top: Command) -> str:
