@@ -55,6 +55,16 @@ pytest.register_assert_rewrite("twin_runs")  # its assertions explain themselves
 SUMMARY_KEYS = ("passed", "failed", "errors", "skipped", "xfailed", "xpassed", "rerun", "subtests")
 
 
+# A repository's identity for the tests that commit (their runs record git details).
+GIT_ENV = {
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@e",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@e",
+}
+
+
 def expected_summary(steps: list[dict[str, Any]]) -> Counter[str]:
     """pytest's summary counts derived from our step rows, phase by phase."""
     counts: Counter[str] = Counter()

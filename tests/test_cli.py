@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PostgresStore, SqliteStore, Store, new_store
+from conftest import GIT_ENV, PostgresStore, SqliteStore, Store, new_store
 from records import make_log, make_started, make_step
 
 from pytest_stepflow.cli import build_parser, main
@@ -82,14 +82,6 @@ def test_logs():
 """
 RUNS = 7
 pytestmark = pytest.mark.backends
-
-GIT_ENV = {
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@e",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@e",
-}
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import INNER_ADDOPTS, new_store
+from conftest import GIT_ENV, INNER_ADDOPTS, new_store
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 
 import pytest_stepflow
@@ -100,13 +100,6 @@ def test_shard_a():
 def test_shard_b():
     assert os.environ["SF_SHARD"] != "2", "fails in shard 2"
 """,
-}
-GIT_ENV = {
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@e",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@e",
 }
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from conftest import INNER_ADDOPTS, StepflowRun, Store, new_store
+from conftest import GIT_ENV, INNER_ADDOPTS, StepflowRun, Store, new_store
 from records import make_started, make_step
 
 from pytest_stepflow.cli import main
@@ -102,13 +102,6 @@ def test_d_ok():
 SHARD_FILES = {1: ["test_a.py", "test_common.py"], 2: ["test_b.py", "test_common.py"]}
 SHARD_FILES.update({3: ["test_c.py"], 4: ["test_d.py"]})
 PIPE_2_ORDER = (3, 1, 4, 2)  # pipe-2's shards: runs #6, #7, #8, #9
-GIT_ENV = {
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@e",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@e",
-}
 
 
 @pytest.fixture(scope="module")
