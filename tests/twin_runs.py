@@ -59,9 +59,10 @@ class Side:
 
     @property
     def summary(self) -> str:
-        """pytest's last line, without its duration."""
+        """pytest's last line, without its duration or the `=` padding around it (whose
+        width follows the duration's: `9.80s` and `10.02s` pad differently)."""
         lines = [line for line in self.result.outlines if line.strip()]
-        return _DURATION.sub("", lines[-1]) if lines else ""
+        return _DURATION.sub("", lines[-1]).strip("= ") if lines else ""
 
 
 @dataclasses.dataclass
