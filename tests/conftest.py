@@ -65,6 +65,17 @@ GIT_ENV = {
 }
 
 
+def project_environment(root: Path) -> dict[str, str]:
+    """The environment of a pytest run in a git project at `root`, as outside CI: no CI
+    service's variables, no stepflow or pytest settings from ours, a home and git identity
+    of its own."""
+    env = {k: v for k, v in os.environ.items() if k not in CI_VARIABLES}
+    for name in ("STEPFLOW_RUN_GROUP", "STEPFLOW_SHARD", "STEPFLOW_DB", "PYTEST_ADDOPTS"):
+        env.pop(name, None)
+    env.update(GIT_ENV, HOME=str(root), PYTEST_ADDOPTS=INNER_ADDOPTS)
+    return env
+
+
 def expected_summary(steps: list[dict[str, Any]]) -> Counter[str]:
     """pytest's summary counts derived from our step rows, phase by phase."""
     counts: Counter[str] = Counter()

@@ -17,7 +17,6 @@ import contextlib
 import copy
 import io
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import GIT_ENV, INNER_ADDOPTS, new_store
+from conftest import new_store, project_environment
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 
 import pytest_stepflow
 from pytest_stepflow.cli import build_parser, main
-from pytest_stepflow.environment import CI_VARIABLES
 
 SCHEMAS = Path(pytest_stepflow.__file__).parent / "schemas"
 SUFFIX = ".schema.json"
@@ -109,10 +107,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("schemas")
     for name, text in SUITE.items():
         (root / name).write_text(text)
-    env = {k: v for k, v in os.environ.items() if k not in CI_VARIABLES}
-    for name in ("STEPFLOW_RUN_GROUP", "STEPFLOW_SHARD", "STEPFLOW_DB", "PYTEST_ADDOPTS"):
-        env.pop(name, None)
-    env.update(GIT_ENV, HOME=str(root), PYTEST_ADDOPTS=INNER_ADDOPTS)
+    env = project_environment(root)
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, env=env, check=True)
     subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "c"], cwd=root, env=env)
 

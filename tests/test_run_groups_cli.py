@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,11 +25,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from conftest import GIT_ENV, INNER_ADDOPTS, StepflowRun, Store, new_store
+from conftest import StepflowRun, Store, new_store, project_environment
 from records import make_started, make_step
 
 from pytest_stepflow.cli import main
-from pytest_stepflow.environment import CI_VARIABLES
 from pytest_stepflow.model import ExecutionStarted, Record
 from pytest_stepflow.storage.backend import open_backend
 from pytest_stepflow.storage.location import parse_location
@@ -112,10 +110,7 @@ def history(
     store = new_store(request, backend, root / ".stepflow" / "stepflow.db")
     for name, text in SUITE.items():
         (root / name).write_text(text)
-    env = {k: v for k, v in os.environ.items() if k not in CI_VARIABLES}
-    for name in ("STEPFLOW_RUN_GROUP", "STEPFLOW_SHARD", "STEPFLOW_DB", "PYTEST_ADDOPTS"):
-        env.pop(name, None)
-    env.update(GIT_ENV, HOME=str(root), PYTEST_ADDOPTS=INNER_ADDOPTS)
+    env = project_environment(root)
 
     def git(*args: str) -> None:
         subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True)
