@@ -206,6 +206,47 @@ class WorkerLoad:
     last_end: float
 
 
+@dataclasses.dataclass(frozen=True)
+class LiveRun:
+    """One execution as a live view polls it: cheap columns only, no step counts.
+
+    `collected` is the number of tests the session collected (known once collection ends,
+    while the run is still going; None before, and for runs recorded before it was kept).
+    `current` maps each worker (gw0..., or main) to the node id of the test it is running
+    now and when that test began (epoch seconds), as of the last heartbeat (every ~2 s);
+    empty once the run has ended.
+    """
+
+    number: int
+    status: str
+    started_at: str
+    completed_at: str | None
+    heartbeat_at: str | None
+    completed_steps: int
+    collected: int | None
+    worker_count: int
+    current: dict[str, tuple[str, float]]
+
+
+class LiveStep(NamedTuple):
+    """A step as the live view streams it: what the page shows, plus the traceback of a
+    failure or error (clipped by the database), None otherwise."""
+
+    id: int
+    execution: int
+    nodeid: str
+    worker: str
+    attempt: int
+    final: bool
+    kind: str
+    outcome: str
+    duration: float
+    started_at: float
+    completed_at: float
+    reason: str | None
+    longrepr: str | None
+
+
 class AttemptHistory(NamedTuple):
     """Every attempt (skips left out) of one test over a window of runs, in run, worker and
     attempt order: the raw material of the flakiness rule (`query/flakiness.py`). As columns,

@@ -16,6 +16,8 @@ from pytest_stepflow.query.records import (
     AttemptHistory,
     DetailRow,
     FinalOutcome,
+    LiveRun,
+    LiveStep,
     LogRow,
     QuarantineEntry,
     RecentResult,
@@ -63,6 +65,10 @@ class ReadSide(Protocol):
     name: str  # the database as messages name it: a path, or a URL without its password
     artifacts_home: Path  # the folder artifact rows' `stored_path`s are relative to
     has_full_text: bool  # whether `search` has an index (else it scans)
+    # How far below the highest step id seen a step committed later can still have its id:
+    # 0 where ids follow commit order (SQLite: one writer at a time), else a window that a
+    # live view re-reads (a server's sequences hand out ids before the commits land).
+    id_reorder_window: int
 
     def __enter__(self) -> ReadSide: ...
 
@@ -182,6 +188,17 @@ class ReadSide(Protocol):
     ) -> list[SearchHit]: ...
 
     def iter_steps(self, number: Numbers) -> Iterator[StepDetail]: ...
+
+    def live_runs(self, *, after: int, numbers: Sequence[int] = ()) -> list[LiveRun]:
+        """The executions a live view watches, by number ascending: those numbered above
+        `after`, those still `running`, and those in `numbers`. One cheap query (columns of
+        `executions` only, no step counts): the server asks it a few times a second."""
+
+    def steps_after(
+        self, number: int, after_id: int, *, limit: int, clip: int
+    ) -> list[LiveStep]:
+        """Steps of execution `number` with an id above `after_id`, by id, at most `limit`;
+        a failed or error step carries its longrepr clipped to `clip` characters."""
 
     def quarantine(self, *, include_left: bool = False) -> list[QuarantineEntry]:
         """The tests in quarantine now, by node id; with `include_left` every past stay
