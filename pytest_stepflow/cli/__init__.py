@@ -21,6 +21,7 @@ from pytest_stepflow.cli import (
     queries,
     report,
     runs,
+    serve,
 )
 from pytest_stepflow.cli.common import (
     BAD_INPUT,
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         merge,
         quarantine,
         report,
+        serve,
         completion,
     ):
         module.register(sub)

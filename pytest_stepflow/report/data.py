@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,8 @@ DETAIL_BUDGET = 48 * 1024 * 1024  # characters of detail text embedded for one r
 VALUE_CLIP = 4096  # a property or parameter value
 HISTORY_RUNS = 10
 TREND_RUNS = 20
+# Where the page finds an artifact's file: a URL path, or None when there is no link.
+Link = Callable[[StoredArtifact], "str | None"]
 IMAGE_TYPES = frozenset(
     {
         "image/png",
@@ -223,9 +225,11 @@ def build(
     *,
     clip: int = CLIP,
     budget: int = DETAIL_BUDGET,
+    link: Link | None = None,
 ) -> dict[str, Any]:
     """The report's data for run `number` (or the selection's: a run group's when it
-    names one); artifact links relative to `report_dir`."""
+    names one); artifact links relative to `report_dir`, or made by `link` (a server's
+    links by id)."""
     found = report_inputs(
         db,
         number,
@@ -234,11 +238,18 @@ def build(
         history_runs=HISTORY_RUNS,
         trend_runs=TREND_RUNS,
     )
-    return encode(found, report_dir, clip=clip, budget=budget)
+    return encode(
+        found, link or relative_links(found.artifacts_home, report_dir), clip=clip, budget=budget
+    )
+
+
+def relative_links(db_dir: Path, report_dir: Path) -> Link:
+    """Links from a report file in `report_dir` to the artifact store next to the database."""
+    return lambda a: artifact_href(db_dir, a.stored_path, report_dir)
 
 
 def encode(
-    found: ReportInputs, report_dir: Path, *, clip: int = CLIP, budget: int = DETAIL_BUDGET
+    found: ReportInputs, link: Link, *, clip: int = CLIP, budget: int = DETAIL_BUDGET
 ) -> dict[str, Any]:
     """The report's data, laid out for the page, from what the query layer found."""
     run, steps, group = found.run, found.steps, found.group
@@ -320,9 +331,8 @@ def encode(
         if s.nodeid in flaky_ids and s.kind == "test":
             flaky_rows.append(row)
 
-    db_dir = found.artifacts_home
-    details, reasons, stats = _details(found, row_of, t0, report_dir, clip, budget)
-    run_artifacts = [_artifact(a, db_dir, report_dir) for a in found.artifacts if a.step_id is None]
+    details, reasons, stats = _details(found, row_of, t0, link, clip, budget)
+    run_artifacts = [_artifact(a, link) for a in found.artifacts if a.step_id is None]
     columns = {
         "f": col_f,
         "n": col_n,
@@ -418,14 +428,14 @@ def _group_trend(groups: Sequence[RunGroup], current: RunGroup) -> list[dict[str
     ]
 
 
-def _artifact(a: StoredArtifact, db_dir: Path, report_dir: Path) -> dict[str, Any]:
+def _artifact(a: StoredArtifact, link: Link) -> dict[str, Any]:
     mime = (a.mime_type or "").lower()
     return {
         "name": a.name,
         "mime": a.mime_type,
         "size": a.size,
         "path": a.stored_path,
-        "href": artifact_href(db_dir, a.stored_path, report_dir),
+        "href": link(a),
         "image": mime in IMAGE_TYPES,
         "substep": a.substep_id,
     }
@@ -447,7 +457,7 @@ def _details(
     found: ReportInputs,
     row_of: dict[int, int],
     t0: float,
-    report_dir: Path,
+    link: Link,
     clip: int,
     budget: int,
 ) -> tuple[dict[str, dict[str, Any]], list[list[Any]], dict[str, int]]:
@@ -492,9 +502,7 @@ def _details(
     artifacts: dict[int, list[dict[str, Any]]] = {}
     for a in found.artifacts:
         if a.step_id is not None:
-            artifacts.setdefault(a.step_id, []).append(
-                _artifact(a, found.artifacts_home, report_dir)
-            )
+            artifacts.setdefault(a.step_id, []).append(_artifact(a, link))
 
     rows = list(found.details)
     # Failures first, so a budget that runs out leaves out passing output, not tracebacks.

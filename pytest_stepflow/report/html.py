@@ -62,8 +62,9 @@ def _asset(name: str) -> str:
         ) from exc
 
 
-def render(payload: dict[str, Any]) -> str:
-    """The complete HTML document for the report data `payload`."""
+def render(payload: dict[str, Any], *, nonce: str | None = None) -> str:
+    """The complete HTML document for the report data `payload`; its scripts and styles
+    carry `nonce` (a new one when not given: a server sends it in its own CSP header too)."""
     template, css, js = (_asset(name) for name in _ASSETS)
     run = payload["run"]
     group = payload.get("group")
@@ -73,7 +74,7 @@ def render(payload: dict[str, Any]) -> str:
         title = f"stepflow run #{run['number']}" + (f" {run['name']}" if run.get("name") else "")
         status = run["status"]
     parts = {
-        "nonce": secrets.token_urlsafe(18),
+        "nonce": nonce or secrets.token_urlsafe(18),
         "title": html.escape(f"{title} - {status}"),
         "css": css,
         "js": js,

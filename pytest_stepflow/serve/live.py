@@ -1,0 +1,388 @@
+"""What the live pages see: one poller for every open page, and each watched run's state.
+
+A page never polls the database itself. `Hub` polls it once a tick (`INTERVAL`), only
+while some page listens, however many pages are open; each tick reads the executions that
+are new or running (`ReadSide.live_runs`) and, of each watched run, the steps written since
+the last one seen (`ReadSide.steps_after`). Pages get *events*: numbered increments kept in
+a short log per topic, so a page that falls behind (or reconnects) gets a fresh snapshot
+instead of what it missed.
+
+A run's counts, failures and newest steps are kept here from the rows as they come, never
+recounted: a 60,000-step run costs one pass over its rows when first watched, then only
+its new rows.
+
+The database may be locked, truncated, replaced or deleted while the server runs: a tick
+that cannot read says why (a `problem` event every page shows) and the next tick tries
+again. A run whose execution id changed under its number (the file was replaced) starts
+over, and its pages are told to take a new snapshot.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pytest_stepflow.query.records import FAILING, LiveRun, LiveStep
+from pytest_stepflow.query.run_history import MARGIN
+from pytest_stepflow.query.shards import medians
+from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.storage.reading import ReadSide
+from pytest_stepflow.timestamps import parse_iso
+
+INTERVAL = 0.5  # seconds between two reads of the database, whatever the number of pages
+PAGE = 5_000  # steps read in one question
+LOG_EVENTS = 200  # events a topic keeps for pages that are a little behind
+KEEP_FAILURES = 500  # failures of a run kept with their traceback for its page
+TRACEBACK_CLIP = 16 * 1024  # characters of a failure's traceback sent live
+RECENT_STEPS = 60  # the newest steps a run page shows
+IDLE_WATCH = 60.0  # seconds a run is still watched after its last page left
+ETA_HISTORY_RUNS = 5
+
+
+class Topic:
+    """Numbered events of one subject (the runs list, or one run), newest `LOG_EVENTS`."""
+
+    def __init__(self) -> None:
+        self.events: collections.deque[tuple[int, str, dict[str, Any]]] = collections.deque(
+            maxlen=LOG_EVENTS
+        )
+        self.seq = 0
+
+    def add(self, name: str, data: dict[str, Any]) -> None:
+        self.seq += 1
+        self.events.append((self.seq, name, data))
+
+    def since(self, seq: int) -> list[tuple[int, str, dict[str, Any]]] | None:
+        """The events after `seq`, or None when some of them are gone (a snapshot is due)."""
+        if seq >= self.seq:
+            return []
+        if not self.events or self.events[0][0] > seq + 1:
+            return None
+        return [e for e in self.events if e[0] > seq]
+
+
+def step_json(step: LiveStep) -> dict[str, Any]:
+    return {
+        "id": step.id,
+        "nodeid": step.nodeid,
+        "worker": step.worker,
+        "attempt": step.attempt,
+        "final": step.final,
+        "kind": step.kind,
+        "outcome": step.outcome,
+        "duration": step.duration,
+        "completed_at": step.completed_at,
+        "reason": step.reason,
+    }
+
+
+def failure_json(step: LiveStep) -> dict[str, Any]:
+    data = step_json(step)
+    text = step.longrepr or ""
+    data["longrepr"] = text[:TRACEBACK_CLIP]
+    data["clipped"] = len(text) > TRACEBACK_CLIP
+    return data
+
+
+def run_json(run: LiveRun) -> dict[str, Any]:
+    return {
+        "number": run.number,
+        "status": run.status,
+        "started_at": run.started_at,
+        "completed_at": run.completed_at,
+        "heartbeat_at": run.heartbeat_at,
+        "completed_steps": run.completed_steps,
+        "collected": run.collected,
+        "worker_count": run.worker_count,
+        "current": {w: {"nodeid": n, "since": t} for w, (n, t) in sorted(run.current.items())},
+    }
+
+
+@dataclasses.dataclass
+class Watch:
+    """One run as its pages see it, built from its rows as they are read."""
+
+    number: int
+    run: LiveRun | None = None
+    execution_key: tuple[str, str] | None = None  # (started_at, ...) seen first: replaced?
+    last_id: int = 0
+    seen_ids: set[int] = dataclasses.field(default_factory=set)  # within the reorder window
+    counts: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    reruns: int = 0
+    busy: float = 0.0  # seconds of the final steps so far
+    failures: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    failures_total: int = 0
+    recent: collections.deque[dict[str, Any]] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=RECENT_STEPS)
+    )
+    seen: set[str] = dataclasses.field(default_factory=set)  # node ids with a final step
+    expected: dict[str, float] | None = None  # recorded durations, for the ETA
+    topic: Topic = dataclasses.field(default_factory=Topic)
+    listeners: int = 0
+    left_at: float = 0.0
+    loaded: bool = False
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def take(self, steps: list[LiveStep]) -> list[LiveStep]:
+        """Count `steps` (those not seen yet); return the new ones."""
+        new: list[LiveStep] = []
+        for step in steps:
+            if step.id in self.seen_ids:
+                continue
+            new.append(step)
+            self.seen_ids.add(step.id)
+            if step.final:
+                self.counts[step.outcome] += 1
+                self.busy += step.duration
+                self.seen.add(step.nodeid)
+            else:
+                self.reruns += 1
+            if step.outcome in FAILING:
+                self.failures_total += 1
+                if len(self.failures) < KEEP_FAILURES:
+                    self.failures.append(failure_json(step))
+            self.recent.append(step_json(step))
+        if steps:
+            self.last_id = max(self.last_id, max(s.id for s in steps))
+        return new
+
+    def eta(self, now: float) -> float | None:
+        """Seconds until the run ends, from the recorded durations of the tests still to run
+        (the median of their last runs); None until the number of tests is known."""
+        run = self.run
+        if run is None or run.status != "running" or run.collected is None:
+            return None
+        remaining = max(0, run.collected - self.done)
+        if remaining == 0:
+            return 0.0
+        expected = self.expected or {}
+        left = [seconds for nodeid, seconds in expected.items() if nodeid not in self.seen]
+        if left:
+            per_test = statistics.fmean(left)
+        elif self.done:
+            per_test = self.busy / self.done
+        else:
+            return None
+        return remaining * per_test / max(1, run.worker_count)
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        return {
+            "seq": self.topic.seq,
+            "run": run_json(self.run) if self.run else None,
+            "counts": dict(self.counts),
+            "done": self.done,
+            "reruns": self.reruns,
+            "failures": self.failures,
+            "failures_total": self.failures_total,
+            "recent": list(self.recent),
+            "eta": self.eta(now),
+        }
+
+
+Opener = Callable[[], ReadSide]
+
+
+class Hub:
+    """The one poller. Pages `listen` to a topic; the poller's thread runs while any do."""
+
+    def __init__(self, opener: Opener, *, interval: float = INTERVAL) -> None:
+        self._open = opener
+        self.interval = interval
+        self.changed = threading.Condition()
+        self.runs = Topic()  # the runs list: new runs, progress, ends
+        self.runs_listeners = 0
+        self.watches: dict[int, Watch] = {}
+        self.problem: str | None = None  # why the last tick could not read the database
+        self.ticks = 0
+        self._latest = 0  # the highest execution number seen
+        self._runs: dict[int, LiveRun] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- pages ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="stepflow-serve-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self.changed:
+            self.changed.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def watch(self, number: int) -> Watch:
+        """Run `number`'s state, read now if this is its first page (under the lock, so a
+        page never sees a half-read run)."""
+        with self.changed:
+            watch = self.watches.get(number)
+            if watch is None:
+                watch = self.watches[number] = Watch(number)
+            if not watch.loaded:
+                self._read_watches([watch])
+            return watch
+
+    @contextlib.contextmanager
+    def listen(self, number: int | None) -> Iterator[Topic]:
+        """Keep the poller reading for a page of run `number` (None: the runs list) while
+        the block runs; yields the topic whose events the page gets."""
+        with self.changed:
+            if number is None:
+                self.runs_listeners += 1
+                topic = self.runs
+            else:
+                watch = self.watch(number)
+                watch.listeners += 1
+                topic = watch.topic
+        try:
+            yield topic
+        finally:
+            with self.changed:
+                if number is None:
+                    self.runs_listeners -= 1
+                else:
+                    watch = self.watches.get(number, watch)
+                    watch.listeners -= 1
+                    watch.left_at = time.time()
+
+    def wait(self, topic: Topic, seq: int, timeout: float) -> None:
+        """Block until `topic` has events after `seq`, the hub stops, or `timeout`."""
+        with self.changed:
+            self.changed.wait_for(lambda: topic.seq > seq or self.stopped, timeout=timeout)
+
+    # -- the poller -------------------------------------------------------------------------
+
+    def _listened(self) -> bool:
+        return self.runs_listeners > 0 or any(w.listeners for w in self.watches.values())
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            with self.changed:
+                if self._listened():
+                    self.tick()
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
+
+    def tick(self) -> None:
+        """One read of the database for every listening page; the caller holds `changed`."""
+        self.ticks += 1
+        now = time.time()
+        for number, watch in list(self.watches.items()):
+            if not watch.listeners and now - watch.left_at > IDLE_WATCH:
+                del self.watches[number]
+        self._read_watches(list(self.watches.values()))
+        self.changed.notify_all()
+
+    def _read_watches(self, watches: list[Watch]) -> None:
+        try:
+            with self._open() as db:
+                self._read_runs(db, [w.number for w in watches])
+                for watch in watches:
+                    self._read_watch(db, watch)
+        except StorageError as exc:
+            self._set_problem(exc.message("--db"))
+            return
+        except Exception as exc:  # a tick never ends the server; the page says what broke
+            self._set_problem(f"cannot read the database: {type(exc).__name__}: {exc}")
+            return
+        self._set_problem(None)
+
+    def _set_problem(self, problem: str | None) -> None:
+        if problem == self.problem:
+            return
+        self.problem = problem
+        self.runs.add("problem", {"message": problem})
+        for watch in self.watches.values():
+            watch.topic.add("problem", {"message": problem})
+
+    def _read_runs(self, db: ReadSide, numbers: list[int]) -> None:
+        found = db.live_runs(after=self._latest, numbers=numbers)
+        changed: list[dict[str, Any]] = []
+        for run in found:
+            if self._runs.get(run.number) != run:
+                self._runs[run.number] = run
+                changed.append(run_json(run))
+            self._latest = max(self._latest, run.number)
+        for number, run in list(self._runs.items()):
+            if run.status != "running" and number not in numbers and number < self._latest:
+                del self._runs[number]  # ended and shown: the list page has it
+        if changed:
+            self.runs.add("runs", {"runs": changed, "latest": self._latest})
+
+    def _read_watch(self, db: ReadSide, watch: Watch) -> None:
+        run = self._runs.get(watch.number)
+        if run is None:
+            found = [r for r in db.live_runs(after=watch.number - 1) if r.number == watch.number]
+            if not found:
+                watch.topic.add("gone", {"number": watch.number})
+                return
+            run = found[0]
+        key = (run.started_at, str(run.worker_count))
+        if watch.execution_key is not None and watch.execution_key != key:
+            self._restart(watch)
+        watch.execution_key = key
+        window = db.id_reorder_window
+        while True:
+            after = max(0, watch.last_id - window)
+            steps = db.steps_after(watch.number, after, limit=PAGE, clip=TRACEBACK_CLIP)
+            new = watch.take(steps)
+            if window:  # forget ids that fell out of the window
+                floor = watch.last_id - window
+                watch.seen_ids = {i for i in watch.seen_ids if i > floor}
+            if new and watch.loaded:
+                watch.topic.add(
+                    "steps",
+                    {
+                        "steps": [step_json(s) for s in new[-RECENT_STEPS:]],
+                        "failures": [failure_json(s) for s in new if s.outcome in FAILING][
+                            : max(0, KEEP_FAILURES - (watch.failures_total - len(new)))
+                        ],
+                        "counts": dict(watch.counts),
+                        "done": watch.done,
+                        "reruns": watch.reruns,
+                        "failures_total": watch.failures_total,
+                    },
+                )
+            if len(steps) < PAGE:
+                break
+        if watch.expected is None and run.status == "running":
+            watch.expected = self._expected(db, run)
+        if run != watch.run or not watch.loaded:
+            # Every heartbeat (~2 s) changes the row: the page's ETA follows it.
+            watch.run = run
+            watch.topic.add("run", {"run": run_json(run), "eta": watch.eta(time.time())})
+        watch.loaded = True
+
+    def _restart(self, watch: Watch) -> None:
+        fresh = Watch(watch.number, topic=watch.topic, listeners=watch.listeners)
+        self.watches[watch.number] = fresh
+        watch.__dict__.update(fresh.__dict__)
+        watch.topic.add("reset", {"number": watch.number})
+
+    @staticmethod
+    def _expected(db: ReadSide, run: LiveRun) -> dict[str, float]:
+        """The recorded durations of the tests, as of the run's start (query/run_history)."""
+        try:
+            start = parse_iso(run.started_at).timestamp()
+        except ValueError:
+            return {}
+        results = db.recent_results(
+            last_runs=ETA_HISTORY_RUNS,
+            completed_before=run.started_at,
+            steps_before=start - MARGIN,
+        )
+        return medians({n: [r.duration for r in found] for n, found in results.items()})

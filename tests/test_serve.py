@@ -1,0 +1,499 @@
+"""`stepflow serve` over HTTP: a real server on a free port, real SQLite files written the way
+the writer writes them, and real HTTP (http.client), including the event stream.
+
+The pages themselves are driven in Chromium in test_serve_browser.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import wait_for
+from records import make_artifact, make_finished, make_started, make_step
+
+from pytest_stepflow.cli import main
+from pytest_stepflow.model import Heartbeat
+from pytest_stepflow.serve.server import Server, artifact_headers, running
+from pytest_stepflow.storage.sqlite.bootstrap import start_execution
+from pytest_stepflow.storage.sqlite.connection import open_for_writing
+from pytest_stepflow.storage.sqlite.operations import WriteCache, apply_batch
+
+HOSTILE = "</script><script>alert(1)</script>\u202e"
+
+
+# -- a database written as the writer writes it ----------------------------------------------
+
+
+class Recorder:
+    """Writes one execution's records into a real database file, batch by batch."""
+
+    def __init__(self, db: Path, **started: Any) -> None:
+        self.db = db
+        self.started = make_started(**started)
+        start_execution(db, self.started)
+        self.cache = WriteCache()
+        self.index = 0
+
+    def write(self, records: list[Any]) -> None:
+        conn = open_for_writing(self.db)
+        try:
+            apply_batch(conn, records, self.cache)
+        finally:
+            conn.close()
+
+    def steps(self, count: int, **changes: Any) -> list[Any]:
+        made = []
+        for _ in range(count):
+            self.index += 1
+            made.append(
+                make_step(
+                    self.started.id,
+                    f"tests/test_live.py::test_{self.index:05d}",
+                    item_index=self.index,
+                    **changes,
+                )
+            )
+        return made
+
+    def heartbeat(self, completed: int, live: str | None) -> Heartbeat:
+        return Heartbeat(self.started.id, "2030-01-01T00:00:00.000000Z", completed, None, live)
+
+    def finish(self, **changes: Any) -> None:
+        self.write([make_finished(self.started.id, **changes)])
+
+
+def recorded(tmp_path: Path, steps: int = 5, failed: int = 1) -> tuple[Path, Recorder]:
+    db = tmp_path / "stepflow.db"
+    rec = Recorder(db)
+    rec.write(
+        [
+            *rec.steps(steps - failed),
+            *rec.steps(failed, outcome="failed", longrepr=f"E   AssertionError {HOSTILE}"),
+        ]
+    )
+    rec.finish(status="failed")
+    return db, rec
+
+
+# -- HTTP -------------------------------------------------------------------------------------
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+
+def request(
+    server: Server,
+    path: str,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+) -> Response:
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(str(host), int(port), timeout=30)
+    try:
+        conn.request(method, path, headers=headers or {})
+        reply = conn.getresponse()
+        body = reply.read()
+        return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, body)
+    finally:
+        conn.close()
+
+
+class Events:
+    """A reader of one event stream: `next(name)` returns the data of the next event of
+    that name (skipping others), or fails after the timeout."""
+
+    def __init__(self, server: Server, path: str, headers: dict[str, str] | None = None) -> None:
+        host, port = server.server_address[:2]
+        self.conn = http.client.HTTPConnection(str(host), int(port), timeout=30)
+        self.conn.request("GET", path, headers=headers or {})
+        self.reply = self.conn.getresponse()
+        assert self.reply.status == 200, self.reply.read()
+        assert self.reply.getheader("Content-Type", "").startswith("text/event-stream")
+        self.seen: list[tuple[str, Any]] = []
+
+    def event(self) -> tuple[str, Any]:
+        name, data = "message", ""
+        while True:
+            line = self.reply.fp.readline()
+            if not line:
+                raise EOFError("the event stream ended")
+            text = line.decode("utf-8").rstrip("\n")
+            if text.startswith("event: "):
+                name = text[len("event: ") :]
+            elif text.startswith("data: "):
+                data += text[len("data: ") :]
+            elif text == "" and data:
+                found = (name, json.loads(data))
+                self.seen.append(found)
+                return found
+
+    def next(self, name: str) -> Any:
+        while True:
+            found, data = self.event()
+            if found == name:
+                return data
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@contextlib.contextmanager
+def events(server: Server, path: str, **kw: Any) -> Iterator[Events]:
+    stream = Events(server, path, **kw)
+    try:
+        yield stream
+    finally:
+        stream.close()
+
+
+# -- the answers --------------------------------------------------------------------------------
+
+
+def cli_json(db: Path, *args: str) -> Any:
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_stepflow", *args, f"--db={db}", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_runs_api_answers_as_the_runs_command(tmp_path: Path) -> None:
+    db, _ = recorded(tmp_path)
+    second = Recorder(db)
+    second.write(second.steps(3))
+    second.finish(status="passed")
+    with running(db) as server:
+        answer = request(server, "/api/runs")
+        assert answer.status == 200
+        assert answer.headers["content-type"] == "application/json; charset=utf-8"
+        runs = answer.json()["runs"]
+        assert runs == cli_json(db, "runs")
+        assert [r["number"] for r in runs] == [2, 1]
+        failed = request(server, "/api/runs?status=failed").json()["runs"]
+        assert [r["number"] for r in failed] == [1]
+        bad = request(server, "/api/runs?limit=lots")
+        assert bad.status == 400 and bad.json() == {"error": "limit='lots' is not a whole number"}
+
+
+def test_flaky_search_diff_and_history_answer_as_the_commands(tmp_path: Path) -> None:
+    db = tmp_path / "stepflow.db"
+    for outcome in ("passed", "failed", "passed", "failed"):
+        rec = Recorder(db)
+        longrepr = "E   ConnectionResetError: peer" if outcome == "failed" else None
+        rec.write([make_step(rec.started.id, "t.py::test_flip", outcome=outcome, longrepr=longrepr)])
+        rec.finish(status=outcome)
+    with running(db) as server:
+        flaky = request(server, "/api/flaky?last=10").json()
+        assert flaky == cli_json(db, "flaky", "--last=10")
+        assert [t["nodeid"] for t in flaky["tests"]] == ["t.py::test_flip"]
+        hits = request(server, "/api/search?q=ConnectionResetError").json()
+        assert hits["hits"] == cli_json(db, "search", "ConnectionResetError")
+        assert len(hits["hits"]) == 2
+        diff = request(server, "/api/diff?a=latest~1&b=latest").json()
+        expected = cli_json(db, "diff", "latest~1", "latest")
+        assert {k: diff[k] for k in expected} == expected
+        assert [c["nodeid"] for c in diff["new_failures"]] == ["t.py::test_flip"]
+        test = request(server, "/api/test?nodeid=t.py::test_flip").json()
+        assert test["history"] == cli_json(db, "history", "t.py::test_flip")
+        assert [f["run"] for f in test["failures"]] == [4, 2]
+        assert all("ConnectionResetError" in f["longrepr"] for f in test["failures"])
+        assert test["run"] == 4 and test["attempts"][0]["step"]["outcome"] == "failed"
+        unknown = request(server, "/api/test?nodeid=t.py::test_nope")
+        assert unknown.status == 404 and "no test 't.py::test_nope'" in unknown.json()["error"]
+        missing = request(server, "/api/diff?a=99&b=latest")
+        assert missing.status == 404 and "no run '99'" in missing.json()["error"]
+
+
+# -- security ----------------------------------------------------------------------------------
+
+
+def test_read_only_no_cors_and_a_policy_on_every_page(tmp_path: Path) -> None:
+    db, _ = recorded(tmp_path)
+    before = db.read_bytes()
+    with running(db) as server:
+        for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+            answer = request(server, "/api/runs", method=method)
+            assert answer.status == 405, method
+            assert answer.headers["allow"] == "GET, HEAD"
+        for path in ("/", "/runs", "/run/1", "/test?nodeid=x", "/api/runs", "/static/serve.js"):
+            answer = request(server, path, headers={"Origin": "https://evil.example"})
+            assert answer.status == 200, path
+            assert "access-control-allow-origin" not in answer.headers
+            assert answer.headers["x-content-type-options"] == "nosniff"
+            policy = answer.headers["content-security-policy"]
+            assert "default-src 'none'" in policy and "'unsafe-inline'" not in policy
+        page = request(server, "/runs").text
+        assert "<script src=\"/static/serve.js\" defer></script>" in page
+        head = request(server, "/api/runs", method="HEAD")
+        assert head.status == 200 and head.body == b""
+        assert request(server, "/nowhere").status == 404
+        assert request(server, "/static/../../etc/passwd").status == 404
+    assert db.read_bytes() == before  # nothing written by any of it (a WAL file aside)
+
+
+def test_loopback_server_refuses_other_host_names(tmp_path: Path) -> None:
+    db, _ = recorded(tmp_path)
+    with running(db) as server:
+        port = server.server_address[1]
+        rebound = request(server, "/api/runs", headers={"Host": f"attacker.example:{port}"})
+        assert rebound.status == 403
+        assert "loopback only" in rebound.text
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+            assert request(server, "/api/runs", headers={"Host": host}).status == 200
+
+
+def test_token_in_the_address_becomes_a_cookie(tmp_path: Path) -> None:
+    db, _ = recorded(tmp_path)
+    token = "s3cret-token-of-enough-length"
+    with running(db, token=token) as server:
+        assert request(server, "/api/runs").status == 401
+        assert request(server, "/runs?token=wrong-token-of-enough-len").status == 401
+        assert request(server, "/events").status == 401
+        entered = request(server, f"/run/1?token={token}&x=1")
+        assert entered.status == 303
+        assert entered.headers["location"] == "/run/1?x=1"
+        cookie = entered.headers["set-cookie"]
+        assert cookie == f"stepflow_token={token}; HttpOnly; SameSite=Strict; Path=/"
+        with_cookie = {"Cookie": f"other=1; stepflow_token={token}"}
+        assert request(server, "/api/runs", headers=with_cookie).status == 200
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert request(server, "/api/runs", headers=bearer).status == 200
+        with events(server, "/events", headers=bearer) as stream:
+            assert stream.next("snapshot") == {"problem": None}
+
+
+def test_artifacts_only_by_id_with_a_safe_download(tmp_path: Path) -> None:
+    db = tmp_path / "stepflow.db"
+    rec = Recorder(db)
+    store = db.parent / "artifacts" / "ab"
+    store.mkdir(parents=True)
+    png = b"\x89PNG\r\n\x1a\nfake"
+    (store / "png").write_bytes(png)
+    (store / "svg").write_bytes(b"<svg onload=alert(1)></svg>")
+    step = make_step(
+        rec.started.id,
+        "t.py::test_a",
+        artifacts=(
+            make_artifact("../../shot \"1\".png", stored_path="artifacts/ab/png", size=len(png)),
+            make_artifact("x.svg", mime_type="image/svg+xml", stored_path="artifacts/ab/svg"),
+            make_artifact("evil", mime_type="text/html", stored_path="../../../etc/hostname"),
+        ),
+    )
+    rec.write([step])
+    rec.finish()
+    ids = [row[0] for row in sqlite3.connect(db).execute("SELECT id FROM artifacts ORDER BY id")]
+    with running(db) as server:
+        image = request(server, f"/artifact/{ids[0]}")
+        assert image.status == 200 and image.body == png
+        assert image.headers["content-type"] == "image/png"
+        disposition = image.headers["content-disposition"]
+        assert disposition.startswith('inline; filename="shot _1_.png"; filename*=UTF-8\'\'')
+        assert "sandbox" in image.headers["content-security-policy"]
+        vector = request(server, f"/artifact/{ids[1]}")
+        assert vector.headers["content-type"] == "application/octet-stream"
+        assert vector.headers["content-disposition"].startswith("attachment;")
+        outside = request(server, f"/artifact/{ids[2]}")
+        assert outside.status == 404 and "outside" in outside.json()["error"]
+        assert request(server, "/artifact/999").status == 404
+        assert request(server, "/artifact/artifacts%2Fab%2Fpng").status == 404
+        report = request(server, "/run/1/report").text
+        assert f'"href":"/artifact/{ids[0]}"' in report
+
+
+def test_artifact_names_cannot_break_the_header() -> None:
+    kind, headers = artifact_headers('a"\r\nSet-Cookie: x=1;.png', "image/png")
+    assert kind == "image/png"
+    value = headers["Content-Disposition"]
+    assert "\r" not in value and "\n" not in value and value.count('"') == 2
+
+
+def test_report_page_carries_its_nonce_in_the_header(tmp_path: Path) -> None:
+    db, _ = recorded(tmp_path)
+    with running(db) as server:
+        page = request(server, "/run/1/report")
+        assert page.status == 200
+        nonce = re.search(r"script-src 'nonce-([^']+)'", page.headers["content-security-policy"])
+        assert nonce is not None
+        assert f'<script nonce="{nonce.group(1)}">' in page.text
+        assert "frame-ancestors 'self'" in page.headers["content-security-policy"]
+        assert HOSTILE not in page.text  # embedded as JSON with < escaped
+        assert request(server, "/run/9/report").status == 404
+
+
+# -- live ------------------------------------------------------------------------------------
+
+
+def live_json(rec: Recorder, collected: int, current: dict[str, list[Any]]) -> str:
+    return json.dumps({"collected": collected, "current": current})
+
+
+def test_event_stream_brings_steps_failures_and_the_end(tmp_path: Path) -> None:
+    db = tmp_path / "stepflow.db"
+    rec = Recorder(db)
+    rec.write([*rec.steps(3), rec.heartbeat(3, live_json(rec, 10, {}))])
+    with running(db) as server, events(server, "/events?run=1") as stream:
+        snapshot = stream.next("snapshot")
+        assert snapshot["done"] == 3 and snapshot["counts"] == {"passed": 3}
+        assert snapshot["run"]["status"] == "running" and snapshot["run"]["collected"] == 10
+        now = time.time()
+        rec.write(
+            [
+                *rec.steps(2, outcome="failed", longrepr=f"E   boom {HOSTILE}", worker="gw1"),
+                rec.heartbeat(5, live_json(rec, 10, {"gw0": ["t.py::test_slow", now - 3]})),
+            ]
+        )
+        batch = stream.next("steps")
+        while batch["done"] < 5:
+            batch = stream.next("steps")
+        assert batch["counts"] == {"passed": 3, "failed": 2}
+        assert [f["longrepr"] for f in batch["failures"]][-1] == f"E   boom {HOSTILE}"
+        run = stream.next("run")
+        while not run["run"]["current"]:
+            run = stream.next("run")
+        assert run["run"]["current"] == {"gw0": {"nodeid": "t.py::test_slow", "since": now - 3}}
+        assert run["eta"] is not None and run["eta"] > 0
+        rec.finish(status="failed")
+        while run["run"]["status"] == "running":
+            run = stream.next("run")
+        assert run["run"]["status"] == "failed" and run["run"]["current"] == {}
+        live = request(server, "/api/live?run=1").json()
+        assert live["done"] == 5 and live["failures_total"] == 2
+        assert live["header"]["status"] == "failed"
+
+
+def test_one_poller_for_many_pages(tmp_path: Path) -> None:
+    db = tmp_path / "stepflow.db"
+    rec = Recorder(db)
+    rec.write(rec.steps(1))
+    with running(db) as server, contextlib.ExitStack() as stack:
+        streams = [stack.enter_context(events(server, "/events?run=1")) for _ in range(8)]
+        for stream in streams:
+            stream.next("snapshot")
+        hub = server.app.hub
+        start = hub.ticks
+        rec.write(rec.steps(4))
+        for stream in streams:
+            data = stream.next("steps")
+            while data["done"] < 5:
+                data = stream.next("steps")
+        # However many pages, one read of the database a tick; a tick every INTERVAL.
+        ticks = hub.ticks - start
+        began = time.monotonic()
+        wait_for(lambda: hub.ticks >= start + ticks + 4, "four more ticks")
+        elapsed = time.monotonic() - began
+        assert elapsed >= 3 * hub.interval
+
+
+def test_the_database_deleted_and_replaced_under_the_server(tmp_path: Path) -> None:
+    db, _ = recorded(tmp_path)
+    spare = tmp_path / "spare.db"
+    shutil.copy(db, spare)
+    with running(db) as server, events(server, "/events") as stream:
+        assert stream.next("snapshot") == {"problem": None}
+        os.replace(db, tmp_path / "gone.db")
+        problem = stream.next("problem")["message"]
+        assert str(db) in problem
+        down = request(server, "/api/runs")
+        assert down.status == 503 and str(db) in down.json()["error"]
+        db.write_bytes(b"SQLite format 3\x00" + b"\x00" * 10)  # truncated
+        wait_for(lambda: request(server, "/api/runs").status == 503, "a truncated file refused")
+        message = request(server, "/api/runs").json()["error"]
+        assert str(db) in message and "\n" not in message
+        db.unlink()
+        shutil.copy(spare, db)  # back
+        assert stream.next("problem") == {"message": None}
+        assert request(server, "/api/runs").status == 200
+
+
+def test_a_locked_database_is_said_and_survived(tmp_path: Path) -> None:
+    db, _ = recorded(tmp_path)
+    with running(db) as server, events(server, "/events") as stream:
+        stream.next("snapshot")
+        holder = sqlite3.connect(db, isolation_level=None)
+        try:
+            holder.execute("PRAGMA journal_mode=DELETE")  # no WAL: readers wait on writers
+            holder.execute("BEGIN EXCLUSIVE")
+            assert "locked" in stream.next("problem")["message"]
+        finally:
+            holder.execute("ROLLBACK")
+            holder.execute("PRAGMA journal_mode=WAL")
+            holder.close()
+        assert stream.next("problem") == {"message": None}
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def serve_process(db: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest_stepflow", "serve", f"--db={db}", "--port=0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_command_off_loopback_makes_and_prints_a_token(tmp_path: Path) -> None:
+    db, _ = recorded(tmp_path)
+    process = serve_process(db, "--host=0.0.0.0")
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        found = re.search(r"http://[^:]+:(\d+)/\?token=([\w-]{24,})\s", line)
+        assert found, line
+        port, token = int(found.group(1)), found.group(2)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/api/runs")
+        assert conn.getresponse().status == 401
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/api/runs", headers={"Authorization": f"Bearer {token}"})
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+def test_command_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db, _ = recorded(tmp_path)
+    assert main(["serve", f"--db={tmp_path / 'none.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none.db" in err
+    assert main(["serve", f"--db={db}", "--token=short"]) == 2
+    assert "--token: use at least 16" in capsys.readouterr().err
+    with running(db) as server:
+        port = server.server_address[1]
+        assert main(["serve", f"--db={db}", f"--port={port}"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"stepflow: error: 127.0.0.1:{port} is in use; pick another with --port=N (0: any free port)\n"
+    with pytest.raises(SystemExit):
+        main(["serve", "--port=70000"])
+    assert "70000 is not a port number" in capsys.readouterr().err
