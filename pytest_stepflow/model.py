@@ -255,6 +255,8 @@ class Heartbeat(NamedTuple):
     at: str  # UTC ISO-8601
     completed_steps: int
     current_step_index: int | None
+    # JSON object (storage/live.py): the tests collected and each worker's current test.
+    live: str | None = None
 
 
 class ExecutionFinished(NamedTuple):

@@ -206,12 +206,14 @@ def test_version_1_is_migrated_and_its_text_indexed(tmp_path: Path) -> None:
             "VALUES (1, 1, 'main', 1, 1, 'test', 'failed', 1, 1, 2, 'ZeroDivisionError')"
         )
     assert start_execution(path, started).number == 2
-    assert scalar(path, "PRAGMA user_version") == SCHEMA_VERSION == 4
+    assert scalar(path, "PRAGMA user_version") == SCHEMA_VERSION == 5
     assert scalar(path, "SELECT count(*) FROM substeps") == 0
     # Version 3: an execution made before run groups is a group of one, its own id.
     assert scalar(path, "SELECT run_group FROM executions WHERE number = 1") == "old"
     # Version 4: the quarantine, empty.
     assert scalar(path, "SELECT count(*) FROM quarantine") == 0
+    # Version 5: the live column, NULL on the old run.
+    assert scalar(path, "SELECT live FROM executions WHERE number = 1") is None
     assert (
         scalar(path, "SELECT rowid FROM steps_fts WHERE steps_fts MATCH 'zerodivisionerror'") == 1
     )

@@ -38,6 +38,7 @@ from pytest_stepflow.model import (
     Record,
 )
 from pytest_stepflow.storage.backend import Backend, open_backend
+from pytest_stepflow.storage.live import Current, live_json
 from pytest_stepflow.storage.location import PostgresqlLocation, parse_location
 from pytest_stepflow.storage.writer import BatchWriter
 from pytest_stepflow.storage.writer_stats import WriterStats
@@ -103,6 +104,9 @@ class Session:
         self.parent = int(config["parent"])
         self.started = float(config.get("started") or CLOCK.now())
         self.progress: tuple[int, int | None] = (0, None)
+        # The tests collected (None until collection ends) and each worker's current test,
+        # as the pytest process last sent them: JSON only when a heartbeat is written.
+        self.live: tuple[int | None, Current] = (None, {})
         self.replies = Replies(1)
         self.closed_stats: dict[str, Any] | None = None
         self.own = 0  # records this process submitted itself: not the pytest process's
@@ -124,11 +128,13 @@ class Session:
     def _heartbeat(self) -> Heartbeat | None:
         assert self.execution is not None
         completed, index = self.progress
+        collected, current = self.live
         return Heartbeat(
             execution_id=self.execution,
             at=CLOCK.iso(),
             completed_steps=completed,
             current_step_index=index,
+            live=live_json(collected, current),
         )
 
     def gather_metadata(self, root: str) -> None:
@@ -196,7 +202,10 @@ class Session:
             for item in message[1]:
                 submit(decode_record(item))
         elif kind == "progress":
+            # ("progress", completed, index, collected, {worker: (node id, start)})
             self.progress = (int(message[1]), message[2])
+            if len(message) >= 5 and isinstance(message[4], dict):
+                self.live = (message[3], message[4])
             self.writer.beat()
         elif kind == "flush":
             done = self.off is not None or self.writer.flush(float(message[2]))

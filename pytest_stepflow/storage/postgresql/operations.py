@@ -332,7 +332,7 @@ class Statements:
     def heartbeat(self) -> str:
         return (
             f"UPDATE {self.s}.executions SET heartbeat_at = %s, completed_steps = %s, "
-            "current_step_index = %s WHERE id = %s AND status = 'running'"
+            "current_step_index = %s, live = %s WHERE id = %s AND status = 'running'"
         )
 
     @property
@@ -340,7 +340,8 @@ class Statements:
         return (
             f"UPDATE {self.s}.executions SET status = %s, exit_code = %s, error_message = %s, "
             "completed_at = %s, heartbeat_at = %s, duration = %s, total_steps = %s, "
-            "completed_steps = %s, writer_stats = %s::json, metadata = %s::json WHERE id = %s"
+            "completed_steps = %s, writer_stats = %s::json, metadata = %s::json, live = NULL "
+            "WHERE id = %s"
         )
 
 
@@ -544,7 +545,8 @@ async def _heartbeats(
     last = rows[-1]  # only the newest heartbeat of a run of them matters
     assert isinstance(last, Heartbeat)
     await db.run(
-        s.heartbeat, (last.at, last.completed_steps, last.current_step_index, last.execution_id)
+        s.heartbeat,
+        (last.at, last.completed_steps, last.current_step_index, last.live, last.execution_id),
     )
 
 

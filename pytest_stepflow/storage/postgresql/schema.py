@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION = "pytest-stepflow"
 META = "stepflow_meta"
 FTS_CHARS = 100_000  # characters of a row's text that go into its tsvector
@@ -250,10 +250,19 @@ _V3 = (
     """,
 )
 
+# The live view: see the SQLite schema's version 5. `live` is text, not json: only readers
+# parse it (storage/live.py), no query looks inside, and the server need not check JSON it
+# is handed with every heartbeat. The index pages a run's steps by id (`steps_after`).
+_V4 = (
+    "ALTER TABLE {s}.executions ADD COLUMN live text",
+    "CREATE INDEX steps_live ON {s}.steps (execution, id)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "run groups and shards", _V2),
     Migration(3, "quarantine", _V3),
+    Migration(4, "live progress of running executions", _V4),
 )
 
 

@@ -22,7 +22,7 @@ from pytest_stepflow.storage.errors import (
 SQLITE_HEADER = b"SQLite format 3\x00"
 # 'STEP' in ASCII: marks the file as ours so a foreign database is never touched.
 APPLICATION_ID = 0x53544550
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 LEFT_ALONE = "the file was left untouched"
 
 

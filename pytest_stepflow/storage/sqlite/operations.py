@@ -132,13 +132,13 @@ _INSERT_ARTIFACT = MultiRowInsert(
 )
 _MERGE_METADATA = "UPDATE executions SET metadata = json_patch(metadata, ?) WHERE id = ?"
 _HEARTBEAT = """
-UPDATE executions SET heartbeat_at = ?, completed_steps = ?, current_step_index = ?
+UPDATE executions SET heartbeat_at = ?, completed_steps = ?, current_step_index = ?, live = ?
 WHERE id = ? AND status = 'running'
 """
 _FINISH = """
 UPDATE executions SET status = ?, exit_code = ?, error_message = ?, completed_at = ?,
     heartbeat_at = ?, duration = ?, total_steps = ?, completed_steps = ?, writer_stats = ?,
-    metadata = json_patch(metadata, coalesce(?, '{}'))
+    metadata = json_patch(metadata, coalesce(?, '{}')), live = NULL
 WHERE id = ?
 """
 
@@ -292,7 +292,8 @@ def _heartbeats(
     last = rows[-1]  # only the newest heartbeat of a run of them matters
     assert isinstance(last, Heartbeat)
     conn.execute(
-        _HEARTBEAT, (last.at, last.completed_steps, last.current_step_index, last.execution_id)
+        _HEARTBEAT,
+        (last.at, last.completed_steps, last.current_step_index, last.live, last.execution_id),
     )
 
 

@@ -257,11 +257,22 @@ _V4 = (
     """,
 )
 
+# The live view (`stepflow serve`). `live` is a running execution's progress as its
+# heartbeat writes it (storage/live.py: the tests collected, each worker's current test),
+# NULL before the first heartbeat, after the finish and on runs recorded before. The index
+# pages a run's steps by id (`Reader.steps_after`, several times a second while a run is
+# watched): without it each page read all of the run's steps and sorted them.
+_V5 = (
+    "ALTER TABLE executions ADD COLUMN live TEXT",
+    "CREATE INDEX steps_live ON steps (execution, id)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "sub-steps, artifact links, full-text search", _V2, _V2_FULL_TEXT),
     Migration(3, "run groups and shards", _V3),
     Migration(4, "quarantine", _V4),
+    Migration(5, "live progress of running executions", _V5),
 )
 
 
