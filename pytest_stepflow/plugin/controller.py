@@ -16,6 +16,7 @@ from pytest_stepflow.plugin.recording import Owner, StepCounts, drain_timeout, s
 from pytest_stepflow.plugin.settings import Settings
 from pytest_stepflow.plugin.xdist_contract import WorkerInput, received_output, send_input
 from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.storage.live import MAX_NODEID, Current
 from pytest_stepflow.storage.writer_stats import WriterStats
 
 
@@ -59,6 +60,10 @@ class Controller(Owner):
         self._open: set[str] = set()  # workers with an attempt begun and not yet ended
         self._starts: dict[str, float] = {}
         self._inflight: dict[str, dict[str, pytest.TestReport]] = {}
+        # The live view's: each worker's running test (from its setup report to its
+        # teardown report) and when it began; nodes whose collection has ended.
+        self._running: Current = {}
+        self._nodes_collected = 0
         self.record_tests = not setup_only(config)
 
     def counts(self) -> StepCounts:
@@ -69,6 +74,14 @@ class Controller(Owner):
             collect_errors=tally.collect_errors,
             failures=tally.failed_reports,
         )
+
+    def collection_done(self) -> bool:
+        # --dist each: every node runs its own collection; otherwise xdist checks they agree.
+        each = self.config.getoption("dist") == "each"
+        return self._nodes_collected >= (max(self.worker_count, 1) if each else 1)
+
+    def current_tests(self) -> Current:
+        return self._running.copy()  # one C call: atomic under the GIL
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -84,6 +97,7 @@ class Controller(Owner):
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        self._nodes_collected += 1
         if self.config.getoption("dist") == "each":
             self.tally.collected += len(ids)
         else:
@@ -95,6 +109,7 @@ class Controller(Owner):
         if worker in self.workers_done:
             return
         self.workers_done.add(worker)
+        self._running.pop(worker, None)
         output = received_output(node)
         if output is not None:
             self.worker_stats.merge(output.stats)
@@ -145,6 +160,7 @@ class Controller(Owner):
         self.workers_seen.add(worker)
         if str(report.when) == "???":  # xdist's report for a test whose worker crashed
             self._open.discard(worker)
+            self._running.pop(worker, None)
             self.tally.reported += 1
             self._record_crash(report, worker)
             return
@@ -157,8 +173,15 @@ class Controller(Owner):
                 self.tally.reported += 1
                 self._attempts[(report.nodeid, worker)] += 1
             self._open.add(worker)
+            nodeid = report.nodeid
+            started = self._starts.get(nodeid)
+            self._running[worker] = (
+                nodeid[:MAX_NODEID],
+                CLOCK.now() if started is None else started,
+            )
         if report.when == "teardown":  # an attempt ends at its teardown, as on the worker
             self._open.discard(worker)
+            self._running.pop(worker, None)
             self.tally.reported += 1
             self._attempts[(report.nodeid, worker)] += 1
         # Only kept, not processed: steps are rebuilt from them if the worker dies.

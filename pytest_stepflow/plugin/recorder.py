@@ -21,6 +21,7 @@ import pytest
 from pytest_stepflow.clock import RealClock
 from pytest_stepflow.model import Outcome, Record, Step
 from pytest_stepflow.plugin.capture import PytestLogs
+from pytest_stepflow.storage.live import MAX_NODEID
 from pytest_stepflow.substeps import Collector
 from pytest_stepflow.untrusted import clip, params_json, properties_json, safe_str, to_json
 
@@ -169,6 +170,9 @@ class StepRecorder:
         self.record_tests = True  # False under --setup-only / --setup-plan: no test runs
         self.read_logs = False  # the phase's log records are read here (capture.PytestLogs)
         self.current_index: int | None = None
+        self.collection_done = False  # `collected` is known
+        # The test running now and when it began (the live view's), None between tests.
+        self.running: tuple[str, float] | None = None
         self._items: dict[str, tuple[int, pytest.Item]] = {}
         self._attempts: dict[str, int] = {}
         self._reports: dict[str, pytest.TestReport] = {}
@@ -186,6 +190,7 @@ class StepRecorder:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._items = {item.nodeid: (i, item) for i, item in enumerate(session.items)}
         self.collected = len(session.items)
+        self.collection_done = True
         if self.extensions is not None:
             self.extensions.refresh()
 
@@ -209,6 +214,7 @@ class StepRecorder:
         self._arm()
         entry = self._items.get(nodeid)
         self.current_index = entry[0] if entry else None
+        self.running = (nodeid[:MAX_NODEID], self._started)
 
     def _arm(self) -> None:
         self._rerun = False
@@ -241,6 +247,8 @@ class StepRecorder:
             self._rerun = True
         reports[when] = report
         if when == "teardown":
+            if not self._rerun:  # a rerun attempt's test is still running
+                self.running = None
             self._finish(report, final=not self._rerun)
         else:
             self.collector.phase = "call" if when == "setup" else "teardown"

@@ -35,6 +35,7 @@ from pytest_stepflow.plugin.writer_client import WriterClient
 from pytest_stepflow.plugin.xdist_contract import WorkerInput, WorkerOutput, send_output, worker_id
 from pytest_stepflow.storage.backend import open_backend
 from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.storage.live import Current, Progress
 from pytest_stepflow.substeps import Collector, activate, deactivate
 from pytest_stepflow.untrusted import MAX_PROPERTY_TEXT, json_key, json_value, safe_str
 
@@ -223,9 +224,25 @@ class Owner(Recording):
         writer = self.writer
         return writer.problem if writer is not None and writer.off else None
 
-    def _progress(self) -> tuple[int, int | None]:
+    def _progress(self) -> Progress:
+        """Called by the writer client's sender thread (every wake, at most every 0.2 s):
+        counts and a copy of a small dict, no JSON (the writer process makes it)."""
         recorder = self.recorder
-        return self.counts().completed, recorder.current_index if recorder else None
+        counts = self.counts()
+        return (
+            counts.completed,
+            recorder.current_index if recorder else None,
+            counts.total if self.collection_done() else None,
+            self.current_tests(),
+        )
+
+    def collection_done(self) -> bool:
+        """Whether the session's tests are all collected (`counts().total` is known)."""
+        raise NotImplementedError
+
+    def current_tests(self) -> Current:
+        """Each worker's running test and its start: a copy, safe to read from any thread."""
+        raise NotImplementedError
 
     # ---- hooks ---------------------------------------------------------------------------
 
@@ -380,6 +397,15 @@ class Standalone(Owner):
             collect_errors=recorder.collect_errors,
             failures=outcomes.get("failed", 0) + outcomes.get("error", 0),
         )
+
+    def collection_done(self) -> bool:
+        recorder = self.recorder
+        return recorder is not None and recorder.collection_done
+
+    def current_tests(self) -> Current:
+        recorder = self.recorder
+        running = recorder.running if recorder is not None else None
+        return {recorder.worker: running} if recorder is not None and running else {}
 
 
 class Worker(Recording):

@@ -37,6 +37,7 @@ from pytest_stepflow.wire import Reader, decode_record, encode_record, frame
 
 if TYPE_CHECKING:
     from pytest_stepflow.storage.backend import Backend
+    from pytest_stepflow.storage.live import Progress
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # pytest_stepflow/
 # The writer process imports this very copy of the package (an editable checkout, a
@@ -88,7 +89,7 @@ class WriterClient:
         flush_interval: float,
         retry_budget: float,
         execution: str | None = None,
-        progress: Callable[[], tuple[int, int | None]] | None = None,
+        progress: Callable[[], Progress] | None = None,
         started: float | None = None,
         metadata_root: Path | None = None,
         start: ExecutionStarted | None = None,
@@ -121,7 +122,7 @@ class WriterClient:
         self._batch_size = batch_size
         self._interval = flush_interval
         self._progress = progress
-        self._sent_progress: tuple[int, int | None] | None = None
+        self._sent_progress: Progress | None = None
         # Wire tuples (wire.encode_record), appended by the test thread, taken by the sender
         # with a slice; the requests apart, each with the number of records before it.
         self._queue: list[tuple[Any, ...]] = []
