@@ -194,9 +194,7 @@ class ReadSide(Protocol):
         `after`, those still `running`, and those in `numbers`. One cheap query (columns of
         `executions` only, no step counts): the server asks it a few times a second."""
 
-    def steps_after(
-        self, number: int, after_id: int, *, limit: int, clip: int
-    ) -> list[LiveStep]:
+    def steps_after(self, number: int, after_id: int, *, limit: int, clip: int) -> list[LiveStep]:
         """Steps of execution `number` with an id above `after_id`, by id, at most `limit`;
         a failed or error step carries its longrepr clipped to `clip` characters."""
 

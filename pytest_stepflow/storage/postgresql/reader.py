@@ -34,6 +34,8 @@ from pytest_stepflow.artifacts import stored_file
 from pytest_stepflow.query.records import (
     AttemptHistory,
     FinalOutcome,
+    LiveRun,
+    LiveStep,
     LogLine,
     QuarantineEntry,
     RecentResult,
@@ -48,6 +50,8 @@ from pytest_stepflow.query.records import (
     parse_json,
 )
 from pytest_stepflow.storage.errors import StorageError
+from pytest_stepflow.storage.live import LIVE_RUN_COLUMNS, live_run, live_step
+from pytest_stepflow.storage.live import STEP_COLUMNS as LIVE_STEP_COLUMNS
 from pytest_stepflow.storage.location import PostgresqlLocation
 from pytest_stepflow.storage.postgresql import catalog, quarantine
 from pytest_stepflow.storage.postgresql.connection import connect, describe_error
@@ -163,6 +167,13 @@ class Reader:
 
     has_full_text = True  # the GIN indexes are part of schema version 1
     has_substeps = True
+    # A step's id comes from a sequence when its INSERT runs, not when its transaction
+    # commits: with many writers (xdist workers, CI jobs) a batch that took ids 101-150
+    # can commit after one that took 151-200, so a live view that has seen id 200 must
+    # still look below it. Sequences are never rolled back, and a batch holds at most a
+    # few thousand steps from a handful of concurrent writers: a slow commit of one
+    # stays well within this window.
+    id_reorder_window = 20_000
 
     def __init__(self, location: PostgresqlLocation) -> None:
         self.location = location
@@ -743,6 +754,30 @@ class Reader:
             _, executions, finals, failing = zip(*group, strict=True)
             found.append(AttemptHistory(test_id, executions, finals, failing))
         return found
+
+    # -- the live view ------------------------------------------------------------------
+
+    def live_runs(self, *, after: int, numbers: Sequence[int] = ()) -> list[LiveRun]:
+        live = "live" if self.schema_version >= 4 else "NULL"
+        rows = self._rows(
+            f"SELECT {LIVE_RUN_COLUMNS}, {live} FROM {self._s}.executions "
+            "WHERE number > %s OR status = 'running' OR number = ANY(%s::int8[]) "
+            "ORDER BY number",
+            (int(after), sorted({int(n) for n in numbers})),
+        )
+        return [live_run(*row) for row in rows]
+
+    def steps_after(self, number: int, after_id: int, *, limit: int, clip: int) -> list[LiveStep]:
+        # The index steps_live (execution, id) answers it (schema 4).
+        s = self._s
+        rows = self._rows(
+            f"SELECT {LIVE_STEP_COLUMNS}, CASE WHEN s.outcome IN ('failed', 'error') "
+            "THEN left(s.longrepr, %s) END "
+            f"FROM {s}.steps s JOIN {s}.tests t ON t.id = s.test_id "
+            "WHERE s.execution = %s AND s.id > %s ORDER BY s.id LIMIT %s",
+            (max(int(clip), 0), int(number), int(after_id), max(int(limit), 0)),
+        )
+        return [live_step(row) for row in rows]
 
     def quarantine(self, *, include_left: bool = False) -> list[QuarantineEntry]:
         if self.schema_version < 3:

@@ -22,6 +22,8 @@ from typing import Any
 from pytest_stepflow.query.records import (
     AttemptHistory,
     FinalOutcome,
+    LiveRun,
+    LiveStep,
     LogLine,
     QuarantineEntry,
     RecentResult,
@@ -35,6 +37,8 @@ from pytest_stepflow.query.records import (
     WorkerLoad,
     parse_json,
 )
+from pytest_stepflow.storage.live import LIVE_RUN_COLUMNS, live_run, live_step
+from pytest_stepflow.storage.live import STEP_COLUMNS as LIVE_STEP_COLUMNS
 from pytest_stepflow.storage.reading import Numbers, RunNotFoundError, as_numbers, chosen_group
 from pytest_stepflow.storage.snippets import fts_query, marked, scan_snippet
 from pytest_stepflow.storage.sqlite import quarantine
@@ -116,6 +120,10 @@ def _step_row(row: sqlite3.Row) -> StepRow:
 
 class Reader:
     """A read-only view of one stepflow database; use as a context manager."""
+
+    # One writer at a time (BEGIN IMMEDIATE): a step's id is given inside the transaction
+    # that commits it, so no step committed later can have an id below one seen already.
+    id_reorder_window = 0
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -647,6 +655,31 @@ class Reader:
             _, executions, finals, failing = zip(*group, strict=True)
             found.append(AttemptHistory(test_id, executions, finals, failing))
         return found
+
+    # -- the live view ------------------------------------------------------------------
+
+    def live_runs(self, *, after: int, numbers: Sequence[int] = ()) -> list[LiveRun]:
+        wanted = sorted({int(n) for n in numbers})
+        either = f" OR number IN ({', '.join('?' * len(wanted))})" if wanted else ""
+        live = "live" if self.schema_version >= 5 else "NULL"
+        rows = self._rows(
+            f"SELECT {LIVE_RUN_COLUMNS}, {live} FROM executions "
+            f"WHERE number > ? OR status = 'running'{either} ORDER BY number",
+            (int(after), *wanted),
+        )
+        return [live_run(*row) for row in rows]
+
+    def steps_after(self, number: int, after_id: int, *, limit: int, clip: int) -> list[LiveStep]:
+        # The index steps_live (execution, id) answers it (schema 5; before, the run's
+        # steps are read and sorted).
+        rows = self._rows(
+            f"SELECT {LIVE_STEP_COLUMNS}, CASE WHEN s.outcome IN ('failed', 'error') "
+            "THEN substr(s.longrepr, 1, ?) END "
+            "FROM steps s JOIN tests t ON t.id = s.test_id "
+            "WHERE s.execution = ? AND s.id > ? ORDER BY s.id LIMIT ?",
+            (max(int(clip), 0), int(number), int(after_id), max(int(limit), 0)),
+        )
+        return [live_step(row) for row in rows]
 
     def quarantine(self, *, include_left: bool = False) -> list[QuarantineEntry]:
         if self.schema_version < 4:
