@@ -207,7 +207,8 @@ def test_flaky_search_diff_and_history_answer_as_the_commands(tmp_path: Path) ->
     for outcome in ("passed", "failed", "passed", "failed"):
         rec = Recorder(db)
         longrepr = "E   ConnectionResetError: peer" if outcome == "failed" else None
-        rec.write([make_step(rec.started.id, "t.py::test_flip", outcome=outcome, longrepr=longrepr)])
+        step = make_step(rec.started.id, "t.py::test_flip", outcome=outcome, longrepr=longrepr)
+        rec.write([step])
         rec.finish(status=outcome)
     with running(db) as server:
         flaky = request(server, "/api/flaky?last=10").json()
@@ -250,7 +251,7 @@ def test_read_only_no_cors_and_a_policy_on_every_page(tmp_path: Path) -> None:
             policy = answer.headers["content-security-policy"]
             assert "default-src 'none'" in policy and "'unsafe-inline'" not in policy
         page = request(server, "/runs").text
-        assert "<script src=\"/static/serve.js\" defer></script>" in page
+        assert '<script src="/static/serve.js" defer></script>' in page
         head = request(server, "/api/runs", method="HEAD")
         assert head.status == 200 and head.body == b""
         assert request(server, "/nowhere").status == 404
@@ -301,7 +302,7 @@ def test_artifacts_only_by_id_with_a_safe_download(tmp_path: Path) -> None:
         rec.started.id,
         "t.py::test_a",
         artifacts=(
-            make_artifact("../../shot \"1\".png", stored_path="artifacts/ab/png", size=len(png)),
+            make_artifact('../../shot "1".png', stored_path="artifacts/ab/png", size=len(png)),
             make_artifact("x.svg", mime_type="image/svg+xml", stored_path="artifacts/ab/svg"),
             make_artifact("evil", mime_type="text/html", stored_path="../../../etc/hostname"),
         ),
@@ -314,7 +315,7 @@ def test_artifacts_only_by_id_with_a_safe_download(tmp_path: Path) -> None:
         assert image.status == 200 and image.body == png
         assert image.headers["content-type"] == "image/png"
         disposition = image.headers["content-disposition"]
-        assert disposition.startswith('inline; filename="shot _1_.png"; filename*=UTF-8\'\'')
+        assert disposition.startswith("inline; filename=\"shot _1_.png\"; filename*=UTF-8''")
         assert "sandbox" in image.headers["content-security-policy"]
         vector = request(server, f"/artifact/{ids[1]}")
         assert vector.headers["content-type"] == "application/octet-stream"
@@ -493,7 +494,10 @@ def test_command_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
         port = server.server_address[1]
         assert main(["serve", f"--db={db}", f"--port={port}"]) == 2
         err = capsys.readouterr().err
-        assert err == f"stepflow: error: 127.0.0.1:{port} is in use; pick another with --port=N (0: any free port)\n"
+        assert err == (
+            f"stepflow: error: 127.0.0.1:{port} is in use; "
+            "pick another with --port=N (0: any free port)\n"
+        )
     with pytest.raises(SystemExit):
         main(["serve", "--port=70000"])
     assert "70000 is not a port number" in capsys.readouterr().err

@@ -28,11 +28,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pytest_stepflow.query.database import ReadSide
 from pytest_stepflow.query.records import FAILING, LiveRun, LiveStep
 from pytest_stepflow.query.run_history import MARGIN
 from pytest_stepflow.query.shards import medians
 from pytest_stepflow.storage.errors import StorageError
-from pytest_stepflow.storage.reading import ReadSide
 from pytest_stepflow.timestamps import parse_iso
 
 INTERVAL = 0.5  # seconds between two reads of the database, whatever the number of pages

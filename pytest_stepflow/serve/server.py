@@ -46,7 +46,13 @@ from typing import Any
 
 from pytest_stepflow.jsonable import to_jsonable
 from pytest_stepflow.query.artifacts import artifact_file
-from pytest_stepflow.query.database import Database, ReadSide, open_bulk, open_database
+from pytest_stepflow.query.database import (
+    Database,
+    ReadSide,
+    RunNotFoundError,
+    open_bulk,
+    open_database,
+)
 from pytest_stepflow.query.errors import QueryError
 from pytest_stepflow.query.groups import select
 from pytest_stepflow.report import data as report_data
@@ -55,7 +61,6 @@ from pytest_stepflow.serve import api, pages
 from pytest_stepflow.serve.live import Hub
 from pytest_stepflow.serve.reply import Reply
 from pytest_stepflow.storage.errors import StorageError
-from pytest_stepflow.storage.reading import RunNotFoundError
 
 COOKIE = "stepflow_token"
 KEEPALIVE = 15.0  # seconds between two comments on an idle event stream

@@ -121,7 +121,7 @@
     const width = 600, height = 120, pad = 14;
     const chart = svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", role: "img", "aria-label": opts.label });
     const max = Math.max(opts.max || 0, ...values.map((v) => v.value || 0)) || 1;
-    const step = (width - pad) / Math.max(1, values.length);
+    const step = Math.min(40, (width - pad) / Math.max(1, values.length));
     values.forEach((v, i) => {
       const h = Math.max(1, ((v.value || 0) / max) * (height - pad));
       const bar = svg("rect", { class: v.bad ? "bar bad" : "bar", x: pad + i * step + 1, y: height - h, width: Math.max(1, step - 2), height: h });
@@ -180,7 +180,7 @@
       const finished = data.runs.filter((r) => r.status !== "running").reverse();
       trend.replaceChildren(
         el("h2", { text: `Trend of the last ${finished.length} finished runs` }),
-        finished.length ? [
+        ...(finished.length ? [
           el("div", { class: "muted", text: "pass rate" }),
           barChart(finished.map((r) => {
             const t = r.total || 0, passed = (r.counts.passed || 0) + (r.counts.xfailed || 0) + (r.counts.xpassed || 0);
@@ -190,7 +190,7 @@
           el("div", { class: "muted", text: "duration" }),
           barChart(finished.map((r) => ({ value: r.duration || 0, bad: false, title: `#${r.number}: ${seconds(r.duration)}` })),
             { label: "duration by run", top: seconds(Math.max(...finished.map((r) => r.duration || 0))) }),
-        ] : el("p", { class: "empty", text: "no finished runs yet" }));
+        ] : [el("p", { class: "empty", text: "no finished runs yet" })]));
       groupBox.replaceChildren();
       if (data.groups.length) {
         groupBox.append(el("div", { class: "card" }, el("h2", { text: "Run groups" }), table(
