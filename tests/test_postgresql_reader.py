@@ -33,10 +33,11 @@ from records import (
     make_substep,
 )
 
-from pytest_stepflow.model import Record
+from pytest_stepflow.model import Heartbeat, Record
 from pytest_stepflow.query.records import SlowTest
 from pytest_stepflow.storage import snippets
 from pytest_stepflow.storage.errors import ForeignDatabaseError, NewerSchemaError, StorageError
+from pytest_stepflow.storage.live import live_json
 from pytest_stepflow.storage.location import PostgresqlLocation, parse_location
 from pytest_stepflow.storage.postgresql import catalog
 from pytest_stepflow.storage.postgresql import reader as pg_reader
@@ -200,6 +201,8 @@ def _runs() -> list[list[Record]]:
             longrepr="flaky again",
             duration=0.35,
         ),
+        # What the live view reads of a running execution (storage/live.py).
+        Heartbeat(e3, "2030-01-01T00:00:00.000000Z", 2, 1, live_json(3, {"gw0": (x, STEP_START)})),
     ]  # still running: no ExecutionFinished
     return [first, second, third]
 
@@ -410,6 +413,14 @@ QUESTIONS: dict[str, Q] = {
     # A lookup table: SQLite's row order (and so the dict's) among equal sort keys is its
     # sorter's; what matters is each test's outcome, a failure winning over a pass.
     "run_outcomes": lambda db: sorted(db.run_outcomes(2).items()),
+    # The live view's: runs and steps as `stepflow serve` polls them.
+    "live_runs": lambda db: db.live_runs(after=0),
+    "live_runs after": lambda db: db.live_runs(after=2),
+    "live_runs numbers": lambda db: db.live_runs(after=3, numbers=[1, 9]),
+    "steps_after": lambda db: db.steps_after(1, 0, limit=100, clip=1000),
+    "steps_after page": lambda db: db.steps_after(2, 3, limit=2, clip=1000),
+    "steps_after clipped": lambda db: db.steps_after(1, 0, limit=100, clip=12),
+    "steps_after none": lambda db: db.steps_after(1, 0, limit=0, clip=12),
 }
 
 
@@ -426,6 +437,9 @@ def test_the_twin_runs_hold_what_the_questions_need(twin: Twin) -> None:
     assert len(lite.artifacts()) == 2 and len(lite.substeps(2)) == 2
     assert {w.worker for w in lite.workers(2)} == {"gw0", "gw1", "Gw2"}
     assert lite.failing_attempts([1, 2, 3]) and lite.slowest([1, 2, 3])
+    [running] = lite.live_runs(after=2)
+    assert running.current == {"gw0": ("tests/Test_b.py::test_x[é]", STEP_START)}
+    assert running.collected == 3
     # In the ICU database the byte order is not the collation's: the readers must ask.
     with psycopg.connect(twin.location.conninfo) as conn:
         ordered = [w for (w,) in conn.execute("SELECT unnest(ARRAY['gw0', 'Gw2']) w ORDER BY w")]

@@ -532,7 +532,10 @@ class Reader:
             "s.attempt = 1 THEN s.outcome ELSE (SELECT f.outcome FROM steps f WHERE "
             "f.execution = s.execution AND f.test_id = s.test_id AND f.worker = s.worker "
             "AND f.attempt = 1) END "
-            f"FROM steps s JOIN tests t ON t.id = s.test_id WHERE {where}",
+            f"FROM steps s JOIN tests t ON t.id = s.test_id WHERE {where} "
+            # The unique index's order, said: the plan alone gave it until steps_live
+            # (execution, id) offered SQLite another index.
+            "ORDER BY s.execution, s.test_id, s.worker, s.attempt",
             params,
         )
         return [FinalOutcome(e, n, o, d, a, f or o) for e, n, o, d, a, f in rows]
