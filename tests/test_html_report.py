@@ -18,28 +18,24 @@ import io
 import json
 import os
 import re
-import shutil
 import sqlite3
-import struct
 import subprocess
 import sys
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import Browser, chrome, console_errors, js, needs_chromium, png, wait
 from conftest import INNER_ADDOPTS, StepflowRun, query
 from records import make_finished, make_log, make_started, make_step
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 import pytest_stepflow
 from pytest_stepflow.cli import main
@@ -52,16 +48,6 @@ from pytest_stepflow.report.html import embed_json, render, write_html_report
 from pytest_stepflow.storage.sqlite.bootstrap import start_execution
 from pytest_stepflow.storage.sqlite.connection import open_for_writing
 from pytest_stepflow.storage.sqlite.operations import WriteCache, apply_batch
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-needs_chromium = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="Debian's chromium and chromium-driver are not installed "
-    "(apt-get install chromium chromium-driver; .ci/run installs them)",
-)
-Browser = webdriver.Chrome
-WAIT = 20.0  # seconds a browser condition may take before the test fails
 
 PWN_STDOUT = [
     "<script>window.__pwned=1</script>",
@@ -125,25 +111,6 @@ _SCRUBBED = frozenset(
 )
 XDIST_RUN = 5
 SERIAL_RUN = 4
-# A 2x2 red PNG, made here so the test needs no image library.
-
-
-def _png() -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body))
-            + kind
-            + body
-            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-        )
-
-    raw = b"".join(b"\x00" + b"\xff\x00\x00" * 2 for _ in range(2))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
 
 
 @dataclass
@@ -181,11 +148,11 @@ def _add_extras(db: Path, number: int) -> None:
     """Two artifacts on test_param's step: an image, and a file whose name and stored path
     are hostile (the artifact API stores content-addressed paths; a report must not trust
     them anyway); and two nested sub-steps, the inner one failed with a hostile title."""
-    png = _png()
-    sha = hashlib.sha256(png).hexdigest()
+    image = png()
+    sha = hashlib.sha256(image).hexdigest()
     stored = f"artifacts/{sha[:2]}/{sha}.png"
     (db.parent / stored).parent.mkdir(parents=True, exist_ok=True)
-    (db.parent / stored).write_bytes(png)
+    (db.parent / stored).write_bytes(image)
     (db.parent / "javascript:alert(1)").write_text("hostile\n")
     conn = sqlite3.connect(db)
     try:
@@ -206,7 +173,7 @@ def _add_extras(db: Path, number: int) -> None:
             "INSERT INTO artifacts (step_id, execution, name, mime_type, size, sha256, "
             "stored_path, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
             [
-                (step_id, execution, "screen <1>.png", "image/png", len(png), sha, stored),
+                (step_id, execution, "screen <1>.png", "image/png", len(image), sha, stored),
                 (
                     step_id,
                     execution,
@@ -267,38 +234,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip(
-            "Debian's chromium and chromium-driver are not installed "
-            "(apt-get install chromium chromium-driver; .ci/run installs them)"
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        "--allow-file-access-from-files",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    try:
+    with chrome() as driver:
         yield driver
-    finally:
-        driver.quit()
-
-
-def console_errors(driver: Browser) -> list[dict[str, Any]]:
-    """Browser log entries at error level since the last call (the log is drained)."""
-    entries: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
-    return [e for e in entries if e["level"] in ("SEVERE", "ERROR")]
-
-
-def wait(driver: Browser, condition: Callable[[Browser], Any], what: str) -> Any:
-    return WebDriverWait(driver, WAIT).until(condition, message=f"timed out: {what}")
 
 
 def load(driver: Browser, path: Path) -> None:
@@ -310,10 +247,6 @@ def load(driver: Browser, path: Path) -> None:
         lambda d: d.execute_script("return document.documentElement.dataset.ready === '1'"),
         "report ready",
     )
-
-
-def js(driver: Browser, script: str, *args: Any) -> Any:
-    return driver.execute_script(script, *args)
 
 
 def visible_rows(driver: Browser) -> list[dict[str, str]]:
@@ -646,7 +579,7 @@ def test_detail_shows_artifacts_and_substeps(project: Project, browser: Browser)
     src = image.get_attribute("src") or ""
     assert (
         report.parent / js(browser, "return arguments[0].getAttribute('src')", image)
-    ).resolve().read_bytes() == _png()
+    ).resolve().read_bytes() == png()
     assert src.startswith("file://")
     wait(
         browser,
