@@ -285,6 +285,25 @@ def test_the_database_deleted_and_replaced_under_the_server(tmp_path: Path) -> N
         assert request(server, "/api/runs").status == 200
 
 
+def test_a_run_gone_from_the_database_is_said_once_and_its_return_starts_over(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "stepflow.db"
+    Recorder(db).finish()
+    second = Recorder(db)
+    second.write(second.steps(2))
+    shutil.copy(db, tmp_path / "two.db")
+    Recorder(tmp_path / "one.db").finish()
+    with running(db) as server, events(server, "/events?run=2") as stream:
+        assert stream.next("snapshot")["done"] == 2
+        os.replace(tmp_path / "one.db", db)  # a file without run 2
+        assert stream.next("gone") == {"number": 2}
+        os.replace(tmp_path / "two.db", db)
+        assert stream.event() == ("reset", {"number": 2})  # no second "gone" before it
+        assert stream.next("run")["run"]["status"] == "running"
+        assert request(server, "/api/live?run=2").json()["done"] == 2
+
+
 def test_a_locked_database_is_said_and_survived(tmp_path: Path) -> None:
     db, _ = recorded(tmp_path)
     with running(db) as server, events(server, "/events") as stream:

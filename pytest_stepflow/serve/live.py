@@ -127,6 +127,7 @@ class Watch:
     listeners: int = 0
     left_at: float = 0.0
     loaded: bool = False
+    gone: bool = False  # its pages were told the run is not in the database any more
 
     @property
     def done(self) -> int:
@@ -317,6 +318,12 @@ class Hub:
                 self._runs[run.number] = run
                 changed.append(run_json(run))
             self._latest = max(self._latest, run.number)
+        present = {run.number for run in found}
+        for number, run in list(self._runs.items()):
+            # Every running or watched run is read each tick: one not found any more went
+            # with the file (deleted from it, or the file replaced).
+            if number not in present and (run.status == "running" or number in numbers):
+                del self._runs[number]
         for number, run in list(self._runs.items()):
             if run.status != "running" and number not in numbers and number < self._latest:
                 del self._runs[number]  # ended and shown: the list page has it
@@ -328,12 +335,14 @@ class Hub:
         if run is None:
             found = [r for r in db.live_runs(after=watch.number - 1) if r.number == watch.number]
             if not found:
-                watch.topic.add("gone", {"number": watch.number})
+                if not watch.gone:  # said once, not every tick
+                    watch.gone = True
+                    watch.topic.add("gone", {"number": watch.number})
                 return
             run = found[0]
         key = (run.started_at, str(run.worker_count))
-        if watch.execution_key is not None and watch.execution_key != key:
-            self._restart(watch)
+        if watch.gone or (watch.execution_key is not None and watch.execution_key != key):
+            self._restart(watch)  # back, or another run under its number: start over
         watch.execution_key = key
         window = db.id_reorder_window
         while True:
@@ -368,8 +377,10 @@ class Hub:
         watch.loaded = True
 
     def _restart(self, watch: Watch) -> None:
+        """Forget what `watch` read (in place: the hub, the tick and the pages' streams all
+        hold this one object), keep its pages, and tell them to start over."""
         fresh = Watch(watch.number, topic=watch.topic, listeners=watch.listeners)
-        self.watches[watch.number] = fresh
+        fresh.left_at = watch.left_at
         watch.__dict__.update(fresh.__dict__)
         watch.topic.add("reset", {"number": watch.number})
 
