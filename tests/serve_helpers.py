@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,10 @@ def request(
 
 class Events:
     """A reader of one event stream: `next(name)` returns the data of the next event of
-    that name (skipping others), or fails after the timeout."""
+    that name (skipping others), or fails after `WAIT` seconds (the stream's keepalive
+    comments end each blocking read within 15 s)."""
+
+    WAIT = 90.0
 
     def __init__(self, server: Server, path: str, headers: dict[str, str] | None = None) -> None:
         host, port = server.server_address[:2]
@@ -125,9 +129,11 @@ class Events:
         assert self.reply.getheader("Content-Type", "").startswith("text/event-stream")
         self.seen: list[tuple[str, Any]] = []
 
-    def event(self) -> tuple[str, Any]:
+    def event(self, deadline: float | None = None) -> tuple[str, Any]:
         name, data = "message", ""
         while True:
+            if deadline is not None and time.monotonic() > deadline:
+                raise AssertionError(f"timed out on the event stream; last: {self.seen[-3:]}")
             line = self.reply.fp.readline()
             if not line:
                 raise EOFError("the event stream ended")
@@ -142,8 +148,9 @@ class Events:
                 return found
 
     def next(self, name: str) -> Any:
+        deadline = time.monotonic() + self.WAIT
         while True:
-            found, data = self.event()
+            found, data = self.event(deadline)
             if found == name:
                 return data
 

@@ -202,13 +202,20 @@
       }
     }
     try { await load(); } catch (e) { return failed(e); }
+    const asked = new Set();
     listen({}, {
       snapshot: (data) => showProblem(data.problem),
       runs: (data) => {
         let again = false;
         for (const run of data.runs) {
           const tr = rows.get(run.number);
-          if (!tr || tr.dataset.status !== run.status) { again = true; continue; }
+          // A run new to the list, or one that ended: ask the list again, once for each
+          // (a filtered list that leaves the run out is not asked again at each heartbeat).
+          const change = `${run.number}:${run.status}`;
+          if (!tr || tr.dataset.status !== run.status) {
+            if (!asked.has(change)) { asked.add(change); again = true; }
+            continue;
+          }
           if (run.status === "running") {
             const cellBox = tr.querySelector(".tests");
             cellBox.replaceChildren(progress(run.completed_steps, run.collected),
