@@ -30,9 +30,18 @@ HOSTILE = "</script><script>alert(1)</script>\u202e"
 class Recorder:
     """Writes one execution's records into a real database file, batch by batch."""
 
-    def __init__(self, db: Path, *, name: str = "nightly", **started: Any) -> None:
+    def __init__(
+        self,
+        db: Path,
+        *,
+        name: str = "nightly",
+        run_group: str | None = None,
+        shard: str | None = None,
+        **started: Any,
+    ) -> None:
         self.db = db
-        self.started = make_started(**started)._replace(name=name)
+        made = make_started(**started)
+        self.started = made._replace(name=name, run_group=run_group, shard=shard)
         start_execution(db, self.started)
         self.cache = WriteCache()
         self.index = 0

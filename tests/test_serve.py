@@ -88,6 +88,29 @@ def test_flaky_search_diff_and_history_answer_as_the_commands(tmp_path: Path) ->
         assert missing.status == 404 and "no run '99'" in missing.json()["error"]
 
 
+def test_run_groups_listed_and_reported_as_one_run(tmp_path: Path) -> None:
+    db = tmp_path / "stepflow.db"
+    for shard in ("1/2", "2/2"):
+        rec = Recorder(db, run_group="pipeline-7", shard=shard)
+        rec.write(rec.steps(2 if shard == "1/2" else 3))
+        rec.finish(status="passed")
+    with running(db) as server:
+        listed = request(server, "/api/runs").json()
+        [group] = listed["groups"]
+        assert group["group"] == "pipeline-7" and group["runs"] == [1, 2]
+        assert group["total"] == 5 and group["counts"] == {"passed": 5}
+        page = request(server, "/group?id=pipeline-7")
+        assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+        payload = re.search(r'id="stepflow-data">(.*?)</script>', page.text, re.S)
+        assert payload is not None
+        data = json.loads(payload.group(1))
+        assert data["group"]["id"] == "pipeline-7" and len(data["steps"]["o"]) == 5
+        assert request(server, "/group?id=pipe").status == 200  # a unique prefix, as the CLI
+        missing = request(server, "/group?id=nope")
+        assert missing.status == 404 and "no run group 'nope'" in missing.json()["error"]
+        assert request(server, "/group").status == 400
+
+
 # -- security ----------------------------------------------------------------------------------
 
 

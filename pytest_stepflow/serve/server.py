@@ -123,6 +123,7 @@ class App:
         self.name = name  # the database as pages name it (never a password)
         self.hub = Hub(self.open)
         self.reports = ReportCache()
+        self.counts = api.FinishedCounts()
 
     def open(self) -> ReadSide:
         return open_database(self.database)
@@ -136,7 +137,12 @@ class App:
             return pages.asset(path[len("/static/") :])
         run = _RUN_PATH.fullmatch(path)
         if run:
-            return self.report(int(run.group(1)))
+            return self.report(str(int(run.group(1))))
+        if path == "/group":
+            group = params.get("id", "").strip()
+            if not group:
+                raise api.BadRequest("give the run group's id: /group?id=...")
+            return self.report(f"group:{group}")
         numbered = _NUMBER_PATH.fullmatch(path)
         if numbered and numbered.group(1) == "artifact":
             return self.artifact(int(numbered.group(2)))
@@ -146,7 +152,7 @@ class App:
         if path == "/api/live":
             return Reply.json(self.live(api.number(params, "run", 0, low=0)))
         questions: dict[str, Callable[[ReadSide, Mapping[str, str]], Any]] = {
-            "/api/runs": api.runs,
+            "/api/runs": lambda db, params: api.runs(db, params, self.counts),
             "/api/test": api.test,
             "/api/search": api.search,
             "/api/flaky": api.flaky,
@@ -171,24 +177,27 @@ class App:
         snapshot["header"] = header
         return snapshot
 
-    def report(self, number: int) -> Reply:
-        """The HTML report of one run (as `stepflow report` writes it), artifacts linked by
-        id. A finished run's page is kept; a running run's is made anew each time."""
+    def report(self, ref: str) -> Reply:
+        """The HTML report of a run, or of a run group (`group:ID`) as one, as `stepflow
+        report` writes it, artifacts linked by id. A finished run's page is kept; a running
+        run's is made anew each time."""
         with self.open() as db:
-            run = db.run(number)
+            selection = select(db, ref)
+            runs = db.runs(
+                numbers=list(selection.numbers), limit=len(selection.numbers), counts=False
+            )
         nonce = secrets.token_urlsafe(18)
 
         def make() -> tuple[str, str]:
             with open_bulk(self.database) as bulk:
-                payload = report_data.build(
-                    bulk, select(bulk, str(number)), Path("."), link=_artifact_link
-                )
+                payload = report_data.build(bulk, selection, Path("."), link=_artifact_link)
             return render(payload, nonce=nonce), nonce
 
-        if run.status == "running":
+        if any(r.status == "running" for r in runs):
             page, used = make()
         else:
-            page, used = self.reports.get((number, run.id, run.completed_at), make)
+            key = (ref, *sorted((r.number, r.id, r.completed_at) for r in runs))
+            page, used = self.reports.get(key, make)
         return Reply(
             200,
             page,

@@ -196,7 +196,7 @@
         groupBox.append(el("div", { class: "card" }, el("h2", { text: "Run groups" }), table(
           ["group", "status", "started", "duration", "tests", "outcomes", "runs", "branch"],
           data.groups.map((g) => el("tr", {},
-            cell(link("/run/" + g.runs[g.runs.length - 1], {}, g.group, "mono")), cell(pill(g.status)), cell(when(g.started_at)),
+            cell(link("/group", { id: g.group }, g.group, "mono")), cell(pill(g.status)), cell(when(g.started_at)),
             cell(seconds(g.duration), "num"), cell(String(g.total || 0), "num"), cell(countChips(g.counts)),
             cell(g.runs.map((n) => [runLink(n), " "])), cell(g.branch || ""))), [3, 4])));
       }
