@@ -25,6 +25,7 @@ from records import make_artifact, make_step
 from serve_helpers import HOSTILE, Recorder, events, live_json, recorded, request
 
 from pytest_stepflow.cli import main
+from pytest_stepflow.serve import live
 from pytest_stepflow.serve.server import artifact_headers, running
 
 # -- the answers --------------------------------------------------------------------------------
@@ -262,6 +263,27 @@ def test_event_stream_brings_steps_failures_and_the_end(tmp_path: Path) -> None:
         live = request(server, "/api/live?run=1").json()
         assert live["done"] == 5 and live["failures_total"] == 2
         assert live["header"]["status"] == "failed"
+
+
+def test_a_run_with_many_failures_keeps_the_first_tracebacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live, "KEEP_FAILURES", 3)
+    db = tmp_path / "stepflow.db"
+    rec = Recorder(db)
+    rec.write(rec.steps(2, outcome="failed", longrepr="E   first"))
+    with running(db) as server, events(server, "/events?run=1") as stream:
+        assert len(stream.next("snapshot")["failures"]) == 2
+        rec.write([*rec.steps(1), *rec.steps(3, outcome="error", longrepr="E   later")])
+        batch = stream.next("steps")
+        while batch["done"] < 6:
+            batch = stream.next("steps")
+        # One more kept (the third), the rest counted: a page never holds more than the cap.
+        assert [f["longrepr"] for f in batch["failures"]] == ["E   later"]
+        assert batch["failures_total"] == 5
+        live_state = request(server, "/api/live?run=1").json()
+        assert [f["longrepr"] for f in live_state["failures"]] == ["E   first"] * 2 + ["E   later"]
+        assert live_state["failures_total"] == 5 and live_state["counts"]["error"] == 3
 
 
 def test_one_poller_for_many_pages(tmp_path: Path) -> None:

@@ -112,7 +112,8 @@ class Watch:
     run: LiveRun | None = None
     execution_key: tuple[str, str] | None = None  # (started_at, ...) seen first: replaced?
     last_id: int = 0
-    seen_ids: set[int] = dataclasses.field(default_factory=set)  # within the reorder window
+    # Ids read within the reorder window (a server's), so that a re-read step counts once.
+    seen_ids: set[int] = dataclasses.field(default_factory=set)
     counts: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     reruns: int = 0
     busy: float = 0.0  # seconds of the final steps so far
@@ -133,14 +134,19 @@ class Watch:
     def done(self) -> int:
         return sum(self.counts.values())
 
-    def take(self, steps: list[LiveStep]) -> list[LiveStep]:
-        """Count `steps` (those not seen yet); return the new ones."""
+    def take(
+        self, steps: list[LiveStep], *, reordered: bool
+    ) -> tuple[list[LiveStep], list[dict[str, Any]]]:
+        """Count `steps` (those not seen yet: with `reordered` ids, a step can be read twice);
+        return the new ones, and the failures among them kept for the page."""
         new: list[LiveStep] = []
+        kept: list[dict[str, Any]] = []
         for step in steps:
-            if step.id in self.seen_ids:
-                continue
+            if reordered:
+                if step.id in self.seen_ids:
+                    continue
+                self.seen_ids.add(step.id)
             new.append(step)
-            self.seen_ids.add(step.id)
             if step.final:
                 self.counts[step.outcome] += 1
                 self.busy += step.duration
@@ -150,11 +156,12 @@ class Watch:
             if step.outcome in FAILING:
                 self.failures_total += 1
                 if len(self.failures) < KEEP_FAILURES:
-                    self.failures.append(failure_json(step))
+                    kept.append(failure_json(step))
+                    self.failures.append(kept[-1])
             self.recent.append(step_json(step))
         if steps:
             self.last_id = max(self.last_id, max(s.id for s in steps))
-        return new
+        return new, kept
 
     def eta(self, now: float) -> float | None:
         """Seconds until the run ends, from the recorded durations of the tests still to run
@@ -348,7 +355,7 @@ class Hub:
         while True:
             after = max(0, watch.last_id - window)
             steps = db.steps_after(watch.number, after, limit=PAGE, clip=TRACEBACK_CLIP)
-            new = watch.take(steps)
+            new, kept = watch.take(steps, reordered=window > 0)
             if window:  # forget ids that fell out of the window
                 floor = watch.last_id - window
                 watch.seen_ids = {i for i in watch.seen_ids if i > floor}
@@ -357,9 +364,7 @@ class Hub:
                     "steps",
                     {
                         "steps": [step_json(s) for s in new[-RECENT_STEPS:]],
-                        "failures": [failure_json(s) for s in new if s.outcome in FAILING][
-                            : max(0, KEEP_FAILURES - (watch.failures_total - len(new)))
-                        ],
+                        "failures": kept,
                         "counts": dict(watch.counts),
                         "done": watch.done,
                         "reruns": watch.reruns,
