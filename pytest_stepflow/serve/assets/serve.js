@@ -263,7 +263,8 @@
       progressBox.replaceChildren();
       if (run.status === "running") {
         progressBox.append(progress(state.done, total, true),
-          el("span", { id: "done", text: total ? `${state.done} of ${total} tests` : `${state.done} tests so far` }));
+          el("span", { id: "done", text: total ? `${state.done} of ${total} tests` : `${state.done} tests so far` }),
+          " · ", el("a", { href: `/run/${number}/report`, target: "_blank", rel: "noopener", id: "report-so-far", text: "the report so far" }));
       } else {
         progressBox.append(el("span", { id: "done", text: `${state.done} tests in ${seconds(h.duration || (run.completed_at && h.started_at ? (new Date(run.completed_at) - new Date(h.started_at)) / 1000 : null))}` }));
       }
