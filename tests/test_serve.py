@@ -150,10 +150,13 @@ def test_loopback_server_refuses_other_host_names(tmp_path: Path) -> None:
             assert request(server, "/api/runs", headers={"Host": host}).status == 200
 
 
-def test_token_in_the_address_becomes_a_cookie(tmp_path: Path) -> None:
+def test_token_in_the_address_becomes_a_cookie(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     db, _ = recorded(tmp_path)
     token = "s3cret-token-of-enough-length"
-    with running(db, token=token) as server:
+    with running(db, token=token, verbose=True) as server:
+        name = f"stepflow_token_{server.server_address[1]}"  # one per port
         assert request(server, "/api/runs").status == 401
         assert request(server, "/runs?token=wrong-token-of-enough-len").status == 401
         assert request(server, "/events").status == 401
@@ -161,13 +164,61 @@ def test_token_in_the_address_becomes_a_cookie(tmp_path: Path) -> None:
         assert entered.status == 303
         assert entered.headers["location"] == "/run/1?x=1"
         cookie = entered.headers["set-cookie"]
-        assert cookie == f"stepflow_token={token}; HttpOnly; SameSite=Strict; Path=/"
-        with_cookie = {"Cookie": f"other=1; stepflow_token={token}"}
+        assert cookie == f"{name}={token}; HttpOnly; SameSite=Strict; Path=/"
+        with_cookie = {"Cookie": f"other=1; {name}={token}"}
         assert request(server, "/api/runs", headers=with_cookie).status == 200
+        other_port = {"Cookie": f"stepflow_token_1={token}"}
+        assert request(server, "/api/runs", headers=other_port).status == 401
         bearer = {"Authorization": f"Bearer {token}"}
         assert request(server, "/api/runs", headers=bearer).status == 200
         with events(server, "/events", headers=bearer) as stream:
             assert stream.next("snapshot") == {"problem": None}
+        # Text that is not the token, whatever it is, is refused without a crash.
+        for hostile in ("é" * 30, "\udcff", token + "x", ""):
+            offered = {
+                "Authorization": f"Bearer {hostile}".encode("utf-8", "surrogateescape").decode(
+                    "latin-1"
+                )
+            }
+            assert request(server, "/api/runs", headers=offered).status == 401
+        assert request(server, "/runs?token=%C3%A9%C3%A9").status == 401
+        # The redirect stays on this server, whatever the path looks like.
+        for path, where in (
+            ("//evil.example", "/evil.example"),
+            ("///evil.example/x", "/evil.example/x"),
+            ("/%5Cevil.example/", "/%5Cevil.example/"),  # still encoded: a path of this server
+        ):
+            answer = request(server, f"{path}?token={token}")
+            assert answer.status == 303 and answer.headers["location"] == where, path
+        head = request(server, "/events", method="HEAD", headers=bearer)
+        assert head.status == 200 and head.body == b""
+    logged = capsys.readouterr().err
+    assert "GET /run/1?token=…&x=1" in logged and token not in logged
+    assert "Traceback" not in logged
+
+
+def test_runs_beyond_a_thousand_are_run_numbers_too(tmp_path: Path) -> None:
+    db, _ = recorded(tmp_path)
+    with running(db) as server:
+        answer = request(server, "/api/live?run=1001")
+        assert answer.status == 404 and "no run 1001" in answer.json()["error"]
+        assert request(server, "/api/live?run=0").status == 400
+
+
+def test_the_runs_list_hears_a_run_start_progress_and_end(tmp_path: Path) -> None:
+    db, _ = recorded(tmp_path)
+    with running(db) as server, events(server, "/events") as stream:
+        stream.next("snapshot")
+        rec = Recorder(db)
+        rec.write([*rec.steps(2), rec.heartbeat(2, live_json(rec, 4, {}))])
+        change = stream.next("runs")["runs"]
+        while change[-1]["completed_steps"] < 2:
+            change = stream.next("runs")["runs"]
+        assert change[-1]["number"] == 2 and change[-1]["status"] == "running"
+        rec.finish(status="passed")
+        while change[-1]["status"] == "running":
+            change = stream.next("runs")["runs"]
+        assert change[-1]["number"] == 2 and change[-1]["status"] == "passed"
 
 
 def test_artifacts_only_by_id_with_a_safe_download(tmp_path: Path) -> None:

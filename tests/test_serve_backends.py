@@ -15,6 +15,7 @@ from serve_helpers import events, request
 from stores import Store
 
 from pytest_stepflow.cli import main
+from pytest_stepflow.serve import live
 from pytest_stepflow.serve.server import running
 
 pytestmark = pytest.mark.backends
@@ -118,3 +119,26 @@ def test_a_server_refusing_the_password_is_one_line_without_it(
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and "hunter2" not in captured.err
     assert "nobody" in captured.err or "password" in captured.err
+
+
+def test_a_run_read_in_pages(
+    pytester: pytest.Pytester, store: Store, run_stepflow: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three steps a question: the run's eleven steps take four pages, each after the last
+    # one (on a server, the first page starts inside the re-read window: never again).
+    monkeypatch.setattr(live, "PAGE", 3)
+    pytester.makepyfile(
+        "import pytest\n"
+        "@pytest.mark.parametrize('i', range(10))\n"
+        "def test_many(i): assert i != 7\n"
+        "def test_one(): pass\n"
+    )
+    run_stepflow()
+    with running(store.location) as server:
+        state = request(server, "/api/live?run=1").json()
+        assert state["done"] == 11 and state["counts"] == {"passed": 10, "failed": 1}
+        assert [f["nodeid"] for f in state["failures"]] == [
+            "test_a_run_read_in_pages.py::test_many[7]"
+        ]
+        with events(server, "/events?run=1") as stream:
+            assert stream.next("snapshot")["done"] == 11

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import secrets
 import sys
 import threading
@@ -17,6 +18,7 @@ from pytest_stepflow.query.database import locate, open_database
 Sub = argparse._SubParsersAction  # argparse has no public name for it
 
 DEFAULT_PORT = 8765
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~]{16,}")  # the characters an address keeps as they are
 
 
 def register(sub: Sub[argparse.ArgumentParser]) -> None:
@@ -85,8 +87,11 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     made = False
     if token is None and not loopback:
         token, made = secrets.token_urlsafe(24), True
-    if token is not None and (len(token) < 16 or not token.isprintable() or " " in token):
-        raise UsageError("--token: use at least 16 printable characters without spaces")
+    if token is not None and not _TOKEN.fullmatch(token):
+        raise UsageError(
+            "--token: use at least 16 characters of A-Z, a-z, 0-9 and -._~ (it goes in an "
+            "address and a cookie)"
+        )
     app = App(location, token=token, loopback=loopback, name=name)
     try:
         server = Server((args.host, args.port), app, verbose=args.verbose)

@@ -26,6 +26,7 @@ from pytest_stepflow.query.runs import window
 
 RUNS_LIMIT = 50
 MAX_LIMIT = 1_000
+MAX_RUN = 10**12 - 1  # the twelve digits a route takes
 TEST_HISTORY = 50
 TEST_FAILURES = 10
 TEXT_CLIP = 64 * 1024
@@ -35,7 +36,10 @@ class BadRequest(Exception):
     """A parameter that cannot be used, said in one line."""
 
 
-def number(params: Mapping[str, str], name: str, default: int, *, low: int = 1) -> int:
+def number(
+    params: Mapping[str, str], name: str, default: int, *, low: int = 1, high: int = MAX_LIMIT
+) -> int:
+    """A whole-number parameter from `low` to `high` (a limit or a window of runs)."""
     text = params.get(name, "").strip()
     if not text:
         return default
@@ -43,9 +47,14 @@ def number(params: Mapping[str, str], name: str, default: int, *, low: int = 1) 
         value = int(text)
     except ValueError:
         raise BadRequest(f"{name}={text[:40]!r} is not a whole number") from None
-    if not low <= value <= MAX_LIMIT:
-        raise BadRequest(f"{name}={value} is out of range ({low} to {MAX_LIMIT})")
+    if not low <= value <= high:
+        raise BadRequest(f"{name}={value} is out of range ({low} to {high})")
     return value
+
+
+def run_number(params: Mapping[str, str], name: str = "run", default: int = 0) -> int:
+    """A run's number: 1 or more, as many digits as a route takes (0: not given)."""
+    return number(params, name, default, low=1, high=MAX_RUN)
 
 
 def run_json(run: Run) -> dict[str, Any]:
@@ -178,7 +187,7 @@ def test(db: ReadSide, params: Mapping[str, str]) -> dict[str, Any]:
                         "longrepr": (detail.longrepr or "")[:TEXT_CLIP],
                     }
                 )
-    shown = number(params, "run", entries[0].run)
+    shown = run_number(params, default=entries[0].run)
     attempts = [db.step_detail(s.id) for s in db.find_steps(nodeid, shown)]
     return {
         "nodeid": nodeid,

@@ -43,6 +43,7 @@ TRACEBACK_CLIP = 16 * 1024  # characters of a failure's traceback sent live
 RECENT_STEPS = 60  # the newest steps a run page shows
 IDLE_WATCH = 60.0  # seconds a run is still watched after its last page left
 ETA_HISTORY_RUNS = 5
+REREAD_TICKS = 4  # a server's late commits are looked for every 4th tick (2 s)
 
 
 class Topic:
@@ -154,7 +155,9 @@ class Watch:
             else:
                 self.reruns += 1
             if step.outcome in FAILING:
-                self.failures_total += 1
+                # An attempt that was rerun is shown, flagged by `final`, but only final
+                # failures are counted (as the counts are).
+                self.failures_total += step.final
                 if len(self.failures) < KEEP_FAILURES:
                     kept.append(failure_json(step))
                     self.failures.append(kept[-1])
@@ -189,7 +192,7 @@ class Watch:
             "counts": dict(self.counts),
             "done": self.done,
             "reruns": self.reruns,
-            "failures": self.failures,
+            "failures": list(self.failures),  # a copy: the poller appends to it
             "failures_total": self.failures_total,
             "recent": list(self.recent),
             "eta": self.eta(now),
@@ -239,7 +242,7 @@ class Hub:
         with self.changed:
             watch = self.watches.get(number)
             if watch is None:
-                watch = self.watches[number] = Watch(number)
+                watch = self.watches[number] = Watch(number, left_at=time.time())
             if not watch.loaded:
                 self._read_watches([watch])
             return watch
@@ -298,7 +301,7 @@ class Hub:
     def _read_watches(self, watches: list[Watch]) -> None:
         try:
             with self._open() as db:
-                self._read_runs(db, [w.number for w in watches])
+                self._read_runs(db, list(self.watches))
                 for watch in watches:
                     self._read_watch(db, watch)
         except StorageError as exc:
@@ -317,8 +320,12 @@ class Hub:
         for watch in self.watches.values():
             watch.topic.add("problem", {"message": problem})
 
-    def _read_runs(self, db: ReadSide, numbers: list[int]) -> None:
-        found = db.live_runs(after=self._latest, numbers=numbers)
+    def _read_runs(self, db: ReadSide, watched: list[int]) -> None:
+        """The runs that are new, running (or were, at the last tick) or watched: the
+        list pages are told of each change, an end included."""
+        running = [n for n, r in self._runs.items() if r.status == "running"]
+        asked = sorted({*watched, *running})
+        found = db.live_runs(after=self._latest, numbers=asked)
         changed: list[dict[str, Any]] = []
         for run in found:
             if self._runs.get(run.number) != run:
@@ -327,13 +334,10 @@ class Hub:
             self._latest = max(self._latest, run.number)
         present = {run.number for run in found}
         for number, run in list(self._runs.items()):
-            # Every running or watched run is read each tick: one not found any more went
-            # with the file (deleted from it, or the file replaced).
-            if number not in present and (run.status == "running" or number in numbers):
-                del self._runs[number]
-        for number, run in list(self._runs.items()):
-            if run.status != "running" and number not in numbers and number < self._latest:
-                del self._runs[number]  # ended and shown: the list page has it
+            if number not in present and number in asked:
+                del self._runs[number]  # asked for by number and not there: it went with the file
+            elif run.status != "running" and number not in watched:
+                del self._runs[number]  # ended, and its end was told this tick or before
         if changed:
             self.runs.add("runs", {"runs": changed, "latest": self._latest})
 
@@ -351,13 +355,16 @@ class Hub:
         if watch.gone or (watch.execution_key is not None and watch.execution_key != key):
             self._restart(watch)  # back, or another run under its number: start over
         watch.execution_key = key
-        window = db.id_reorder_window
+        # Where a server hands out ids before its commits land, the last `window` ids are
+        # read again every REREAD_TICKS ticks (a late commit is seen within them), never
+        # on every tick: that would read thousands of rows a tick for nothing.
+        window = db.id_reorder_window if self.ticks % REREAD_TICKS == 0 else 0
+        after = max(0, watch.last_id - window)
         while True:
-            after = max(0, watch.last_id - window)
             steps = db.steps_after(watch.number, after, limit=PAGE, clip=TRACEBACK_CLIP)
-            new, kept = watch.take(steps, reordered=window > 0)
-            if window:  # forget ids that fell out of the window
-                floor = watch.last_id - window
+            new, kept = watch.take(steps, reordered=db.id_reorder_window > 0)
+            if db.id_reorder_window:  # forget ids that fell out of the window
+                floor = watch.last_id - db.id_reorder_window
                 watch.seen_ids = {i for i in watch.seen_ids if i > floor}
             if new and watch.loaded:
                 watch.topic.add(
@@ -373,6 +380,7 @@ class Hub:
                 )
             if len(steps) < PAGE:
                 break
+            after = steps[-1].id  # the next page, never the same one again
         if watch.expected is None and run.status == "running":
             watch.expected = self._expected(db, run)
         if run != watch.run or not watch.loaded:

@@ -62,7 +62,8 @@ from pytest_stepflow.serve.live import Hub
 from pytest_stepflow.serve.reply import Reply
 from pytest_stepflow.storage.errors import StorageError
 
-COOKIE = "stepflow_token"
+COOKIE = "stepflow_token"  # and the port: a cookie is sent to every port of its host
+_TOKEN_PARAM = re.compile(r"([?&])token=[^&\s]*")
 KEEPALIVE = 15.0  # seconds between two comments on an idle event stream
 GZIP_FROM = 64 * 1024  # bytes: smaller answers are sent as they are
 REPORT_CACHE = 4  # finished runs' report pages kept rendered
@@ -79,6 +80,15 @@ _REPORT_CSP = (
 _RUN_PATH = re.compile(r"/run/(\d{1,12})(/report)?")
 _NUMBER_PATH = re.compile(r"/(artifact|api/step)/(\d{1,12})")
 PAGES = frozenset({"/", "/runs", "/test", "/search", "/flaky", "/diff"})
+
+
+def same_token(offered: str | None, token: str) -> bool:
+    """Whether `offered` is the token, in constant time (as bytes: any text is comparable)."""
+    if offered is None:
+        return False
+    return hmac.compare_digest(
+        offered.encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -150,7 +160,7 @@ class App:
             with self.open() as db:
                 return Reply.json(api.step(db, int(numbered.group(2))))
         if path == "/api/live":
-            return Reply.json(self.live(api.number(params, "run", 0, low=0)))
+            return Reply.json(self.live(api.run_number(params)))
         questions: dict[str, Callable[[ReadSide, Mapping[str, str]], Any]] = {
             "/api/runs": lambda db, params: api.runs(db, params, self.counts),
             "/api/test": api.test,
@@ -186,23 +196,31 @@ class App:
             runs = db.runs(
                 numbers=list(selection.numbers), limit=len(selection.numbers), counts=False
             )
-        nonce = secrets.token_urlsafe(18)
+        marker = secrets.token_urlsafe(18)  # stands for the nonce in a kept page
 
         def make() -> tuple[str, str]:
             with open_bulk(self.database) as bulk:
                 payload = report_data.build(bulk, selection, Path("."), link=_artifact_link)
-            return render(payload, nonce=nonce), nonce
+            return render(payload, nonce=marker), marker
 
         if any(r.status == "running" for r in runs):
             page, used = make()
         else:
-            key = (ref, *sorted((r.number, r.id, r.completed_at) for r in runs))
+            # What a finished run's report shows changes only with the run's rows and the
+            # quarantine's (its flaky and history sections read other runs too, but a
+            # kept page is at most REPORT_CACHE pages old).
+            with self.open() as db:
+                quarantine = tuple((q.nodeid, q.added_at, q.left_at) for q in db.quarantine())
+            key = (ref, quarantine, *sorted((r.number, r.id, r.completed_at) for r in runs))
             page, used = self.reports.get(key, make)
+        # Every answer its own nonce: the kept page's marker is replaced (a random string
+        # no test output can know, so only the marker's places change).
+        nonce = secrets.token_urlsafe(18)
         return Reply(
             200,
-            page,
+            page.replace(used, nonce),
             "text/html; charset=utf-8",
-            {"Content-Security-Policy": _REPORT_CSP.format(nonce=used)},
+            {"Content-Security-Policy": _REPORT_CSP.format(nonce=nonce)},
         )
 
     def artifact(self, artifact_id: int) -> Reply:
@@ -251,21 +269,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "stepflow-serve"
     sys_version = ""
+    timeout = 120  # seconds a connection may idle, or a write to a stalled page block
 
     # -- what is refused ---------------------------------------------------------------------
 
-    def _refuse(self) -> Reply | None:
-        app = self.server.app
+    def _refuse_host(self) -> Reply | None:
+        """On loopback, a Host that is not a loopback name is a page of another site
+        reaching this server through DNS rebinding: refused."""
         host = self.headers.get("Host", "")
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if app.loopback and not is_loopback(name):
+        if self.server.app.loopback and not is_loopback(name):
             return Reply(
                 403, f"this stepflow server answers on loopback only, not {host[:100]!r}\n"
             )
-        if app.token is None:
-            return None
-        offered = self._offered_token()
-        if offered is not None and hmac.compare_digest(offered, app.token):
+        return None
+
+    def _refuse(self) -> Reply | None:
+        """Why this request is not answered (the Host check, then the token), else None."""
+        app = self.server.app
+        refused = self._refuse_host()
+        if refused is not None:
+            return refused
+        if app.token is None or same_token(self._offered_token(), app.token):
             return None
         return Reply(
             401,
@@ -279,7 +304,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return auth[len("Bearer ") :].strip()
         for part in self.headers.get("Cookie", "").split(";"):
             key, _, value = part.strip().partition("=")
-            if key == COOKIE:
+            if key == self.server.cookie:
                 return value
         return None
 
@@ -307,27 +332,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
         params = dict(urllib.parse.parse_qsl(split.query, keep_blank_values=True))
         token = params.pop("token", None)
         app = self.server.app
-        if token is not None and app.token is not None and hmac.compare_digest(token, app.token):
-            # Keep it in a cookie and drop it from the address bar (and from history).
+        if token is not None and app.token is not None and same_token(token, app.token):
+            refused = self._refuse_host()
+            if refused is not None:
+                self._send(refused, head=head)
+                return
+            # Keep it in a cookie and drop it from the address bar (and from history). The
+            # address is one path of this server: never `//host` or `/\\host`, which a
+            # browser takes for another site.
             query = urllib.parse.urlencode(params)
-            self._send(
-                Reply(
-                    303,
-                    "",
-                    headers={
-                        "Location": split.path + (f"?{query}" if query else ""),
-                        "Set-Cookie": f"{COOKIE}={app.token}; HttpOnly; SameSite=Strict; Path=/",
-                    },
-                ),
-                head=head,
-            )
+            path = "/" + split.path.lstrip("/\\").replace("\\", "%5C")
+            cookie = f"{self.server.cookie}={app.token}; HttpOnly; SameSite=Strict; Path=/"
+            headers = {"Location": path + (f"?{query}" if query else ""), "Set-Cookie": cookie}
+            self._send(Reply(303, "", headers=headers), head=head)
             return
         refused = self._refuse()
         if refused is not None:
             self._send(refused, head=head)
             return
         if split.path == "/events":
-            self._events(params)
+            if head:  # the headers of a stream, not the stream
+                self._send(Reply(200, "", "text/event-stream; charset=utf-8"), head=True)
+            else:
+                self._events(params)
             return
         self._send(self._reply(split.path, params), head=head)
 
@@ -355,7 +382,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """Server-Sent Events of the runs list (no `run`), or of one run."""
         app = self.server.app
         try:
-            number = api.number(params, "run", 0, low=0) or None
+            number = api.run_number(params) or None
         except api.BadRequest as exc:
             self._send(Reply.problem(400, str(exc)))
             return
@@ -432,7 +459,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
-            sys.stderr.write(f"stepflow serve: {self.address_string()} {format % args}\n")
+            line = _TOKEN_PARAM.sub(r"\1token=…", format % args)  # never the token itself
+            sys.stderr.write(f"stepflow serve: {self.address_string()} {line}\n")
 
 
 class Server(http.server.ThreadingHTTPServer):
@@ -447,6 +475,7 @@ class Server(http.server.ThreadingHTTPServer):
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
+        self.cookie = f"{COOKIE}_{self.server_address[1]}"
 
     def note(self, text: str) -> None:
         sys.stderr.write(f"stepflow serve: {text}\n")

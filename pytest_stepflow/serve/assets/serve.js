@@ -93,18 +93,23 @@
   function listen(params, handlers) {
     if (source) source.close();
     const query = new URLSearchParams(params || {}).toString();
-    source = new EventSource("/events" + (query ? "?" + query : ""));
-    source.onopen = () => { liveState.textContent = "live"; };
-    source.onerror = () => { liveState.textContent = "reconnecting…"; };
+    const stream = source = new EventSource("/events" + (query ? "?" + query : ""));
+    stream.onopen = () => { liveState.textContent = "live"; };
+    // The browser reconnects by itself, unless the server refused the stream (a restarted
+    // server with another token, say): then only a reload helps, and the page says so.
+    stream.onerror = () => {
+      liveState.textContent = stream.readyState === EventSource.CLOSED
+        ? "live updates stopped: reload the page" : "reconnecting…";
+    };
     for (const [name, handler] of Object.entries(handlers)) {
-      source.addEventListener(name, (event) => {
+      stream.addEventListener(name, (event) => {
         let data;
         try { data = JSON.parse(event.data); } catch (e) { return; }
         handler(data);
       });
     }
-    source.addEventListener("problem", (event) => showProblem(JSON.parse(event.data).message));
-    return source;
+    stream.addEventListener("problem", (event) => showProblem(JSON.parse(event.data).message));
+    return stream;
   }
   function table(headers, rows, numeric) {
     const num = new Set(numeric || []);
