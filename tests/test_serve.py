@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from records import make_artifact, make_step
 from serve_helpers import HOSTILE, Recorder, events, live_json, recorded, request
 
 from pytest_stepflow.cli import main
+from pytest_stepflow.query.database import ReadSide, open_database
 from pytest_stepflow.serve import live
 from pytest_stepflow.serve.server import artifact_headers, running
 
@@ -358,6 +360,39 @@ def test_one_poller_for_many_pages(tmp_path: Path) -> None:
         wait_for(lambda: hub.ticks >= start + ticks + 4, "four more ticks")
         elapsed = time.monotonic() - began
         assert elapsed >= 3 * hub.interval
+
+
+def test_pages_never_wait_for_a_database_read(tmp_path: Path) -> None:
+    """The poller reads outside the lock the pages take: a read that hangs (a server that
+    does not answer, a file locked for long) never holds up a page's snapshot or events."""
+    db, _ = recorded(tmp_path)
+    reading, release = threading.Event(), threading.Event()
+    gated = threading.Event()  # while set, opening the database waits for `release`
+
+    def opener() -> ReadSide:
+        if gated.is_set():
+            reading.set()
+            release.wait(60)
+        return open_database(db)
+
+    hub = live.Hub(opener)
+    watch = hub.watch(1)  # read now, while the gate is open
+    assert watch.loaded and watch.done == 5
+    gated.set()
+    ticking = threading.Thread(target=hub.tick)
+    ticking.start()
+    try:
+        assert reading.wait(60), "the tick never began its read"
+        # The read hangs; a page can still take the lock and read the state.
+        assert hub.changed.acquire(timeout=10), "the lock was held during the read"
+        try:
+            assert watch.snapshot(time.time())["done"] == 5
+        finally:
+            hub.changed.release()
+    finally:
+        release.set()
+        ticking.join(60)
+    assert not ticking.is_alive() and hub.ticks == 1
 
 
 def test_the_database_deleted_and_replaced_under_the_server(tmp_path: Path) -> None:

@@ -218,6 +218,10 @@ class Hub:
         self._runs: dict[int, LiveRun] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # One database read at a time (the poller's, or a page's first): held while
+        # reading, never while pages wait; `changed` is taken only to apply what was read.
+        self._reading = threading.Lock()
+        self._window = 0  # the database's id_reorder_window, as of the last read
 
     # -- pages ----------------------------------------------------------------------------
 
@@ -237,36 +241,39 @@ class Hub:
         return self._stop.is_set()
 
     def watch(self, number: int) -> Watch:
-        """Run `number`'s state, read now if this is its first page (under the lock, so a
-        page never sees a half-read run)."""
+        """Run `number`'s state, read now if this is its first page. Call it without holding
+        `changed`: the read happens outside it, so pages never wait for a database read."""
         with self.changed:
             watch = self.watches.get(number)
             if watch is None:
                 watch = self.watches[number] = Watch(number, left_at=time.time())
-            if not watch.loaded:
+            if watch.loaded:
+                return watch
+        with self._reading:
+            if not watch.loaded:  # another page's first read may have done it meanwhile
                 self._read_watches([watch])
-            return watch
+        return watch
 
     @contextlib.contextmanager
     def listen(self, number: int | None) -> Iterator[Topic]:
         """Keep the poller reading for a page of run `number` (None: the runs list) while
         the block runs; yields the topic whose events the page gets."""
+        watch = self.watch(number) if number is not None else None
         with self.changed:
-            if number is None:
+            if watch is None:
                 self.runs_listeners += 1
                 topic = self.runs
             else:
-                watch = self.watch(number)
+                watch = self.watches.setdefault(watch.number, watch)
                 watch.listeners += 1
                 topic = watch.topic
         try:
             yield topic
         finally:
             with self.changed:
-                if number is None:
+                if watch is None:
                     self.runs_listeners -= 1
                 else:
-                    watch = self.watches.get(number, watch)
                     watch.listeners -= 1
                     watch.left_at = time.time()
 
@@ -284,33 +291,79 @@ class Hub:
         while not self._stop.is_set():
             began = time.monotonic()
             with self.changed:
-                if self._listened():
-                    self.tick()
+                listened = self._listened()
+            if listened:
+                self.tick()
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
 
     def tick(self) -> None:
-        """One read of the database for every listening page; the caller holds `changed`."""
-        self.ticks += 1
-        now = time.time()
-        for number, watch in list(self.watches.items()):
-            if not watch.listeners and now - watch.left_at > IDLE_WATCH:
-                del self.watches[number]
-        self._read_watches(list(self.watches.values()))
-        self.changed.notify_all()
+        """One read of the database for every listening page."""
+        with self._reading:
+            with self.changed:
+                self.ticks += 1
+                now = time.time()
+                for number, watch in list(self.watches.items()):
+                    if not watch.listeners and now - watch.left_at > IDLE_WATCH:
+                        del self.watches[number]
+                watches = list(self.watches.values())
+            self._read_watches(watches)
 
     def _read_watches(self, watches: list[Watch]) -> None:
+        """Read what changed for `watches` (the caller holds `_reading`: one pass at a
+        time), then apply it under `changed` and wake the pages. The state a read depends
+        on (`last_id`, `_latest`, the runs seen) changes only in such a pass."""
+        with self.changed:
+            watched = list(self.watches)
+            asked = sorted({*watched, *(n for n, r in self._runs.items() if r.status == "running")})
         try:
             with self._open() as db:
-                self._read_runs(db, list(self.watches))
-                for watch in watches:
-                    self._read_watch(db, watch)
+                self._window = db.id_reorder_window
+                found = db.live_runs(after=self._latest, numbers=asked)
+                by_number = {r.number: r for r in found}
+                reads = [self._read_steps(db, w, by_number.get(w.number)) for w in watches]
         except StorageError as exc:
-            self._set_problem(exc.message("--db"))
-            return
+            problem: str | None = exc.message("--db")
         except Exception as exc:  # a tick never ends the server; the page says what broke
-            self._set_problem(f"cannot read the database: {type(exc).__name__}: {exc}")
-            return
-        self._set_problem(None)
+            problem = f"cannot read the database: {type(exc).__name__}: {exc}"
+        else:
+            problem = None
+        with self.changed:
+            if problem is None:
+                self._apply_runs(found, asked, watched)
+                for watch, read in zip(watches, reads, strict=True):
+                    self._apply_watch(watch, by_number.get(watch.number), *read)
+            self._set_problem(problem)
+            self.changed.notify_all()
+
+    def _read_steps(
+        self, db: ReadSide, watch: Watch, run: LiveRun | None
+    ) -> tuple[list[LiveStep], dict[str, float] | None]:
+        """The steps of `watch`'s run written since the last read, page by page, and the
+        recorded durations for its ETA when it is running and has none yet."""
+        if run is None or watch.gone or self._replaced(watch, run):
+            return [], None  # applied as gone or restarted: the next read starts over
+        # Where a server hands out ids before its commits land, the last `window` ids are
+        # read again every REREAD_TICKS ticks (a late commit is seen within them), never
+        # on every tick: that would read thousands of rows a tick for nothing.
+        window = db.id_reorder_window if self.ticks % REREAD_TICKS == 0 else 0
+        after = max(0, watch.last_id - window)
+        steps: list[LiveStep] = []
+        while True:
+            page = db.steps_after(watch.number, after, limit=PAGE, clip=TRACEBACK_CLIP)
+            steps.extend(page)
+            if len(page) < PAGE:
+                break
+            after = page[-1].id  # the next page, never the same one again
+        expected = None
+        if watch.expected is None and run.status == "running":
+            expected = self._expected(db, run)
+        return steps, expected
+
+    @staticmethod
+    def _replaced(watch: Watch, run: LiveRun) -> bool:
+        """Whether another execution now has the watched run's number (the file replaced)."""
+        key = (run.started_at, str(run.worker_count))
+        return watch.execution_key is not None and watch.execution_key != key
 
     def _set_problem(self, problem: str | None) -> None:
         if problem == self.problem:
@@ -320,12 +373,9 @@ class Hub:
         for watch in self.watches.values():
             watch.topic.add("problem", {"message": problem})
 
-    def _read_runs(self, db: ReadSide, watched: list[int]) -> None:
-        """The runs that are new, running (or were, at the last tick) or watched: the
-        list pages are told of each change, an end included."""
-        running = [n for n, r in self._runs.items() if r.status == "running"]
-        asked = sorted({*watched, *running})
-        found = db.live_runs(after=self._latest, numbers=asked)
+    def _apply_runs(self, found: list[LiveRun], asked: list[int], watched: list[int]) -> None:
+        """The runs that are new, running (or were, at the last read) or watched: the list
+        pages are told of each change, an end included."""
         changed: list[dict[str, Any]] = []
         for run in found:
             if self._runs.get(run.number) != run:
@@ -337,52 +387,44 @@ class Hub:
             if number not in present and number in asked:
                 del self._runs[number]  # asked for by number and not there: it went with the file
             elif run.status != "running" and number not in watched:
-                del self._runs[number]  # ended, and its end was told this tick or before
+                del self._runs[number]  # ended, and its end was told this time or before
         if changed:
             self.runs.add("runs", {"runs": changed, "latest": self._latest})
 
-    def _read_watch(self, db: ReadSide, watch: Watch) -> None:
-        run = self._runs.get(watch.number)
+    def _apply_watch(
+        self,
+        watch: Watch,
+        run: LiveRun | None,
+        steps: list[LiveStep],
+        expected: dict[str, float] | None,
+    ) -> None:
         if run is None:
-            found = [r for r in db.live_runs(after=watch.number - 1) if r.number == watch.number]
-            if not found:
-                if not watch.gone:  # said once, not every tick
-                    watch.gone = True
-                    watch.topic.add("gone", {"number": watch.number})
-                return
-            run = found[0]
-        key = (run.started_at, str(run.worker_count))
-        if watch.gone or (watch.execution_key is not None and watch.execution_key != key):
+            if not watch.gone:  # said once, not every tick
+                watch.gone = True
+                watch.topic.add("gone", {"number": watch.number})
+            return
+        if watch.gone or self._replaced(watch, run):
             self._restart(watch)  # back, or another run under its number: start over
-        watch.execution_key = key
-        # Where a server hands out ids before its commits land, the last `window` ids are
-        # read again every REREAD_TICKS ticks (a late commit is seen within them), never
-        # on every tick: that would read thousands of rows a tick for nothing.
-        window = db.id_reorder_window if self.ticks % REREAD_TICKS == 0 else 0
-        after = max(0, watch.last_id - window)
-        while True:
-            steps = db.steps_after(watch.number, after, limit=PAGE, clip=TRACEBACK_CLIP)
-            new, kept = watch.take(steps, reordered=db.id_reorder_window > 0)
-            if db.id_reorder_window:  # forget ids that fell out of the window
-                floor = watch.last_id - db.id_reorder_window
-                watch.seen_ids = {i for i in watch.seen_ids if i > floor}
-            if new and watch.loaded:
-                watch.topic.add(
-                    "steps",
-                    {
-                        "steps": [step_json(s) for s in new[-RECENT_STEPS:]],
-                        "failures": kept,
-                        "counts": dict(watch.counts),
-                        "done": watch.done,
-                        "reruns": watch.reruns,
-                        "failures_total": watch.failures_total,
-                    },
-                )
-            if len(steps) < PAGE:
-                break
-            after = steps[-1].id  # the next page, never the same one again
-        if watch.expected is None and run.status == "running":
-            watch.expected = self._expected(db, run)
+            return
+        watch.execution_key = (run.started_at, str(run.worker_count))
+        new, kept = watch.take(steps, reordered=self._window > 0)
+        if self._window:  # forget the ids below the re-read window
+            floor = watch.last_id - self._window
+            watch.seen_ids = {i for i in watch.seen_ids if i > floor}
+        if new and watch.loaded:
+            watch.topic.add(
+                "steps",
+                {
+                    "steps": [step_json(s) for s in new[-RECENT_STEPS:]],
+                    "failures": kept,
+                    "counts": dict(watch.counts),
+                    "done": watch.done,
+                    "reruns": watch.reruns,
+                    "failures_total": watch.failures_total,
+                },
+            )
+        if expected is not None:
+            watch.expected = expected
         if run != watch.run or not watch.loaded:
             # Every heartbeat (~2 s) changes the row: the page's ETA follows it.
             watch.run = run

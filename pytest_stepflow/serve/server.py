@@ -180,8 +180,8 @@ class App:
             raise api.BadRequest("give the run's number: /api/live?run=N")
         with self.open() as db:
             header = api.run_json(db.run(number))
+        watch = self.hub.watch(number)
         with self.hub.changed:
-            watch = self.hub.watch(number)
             snapshot = watch.snapshot(time.time())
             snapshot["problem"] = self.hub.problem
         snapshot["header"] = header
@@ -413,12 +413,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _snapshot(self, number: int | None, topic: Any) -> int:
         hub = self.server.app.hub
+        # The watch is got (and read, the first time) before `changed` is taken: a read
+        # never happens under it.
+        watch = hub.watch(number) if number is not None else None
         with hub.changed:
-            if number is None:
-                data: dict[str, Any] = {"problem": hub.problem}
-            else:
-                data = hub.watch(number).snapshot(time.time())
-                data["problem"] = hub.problem
+            data: dict[str, Any] = watch.snapshot(time.time()) if watch else {}
+            data["problem"] = hub.problem
             seq = int(topic.seq)
         self._event("snapshot", data, seq)
         self.wfile.flush()
