@@ -24,6 +24,7 @@ from stores import Store
 
 from pytest_stepflow.query.records import LiveRun
 from pytest_stepflow.storage.backend import open_backend
+from pytest_stepflow.storage.errors import StorageError
 from pytest_stepflow.storage.live import MAX_NODEID, live_json, parse_live
 from pytest_stepflow.storage.location import parse_location
 from pytest_stepflow.storage.postgresql import schema as pg_schema
@@ -90,7 +91,10 @@ def write(store: Store, sql: str, *params: object) -> None:
 def running_run(store: Store) -> LiveRun | None:
     if not store.exists():
         return None
-    runs = live_runs(store)
+    try:
+        runs = live_runs(store)
+    except StorageError:  # the file is made, its schema not yet: the session is starting
+        return None
     return runs[0] if runs and runs[0].status == "running" else None
 
 
