@@ -645,7 +645,8 @@ def test_writer_stats_report_wal_bytes(
 # ---- 6. maximum contention: 5,000 tests, one row per transaction ---------------------------
 
 
-@pytest.mark.parametrize("workers", [4, 8])
+# Eight workers only: four contend less and took 15 s more of the suite's budget.
+@pytest.mark.parametrize("workers", [8])
 def test_maximum_contention(pytester: pytest.Pytester, run_stepflow: Run, workers: int) -> None:
     for n in range(50):
         pytester.makepyfile(**{f"test_many_{n:02}": parametrized_suite(100)})
