@@ -13,6 +13,7 @@ import shutil
 import struct
 import zlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,6 +65,18 @@ def console_errors(driver: Browser) -> list[dict[str, Any]]:
 
 def wait(driver: Browser, condition: Callable[[Browser], Any], what: str) -> Any:
     return WebDriverWait(driver, WAIT).until(condition, message=f"timed out: {what}")
+
+
+def load_report(driver: Browser, path: Path) -> None:
+    """Open the HTML report file `path` and wait until its script has drawn it."""
+    console_errors(driver)  # drop what an earlier page logged
+    driver.get("about:blank")
+    driver.get(path.resolve().as_uri())
+    wait(
+        driver,
+        lambda d: d.execute_script("return document.documentElement.dataset.ready === '1'"),
+        "report ready",
+    )
 
 
 def js(driver: Browser, script: str, *args: Any) -> Any:

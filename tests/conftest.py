@@ -26,6 +26,7 @@ import json
 import os
 import socket
 import sqlite3
+import sys
 import time
 import uuid
 from collections import Counter
@@ -238,6 +239,23 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 90.0) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def recording_session(location: str | Path, *extra: str) -> list[str]:
+    """The command of a `pytest --stepflow` session into `location`, for a subprocess that
+    a test watches while it runs (records are flushed every 50 ms)."""
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--stepflow",
+        f"--stepflow-db={location}",
+        "--stepflow-flush-interval=0.05",
+        *extra,
+    ]
 
 
 def steps_in(db: Path, execution: int | None = None) -> int:

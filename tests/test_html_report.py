@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from browser import Browser, chrome, console_errors, js, needs_chromium, png, wait
+from browser import load_report as load
 from conftest import INNER_ADDOPTS, StepflowRun, query
 from records import make_finished, make_log, make_started, make_step
 from selenium.webdriver.common.action_chains import ActionChains
@@ -236,17 +237,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 def browser() -> Iterator[Browser]:
     with chrome() as driver:
         yield driver
-
-
-def load(driver: Browser, path: Path) -> None:
-    console_errors(driver)  # drop what an earlier page logged
-    driver.get("about:blank")
-    driver.get(path.resolve().as_uri())
-    wait(
-        driver,
-        lambda d: d.execute_script("return document.documentElement.dataset.ready === '1'"),
-        "report ready",
-    )
 
 
 def visible_rows(driver: Browser) -> list[dict[str, str]]:

@@ -13,12 +13,11 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import StepflowRun, wait_for
+from conftest import StepflowRun, recording_session, wait_for
 from records import make_started
 from stores import Store
 
@@ -109,18 +108,7 @@ def test_a_running_session_says_what_it_collected_and_what_each_worker_runs(
     release = pytester.path / "release"
     began = time.time()
     session = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--stepflow",
-            f"--stepflow-db={store.location}",
-            "--stepflow-flush-interval=0.05",
-            *(["-n", str(workers)] if workers else []),
-        ],
+        recording_session(store.location, *(["-n", str(workers)] if workers else [])),
         cwd=pytester.path,
         env={**os.environ, "STEPFLOW_RELEASE": str(release)},
         stdout=subprocess.PIPE,

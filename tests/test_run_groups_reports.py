@@ -18,23 +18,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import xmlschema
+from browser import Browser, chrome, console_errors, needs_chromium, wait
+from browser import load_report as load
 from conftest import INNER_ADDOPTS, Store, new_store, wait_for
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 from pytest_stepflow.cli import main
 
@@ -97,10 +95,6 @@ HOSTILE = {HOSTILE_SHARD: ["test_three.py"], "2/2": ["test_one.py"]}
 # What the inner runs may see of this process's environment: no CI variables (a CI's would
 # name a run group of their own), no STEPFLOW_* settings.
 _KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-WAIT = 20.0
 
 
 def inner_env(**extra: str) -> dict[str, str]:
@@ -513,52 +507,16 @@ def test_summary_says_which_shards_run_and_which_are_missing(
 
 # -- in a browser ---------------------------------------------------------------------------
 
-needs_chromium = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="Debian's chromium and chromium-driver are not installed "
-    "(apt-get install chromium chromium-driver; .ci/run installs them)",
-)
 SAME_PAGE = pytest.mark.sqlite_only("the page is the same whatever the database")
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("Debian's chromium and chromium-driver are not installed")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.add_argument("--window-size=1400,1000")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    try:
+def browser() -> Iterator[Browser]:
+    with chrome() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
-def console_errors(driver: webdriver.Chrome) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
-    return [e for e in entries if e["level"] in ("SEVERE", "ERROR")]
-
-
-def wait(driver: webdriver.Chrome, condition: Callable[[Any], Any], what: str) -> Any:
-    return WebDriverWait(driver, WAIT).until(condition, message=f"timed out: {what}")
-
-
-def load(driver: webdriver.Chrome, path: Path) -> None:
-    console_errors(driver)
-    driver.get("about:blank")
-    driver.get(path.resolve().as_uri())
-    wait(
-        driver,
-        lambda d: d.execute_script("return document.documentElement.dataset.ready === '1'"),
-        "report ready",
-    )
-
-
-def shown(driver: webdriver.Chrome) -> list[dict[str, str]]:
+def shown(driver: Browser) -> list[dict[str, str]]:
     return list(
         driver.execute_script(
             "return [...document.querySelectorAll('#rows-body .row:not([hidden])')].map("
@@ -571,7 +529,7 @@ def shown(driver: webdriver.Chrome) -> list[dict[str, str]]:
 @needs_chromium
 @SAME_PAGE
 def test_group_page_shows_shards_lanes_and_each_steps_shard(
-    pipelines: Pipelines, browser: webdriver.Chrome, capsys: pytest.CaptureFixture[str]
+    pipelines: Pipelines, browser: Browser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, _ = write_report(pipelines, "group:pipe-1", "pipe-1-browser", capsys)
     payload = payload_of(path)
@@ -620,7 +578,7 @@ def test_group_page_shows_shards_lanes_and_each_steps_shard(
 @needs_chromium
 @SAME_PAGE
 def test_hostile_group_page_stays_inert(
-    pipelines: Pipelines, browser: webdriver.Chrome, capsys: pytest.CaptureFixture[str]
+    pipelines: Pipelines, browser: Browser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, _ = write_report(pipelines, "group:" + HOSTILE_GROUP, "hostile-browser", capsys)
     load(browser, path)

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from typing import Any
 
 import pytest
-from conftest import INNER_ADDOPTS, wait_for
+from conftest import INNER_ADDOPTS, recording_session, wait_for
 from serve_helpers import events, request
 from stores import Store
 
@@ -56,9 +55,7 @@ def test_a_running_session_seen_live(pytester: pytest.Pytester, store: Store) ->
     gate = pytester.path / "gate"
     gate.mkdir()
     env = {**os.environ, "SF_GATE": str(gate), "PYTEST_ADDOPTS": INNER_ADDOPTS}
-    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2"]
-    argv += ["--dist=loadfile"]
-    argv += ["--stepflow", f"--stepflow-db={store.location}", "--stepflow-flush-interval=0.05"]
+    argv = recording_session(store.location, "-n", "2", "--dist=loadfile")
     process = subprocess.Popen(
         argv, cwd=pytester.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )

@@ -15,7 +15,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from typing import Any
 
 import pytest
 from browser import Browser, chrome, console_errors, js, needs_chromium, png, wait
-from conftest import project_environment, query, steps_in
+from conftest import project_environment, query, recording_session, steps_in
 from records import make_artifact, make_log, make_step
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
@@ -273,9 +272,8 @@ def test_a_real_xdist_run_followed_live(tmp_path: Path, browser: Browser) -> Non
     first.finish(status="passed")
     with running(db) as server:
         open_page(browser, server, "/runs")
-        record = ["--stepflow", f"--stepflow-db={db}"]
         process = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", *record],
+            recording_session(db, "-n", "2"),
             cwd=root,
             env={**project_environment(root), "SF_GO": str(go)},
             stdout=subprocess.PIPE,

@@ -51,15 +51,21 @@ class MissingAsset(Exception):
     the output's fault."""
 
 
-def _asset(name: str) -> str:
-    asset = resources.files("pytest_stepflow.report") / "assets" / name
+def read_asset(package: str, name: str, whose: str) -> str:
+    """A text file of the installed package's `assets/` folder; MissingAsset (one line,
+    naming the file and the fix) when a broken install lost it."""
+    asset = resources.files(package) / "assets" / name
     try:
         return asset.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MissingAsset(
-            f"the report's {name} cannot be read from the installed pytest-stepflow "
+            f"{whose} {name} cannot be read from the installed pytest-stepflow "
             f"({asset}); reinstall it: pip install --force-reinstall pytest-stepflow"
         ) from exc
+
+
+def _asset(name: str) -> str:
+    return read_asset("pytest_stepflow.report", name, "the report's")
 
 
 def render(payload: dict[str, Any], *, nonce: str | None = None) -> str:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import functools
 import html
 import re
-from importlib import resources
 
-from pytest_stepflow.report.html import MissingAsset
+from pytest_stepflow.report.html import read_asset
 from pytest_stepflow.serve.reply import Reply
 
 _TYPES = {"serve.js": "text/javascript; charset=utf-8", "serve.css": "text/css; charset=utf-8"}
@@ -18,14 +17,7 @@ TITLES = {"/": "runs", "/runs": "runs", "/test": "test", "/search": "search", "/
 
 @functools.cache
 def _read(name: str) -> str:
-    asset = resources.files("pytest_stepflow.serve") / "assets" / name
-    try:
-        return asset.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MissingAsset(
-            f"stepflow serve's {name} cannot be read from the installed pytest-stepflow "
-            f"({asset}); reinstall it: pip install --force-reinstall pytest-stepflow"
-        ) from exc
+    return read_asset("pytest_stepflow.serve", name, "stepflow serve's")
 
 
 def shell(path: str, database: str) -> Reply:
