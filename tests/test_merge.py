@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import INNER_ADDOPTS, StepflowRun, check_invariants, query, wait_for
+from conftest import (
+    INNER_ADDOPTS,
+    StepflowRun,
+    check_invariants,
+    query,
+    recording_session,
+    wait_for,
+)
 from records import make_finished, make_log, make_started, make_step, make_substep
 from stores import SqliteStore, Store
 
@@ -921,18 +928,7 @@ def test_a_session_writing_the_target_meanwhile_loses_nothing(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "STEPFLOW_"))}
     env["PYTEST_ADDOPTS"] = INNER_ADDOPTS
     session = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--stepflow",
-            f"--stepflow-db={target.path}",
-            "--stepflow-flush-interval=0.05",
-            "test_live.py",
-        ],
+        recording_session(target.path, "test_live.py"),
         cwd=pytester.path,
         env=env,
         stdout=subprocess.PIPE,
