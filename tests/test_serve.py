@@ -281,6 +281,21 @@ def test_report_page_carries_its_nonce_in_the_header(tmp_path: Path) -> None:
         assert request(server, "/run/9/report").status == 404
 
 
+def test_a_kept_report_gets_a_new_nonce_each_time(tmp_path: Path) -> None:
+    db, _ = recorded(tmp_path)
+    with running(db) as server:
+        nonces = []
+        for _ in range(2):
+            page = request(server, "/run/1/report")
+            header = page.headers["content-security-policy"]
+            nonce = re.search(r"script-src 'nonce-([^']+)'", header)
+            assert nonce is not None
+            assert page.text.count(f'nonce="{nonce.group(1)}"') == 2  # its style and script
+            nonces.append(nonce.group(1))
+        assert nonces[0] != nonces[1]
+        assert len(server.app.reports._pages) == 1  # the second answer was the kept page
+
+
 # -- live ------------------------------------------------------------------------------------
 
 
@@ -337,6 +352,22 @@ def test_a_run_with_many_failures_keeps_the_first_tracebacks(
         live_state = request(server, "/api/live?run=1").json()
         assert [f["longrepr"] for f in live_state["failures"]] == ["E   first"] * 2 + ["E   later"]
         assert live_state["failures_total"] == 5 and live_state["counts"]["error"] == 3
+
+
+def test_a_page_that_falls_behind_the_log_takes_a_snapshot() -> None:
+    topic = live.Topic()
+    for n in range(live.LOG_EVENTS + 5):
+        topic.add("steps", {"n": n})
+    assert topic.since(topic.seq) == []
+    newest = topic.since(topic.seq - 3)
+    assert newest is not None and [data["n"] for _, _, data in newest] == [
+        live.LOG_EVENTS + 2,
+        live.LOG_EVENTS + 3,
+        live.LOG_EVENTS + 4,
+    ]
+    oldest_kept = topic.seq - live.LOG_EVENTS
+    assert topic.since(oldest_kept) is not None  # every event after it is still kept
+    assert topic.since(oldest_kept - 1) is None  # one is gone: a snapshot is due
 
 
 def test_one_poller_for_many_pages(tmp_path: Path) -> None:
