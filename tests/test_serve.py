@@ -85,6 +85,9 @@ def test_flaky_search_diff_and_history_answer_as_the_commands(tmp_path: Path) ->
         assert [f["run"] for f in test["failures"]] == [4, 2]
         assert all("ConnectionResetError" in f["longrepr"] for f in test["failures"])
         assert test["run"] == 4 and test["attempts"][0]["step"]["outcome"] == "failed"
+        attempt = test["attempts"][0]
+        assert request(server, f"/api/step/{attempt['step']['id']}").json() == attempt
+        assert request(server, "/api/step/999999").status == 404
         unknown = request(server, "/api/test?nodeid=t.py::test_nope")
         assert unknown.status == 404 and "no test 't.py::test_nope'" in unknown.json()["error"]
         missing = request(server, "/api/diff?a=99&b=latest")
@@ -417,7 +420,7 @@ def test_pages_never_wait_for_a_database_read(tmp_path: Path) -> None:
         # The read hangs; a page can still take the lock and read the state.
         assert hub.changed.acquire(timeout=10), "the lock was held during the read"
         try:
-            assert watch.snapshot(time.time())["done"] == 5
+            assert watch.snapshot()["done"] == 5
         finally:
             hub.changed.release()
     finally:

@@ -13,8 +13,8 @@ its new rows.
 
 The database may be locked, truncated, replaced or deleted while the server runs: a tick
 that cannot read says why (a `problem` event every page shows) and the next tick tries
-again. A run whose execution id changed under its number (the file was replaced) starts
-over, and its pages are told to take a new snapshot.
+again. A run whose number now names another execution (the file was replaced: another
+start time or worker count) starts over, and its pages are told to take a new snapshot.
 """
 
 from __future__ import annotations
@@ -111,7 +111,6 @@ class Watch:
 
     number: int
     run: LiveRun | None = None
-    execution_key: tuple[str, str] | None = None  # (started_at, ...) seen first: replaced?
     last_id: int = 0
     # Ids read within the reorder window (a server's), so that a re-read step counts once.
     seen_ids: set[int] = dataclasses.field(default_factory=set)
@@ -166,7 +165,7 @@ class Watch:
             self.last_id = max(self.last_id, max(s.id for s in steps))
         return new, kept
 
-    def eta(self, now: float) -> float | None:
+    def eta(self) -> float | None:
         """Seconds until the run ends, from the recorded durations of the tests still to run
         (the median of their last runs); None until the number of tests is known."""
         run = self.run
@@ -185,7 +184,7 @@ class Watch:
             return None
         return remaining * per_test / max(1, run.worker_count)
 
-    def snapshot(self, now: float) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         return {
             "seq": self.topic.seq,
             "run": run_json(self.run) if self.run else None,
@@ -195,7 +194,7 @@ class Watch:
             "failures": list(self.failures),  # a copy: the poller appends to it
             "failures_total": self.failures_total,
             "recent": list(self.recent),
-            "eta": self.eta(now),
+            "eta": self.eta(),
         }
 
 
@@ -362,8 +361,11 @@ class Hub:
     @staticmethod
     def _replaced(watch: Watch, run: LiveRun) -> bool:
         """Whether another execution now has the watched run's number (the file replaced)."""
-        key = (run.started_at, str(run.worker_count))
-        return watch.execution_key is not None and watch.execution_key != key
+        seen = watch.run
+        return seen is not None and (seen.started_at, seen.worker_count) != (
+            run.started_at,
+            run.worker_count,
+        )
 
     def _set_problem(self, problem: str | None) -> None:
         if problem == self.problem:
@@ -406,7 +408,6 @@ class Hub:
         if watch.gone or self._replaced(watch, run):
             self._restart(watch)  # back, or another run under its number: start over
             return
-        watch.execution_key = (run.started_at, str(run.worker_count))
         new, kept = watch.take(steps, reordered=self._window > 0)
         if self._window:  # forget the ids below the re-read window
             floor = watch.last_id - self._window
@@ -428,7 +429,7 @@ class Hub:
         if run != watch.run or not watch.loaded:
             # Every heartbeat (~2 s) changes the row: the page's ETA follows it.
             watch.run = run
-            watch.topic.add("run", {"run": run_json(run), "eta": watch.eta(time.time())})
+            watch.topic.add("run", {"run": run_json(run), "eta": watch.eta()})
         watch.loaded = True
 
     def _restart(self, watch: Watch) -> None:

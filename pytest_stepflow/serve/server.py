@@ -38,7 +38,6 @@ import secrets
 import socket
 import sys
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -141,12 +140,12 @@ class App:
     # -- routes -----------------------------------------------------------------------------
 
     def route(self, path: str, params: Mapping[str, str]) -> Reply:
-        if path in PAGES or (_RUN_PATH.fullmatch(path) and not path.endswith("/report")):
+        run = _RUN_PATH.fullmatch(path)
+        if path in PAGES or (run and not run.group(2)):  # a page: the shell draws it
             return pages.shell(path, self.name)
         if path.startswith("/static/"):
             return pages.asset(path[len("/static/") :])
-        run = _RUN_PATH.fullmatch(path)
-        if run:
+        if run:  # /run/N/report
             return self.report(str(int(run.group(1))))
         if path == "/group":
             group = params.get("id", "").strip()
@@ -182,7 +181,7 @@ class App:
             header = api.run_json(db.run(number))
         watch = self.hub.watch(number)
         with self.hub.changed:
-            snapshot = watch.snapshot(time.time())
+            snapshot = watch.snapshot()
             snapshot["problem"] = self.hub.problem
         snapshot["header"] = header
         return snapshot
@@ -417,7 +416,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         # never happens under it.
         watch = hub.watch(number) if number is not None else None
         with hub.changed:
-            data: dict[str, Any] = watch.snapshot(time.time()) if watch else {}
+            data: dict[str, Any] = watch.snapshot() if watch else {}
             data["problem"] = hub.problem
             seq = int(topic.seq)
         self._event("snapshot", data, seq)
